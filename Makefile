@@ -1,0 +1,37 @@
+# ratefleet: build, test, lint, run and benchmark. Needs only Go; every tool is
+# fetched by `go run pkg@version`.
+
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BIN         ?= bin
+DURATION    ?= 60s
+BENCH_TIME  ?= 60s
+
+.PHONY: all build test test-short lint run bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test:
+	$(GO) test -race -timeout 9m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+run: build
+	$(BIN)/fleet --duration $(DURATION) --bin $(BIN)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/exchange/
+	$(BIN)/fleet bench --duration $(BENCH_TIME) --bin $(BIN)
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,267 @@
+// Package embedded runs a NATS server with JetStream inside the current process: one
+// node for tests and for ratefleet's default run, or a three-node cluster for tests
+// that lose a node. It listens on loopback only.
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ErrNotReady is returned when a server does not accept connections in time.
+var ErrNotReady = errors.New("embedded NATS server not ready")
+
+// Options configures one embedded server.
+type Options struct {
+	// Name is the server's name; a random one when empty.
+	Name string
+	// Host to listen on; 127.0.0.1 when empty.
+	Host string
+	// Port to listen on; 0 picks a free port.
+	Port int
+	// StoreDir holds the JetStream file store; a temporary folder, removed on
+	// Shutdown, when empty.
+	StoreDir string
+	// ReadyTimeout bounds the wait for the server to accept connections; 10 s when 0.
+	ReadyTimeout time.Duration
+	// Log turns the server's own logging on (to stderr).
+	Log bool
+
+	cluster *server.ClusterOpts
+	routes  []string
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns      *server.Server
+	opts    Options
+	tempDir string
+}
+
+// Start starts a NATS server with JetStream and waits until it accepts connections.
+func Start(opts Options) (*Server, error) {
+	s := &Server{opts: opts}
+	if opts.StoreDir == "" {
+		dir, err := os.MkdirTemp("", "ratefleet-nats-*")
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: create store folder: %w", err)
+		}
+		s.tempDir, s.opts.StoreDir = dir, dir
+	}
+	if err := s.start(); err != nil {
+		s.removeTemp()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	o := s.opts
+	host := o.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := o.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	sopts := &server.Options{
+		ServerName: o.Name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoLog:      !o.Log,
+		NoSigs:     true,
+		// Test and benchmark loads publish quickly; the defaults are fine for the rest.
+		MaxPayload: 8 << 20,
+	}
+	if o.cluster != nil {
+		sopts.Cluster = *o.cluster
+		sopts.Routes = server.RoutesFromStr(joinRoutes(o.routes))
+	}
+	ns, err := server.NewServer(sopts)
+	if err != nil {
+		return fmt.Errorf("embedded NATS: configure: %w", err)
+	}
+	if o.Log {
+		ns.ConfigureLogger()
+	}
+	go ns.Start()
+	timeout := o.ReadyTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if !ns.ReadyForConnections(timeout) {
+		ns.Shutdown()
+		return fmt.Errorf("%w after %s (is port %d free?)", ErrNotReady, timeout, port)
+	}
+	s.ns = ns
+	return nil
+}
+
+// ClientURL returns the URL clients connect to, such as nats://127.0.0.1:4222.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// StoreDir returns the folder that holds the JetStream store.
+func (s *Server) StoreDir() string { return s.opts.StoreDir }
+
+// Shutdown stops the server, waits until it has stopped and removes a temporary
+// store folder.
+func (s *Server) Shutdown() {
+	s.stop()
+	s.removeTemp()
+}
+
+// Restart stops the server and starts it again with the same options and store,
+// as after a crash-free restart. The client URL stays the same.
+func (s *Server) Restart() error {
+	addr := s.ns.Addr().(*net.TCPAddr)
+	s.stop()
+	s.opts.Port = addr.Port
+	return s.start()
+}
+
+func (s *Server) stop() {
+	if s.ns == nil {
+		return
+	}
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+func (s *Server) removeTemp() {
+	if s.tempDir != "" {
+		_ = os.RemoveAll(s.tempDir)
+		s.tempDir = ""
+	}
+}
+
+// NATS returns the underlying nats-server, for assertions in tests.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Cluster is three JetStream servers routed to each other in one process.
+type Cluster struct {
+	Nodes []*Server
+	dir   string
+}
+
+// StartCluster starts a three-node JetStream cluster on loopback with fixed ports
+// chosen up front, so a node that is stopped can rejoin with StartNode. It returns
+// once the cluster has a JetStream meta leader.
+func StartCluster(name string) (*Cluster, error) {
+	dir, err := os.MkdirTemp("", "ratefleet-cluster-*")
+	if err != nil {
+		return nil, fmt.Errorf("embedded cluster: create store folder: %w", err)
+	}
+	c := &Cluster{dir: dir}
+	const n = 3
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	routes := make([]string, n)
+	for i := range n {
+		routes[i] = "nats://127.0.0.1:" + strconv.Itoa(ports[n+i])
+	}
+	for i := range n {
+		nodeName := fmt.Sprintf("%s-%d", name, i+1)
+		c.Nodes = append(c.Nodes, &Server{opts: Options{
+			Name:     nodeName,
+			Port:     ports[i],
+			StoreDir: fmt.Sprintf("%s/%s", dir, nodeName),
+			cluster:  &server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: ports[n+i]},
+			routes:   routes,
+		}})
+	}
+	// Nodes are started together: a node waits for its routes before it is ready.
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- c.StartNode(i) }()
+	}
+	for range n {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		err = c.WaitForLeader(30 * time.Second)
+	}
+	if err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// StartNode starts (or restarts) node i with its original options.
+func (c *Cluster) StartNode(i int) error {
+	return c.Nodes[i].start()
+}
+
+// StopNode shuts node i down and waits until it has stopped.
+func (c *Cluster) StopNode(i int) {
+	c.Nodes[i].stop()
+}
+
+// ClientURLs returns the client URLs of all nodes, comma-separated, as nats.Connect
+// takes them.
+func (c *Cluster) ClientURLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		urls[i] = "nats://127.0.0.1:" + strconv.Itoa(n.opts.Port)
+	}
+	return joinRoutes(urls)
+}
+
+// WaitForLeader waits until a running node reports being the JetStream meta leader.
+func (c *Cluster) WaitForLeader(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			if n.ns != nil && n.ns.Running() && n.ns.JetStreamIsLeader() {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("embedded cluster: no JetStream leader after %s: %w", timeout, ErrNotReady)
+}
+
+// Shutdown stops every node and removes the cluster's store.
+func (c *Cluster) Shutdown() {
+	for _, n := range c.Nodes {
+		n.stop()
+	}
+	_ = os.RemoveAll(c.dir)
+}
+
+func joinRoutes(urls []string) string { return strings.Join(urls, ",") }
+
+// freePorts asks the kernel for n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("embedded cluster: find a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

@@ -1,0 +1,243 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrIncompatible is wrapped when an existing stream, consumer or bucket differs
+// from the configuration in a way JetStream cannot change in place.
+var ErrIncompatible = errors.New("incompatible with the existing NATS object")
+
+// Action says what Apply did to one object.
+type Action string
+
+// The actions Apply reports.
+const (
+	Created   Action = "created"
+	Updated   Action = "updated"
+	Unchanged Action = "unchanged"
+)
+
+// Change records what Apply did to one stream, consumer or bucket.
+type Change struct {
+	Kind   string // "stream", "consumer" or "kv"
+	Name   string
+	Action Action
+}
+
+// Result lists what Apply did, in the order of the file.
+type Result []Change
+
+// Changed reports whether Apply created or updated anything.
+func (r Result) Changed() bool {
+	return slices.ContainsFunc(r, func(c Change) bool { return c.Action != Unchanged })
+}
+
+// Apply creates every stream, consumer and bucket of c that is missing and updates
+// those whose settings differ. It never deletes anything; settings JetStream cannot
+// change in place are reported as ErrIncompatible with the way out.
+func (c *Config) Apply(ctx context.Context, js jetstream.JetStream) (Result, error) {
+	var res Result
+	for _, s := range []Stream{c.Requests.Stream, c.Graveyard.Stream, c.Graveyard.Advisories, c.Stats.Stream} {
+		a, err := applyStream(ctx, js, s)
+		if err != nil {
+			return res, err
+		}
+		res = append(res, Change{"stream", s.Name, a})
+	}
+	a, err := applyConsumer(ctx, js, c.Requests.Stream.Name, c.Requests.Consumer)
+	if err != nil {
+		return res, err
+	}
+	res = append(res, Change{"consumer", c.Requests.Stream.Name + "/" + c.Requests.Consumer.Durable, a})
+	for _, b := range []struct {
+		bucket Bucket
+		ttl    bool
+	}{{c.KV.Leases, true}, {c.KV.KeyState, false}} {
+		a, err := applyBucket(ctx, js, b.bucket, b.ttl)
+		if err != nil {
+			return res, err
+		}
+		res = append(res, Change{"kv", b.bucket.Bucket, a})
+	}
+	return res, nil
+}
+
+func storageType(s string) jetstream.StorageType {
+	if s == "memory" {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+func unlimited[T int64 | int32](v T) T {
+	if v <= 0 {
+		return -1
+	}
+	return v
+}
+
+// streamConfig returns the JetStream configuration for s, with the limits the
+// server would fill in made explicit so a comparison with the stored one is exact.
+func (s Stream) streamConfig() jetstream.StreamConfig {
+	retention := jetstream.LimitsPolicy
+	if s.Retention == "workqueue" {
+		retention = jetstream.WorkQueuePolicy
+	}
+	discard := jetstream.DiscardOld
+	if s.Discard == "new" {
+		discard = jetstream.DiscardNew
+	}
+	return jetstream.StreamConfig{
+		Name:              s.Name,
+		Subjects:          s.Subjects,
+		Retention:         retention,
+		Storage:           storageType(s.Storage),
+		Replicas:          s.Replicas,
+		MaxMsgs:           unlimited(s.MaxMsgs),
+		MaxBytes:          unlimited(s.MaxBytes),
+		MaxAge:            s.MaxAge,
+		MaxMsgSize:        unlimited(s.MaxMsgSize),
+		MaxMsgsPerSubject: unlimited(s.MaxMsgsPerSubject),
+		Discard:           discard,
+		Duplicates:        s.DuplicateWindow,
+	}
+}
+
+func applyStream(ctx context.Context, js jetstream.JetStream, s Stream) (Action, error) {
+	want := s.streamConfig()
+	st, err := js.Stream(ctx, s.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, want); err != nil {
+			return "", fmt.Errorf("create stream %s: %w", s.Name, err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up stream %s: %w", s.Name, err)
+	}
+	have := st.CachedInfo().Config
+	if have.Retention != want.Retention || have.Storage != want.Storage {
+		return "", fmt.Errorf("stream %s exists with retention %s and storage %s, but streams.yaml asks for %s and %s: %w; "+
+			"JetStream cannot change these in place: keep the existing values in streams.yaml, or drain and delete the stream (nats stream rm %s) and start again",
+			s.Name, have.Retention, have.Storage, want.Retention, want.Storage, ErrIncompatible, s.Name)
+	}
+	merged := have
+	merged.Subjects = want.Subjects
+	merged.Replicas = want.Replicas
+	merged.MaxMsgs = want.MaxMsgs
+	merged.MaxBytes = want.MaxBytes
+	merged.MaxAge = want.MaxAge
+	merged.MaxMsgSize = want.MaxMsgSize
+	merged.MaxMsgsPerSubject = want.MaxMsgsPerSubject
+	merged.Discard = want.Discard
+	if want.Duplicates > 0 {
+		merged.Duplicates = want.Duplicates
+	}
+	if sameStream(have, merged) {
+		return Unchanged, nil
+	}
+	if _, err := js.UpdateStream(ctx, merged); err != nil {
+		return "", fmt.Errorf("update stream %s: %w", s.Name, err)
+	}
+	return Updated, nil
+}
+
+func sameStream(a, b jetstream.StreamConfig) bool {
+	return slices.Equal(a.Subjects, b.Subjects) && a.Replicas == b.Replicas && a.MaxMsgs == b.MaxMsgs &&
+		a.MaxBytes == b.MaxBytes && a.MaxAge == b.MaxAge && a.MaxMsgSize == b.MaxMsgSize &&
+		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard && a.Duplicates == b.Duplicates
+}
+
+func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer) (Action, error) {
+	want := jetstream.ConsumerConfig{
+		Durable:       c.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+	}
+	cons, err := js.Consumer(ctx, stream, c.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if _, err := js.CreateConsumer(ctx, stream, want); err != nil {
+			return "", fmt.Errorf("create consumer %s on stream %s: %w", c.Durable, stream, err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up consumer %s on stream %s: %w", c.Durable, stream, err)
+	}
+	have := cons.CachedInfo().Config
+	if have.AckPolicy != want.AckPolicy || have.DeliverPolicy != want.DeliverPolicy || have.FilterSubject != "" || len(have.FilterSubjects) > 0 {
+		return "", fmt.Errorf("consumer %s on stream %s exists with ack policy %s, deliver policy %s and filter %q: %w; "+
+			"ratefleet needs an unfiltered explicit-ack consumer delivering all: delete it (nats consumer rm %s %s) and run again",
+			c.Durable, stream, have.AckPolicy, have.DeliverPolicy, have.FilterSubject, ErrIncompatible, stream, c.Durable)
+	}
+	if have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending && len(have.BackOff) == 0 {
+		return Unchanged, nil
+	}
+	merged := have
+	merged.AckWait = want.AckWait
+	merged.MaxDeliver = want.MaxDeliver
+	merged.MaxAckPending = want.MaxAckPending
+	merged.BackOff = nil // retries are delayed by the worker's NAK, deliberately
+	if _, err := js.UpdateConsumer(ctx, stream, merged); err != nil {
+		return "", fmt.Errorf("update consumer %s on stream %s: %w", c.Durable, stream, err)
+	}
+	return Updated, nil
+}
+
+// limitMarkerTTL is how long the server keeps the marker of an expired key; it turns
+// on per-key TTLs, which leases need.
+const limitMarkerTTL = time.Second
+
+func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTTL bool) (Action, error) {
+	want := jetstream.KeyValueConfig{
+		Bucket:   b.Bucket,
+		History:  1,
+		Storage:  storageType(b.Storage),
+		Replicas: b.Replicas,
+	}
+	if perKeyTTL {
+		want.LimitMarkerTTL = limitMarkerTTL
+	}
+	kv, err := js.KeyValue(ctx, b.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateKeyValue(ctx, want); err != nil {
+			return "", fmt.Errorf("create KV bucket %s: %w", b.Bucket, err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up KV bucket %s: %w", b.Bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read KV bucket %s: %w", b.Bucket, err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return "", fmt.Errorf("read KV bucket %s: unexpected status type %T", b.Bucket, st)
+	}
+	have := bs.Config()
+	if have.Storage != want.Storage || (have.LimitMarkerTTL > 0) != (want.LimitMarkerTTL > 0) {
+		return "", fmt.Errorf("KV bucket %s exists with storage %s and limit marker TTL %s, but streams.yaml needs %s and %s: %w; "+
+			"delete the bucket (nats kv del %s) while no worker runs, and run again",
+			b.Bucket, have.Storage, have.LimitMarkerTTL, want.Storage, want.LimitMarkerTTL, ErrIncompatible, b.Bucket)
+	}
+	if have.History == want.History && have.Replicas == want.Replicas && have.LimitMarkerTTL == want.LimitMarkerTTL {
+		return Unchanged, nil
+	}
+	have.History, have.Replicas, have.LimitMarkerTTL = want.History, want.Replicas, want.LimitMarkerTTL
+	if _, err := js.UpdateKeyValue(ctx, have); err != nil {
+		return "", fmt.Errorf("update KV bucket %s: %w", b.Bucket, err)
+	}
+	return Updated, nil
+}

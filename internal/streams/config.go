@@ -1,0 +1,256 @@
+// Package streams loads, validates and applies streams.yaml: the NATS JetStream
+// streams, the workers' consumer and the KV buckets that ratefleet runs on.
+//
+// Loading is strict: an unknown field is an error naming the field and its line.
+// Validation checks what the rest of ratefleet relies on (a work-queue requests
+// stream, a graveyard that never drops an entry, a lease bucket with history 1) and
+// says how to fix what is wrong. Apply creates what is missing and updates what
+// differs; applying the same file twice changes nothing.
+package streams
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+)
+
+// ErrInvalid is wrapped by every error that reports a problem in the file itself.
+var ErrInvalid = errors.New("invalid streams configuration")
+
+// Config is the parsed streams.yaml.
+type Config struct {
+	// Source names where the configuration came from, for error messages.
+	Source string `yaml:"-"`
+
+	Version   int       `yaml:"version"`
+	Requests  Requests  `yaml:"requests"`
+	Graveyard Graveyard `yaml:"graveyard"`
+	Stats     Stats     `yaml:"stats"`
+	KV        KV        `yaml:"kv"`
+}
+
+// Requests declares the work queue and the consumer the workers share.
+type Requests struct {
+	Stream   Stream   `yaml:"stream"`
+	Consumer Consumer `yaml:"consumer"`
+}
+
+// Graveyard declares the stream of requests given up on and the stream that keeps
+// the server's advisories about them.
+type Graveyard struct {
+	Stream     Stream `yaml:"stream"`
+	Advisories Stream `yaml:"advisories"`
+}
+
+// Stats declares the stream workers publish their statistics to.
+type Stats struct {
+	Stream Stream `yaml:"stream"`
+}
+
+// KV declares the key-value buckets.
+type KV struct {
+	Leases   Bucket `yaml:"leases"`
+	KeyState Bucket `yaml:"key_state"`
+}
+
+// Stream declares one JetStream stream. Zero numeric limits mean unlimited.
+type Stream struct {
+	Name              string        `yaml:"name"`
+	Subjects          []string      `yaml:"subjects"`
+	Retention         string        `yaml:"retention"`
+	Storage           string        `yaml:"storage"`
+	Replicas          int           `yaml:"replicas"`
+	MaxMsgs           int64         `yaml:"max_msgs"`
+	MaxBytes          int64         `yaml:"max_bytes"`
+	MaxAge            time.Duration `yaml:"max_age"`
+	MaxMsgSize        int32         `yaml:"max_msg_size"`
+	MaxMsgsPerSubject int64         `yaml:"max_msgs_per_subject"`
+	Discard           string        `yaml:"discard"`
+	DuplicateWindow   time.Duration `yaml:"duplicate_window"`
+}
+
+// Consumer declares the workers' durable pull consumer.
+type Consumer struct {
+	Durable       string          `yaml:"durable"`
+	AckWait       time.Duration   `yaml:"ack_wait"`
+	MaxDeliver    int             `yaml:"max_deliver"`
+	MaxAckPending int             `yaml:"max_ack_pending"`
+	RetryDelays   []time.Duration `yaml:"retry_delays"`
+}
+
+// RetryDelay returns the delay before the attempt that follows failed attempt n
+// (1-based); the last declared delay repeats.
+func (c Consumer) RetryDelay(n int) time.Duration {
+	if len(c.RetryDelays) == 0 {
+		return 0
+	}
+	n = max(n, 1)
+	if n > len(c.RetryDelays) {
+		n = len(c.RetryDelays)
+	}
+	return c.RetryDelays[n-1]
+}
+
+// Bucket declares one KV bucket.
+type Bucket struct {
+	Bucket   string `yaml:"bucket"`
+	Storage  string `yaml:"storage"`
+	Replicas int    `yaml:"replicas"`
+	// LeaseTTL is how long a lease entry lives without renewal (leases bucket only).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read streams configuration: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a streams.yaml document; source names it in errors.
+func Parse(source string, data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField())
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w:\n%s", source, ErrInvalid, yaml.FormatError(err, false, true))
+	}
+	c.Source = source
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks the configuration and reports every problem found, each with the
+// way to fix it.
+func (c *Config) Validate() error {
+	v := validator{source: c.Source}
+	if c.Version != 1 {
+		v.addf("version", "is %d; this ratefleet reads version 1 (set `version: 1`)", c.Version)
+	}
+	v.stream("requests.stream", c.Requests.Stream, "workqueue")
+	if c.Requests.Stream.Discard != "new" {
+		v.addf("requests.stream.discard", "is %q; use `new` so a full queue refuses new requests (the producer backs off) instead of silently dropping old ones", c.Requests.Stream.Discard)
+	}
+	if c.Requests.Stream.DuplicateWindow <= 0 {
+		v.addf("requests.stream.duplicate_window", "must be positive (for example 2m) so a retried publish is stored once")
+	}
+	cons := c.Requests.Consumer
+	if !validName(cons.Durable) {
+		v.addf("requests.consumer.durable", "%q must be a non-empty name without spaces, dots, '*' or '>'", cons.Durable)
+	}
+	if cons.AckWait < time.Second {
+		v.addf("requests.consumer.ack_wait", "%s must be at least 1s (how long a worker may hold a request before it is redelivered)", cons.AckWait)
+	}
+	if cons.MaxDeliver < 1 {
+		v.addf("requests.consumer.max_deliver", "%d must be at least 1 (the number of attempts a request gets)", cons.MaxDeliver)
+	}
+	if cons.MaxAckPending < 1 {
+		v.addf("requests.consumer.max_ack_pending", "%d must be at least 1 (requests in flight across the fleet)", cons.MaxAckPending)
+	}
+	for i, d := range cons.RetryDelays {
+		if d < 0 {
+			v.addf(fmt.Sprintf("requests.consumer.retry_delays[%d]", i), "%s must not be negative", d)
+		}
+	}
+	v.stream("graveyard.stream", c.Graveyard.Stream, "limits")
+	if c.Graveyard.Stream.Discard != "new" {
+		v.addf("graveyard.stream.discard", "is %q; use `new`: a buried request is never dropped to make room", c.Graveyard.Stream.Discard)
+	}
+	if c.Graveyard.Stream.MaxAge != 0 {
+		v.addf("graveyard.stream.max_age", "is %s; remove it: buried requests leave the graveyard only by replay or by hand", c.Graveyard.Stream.MaxAge)
+	}
+	v.stream("graveyard.advisories", c.Graveyard.Advisories, "limits")
+	v.stream("stats.stream", c.Stats.Stream, "limits")
+	if c.Stats.Stream.MaxMsgsPerSubject < 1 {
+		v.addf("stats.stream.max_msgs_per_subject", "must be at least 1 (1 keeps each worker's last report)")
+	}
+	v.bucket("kv.leases", c.KV.Leases)
+	if c.KV.Leases.LeaseTTL < time.Second || c.KV.Leases.LeaseTTL%time.Second != 0 {
+		v.addf("kv.leases.lease_ttl", "%s must be a whole number of seconds, at least 1s (NATS per-key TTLs have 1 s granularity)", c.KV.Leases.LeaseTTL)
+	}
+	v.bucket("kv.key_state", c.KV.KeyState)
+	if c.KV.KeyState.LeaseTTL != 0 {
+		v.addf("kv.key_state.lease_ttl", "applies to kv.leases only; remove it")
+	}
+	names := map[string]string{}
+	for field, name := range map[string]string{
+		"requests.stream": c.Requests.Stream.Name, "graveyard.stream": c.Graveyard.Stream.Name,
+		"graveyard.advisories": c.Graveyard.Advisories.Name, "stats.stream": c.Stats.Stream.Name,
+		"kv.leases": "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
+	} {
+		if other, ok := names[name]; ok && name != "" && name != "KV_" {
+			a, b := min(field, other), max(field, other)
+			v.addf(b, "uses the same stream name %q as %s; give each its own", name, a)
+		}
+		names[name] = field
+	}
+	return v.err()
+}
+
+type validator struct {
+	source   string
+	problems []string
+}
+
+func (v *validator) addf(field, format string, args ...any) {
+	v.problems = append(v.problems, fmt.Sprintf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w:\n  %s", v.source, ErrInvalid, strings.Join(v.problems, "\n  "))
+}
+
+func (v *validator) stream(field string, s Stream, retention string) {
+	if !validName(s.Name) {
+		v.addf(field+".name", "%q must be a non-empty name without spaces, dots, '*' or '>'", s.Name)
+	}
+	if len(s.Subjects) == 0 {
+		v.addf(field+".subjects", "must list at least one subject")
+	}
+	if s.Retention != retention {
+		v.addf(field+".retention", "is %q; ratefleet needs %q here", s.Retention, retention)
+	}
+	v.storage(field, s.Storage)
+	v.replicas(field, s.Replicas)
+	if s.Discard != "new" && s.Discard != "old" {
+		v.addf(field+".discard", "is %q; use `new` or `old`", s.Discard)
+	}
+	if s.MaxAge < 0 || s.DuplicateWindow < 0 {
+		v.addf(field, "max_age and duplicate_window must not be negative")
+	}
+}
+
+func (v *validator) bucket(field string, b Bucket) {
+	if !validName(b.Bucket) {
+		v.addf(field+".bucket", "%q must be a non-empty name without spaces, dots, '*' or '>'", b.Bucket)
+	}
+	v.storage(field, b.Storage)
+	v.replicas(field, b.Replicas)
+}
+
+func (v *validator) storage(field, s string) {
+	if s != "file" && s != "memory" {
+		v.addf(field+".storage", "is %q; use `file` (survives a restart) or `memory`", s)
+	}
+}
+
+func (v *validator) replicas(field string, n int) {
+	if n < 1 || n > 5 {
+		v.addf(field+".replicas", "%d must be from 1 to 5 (3 on a cluster for node-loss tolerance)", n)
+	}
+}
+
+func validName(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t.*>/\\")
+}

@@ -1,0 +1,167 @@
+package streams_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet"
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/streams"
+)
+
+func defaultConfig(t *testing.T) *streams.Config {
+	t.Helper()
+	c, err := streams.Parse("streams.yaml", ratefleet.DefaultStreams())
+	require.NoError(t, err)
+	return c
+}
+
+func TestParse_ShippedFileIsValid(t *testing.T) {
+	c := defaultConfig(t)
+	require.Equal(t, "RATEFLEET_REQUESTS", c.Requests.Stream.Name)
+	require.Equal(t, 5, c.Requests.Consumer.MaxDeliver)
+	require.Equal(t, 3*time.Second, c.KV.Leases.LeaseTTL)
+	require.Equal(t, 100*time.Millisecond, c.Requests.Consumer.RetryDelay(1))
+	require.Equal(t, time.Second, c.Requests.Consumer.RetryDelay(9), "the last delay repeats")
+}
+
+func TestParse_RejectsUnknownFieldNamingItsLine(t *testing.T) {
+	doc := strings.Replace(string(ratefleet.DefaultStreams()), "    max_deliver: 5", "    max_deliver: 5\n    max_delivery: 7", 1)
+	_, err := streams.Parse("streams.yaml", []byte(doc))
+	require.ErrorIs(t, err, streams.ErrInvalid)
+	require.Contains(t, err.Error(), "max_delivery")
+	line := 1 + strings.Count(doc[:strings.Index(doc, "max_delivery")], "\n")
+	require.Contains(t, err.Error(), "["+strconv.Itoa(line)+":", "the error names the line")
+}
+
+func TestValidate_SaysWhatIsWrongAndHowToFix(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*streams.Config)
+		want   string
+	}{
+		{"zero max deliver", func(c *streams.Config) { c.Requests.Consumer.MaxDeliver = 0 },
+			"requests.consumer.max_deliver: 0 must be at least 1 (the number of attempts a request gets)"},
+		{"requests not a work queue", func(c *streams.Config) { c.Requests.Stream.Retention = "limits" },
+			`requests.stream.retention: is "limits"; ratefleet needs "workqueue" here`},
+		{"graveyard drops old", func(c *streams.Config) { c.Graveyard.Stream.Discard = "old" },
+			"graveyard.stream.discard: is \"old\"; use `new`"},
+		{"lease ttl below a second", func(c *streams.Config) { c.KV.Leases.LeaseTTL = 500 * time.Millisecond },
+			"kv.leases.lease_ttl: 500ms must be a whole number of seconds"},
+		{"bad storage", func(c *streams.Config) { c.KV.KeyState.Storage = "disk" },
+			"kv.key_state.storage: is \"disk\"; use `file`"},
+		{"shared stream name", func(c *streams.Config) { c.Stats.Stream.Name = c.Graveyard.Stream.Name },
+			"uses the same stream name \"RATEFLEET_GRAVEYARD\""},
+		{"wrong version", func(c *streams.Config) { c.Version = 2 }, "version: is 2"},
+		{"dotted durable", func(c *streams.Config) { c.Requests.Consumer.Durable = "a.b" },
+			"requests.consumer.durable: \"a.b\" must be a non-empty name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := defaultConfig(t)
+			tt.mutate(c)
+			err := c.Validate()
+			require.ErrorIs(t, err, streams.ErrInvalid)
+			require.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func connect(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return js
+}
+
+func TestApply_TwiceChangesNothing(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	c := defaultConfig(t)
+
+	first, err := c.Apply(ctx, js)
+	require.NoError(t, err)
+	require.Len(t, first, 7)
+	for _, ch := range first {
+		require.Equal(t, streams.Created, ch.Action, ch.Name)
+	}
+	before := snapshot(t, js)
+
+	second, err := c.Apply(ctx, js)
+	require.NoError(t, err)
+	require.False(t, second.Changed(), "second apply: %+v", second)
+	require.Equal(t, before, snapshot(t, js), "the server's configuration is untouched")
+
+	info, err := js.Stream(ctx, "KV_ratefleet_leases")
+	require.NoError(t, err)
+	require.True(t, info.CachedInfo().Config.AllowMsgTTL, "leases need per-key TTLs")
+}
+
+func snapshot(t *testing.T, js jetstream.JetStream) map[string]any {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]any{}
+	for name := range js.StreamNames(ctx).Name() {
+		st, err := js.Stream(ctx, name)
+		require.NoError(t, err)
+		info := st.CachedInfo()
+		out[name] = info.Config
+		out[name+"/created"] = info.Created
+		for cname := range st.ConsumerNames(ctx).Name() {
+			cons, err := st.Consumer(ctx, cname)
+			require.NoError(t, err)
+			out[name+"/"+cname] = cons.CachedInfo().Config
+		}
+	}
+	return out
+}
+
+func TestApply_UpdatesWhatChanged(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	c := defaultConfig(t)
+	_, err := c.Apply(ctx, js)
+	require.NoError(t, err)
+
+	c.Requests.Consumer.MaxDeliver = 7
+	c.Graveyard.Stream.MaxMsgs = 5000
+	res, err := c.Apply(ctx, js)
+	require.NoError(t, err)
+	actions := map[string]streams.Action{}
+	for _, ch := range res {
+		actions[ch.Name] = ch.Action
+	}
+	require.Equal(t, streams.Updated, actions["RATEFLEET_REQUESTS/workers"])
+	require.Equal(t, streams.Updated, actions["RATEFLEET_GRAVEYARD"])
+	require.Equal(t, streams.Unchanged, actions["RATEFLEET_REQUESTS"])
+
+	cons, err := js.Consumer(ctx, "RATEFLEET_REQUESTS", "workers")
+	require.NoError(t, err)
+	require.Equal(t, 7, cons.CachedInfo().Config.MaxDeliver)
+}
+
+func TestApply_IncompatibleChangeSaysWhatToDo(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	c := defaultConfig(t)
+	_, err := c.Apply(ctx, js)
+	require.NoError(t, err)
+
+	c.Stats.Stream.Storage = "memory"
+	_, err = c.Apply(ctx, js)
+	require.ErrorIs(t, err, streams.ErrIncompatible)
+	require.Contains(t, err.Error(), "nats stream rm RATEFLEET_STATS")
+}
