@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,15 +44,42 @@ func (r Result) Changed() bool {
 // those whose settings differ. It never deletes anything; settings JetStream cannot
 // change in place are reported as ErrIncompatible with the way out.
 func (c *Config) Apply(ctx context.Context, js jetstream.JetStream) (Result, error) {
+	return c.apply(ctx, js, false)
+}
+
+// Check compares the server with c without changing anything. The result says what
+// Apply would do; an error wrapping ErrDrift means Apply has work to do.
+func (c *Config) Check(ctx context.Context, js jetstream.JetStream) (Result, error) {
+	res, err := c.apply(ctx, js, true)
+	if err == nil && res.Changed() {
+		err = fmt.Errorf("%s: %w: %s", c.Source, ErrDrift, res.pending())
+	}
+	return res, err
+}
+
+// ErrDrift is wrapped by Check when the server differs from the configuration.
+var ErrDrift = errors.New("NATS differs from the declarations (run any ratefleet command without --check-streams to apply them)")
+
+func (r Result) pending() string {
+	var out []string
+	for _, c := range r {
+		if c.Action != Unchanged {
+			out = append(out, fmt.Sprintf("%s %s would be %s", c.Kind, c.Name, c.Action))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (Result, error) {
 	var res Result
 	for _, s := range []Stream{c.Requests.Stream, c.Graveyard.Stream, c.Graveyard.Advisories, c.Stats.Stream} {
-		a, err := applyStream(ctx, js, s)
+		a, err := applyStream(ctx, js, s, dry)
 		if err != nil {
 			return res, err
 		}
 		res = append(res, Change{"stream", s.Name, a})
 	}
-	a, err := applyConsumer(ctx, js, c.Requests.Stream.Name, c.Requests.Consumer)
+	a, err := applyConsumer(ctx, js, c.Requests.Stream.Name, c.Requests.Consumer, dry)
 	if err != nil {
 		return res, err
 	}
@@ -60,7 +88,7 @@ func (c *Config) Apply(ctx context.Context, js jetstream.JetStream) (Result, err
 		bucket Bucket
 		ttl    bool
 	}{{c.KV.Leases, true}, {c.KV.KeyState, false}} {
-		a, err := applyBucket(ctx, js, b.bucket, b.ttl)
+		a, err := applyBucket(ctx, js, b.bucket, b.ttl, dry)
 		if err != nil {
 			return res, err
 		}
@@ -110,10 +138,13 @@ func (s Stream) streamConfig() jetstream.StreamConfig {
 	}
 }
 
-func applyStream(ctx context.Context, js jetstream.JetStream, s Stream) (Action, error) {
+func applyStream(ctx context.Context, js jetstream.JetStream, s Stream, dry bool) (Action, error) {
 	want := s.streamConfig()
 	st, err := js.Stream(ctx, s.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if dry {
+			return Created, nil
+		}
 		if _, err := js.CreateStream(ctx, want); err != nil {
 			return "", fmt.Errorf("create stream %s: %w", s.Name, err)
 		}
@@ -143,6 +174,9 @@ func applyStream(ctx context.Context, js jetstream.JetStream, s Stream) (Action,
 	if sameStream(have, merged) {
 		return Unchanged, nil
 	}
+	if dry {
+		return Updated, nil
+	}
 	if _, err := js.UpdateStream(ctx, merged); err != nil {
 		return "", fmt.Errorf("update stream %s: %w", s.Name, err)
 	}
@@ -155,7 +189,7 @@ func sameStream(a, b jetstream.StreamConfig) bool {
 		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard && a.Duplicates == b.Duplicates
 }
 
-func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer) (Action, error) {
+func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer, dry bool) (Action, error) {
 	want := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -165,7 +199,10 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 		MaxAckPending: c.MaxAckPending,
 	}
 	cons, err := js.Consumer(ctx, stream, c.Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || (dry && errors.Is(err, jetstream.ErrStreamNotFound)) {
+		if dry {
+			return Created, nil
+		}
 		if _, err := js.CreateConsumer(ctx, stream, want); err != nil {
 			return "", fmt.Errorf("create consumer %s on stream %s: %w", c.Durable, stream, err)
 		}
@@ -188,6 +225,9 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 	merged.MaxDeliver = want.MaxDeliver
 	merged.MaxAckPending = want.MaxAckPending
 	merged.BackOff = nil // retries are delayed by the worker's NAK, deliberately
+	if dry {
+		return Updated, nil
+	}
 	if _, err := js.UpdateConsumer(ctx, stream, merged); err != nil {
 		return "", fmt.Errorf("update consumer %s on stream %s: %w", c.Durable, stream, err)
 	}
@@ -198,7 +238,7 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 // on per-key TTLs, which leases need.
 const limitMarkerTTL = time.Second
 
-func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTTL bool) (Action, error) {
+func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTTL, dry bool) (Action, error) {
 	want := jetstream.KeyValueConfig{
 		Bucket:   b.Bucket,
 		History:  1,
@@ -210,6 +250,9 @@ func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTT
 	}
 	kv, err := js.KeyValue(ctx, b.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if dry {
+			return Created, nil
+		}
 		if _, err := js.CreateKeyValue(ctx, want); err != nil {
 			return "", fmt.Errorf("create KV bucket %s: %w", b.Bucket, err)
 		}
@@ -236,6 +279,9 @@ func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTT
 		return Unchanged, nil
 	}
 	have.History, have.Replicas, have.LimitMarkerTTL = want.History, want.Replicas, want.LimitMarkerTTL
+	if dry {
+		return Updated, nil
+	}
 	if _, err := js.UpdateKeyValue(ctx, have); err != nil {
 		return "", fmt.Errorf("update KV bucket %s: %w", b.Bucket, err)
 	}

@@ -165,3 +165,20 @@ func TestApply_IncompatibleChangeSaysWhatToDo(t *testing.T) {
 	require.ErrorIs(t, err, streams.ErrIncompatible)
 	require.Contains(t, err.Error(), "nats stream rm RATEFLEET_STATS")
 }
+
+func TestCheck_ReportsDriftWithoutChangingAnything(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	c := defaultConfig(t)
+
+	res, err := c.Check(ctx, js)
+	require.ErrorIs(t, err, streams.ErrDrift)
+	require.True(t, res.Changed())
+	_, err = js.Stream(ctx, c.Requests.Stream.Name)
+	require.ErrorIs(t, err, jetstream.ErrStreamNotFound, "check creates nothing")
+
+	_, err = c.Apply(ctx, js)
+	require.NoError(t, err)
+	_, err = c.Check(ctx, js)
+	require.NoError(t, err)
+}
