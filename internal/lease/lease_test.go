@@ -125,7 +125,7 @@ func TestLease_FencedByItsOwnClock(t *testing.T) {
 	}{
 		{0, true},
 		{600 * time.Millisecond, true},
-		{67 * time.Millisecond, false}, // 1 s TTL − 1/3 s margin = 666.67 ms
+		{67 * time.Millisecond, false},   // 1 s TTL − 1/3 s margin = 666.67 ms
 		{-500 * time.Millisecond, false}, // once lost, lost for good
 	}
 	for _, tt := range tests {
@@ -161,4 +161,3 @@ func TestLease_ReleaseLetsAStandbyClaimAtOnce(t *testing.T) {
 	require.NoError(t, a.Release(ctx), "releasing a lease not held is a no-op")
 	require.True(t, b.Valid(time.Now()))
 }
-

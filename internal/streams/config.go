@@ -56,6 +56,7 @@ type Stats struct {
 type KV struct {
 	Leases   Bucket `yaml:"leases"`
 	KeyState Bucket `yaml:"key_state"`
+	Attempts Bucket `yaml:"attempts"`
 }
 
 // Stream declares one JetStream stream. Zero numeric limits mean unlimited.
@@ -103,6 +104,8 @@ type Bucket struct {
 	Replicas int    `yaml:"replicas"`
 	// LeaseTTL is how long a lease entry lives without renewal (leases bucket only).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// MaxAge removes entries older than this (attempts bucket); 0 keeps them.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // Load reads and validates the file at path.
@@ -177,14 +180,23 @@ func (c *Config) Validate() error {
 		v.addf("kv.leases.lease_ttl", "%s must be a whole number of seconds, at least 1s (NATS per-key TTLs have 1 s granularity)", c.KV.Leases.LeaseTTL)
 	}
 	v.bucket("kv.key_state", c.KV.KeyState)
-	if c.KV.KeyState.LeaseTTL != 0 {
-		v.addf("kv.key_state.lease_ttl", "applies to kv.leases only; remove it")
+	v.bucket("kv.attempts", c.KV.Attempts)
+	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts} {
+		if b.LeaseTTL != 0 {
+			v.addf(field+".lease_ttl", "applies to kv.leases only; remove it")
+		}
+	}
+	for field, b := range map[string]Bucket{"kv.leases": c.KV.Leases, "kv.key_state": c.KV.KeyState} {
+		if b.MaxAge != 0 {
+			v.addf(field+".max_age", "must not be set: these entries must never age out")
+		}
 	}
 	names := map[string]string{}
 	for field, name := range map[string]string{
 		"requests.stream": c.Requests.Stream.Name, "graveyard.stream": c.Graveyard.Stream.Name,
 		"graveyard.advisories": c.Graveyard.Advisories.Name, "stats.stream": c.Stats.Stream.Name,
 		"kv.leases": "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
+		"kv.attempts": "KV_" + c.KV.Attempts.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
 			a, b := min(field, other), max(field, other)

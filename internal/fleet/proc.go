@@ -1,0 +1,136 @@
+// Package fleet runs a whole ratefleet on one machine: an embedded NATS server, the
+// upstream simulator, a producer, workers and the monitor as separate processes. It
+// backs `make run`, the benchmarks and the tests that kill and pause real processes.
+package fleet
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is one child process.
+type Proc struct {
+	Name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start starts bin with args. Its output goes to out, each line prefixed with the
+// process's name when prefix is true. The child runs in its own process group so a
+// signal to it reaches only it.
+func Start(name, bin string, args, env []string, out io.Writer, prefix bool) (*Proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	p := &Proc{Name: name, cmd: cmd, done: make(chan struct{})}
+	var pipes sync.WaitGroup
+	if out != nil {
+		for _, set := range []func(io.Writer){func(w io.Writer) { cmd.Stdout = w }, func(w io.Writer) { cmd.Stderr = w }} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, fmt.Errorf("start %s: %w", name, err)
+			}
+			set(w)
+			pipes.Add(1)
+			go func() {
+				defer pipes.Done()
+				defer r.Close()
+				copyLines(out, r, name, prefix)
+			}()
+			defer w.Close() // the child holds its own copy
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w (run `make build` first?)", name, bin, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		pipes.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// SyncWriter serialises writes from several processes' output onto one writer.
+type SyncWriter struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+// Write writes p under the lock.
+func (s *SyncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.W.Write(p)
+}
+
+func copyLines(out io.Writer, r io.Reader, name string, prefix bool) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text() + "\n"
+		if prefix {
+			line = fmt.Sprintf("%-10s| %s", name, line)
+		}
+		_, _ = io.WriteString(out, line)
+	}
+}
+
+// PID returns the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the process to exit and returns its error.
+func (p *Proc) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Stop sends SIGTERM and waits up to grace for the process to exit, then kills it.
+func (p *Proc) Stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.err
+	case <-t.C:
+		_ = p.Signal(syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s and was killed", p.Name, grace)
+	}
+}
+
+// WaitCtx waits for the process to exit or ctx to end.
+func (p *Proc) WaitCtx(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,391 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/stats"
+)
+
+// Config describes one fleet run.
+type Config struct {
+	// Bin is the folder holding the built commands.
+	Bin string
+	// Workers is how many worker processes to start.
+	Workers int
+	// Duration is how long the producer publishes.
+	Duration time.Duration
+	// Drain bounds the wait for the queue to empty once the producer stops.
+	Drain time.Duration
+	// ProducerArgs are extra producer flags (the load shape).
+	ProducerArgs []string
+	// WorkerArgs are extra worker flags (such as --limiter).
+	WorkerArgs []string
+	// ExchangeArgs are extra simulator flags.
+	ExchangeArgs []string
+	// Monitor starts the monitor, its block printed to Out every MonitorInterval.
+	Monitor         bool
+	MonitorInterval time.Duration
+	// Out receives the processes' output; Logs receives their logs prefixed with
+	// their names (io.Discard to hide them).
+	Out, Logs io.Writer
+	// Logger reports the run's progress.
+	Logger *slog.Logger
+}
+
+// Fleet is a running fleet.
+type Fleet struct {
+	cfg      Config
+	log      *slog.Logger
+	NATS     *embedded.Server
+	Conn     *natsconn.Conn
+	Exchange *Proc
+	// ExchangeURL is the simulator's base URL.
+	ExchangeURL string
+	Workers     []*Proc
+	Monitor     *Proc
+	Producer    *Proc
+	started     time.Time
+	nextWorker  int
+}
+
+// Up starts NATS, applies the declarations, and starts the simulator, the workers
+// and the monitor; the producer is started by Produce.
+func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Logs == nil {
+		cfg.Logs = io.Discard
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	cfg.Out, cfg.Logs = &SyncWriter{W: cfg.Out}, &SyncWriter{W: cfg.Logs}
+	f := &Fleet{cfg: cfg, log: cfg.Logger, started: time.Now()}
+	defer func() {
+		if err != nil {
+			f.Down()
+		}
+	}()
+	f.NATS, err = embedded.Start(embedded.Options{})
+	if err != nil {
+		return nil, err
+	}
+	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: f.NATS.ClientURL(), Name: "ratefleet-fleet", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	f.log.Info("embedded NATS started, streams.yaml applied", "url", f.NATS.ClientURL(), "store", f.NATS.StoreDir())
+
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	f.ExchangeURL = "http://" + addr
+	f.Exchange, err = Start("exchange", f.bin("exchange"), append([]string{"--listen", addr}, cfg.ExchangeArgs...), nil, cfg.Logs, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, f.ExchangeURL+"/stats", 10*time.Second); err != nil {
+		return nil, fmt.Errorf("exchange simulator: %w", err)
+	}
+	f.log.Info("exchange simulator started", "url", f.ExchangeURL)
+
+	for range cfg.Workers {
+		if _, err := f.StartWorker(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Monitor {
+		interval := cfg.MonitorInterval
+		if interval == 0 {
+			interval = 5 * time.Second
+		}
+		f.Monitor, err = Start("monitor", f.bin("monitor"), []string{"--nats", f.NATS.ClientURL(), "--interval", interval.String()}, nil, cfg.Out, false)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+func (f *Fleet) bin(name string) string { return filepath.Join(f.cfg.Bin, name) }
+
+// StartWorker starts one more worker process.
+func (f *Fleet) StartWorker() (*Proc, error) {
+	f.nextWorker++
+	id := fmt.Sprintf("worker-%d", f.nextWorker)
+	args := append([]string{"--nats", f.NATS.ClientURL(), "--upstream", f.ExchangeURL, "--id", id}, f.cfg.WorkerArgs...)
+	var pairs []string
+	for _, k := range exchange.DefaultKeys() {
+		pairs = append(pairs, k.Name()+"="+k.Secret())
+	}
+	p, err := Start(id, f.bin("worker"), args, []string{keys.EnvVar + "=" + strings.Join(pairs, ",")}, f.cfg.Logs, true)
+	if err != nil {
+		return nil, err
+	}
+	f.Workers = append(f.Workers, p)
+	return p, nil
+}
+
+// Produce runs the producer for the configured duration and waits for it to end.
+func (f *Fleet) Produce(ctx context.Context) error {
+	args := append([]string{"--nats", f.NATS.ClientURL(), "--duration", f.cfg.Duration.String()}, f.cfg.ProducerArgs...)
+	p, err := Start("producer", f.bin("producer"), args, nil, f.cfg.Logs, true)
+	if err != nil {
+		return err
+	}
+	f.Producer = p
+	if err := p.WaitCtx(ctx); err != nil {
+		_ = p.Stop(10 * time.Second)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("producer: %w", err)
+	}
+	return nil
+}
+
+// Drain waits until no request is waiting or in flight, or the drain time is up.
+func (f *Fleet) Drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Drain)
+	defer cancel()
+	sc := f.Conn.Streams
+	for ctx.Err() == nil {
+		c, err := f.Conn.JS.Consumer(ctx, sc.Requests.Stream.Name, sc.Requests.Consumer.Durable)
+		if err == nil {
+			info := c.CachedInfo()
+			if info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		_ = sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+// Down stops everything: workers first (they hand their keys over), then the
+// monitor, the simulator and NATS.
+func (f *Fleet) Down() {
+	if f.Producer != nil {
+		_ = f.Producer.Stop(10 * time.Second)
+	}
+	for _, w := range f.Workers {
+		_ = w.Signal(15)
+	}
+	for _, w := range f.Workers {
+		if err := w.Stop(15 * time.Second); err != nil && !isSignalExit(err) {
+			f.log.Warn("worker exited with an error", "worker", w.Name, "err", err)
+		}
+	}
+	if f.Monitor != nil {
+		_ = f.Monitor.Stop(5 * time.Second)
+	}
+	if f.Exchange != nil {
+		_ = f.Exchange.Stop(5 * time.Second)
+	}
+	if f.Conn != nil {
+		f.Conn.Close()
+	}
+	if f.NATS != nil {
+		f.NATS.Shutdown()
+	}
+}
+
+func isSignalExit(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "signal")
+}
+
+// Summary is what a run did, from NATS's and the simulator's own records.
+type Summary struct {
+	Elapsed      time.Duration     `json:"elapsed"`
+	Published    uint64            `json:"published"`
+	Successful   uint64            `json:"successful"`
+	Buried       uint64            `json:"buried"`
+	InQueue      uint64            `json:"in_queue"`
+	Results      map[string]uint64 `json:"results"`
+	LatencyP50ms int64             `json:"latency_p50_ms"`
+	LatencyP99ms int64             `json:"latency_p99_ms"`
+	LatencyMaxms int64             `json:"latency_max_ms"`
+	Exchange     ExchangeTotals    `json:"exchange"`
+}
+
+// Lost returns how many published requests are neither successful, buried nor
+// still queued: always 0 unless something is wrong.
+func (s Summary) Lost() int64 {
+	return int64(s.Published) - int64(s.Successful) - int64(s.Buried) - int64(s.InQueue)
+}
+
+// Summarize reads the run's totals.
+func (f *Fleet) Summarize(ctx context.Context, producing time.Duration) (Summary, error) {
+	s := Summary{Elapsed: producing, Results: map[string]uint64{}}
+	sc := f.Conn.Streams
+	js := f.Conn.JS
+	req, err := js.Stream(ctx, sc.Requests.Stream.Name)
+	if err != nil {
+		return s, fmt.Errorf("read requests stream: %w", err)
+	}
+	s.Published = req.CachedInfo().State.LastSeq
+	s.InQueue = req.CachedInfo().State.Msgs
+	grave, err := js.Stream(ctx, sc.Graveyard.Stream.Name)
+	if err != nil {
+		return s, fmt.Errorf("read graveyard: %w", err)
+	}
+	s.Buried = grave.CachedInfo().State.Msgs
+	reports, err := LastReports(ctx, js, sc.Stats.Stream.Name)
+	if err != nil {
+		return s, err
+	}
+	lat := stats.NewLatencyHistogram()
+	for _, r := range reports {
+		for k, v := range r.Results {
+			s.Results[k] += v
+		}
+		h, err := r.DecodeLatency()
+		if err != nil {
+			return s, err
+		}
+		lat.Merge(h)
+	}
+	s.Successful = s.Results[stats.ResultOK]
+	s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms = lat.ValueAtQuantile(50), lat.ValueAtQuantile(99), lat.Max()
+	s.Exchange, err = FetchExchangeTotals(ctx, f.ExchangeURL)
+	return s, err
+}
+
+// LastReports reads the last report of every worker from the stats stream.
+func LastReports(ctx context.Context, js jetstream.JetStream, stream string) ([]stats.Report, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read stats stream: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(stats.SubjectPrefix+".>"))
+	if err != nil {
+		return nil, fmt.Errorf("read stats stream: %w", err)
+	}
+	var out []stats.Report
+	for subj := range info.State.Subjects {
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			return nil, fmt.Errorf("read stats of %s: %w", subj, err)
+		}
+		var r stats.Report
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return nil, fmt.Errorf("decode stats of %s: %w", subj, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// ExchangeTotals are the simulator's own counts over all keys.
+type ExchangeTotals struct {
+	Accepted    uint64 `json:"accepted"`
+	RateLimited uint64 `json:"rate_limited"`
+	BadNonce    uint64 `json:"bad_nonce"`
+	Blocked     uint64 `json:"blocked"`
+	MaxInWindow int    `json:"max_in_window"`
+	Duplicates  uint64 `json:"duplicates"`
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+			return fmt.Errorf("not answering at %s after %s: %w", url, timeout, err)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// FetchExchangeTotals reads the simulator's /stats and sums it over the keys.
+func FetchExchangeTotals(ctx context.Context, baseURL string) (ExchangeTotals, error) {
+	var t ExchangeTotals
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/stats", nil)
+	if err != nil {
+		return t, fmt.Errorf("exchange stats: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return t, fmt.Errorf("exchange stats: %w", err)
+	}
+	defer resp.Body.Close()
+	var st exchange.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return t, fmt.Errorf("exchange stats: %w", err)
+	}
+	for _, k := range st.Keys {
+		t.Accepted += k.Accepted
+		t.RateLimited += k.RateLimited
+		t.BadNonce += k.BadNonce
+		if k.Blocked {
+			t.Blocked++
+		}
+		t.MaxInWindow = max(t.MaxInWindow, k.MaxInWindow)
+	}
+	t.Duplicates = uint64(st.Duplicates)
+	return t, nil
+}
+
+// FormatSummary renders a run's summary for people.
+func FormatSummary(s Summary) string {
+	var b strings.Builder
+	rate := 0.0
+	if s.Elapsed > 0 {
+		rate = float64(s.Successful) / s.Elapsed.Seconds()
+	}
+	fmt.Fprintf(&b, "\n=== ratefleet run summary ===\n")
+	fmt.Fprintf(&b, "producing time        %s\n", s.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&b, "published             %d\n", s.Published)
+	fmt.Fprintf(&b, "successful            %d  (%.2f req/s over the producing time)\n", s.Successful, rate)
+	fmt.Fprintf(&b, "in graveyard          %d\n", s.Buried)
+	fmt.Fprintf(&b, "still queued          %d\n", s.InQueue)
+	fmt.Fprintf(&b, "unaccounted for       %d\n", s.Lost())
+	fmt.Fprintf(&b, "latency p50/p99/max   %d / %d / %d ms (created to answered)\n", s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms)
+	fmt.Fprintf(&b, "attempts by result    %v\n", s.Results)
+	e := s.Exchange
+	fmt.Fprintf(&b, "exchange saw          %d accepted, %d x 429, %d x 400, %d blocked keys, max %d in any window, %d ids answered 200 more than once\n",
+		e.Accepted, e.RateLimited, e.BadNonce, e.Blocked, e.MaxInWindow, e.Duplicates)
+	return b.String()
+}

@@ -1,0 +1,78 @@
+// Package testenv starts what integration tests run against: an embedded NATS
+// server with streams.yaml applied and the upstream simulator on loopback. Each is
+// stopped by the test's cleanup.
+package testenv
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/streams"
+)
+
+// Env is a running test environment.
+type Env struct {
+	NATS     *embedded.Server
+	Conn     *natsconn.Conn
+	Exchange *exchange.Server
+	// ExchangeURL is the simulator's base URL.
+	ExchangeURL string
+}
+
+// Options adjust the environment.
+type Options struct {
+	// Exchange configures the simulator; exchange.DefaultConfig() when nil.
+	Exchange *exchange.Config
+	// Streams changes the applied declarations before they are applied.
+	Streams func(*streams.Config)
+}
+
+// Start starts NATS with the declarations applied and the simulator.
+func Start(t testing.TB, o Options) *Env {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	quiet := slog.New(slog.DiscardHandler)
+	c, err := natsconn.Open(ctx, natsconn.Options{URL: ns.ClientURL(), Name: "testenv", Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(c.NC.Close)
+	if o.Streams != nil {
+		cfg, err := natsconn.LoadStreams("")
+		require.NoError(t, err)
+		o.Streams(cfg)
+		require.NoError(t, cfg.Validate())
+		_, err = cfg.Apply(ctx, c.JS)
+		require.NoError(t, err)
+		c.Streams = cfg
+	}
+	return startExchange(t, &Env{NATS: ns, Conn: c}, o)
+}
+
+func startExchange(t testing.TB, env *Env, o Options) *Env {
+	t.Helper()
+	cfg := exchange.DefaultConfig()
+	if o.Exchange != nil {
+		cfg = *o.Exchange
+	}
+	ex, err := exchange.New(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NoError(t, ex.Open("127.0.0.1:0"))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ex.Close(ctx)
+	})
+	env.Exchange, env.ExchangeURL = ex, ex.URL()
+	return env
+}

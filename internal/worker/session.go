@@ -1,0 +1,272 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/internal/keystate"
+	"github.com/ratefleet/ratefleet/internal/lease"
+	"github.com/ratefleet/ratefleet/internal/stats"
+)
+
+// Why a session ended, as its context's cause.
+var (
+	errUnusable = errors.New("key marked unusable")
+	errShutdown = errors.New("worker shutting down")
+)
+
+// prefetch is how many messages a session's pull buffers beyond those it is
+// handling: enough to keep the key busy, few enough that nothing waits long in a
+// buffer where no other worker can take it.
+const prefetch = 2
+
+// session serves one held key: it renews the lease, pulls requests while it may
+// send, and on its end hands the key's state over and releases the lease.
+type session struct {
+	w       *Worker
+	key     keys.Key
+	lease   *lease.Lease
+	gate    *gate
+	log     *slog.Logger
+	claimed time.Time
+
+	// Guarded by the gate's lock (nonces is only called from it).
+	nonce, nonceEnd int64
+	cancel          context.CancelCauseFunc
+	endOnce         sync.Once
+}
+
+// claim takes the key's lease and prepares a session, restoring the limiter from
+// the previous holder's handoff when there is one.
+func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
+	rec, _, err := w.state.Get(ctx, k.Name())
+	if err != nil {
+		return nil, err
+	}
+	if rec.Unusable {
+		return nil, errUnusable
+	}
+	l, err := lease.New(ctx, w.js, lease.Config{
+		Bucket: w.cfg.Streams.KV.Leases.Bucket, Key: k.Name(), Holder: w.cfg.ID,
+		Fingerprint: k.Fingerprint(), TTL: w.cfg.Streams.KV.Leases.LeaseTTL, Now: w.cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Claim(ctx); err != nil {
+		return nil, err
+	}
+	claimed := w.cfg.Now()
+	var (
+		handoff json.RawMessage
+		crashed bool
+	)
+	// Take the handoff and clear it, so a later crash is never mistaken for a clean
+	// handoff; naming the holder lets the next one know this one may crash.
+	_, err = w.state.Update(ctx, k.Name(), func(r *keystate.Record) error {
+		if r.Unusable {
+			return errUnusable
+		}
+		handoff, crashed = r.Limiter, r.Limiter == nil && r.Holder != ""
+		r.Limiter, r.HandedOffAt, r.Holder, r.Updated = nil, time.Time{}, w.cfg.ID, claimed
+		return nil
+	})
+	if err != nil {
+		_ = l.Release(ctx)
+		return nil, err
+	}
+	var waitFrom time.Time
+	if crashed {
+		waitFrom = claimed
+	}
+	p, err := w.cfg.NewPacer(k, handoff, waitFrom)
+	if err != nil {
+		_ = l.Release(ctx)
+		return nil, fmt.Errorf("limiter for key %s: %w", k, err)
+	}
+	s := &session{w: w, key: k, lease: l, claimed: claimed, log: w.log.With("key", k)}
+	s.gate = newGate(p, l.Valid, w.cfg.Now, s.nextNonce)
+	w.rec.Key(k.Name(), func(kr *stats.KeyReport) {
+		kr.Fingerprint, kr.Held, kr.Since = k.Fingerprint(), true, claimed
+		kr.MaxDelayMs = float64(p.MaxDelay()) / float64(time.Millisecond)
+	})
+	s.log.Info("claimed key", "handoff", handoff != nil, "after_crash", crashed)
+	return s, nil
+}
+
+// nextNonce returns the next nonce, reserving a new block when this one is used up.
+// It is called under the gate's lock, in send order.
+func (s *session) nextNonce(ctx context.Context) (int64, error) {
+	if s.nonce >= s.nonceEnd {
+		first, err := s.w.state.ReserveNonces(ctx, s.key.Name(), s.w.cfg.NonceBlock, s.w.cfg.Now())
+		if err != nil {
+			return 0, err
+		}
+		s.nonce, s.nonceEnd = first, first+s.w.cfg.NonceBlock
+	}
+	n := s.nonce
+	s.nonce++
+	return n, nil
+}
+
+// end stops the session for the given reason.
+func (s *session) end(cause error) {
+	s.endOnce.Do(func() { s.cancel(cause) })
+}
+
+// run serves the key until the worker stops, the lease is lost or the key becomes
+// unusable.
+func (s *session) run(ctx context.Context) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	s.cancel = cancel
+	defer cancel(nil)
+
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { defer bg.Done(); s.keepLease(sctx) }()
+
+	s.pull(sctx)
+	bg.Wait()
+
+	cause := context.Cause(sctx)
+	if ctx.Err() != nil {
+		cause = errShutdown
+	}
+	// Requests in flight have finished; nothing more leaves on this key.
+	cleanup, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer done()
+	switch {
+	case errors.Is(cause, errLeaseLost):
+		s.log.Warn("lease lost: stopped sending on this key", "since", s.claimed)
+	default:
+		if errors.Is(cause, errShutdown) {
+			s.handOff(cleanup)
+		}
+		if err := s.lease.Release(cleanup); err != nil {
+			s.log.Warn("could not release lease; it lapses by itself", "err", err)
+		} else {
+			s.log.Info("released key", "reason", cause.Error())
+		}
+	}
+	s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) { kr.Held = false })
+}
+
+// handOff writes the limiter's state for the next holder.
+func (s *session) handOff(ctx context.Context) {
+	var (
+		st  json.RawMessage
+		err error
+	)
+	s.gate.state(func(p Pacer) { st, err = p.Handoff() })
+	if err != nil {
+		s.log.Warn("could not take the limiter's state; the next holder waits a full window", "err", err)
+		return
+	}
+	now := s.w.cfg.Now()
+	_, err = s.w.state.Update(ctx, s.key.Name(), func(r *keystate.Record) error {
+		if r.Holder != s.w.cfg.ID {
+			return fmt.Errorf("key state names holder %q", r.Holder)
+		}
+		r.Limiter, r.HandedOffAt, r.Holder, r.Updated = st, now, "", now
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("could not hand the key's state over; the next holder waits a full window", "err", err)
+	}
+}
+
+// keepLease renews the lease every third of its TTL and ends the session when it
+// can no longer prove the lease valid.
+func (s *session) keepLease(ctx context.Context) {
+	every := s.w.cfg.Streams.KV.Leases.LeaseTTL / 3
+	for {
+		now := s.w.cfg.Now()
+		until := s.lease.ValidUntil()
+		wait := min(every, until.Sub(now))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !s.lease.Valid(s.w.cfg.Now()) {
+			s.end(errLeaseLost)
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, every)
+		err := s.lease.Renew(rctx)
+		cancel()
+		switch {
+		case errors.Is(err, lease.ErrLost) || errors.Is(err, lease.ErrNotHeld):
+			s.end(errLeaseLost)
+			return
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("lease renewal failed; retrying", "err", err, "valid_until", s.lease.ValidUntil())
+		}
+	}
+}
+
+// pull takes requests from the shared consumer while the session lives, never
+// holding more than MaxInFlight at once, and waits for those it started.
+func (s *session) pull(ctx context.Context) {
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	sem := make(chan struct{}, s.w.cfg.MaxInFlight)
+	for ctx.Err() == nil {
+		it, err := s.w.cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(5*time.Second))
+		if err != nil {
+			s.log.Warn("cannot pull requests; retrying", "err", err)
+			_ = sleep(ctx, time.Second, nil)
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Drain)
+		for {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				s.requeueBuffered(it)
+				break
+			}
+			msg, err := it.Next()
+			if err != nil {
+				<-sem
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					s.log.Warn("pull failed; retrying", "err", err)
+				}
+				break
+			}
+			handlers.Add(1)
+			go func() {
+				defer handlers.Done()
+				defer func() { <-sem }()
+				s.handle(ctx, msg)
+			}()
+		}
+		stop()
+		it.Stop()
+	}
+}
+
+// requeueBuffered returns the messages pulled but not yet handled to the queue at
+// once, for another worker to take.
+func (s *session) requeueBuffered(it jetstream.MessagesContext) {
+	it.Drain()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
+	}
+}
