@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/keys"
+)
+
+const usageText = `Usage: exchange [flags]
+
+Serves the simulated rate-limited upstream API. With no flags it follows the reference
+exchange exactly: its five keys, 20 accepted requests per key per more than 1000 ms,
+0..50 ms delays each way, a key blocked after 10 rate-limit rejections.
+
+Endpoints:
+  GET  /api/request?api_key=K&nonce=N&req_id=R   the API (a form body on the GET works too)
+  GET  /stats[?ids=1]                             counters per key (by fingerprint) and totals
+  GET|POST|DELETE /admin/faults                   faults in force; POST changes the fields sent:
+       {"error_rate":0.3,"error_status":503,"error_after":false,"extra_delay_ms":200,
+        "extra_in_delay_ms":0,"down_for_ms":2000,"down_drop":false}
+  POST /admin/reset-stats                         zero the counters (rules' state stays)
+
+Durations take a unit: 50ms, 1s. The base URL is printed on stdout once listening.
+
+Flags:
+`
+
+// options are the command line's settings.
+type options struct {
+	listen   string
+	logLevel slog.Level
+	cfg      exchange.Config
+}
+
+// usageError is a command-line mistake, already explained on stderr.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// parseFlags reads the command line into options. It returns flag.ErrHelp for --help.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	def := exchange.DefaultConfig()
+	o := options{cfg: def, logLevel: slog.LevelInfo}
+	fs := flag.NewFlagSet("exchange", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // parse errors get a hint below, --help the whole text
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "`address` to serve on; port 0 picks a free one")
+	keyList := fs.String("keys", "", "comma-separated `list` of API keys, each secret or name=secret (default: the reference's five, named key1 to key5)")
+	keysFile := fs.String("keys-file", "", "read API keys from `file`, one a line: secret or name=secret; # starts a comment")
+	fs.IntVar(&o.cfg.Limit, "limit", def.Limit, "accepted requests a key's ring remembers: at most this many per window+1 ms")
+	fs.DurationVar(&o.cfg.Window, "window", def.Window, "an arrival is accepted only if more than this past the limit-th previous accepted one (whole ms)")
+	minDelay := fs.Duration("min-delay", def.InDelay.Min, "least delay, incoming and outgoing (whole ms)")
+	maxDelay := fs.Duration("max-delay", def.InDelay.Max, "greatest delay, incoming and outgoing (whole ms)")
+	inMin := fs.Duration("in-min-delay", 0, "least incoming delay, if not --min-delay")
+	inMax := fs.Duration("in-max-delay", 0, "greatest incoming delay, if not --max-delay")
+	outMin := fs.Duration("out-min-delay", 0, "least outgoing delay, if not --min-delay")
+	outMax := fs.Duration("out-max-delay", 0, "greatest outgoing delay, if not --max-delay")
+	fs.IntVar(&o.cfg.BlockAfter, "block-after", def.BlockAfter, "rate-limit rejections that block a key until restart; 0 never blocks")
+	fs.Uint64Var(&o.cfg.Seed, "seed", 0, "random seed for delays and faults; 0 picks one and logs it")
+	fs.IntVar(&o.cfg.MaxIDs, "max-ids", def.MaxIDs, "distinct req_ids kept for the exactly-once counts in /stats")
+	fs.Float64Var(&o.cfg.Faults.ErrorRate, "error-rate", 0, "fault: share (0 to 1) of requests answered --error-status")
+	fs.IntVar(&o.cfg.Faults.ErrorStatus, "error-status", 503, "fault: `status` (5xx) of injected errors and of a down server")
+	fs.BoolVar(&o.cfg.Faults.ErrorAfter, "error-after", false, "fault: inject errors after the request was checked and done (its answer is lost), not before")
+	fs.DurationVar(&o.cfg.Faults.ExtraDelay, "extra-delay", 0, "fault: added to every outgoing delay")
+	fs.DurationVar(&o.cfg.Faults.ExtraInDelay, "extra-in-delay", 0, "fault: added to every incoming delay (arrivals later than the rules allow for)")
+	fs.DurationVar(&o.cfg.Faults.DownFor, "down-for", 0, "fault: be down for this long from the start, answering --error-status at once")
+	fs.BoolVar(&o.cfg.Faults.DownDrop, "down-drop", false, "fault: while down, close connections without an answer")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug (one line a request), info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usageText)
+			fs.PrintDefaults()
+			return o, err
+		}
+		fmt.Fprintln(stderr, "Run exchange --help for the flags.")
+		return o, usageError{err}
+	}
+
+	fail := func(format string, args ...any) (options, error) {
+		err := fmt.Errorf(format, args...)
+		fmt.Fprintf(stderr, "%v\nRun exchange --help for the flags.\n", err)
+		return o, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected argument %q: every setting is a flag", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.cfg.InDelay = exchange.DelayRange{Min: *minDelay, Max: *maxDelay}
+	o.cfg.OutDelay = o.cfg.InDelay
+	override := func(name string, to *time.Duration, from time.Duration) {
+		if set[name] {
+			*to = from
+		}
+	}
+	override("in-min-delay", &o.cfg.InDelay.Min, *inMin)
+	override("in-max-delay", &o.cfg.InDelay.Max, *inMax)
+	override("out-min-delay", &o.cfg.OutDelay.Min, *outMin)
+	override("out-max-delay", &o.cfg.OutDelay.Max, *outMax)
+
+	switch {
+	case set["keys"] && set["keys-file"]:
+		return fail("give --keys or --keys-file, not both")
+	case set["keys"]:
+		ks, err := keys.Parse("--keys", strings.NewReader(strings.ReplaceAll(*keyList, ",", "\n")))
+		if err != nil {
+			return fail("%w", err)
+		}
+		o.cfg.Keys = ks
+	case set["keys-file"]:
+		ks, err := keys.Load(*keysFile, nil)
+		if err != nil {
+			return fail("--keys-file: %w", err)
+		}
+		o.cfg.Keys = ks
+	}
+	return o, nil
+}
