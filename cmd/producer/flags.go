@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/producer"
+	"github.com/ratefleet/ratefleet/internal/request"
+)
+
+const usageText = `Usage: producer [flags]
+
+Publishes requests to the ratefleet queue (the requests stream of streams.yaml), each
+with its id as Nats-Msg-Id so a retried publish is stored once. A full stream or a
+missing answer pauses publishing (doubling up to --max-backoff) and retries the same
+request; a request is never dropped without being logged with its id.
+
+Shapes (--shape):
+  seed      one request, then a pause of 0..21 whole ms, repeat: about 95/s (the default)
+  rate      --rate requests a second, evenly spaced
+  poisson   --rate requests a second on average, exponential gaps
+  burst     --burst requests at once, repeated every --every (0: once)
+  file      one JSON object a line from --file (- for stdin), as fast as the stream
+            takes them: {"id":"a1","ttl_ms":1000,"payload":{...},"created":"2026-01-02T03:04:05Z"}
+            every field optional (id: a new UUID, ttl_ms: --ttl, created: when read)
+
+The run ends at --count requests, after --duration, when the shape or file is done, or
+on SIGINT/SIGTERM (requests awaiting an ack then get --grace). The summary goes to
+stdout, logs and progress to stderr. The exit status is 0 when every request was
+stored, 1 when some were not or on an error, 2 for a usage error.
+
+Flags:
+`
+
+// shapeNames lists the --shape values.
+const shapeNames = "seed, rate, poisson, burst, file"
+
+// options are the command line's settings.
+type options struct {
+	natsURL, streamsFile string
+	checkOnly            bool
+	shape                string
+	rate                 float64
+	burst                int
+	every                time.Duration
+	file                 string
+	ttl                  time.Duration
+	payload              json.RawMessage
+	seed                 uint64
+	idsOut               string
+	logLevel             slog.Level
+	cfg                  producer.Config
+}
+
+// usageError is a command-line mistake, already explained on stderr.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// parseFlags reads the command line into options. It returns flag.ErrHelp for --help.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	def := producer.DefaultConfig()
+	o := options{cfg: def}
+	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // parse errors get a hint below, --help the whole text
+	fs.StringVar(&o.natsURL, "nats", natsconn.DefaultURL, "NATS server `URL`s, comma-separated")
+	fs.StringVar(&o.streamsFile, "streams", "", "streams.yaml to apply (default: the built-in one)")
+	fs.BoolVar(&o.checkOnly, "check-streams", false, "only check the NATS declarations, never create or update them")
+	fs.StringVar(&o.shape, "shape", "", "load `shape`: "+shapeNames+" (default seed, or file with --file)")
+	fs.Float64Var(&o.rate, "rate", 95, "requests a second for --shape rate and poisson")
+	fs.IntVar(&o.burst, "burst", 100, "requests in one burst for --shape burst")
+	fs.DurationVar(&o.every, "every", 0, "repeat the burst this often; 0 bursts once")
+	fs.StringVar(&o.file, "file", "", "JSON-lines `file` of requests, - for stdin (implies --shape file)")
+	onBad := fs.String("on-bad-line", "stop", "on a bad input line: stop (the run fails, naming the line) or skip (log it, count it, go on)")
+	fs.Int64Var(&o.cfg.Count, "count", 0, "stop after this many requests; 0 for no limit")
+	fs.DurationVar(&o.cfg.Duration, "duration", 0, "stop making requests after this long; 0 for no limit")
+	fs.DurationVar(&o.ttl, "ttl", request.DefaultTTL, "time to live of each request (of a file line without ttl_ms)")
+	payload := fs.String("payload", "", "literal JSON `value` carried by every generated request (default none)")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed for the seed and poisson shapes; 0 picks one and logs it")
+	fs.IntVar(&o.cfg.MaxPending, "max-pending", def.MaxPending, "requests out at once, awaiting an ack or a retry; the shape waits beyond it")
+	fs.IntVar(&o.cfg.MaxRetries, "max-retries", def.MaxRetries, "retries of one request before it is given up on (and logged); -1 retries until interrupted")
+	fs.DurationVar(&o.cfg.AckTimeout, "ack-timeout", def.AckTimeout, "wait this long for the stream's ack before retrying")
+	fs.DurationVar(&o.cfg.MaxBackoff, "max-backoff", def.MaxBackoff, "longest pause after the stream refuses requests (starts at 50ms, doubles)")
+	fs.DurationVar(&o.cfg.Grace, "grace", def.Grace, "on SIGINT/SIGTERM, wait this long for outstanding acks")
+	fs.DurationVar(&o.cfg.Progress, "progress", def.Progress, "log progress this often; 0 disables")
+	fs.StringVar(&o.idsOut, "ids-out", "", "write the id of every request the stream acknowledged to `file`, one a line")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug (one line a retry), info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usageText)
+			fs.PrintDefaults()
+			return o, err
+		}
+		fmt.Fprintln(stderr, "Run producer --help for the flags.")
+		return o, usageError{err}
+	}
+
+	fail := func(format string, args ...any) (options, error) {
+		err := fmt.Errorf(format, args...)
+		fmt.Fprintf(stderr, "%v\nRun producer --help for the flags.\n", err)
+		return o, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected argument %q: every setting is a flag", fs.Arg(0))
+	}
+	switch {
+	case o.shape == "" && o.file != "":
+		o.shape = "file"
+	case o.shape == "":
+		o.shape = "seed"
+	case o.shape == "file" && o.file == "":
+		return fail("--shape file needs --file: a path, or - for stdin")
+	case o.shape != "file" && o.file != "":
+		return fail("--file goes with --shape file, not --shape %s", o.shape)
+	}
+	if !slices.Contains(strings.Split(shapeNames, ", "), o.shape) {
+		return fail("--shape %q: use one of %s", o.shape, shapeNames)
+	}
+	switch *onBad {
+	case "stop":
+	case "skip":
+		o.cfg.SkipBadLines = true
+	default:
+		return fail("--on-bad-line %q: use stop or skip", *onBad)
+	}
+	if *payload != "" {
+		if !json.Valid([]byte(*payload)) {
+			return fail("--payload %q: not valid JSON (quote a string: '\"text\"')", *payload)
+		}
+		o.payload = json.RawMessage(*payload)
+	}
+	if o.ttl < time.Millisecond {
+		return fail("--ttl %s: must be at least 1ms", o.ttl)
+	}
+	if o.cfg.MaxPending < 1 {
+		return fail("--max-pending %d: must be at least 1", o.cfg.MaxPending)
+	}
+	if o.cfg.MaxBackoff < def.MinBackoff {
+		return fail("--max-backoff %s: must be at least %s", o.cfg.MaxBackoff, def.MinBackoff)
+	}
+	if o.cfg.Count < 0 || o.cfg.Duration < 0 || o.every < 0 || o.cfg.Progress < 0 || o.cfg.Grace <= 0 || o.cfg.AckTimeout <= 0 {
+		return fail("--count, --duration, --every and --progress must not be negative; --grace and --ack-timeout must be positive")
+	}
+	return o, nil
+}
+
+func (o options) logger(stderr io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+}
+
+// source builds the requests' source from the shape flags. The returned function
+// closes the input file, if any; ctx ending closes stdin so a read waiting on it ends.
+func (o options) source(ctx context.Context, stdin io.Reader, log *slog.Logger) (producer.Source, func(), error) {
+	nop := func() {}
+	if o.shape == "file" {
+		if o.file == "-" {
+			stop := context.AfterFunc(ctx, func() {
+				if c, ok := stdin.(io.Closer); ok {
+					_ = c.Close()
+				}
+			})
+			return producer.NewLines(stdin, "stdin", o.ttl), func() { stop() }, nil
+		}
+		f, err := os.Open(o.file)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--file: %w", err)
+		}
+		return producer.NewLines(f, o.file, o.ttl), func() { _ = f.Close() }, nil
+	}
+	seed := o.seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	var shape producer.Shape
+	var err error
+	switch o.shape {
+	case "seed":
+		shape = producer.NewSeed(rng)
+	case "rate":
+		shape, err = producer.NewRate(o.rate)
+	case "poisson":
+		shape, err = producer.NewPoisson(o.rate, rng)
+	case "burst":
+		shape, err = producer.NewBurst(o.burst, o.every)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("--shape %s: %w", o.shape, err)
+	}
+	gen, err := producer.NewGenerator(shape, o.ttl, o.payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	attrs := []any{"shape", o.shape, "ttl", o.ttl, "count", o.cfg.Count, "duration", o.cfg.Duration}
+	switch o.shape {
+	case "seed":
+		attrs = append(attrs, "seed", seed)
+	case "rate":
+		attrs = append(attrs, "rate", o.rate)
+	case "poisson":
+		attrs = append(attrs, "rate", o.rate, "seed", seed)
+	case "burst":
+		attrs = append(attrs, "burst", o.burst, "every", o.every)
+	}
+	log.Info("producing", attrs...)
+	return gen, nop, nil
+}
+
+// openIDs opens --ids-out into the producer's configuration; the returned function
+// closes it.
+func (o *options) openIDs() (func() error, error) {
+	if o.idsOut == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(o.idsOut)
+	if err != nil {
+		return nil, fmt.Errorf("--ids-out: %w", err)
+	}
+	o.cfg.IDs = f
+	return func() error {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--ids-out: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// exitCode is 0 for success and --help, 2 for a usage error (already explained), and
+// 1 for any other error, which it prints.
+func exitCode(err error, stderr io.Writer) int {
+	var usage usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usage):
+		return 2
+	}
+	fmt.Fprintln(stderr, "producer:", err)
+	return 1
+}

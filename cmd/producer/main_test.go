@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/embedded"
+)
+
+func startNATS(t *testing.T) string {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	return ns.ClientURL()
+}
+
+func runProducer(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err = run(ctx, args, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestRun_BurstWritesSummaryAndIDs(t *testing.T) {
+	url := startNATS(t)
+	idsFile := filepath.Join(t.TempDir(), "ids.txt")
+	stdout, stderr, err := runProducer(t, "", "--nats", url, "--shape", "burst", "--burst", "25",
+		"--payload", `{"symbol":"BTC"}`, "--ids-out", idsFile, "--progress", "0")
+	require.NoError(t, err, stderr)
+	require.Contains(t, stdout, "requests     25\n")
+	require.Contains(t, stdout, "published    25\n")
+	require.Contains(t, stdout, "failed       0\n")
+	ids, err := os.ReadFile(idsFile)
+	require.NoError(t, err)
+	require.Len(t, strings.Fields(string(ids)), 25)
+	require.Equal(t, 0, exitCode(nil, &bytes.Buffer{}))
+}
+
+func TestRun_SeedShapeStopsAtCount(t *testing.T) {
+	url := startNATS(t)
+	stdout, stderr, err := runProducer(t, "", "--nats", url, "--count", "12", "--seed", "42")
+	require.NoError(t, err, stderr)
+	require.Contains(t, stdout, "published    12\n")
+	require.Contains(t, stderr, "shape=seed")
+	require.Contains(t, stderr, "seed=42")
+}
+
+func TestRun_LinesFromStdin(t *testing.T) {
+	url := startNATS(t)
+	input := "{\"id\":\"a\"}\n{\"id\":\"b\",\"ttl_ms\":-1}\n{\"id\":\"c\"}\n"
+
+	stdout, stderr, err := runProducer(t, input, "--nats", url, "--file", "-", "--on-bad-line", "skip", "--progress", "0")
+	require.NoError(t, err, stderr)
+	require.Contains(t, stdout, "published    2\n")
+	require.Contains(t, stdout, "skipped      1 bad lines\n")
+	require.Contains(t, stderr, "line=2")
+
+	_, _, err = runProducer(t, input, "--nats", url, "--shape", "file", "--file", "-", "--progress", "0")
+	require.ErrorContains(t, err, "stdin line 2: ttl_ms -1: must be positive")
+	var msg bytes.Buffer
+	require.Equal(t, 1, exitCode(err, &msg))
+	require.Contains(t, msg.String(), "producer: read requests: stdin line 2")
+}
+
+func TestRun_UsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--shape", "square"}, `--shape "square": use one of seed, rate, poisson, burst, file`},
+		{[]string{"--shape", "file"}, "--shape file needs --file"},
+		{[]string{"--shape", "rate", "--file", "x.jsonl"}, "--file goes with --shape file"},
+		{[]string{"--on-bad-line", "maybe"}, "--on-bad-line \"maybe\": use stop or skip"},
+		{[]string{"--payload", "{oops"}, "not valid JSON"},
+		{[]string{"--ttl", "0s"}, "--ttl 0s: must be at least 1ms"},
+		{[]string{"--max-pending", "0"}, "--max-pending 0"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, stderr, err := runProducer(t, "", tt.args...)
+			require.ErrorContains(t, err, tt.want)
+			require.Contains(t, stderr, "Run producer --help for the flags.")
+			require.Equal(t, 2, exitCode(err, &bytes.Buffer{}))
+		})
+	}
+}
+
+func TestRun_Help(t *testing.T) {
+	_, stderr, err := runProducer(t, "", "--help")
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Equal(t, 0, exitCode(err, &bytes.Buffer{}))
+	require.Contains(t, stderr, "Usage: producer [flags]")
+	require.Contains(t, stderr, "-max-pending")
+}
+
+func TestRun_NoNATS(t *testing.T) {
+	_, _, err := runProducer(t, "", "--nats", "nats://127.0.0.1:1", "--count", "1")
+	require.ErrorContains(t, err, "connect to NATS at nats://127.0.0.1:1")
+	require.Equal(t, 1, exitCode(err, &bytes.Buffer{}))
+}

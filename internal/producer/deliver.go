@@ -1,0 +1,158 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet/internal/request"
+)
+
+// errNoAck reports an attempt still unanswered when the shutdown grace ended.
+var errNoAck = errors.New("no ack before the shutdown grace ended")
+
+// deliver publishes one request until the stream stores it or the producer gives
+// up on it, and counts how it ended. Every attempt carries the request's id as
+// Nats-Msg-Id and the same bytes (its created time included), so however many
+// attempts reach the stream, it holds the request once.
+func (r *run) deliver(req request.Request) {
+	log := r.p.log
+	data, err := req.Encode()
+	if err != nil {
+		r.failed(req, 0, err)
+		return
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		// A request made is published at least once unless a pause holds it back;
+		// no retry starts once the run is interrupted.
+		interrupted := attempt > 0 && r.gen.Err() != nil
+		if interrupted || r.pause.wait(r.gen, r.p.cfg.Now) != nil {
+			if lastErr == nil {
+				r.failed(req, attempt, errors.New("the run was interrupted while publishes were paused, before it was published"))
+			} else {
+				r.gaveUp(req, attempt, fmt.Errorf("the run was interrupted while it waited to retry: %w", lastErr))
+			}
+			return
+		}
+		if attempt > 0 {
+			r.tally.retries.Add(1)
+		}
+		sent := r.p.cfg.Now()
+		ack, err := r.publish(req.ID, data)
+		switch {
+		case err == nil:
+			if r.pause.succeeded(sent) {
+				log.Info("the stream takes requests again: publishing resumed")
+			}
+			r.acked(req, ack)
+			return
+		case errors.Is(err, errNoAck):
+			r.unconfirmed(req, attempt+1, err)
+			return
+		case r.p.fatal(err):
+			r.gaveUp(req, attempt+1, err)
+			r.abort(err)
+			return
+		case !retryable(err):
+			r.failed(req, attempt+1, err)
+			return
+		case r.p.cfg.MaxRetries >= 0 && attempt >= r.p.cfg.MaxRetries:
+			r.gaveUp(req, attempt+1, fmt.Errorf("gave up after %d retries: %w", attempt, err))
+			return
+		}
+		lastErr = err
+		pause, change := r.pause.failed(sent, r.p.cfg.Now())
+		if change == pauseStarted {
+			log.Warn("the stream refused a request or did not answer: pausing publishes, then retrying with the same ids",
+				"pause", pause, "id", req.ID, "err", err)
+		} else {
+			log.Debug("retrying request", "id", req.ID, "attempt", attempt+2, "pause", pause, "err", err)
+		}
+	}
+}
+
+// publish makes one attempt and waits for its answer, until settle ends.
+func (r *run) publish(id string, data []byte) (*jetstream.PubAck, error) {
+	fut, err := r.p.js.PublishMsgAsync(&nats.Msg{Subject: r.p.subject, Data: data}, jetstream.WithMsgID(id))
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	select {
+	case ack := <-fut.Ok():
+		return ack, nil
+	case err := <-fut.Err():
+		return nil, fmt.Errorf("publish: %w", err)
+	case <-r.settle.Done():
+		return nil, errNoAck
+	}
+}
+
+func (r *run) acked(req request.Request, ack *jetstream.PubAck) {
+	if ack.Duplicate {
+		r.tally.duplicates.Add(1)
+	} else {
+		r.tally.published.Add(1)
+	}
+	r.ids.write(req.ID)
+}
+
+// failed counts and logs a request that is not in the stream.
+func (r *run) failed(req request.Request, attempts int, err error) {
+	r.tally.failed.Add(1)
+	r.p.log.Error("request not stored", "id", req.ID, "attempts", attempts, "err", err)
+}
+
+// unconfirmed counts and logs a request that may or may not be in the stream.
+func (r *run) unconfirmed(req request.Request, attempts int, err error) {
+	r.tally.unconfirmed.Add(1)
+	r.p.log.Error("request unconfirmed: it may or may not be in the stream", "id", req.ID, "attempts", attempts, "err", err)
+}
+
+// gaveUp counts a request given up on after err: failed if its last attempt was
+// refused, unconfirmed if that attempt's fate is unknown (its answer was lost).
+func (r *run) gaveUp(req request.Request, attempts int, err error) {
+	if outcomeUnknown(err) {
+		r.unconfirmed(req, attempts, err)
+	} else {
+		r.failed(req, attempts, err)
+	}
+}
+
+// retryable reports whether another attempt may succeed: the stream is full or
+// for a moment unable to store (an API error with code 503, such as error code 10077
+// "maximum messages exceeded" under discard-new), or the answer was lost or never
+// came.
+func retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == http.StatusServiceUnavailable
+	}
+	for _, target := range []error{
+		jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse, jetstream.ErrTooManyStalledMsgs,
+		nats.ErrDisconnected, nats.ErrNoResponders, nats.ErrTimeout, nats.ErrReconnectBufExceeded,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// outcomeUnknown reports whether an attempt that failed with err may still have
+// been stored: it was sent, but its answer never came.
+func outcomeUnknown(err error) bool {
+	return errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, errNoAck)
+}
+
+// fatal reports whether err ends every later publish too: the connection is closed
+// or closing. The connection is asked as well, since some of its errors reach us
+// as text only.
+func (p *Producer) fatal(err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) ||
+		p.nc.IsClosed() || p.nc.IsDraining()
+}

@@ -1,0 +1,61 @@
+package producer
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/request"
+)
+
+// Item is one request a source yields and the earliest time to publish it.
+type Item struct {
+	// Due is when the request should go out; a time already past means at once.
+	Due time.Time
+	// Request is the request to publish, complete with its id.
+	Request request.Request
+}
+
+// Source yields the requests to publish, in order. The producer calls Next from one
+// goroutine only, and only once it could publish the result, so a source that makes
+// requests makes each one when it is about to go out.
+//
+// Next returns io.EOF when the source is done. An error that wraps *BadLineError
+// concerns one input only: the producer skips it or stops, as configured. Any other
+// error ends the run.
+type Source interface {
+	Next(now time.Time) (Item, error)
+}
+
+// Generator makes new requests, timed by a Shape. Each request is created at the
+// time it is due, so its time to live counts from there: a request a Rate or
+// Poisson shape owes after the producer was held back is already older when it
+// goes out, as it would be for a client that made it on time.
+type Generator struct {
+	shape   Shape
+	ttl     time.Duration
+	payload json.RawMessage
+}
+
+// NewGenerator returns a source of requests with the given time to live and
+// payload (nil for none), due when shape says.
+func NewGenerator(shape Shape, ttl time.Duration, payload json.RawMessage) (*Generator, error) {
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("request time to live %s: must be at least 1ms", ttl)
+	}
+	if len(payload) > 0 && !json.Valid(payload) {
+		return nil, fmt.Errorf("payload %q: not valid JSON", payload)
+	}
+	return &Generator{shape: shape, ttl: ttl, payload: payload}, nil
+}
+
+// Next returns a new request due when the shape says, or io.EOF once the shape is
+// done.
+func (g *Generator) Next(now time.Time) (Item, error) {
+	due, ok := g.shape.Next(now)
+	if !ok {
+		return Item{}, io.EOF
+	}
+	return Item{Due: due, Request: request.New(due, g.ttl, g.payload)}, nil
+}
