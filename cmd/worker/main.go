@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
@@ -45,7 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		maxKeys     = fs.Int("keys", 1, "how many keys this process holds at once, each with its own limiter")
 		upstreamURL = fs.String("upstream", "http://127.0.0.1:8080", "base URL of the upstream API")
 		id          = fs.String("id", "", "worker id in leases and stats (default: host-pid-random)")
-		pacer       = fs.String("limiter", "adaptive", "limiter: adaptive, or a baseline for comparison: "+worker.BaselineNames())
+		pacer       = fs.String("limiter", "adaptive", "limiter: adaptive, or a baseline for comparison: "+worker.PacerNames())
 		maxDelay    = fs.Duration("max-delay", 50*time.Millisecond, "largest one-way delay to the upstream the limiter assumes at start")
 		timeout     = fs.Duration("request-timeout", 2*time.Second, "how long one attempt may take before it counts as a timeout")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	factory, err := worker.NewPacerFactory(*pacer, *maxDelay)
+	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
 	if err != nil {
 		return err
 	}

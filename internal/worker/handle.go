@@ -102,6 +102,8 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 				s.quarantine()
 			}
 		})
+	case upstream.BadNonce:
+		s.log.Warn("upstream refused a nonce; moving the nonce on", "nonce", sl.nonce, "sent_at", sl.at, "wrote_at", ans.Wrote, "answered_at", ans.Answered)
 	case upstream.KeyUnusable:
 		s.log.Error("upstream refused the key; releasing it for good", "status", ans.Status, "answer", ans.Msg)
 		s.markUnusable(ans.Msg)

@@ -40,7 +40,7 @@ type Pacer interface {
 	Lost(t limiter.Ticket, at time.Time)
 	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
 	Quarantined() bool
-	// MaxDelay is the largest one-way delay the pacer assumes (for stats).
+	// MaxDelay is the largest one-way delay the pacer assumes.
 	MaxDelay() time.Duration
 	// Handoff returns the state a next holder of the key resumes from.
 	Handoff() (json.RawMessage, error)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"testing"
@@ -26,7 +27,9 @@ import (
 
 // fastExchange follows the reference rules with time scaled down tenfold: 20
 // requests per more than 100 ms, delays of 0..5 ms each way. The workers' limiters
-// are told the same numbers, so the tests run in seconds and prove the same thing.
+// get the same rule and a delay bound of 100 ms: everything runs in one process
+// here, where a loaded machine delays timers and goroutines by more than 5 ms, and
+// the bound must hold for the real delay, not the configured one.
 func fastExchange() *exchange.Config {
 	cfg := exchange.DefaultConfig()
 	cfg.Window = 100 * time.Millisecond
@@ -36,7 +39,7 @@ func fastExchange() *exchange.Config {
 }
 
 func fastLimiter() limiter.Config {
-	return limiter.Config{Rules: []limiter.Rule{{Limit: 20, Window: 100 * time.Millisecond}}, MaxDelay: 5 * time.Millisecond}
+	return limiter.Config{Rules: []limiter.Rule{{Limit: 20, Window: 100 * time.Millisecond}}, MaxDelay: 100 * time.Millisecond}
 }
 
 // startWorkers runs n workers, each allowed every key, until the test ends.
@@ -55,7 +58,7 @@ func startWorkers(t *testing.T, env *testenv.Env, n int, ks []keys.Key) []*worke
 		w, err := worker.New(ctx, env.Conn.JS, worker.Config{
 			ID: fmt.Sprintf("w%d", i+1), Keys: ks, Upstream: up, Streams: env.Conn.Streams,
 			NewPacer: factory, ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond,
-			Logger: slog.New(slog.DiscardHandler),
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		require.NoError(t, err)
 		out = append(out, w)

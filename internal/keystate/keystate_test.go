@@ -1,0 +1,92 @@
+package keystate_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/keystate"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+)
+
+func open(t *testing.T) *keystate.Store {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	ctx := context.Background()
+	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(c.NC.Close)
+	st, err := keystate.Open(ctx, c.JS, c.Streams.KV.KeyState.Bucket)
+	require.NoError(t, err)
+	return st
+}
+
+func TestReserveNonces_BlocksNeverOverlapAcrossHoldersWhateverTheirClocks(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	now := time.UnixMicro(5_000_000)
+	tests := []struct {
+		name  string
+		clock time.Time
+		want  int64
+	}{
+		{"first block starts at the clock in µs", now, 5_000_000},
+		{"a holder whose clock is behind starts above the mark", now.Add(-time.Hour), 5_000_100},
+		{"a holder whose clock is ahead jumps to it", now.Add(time.Second), 6_000_000},
+	}
+	for _, tt := range tests {
+		first, err := st.ReserveNonces(ctx, "key1", 100, tt.clock)
+		require.NoError(t, err)
+		require.Equal(t, tt.want, first, tt.name)
+	}
+}
+
+func TestReserveNonces_ConcurrentHoldersGetDisjointBlocks(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	var (
+		mu     sync.Mutex
+		firsts []int64
+		wg     sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := st.ReserveNonces(ctx, "key1", 10, time.UnixMicro(1))
+			require.NoError(t, err)
+			mu.Lock()
+			firsts = append(firsts, f)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for _, f := range firsts {
+		for n := f; n < f+10; n++ {
+			require.False(t, seen[n], "nonce %d handed out twice", n)
+			seen[n] = true
+		}
+	}
+}
+
+func TestMarkUnusable_KeepsTheNonceMark(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	_, err := st.ReserveNonces(ctx, "key2", 10, time.UnixMicro(100))
+	require.NoError(t, err)
+	require.NoError(t, st.MarkUnusable(ctx, "key2", "blocked", time.Now()))
+	r, rev, err := st.Get(ctx, "key2")
+	require.NoError(t, err)
+	require.NotZero(t, rev)
+	require.True(t, r.Unusable)
+	require.Equal(t, "blocked", r.Reason)
+	require.Equal(t, int64(109), r.NonceReserved)
+}
