@@ -31,6 +31,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "bench" {
+		return bench(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -42,9 +45,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 		limiter  = fs.String("limiter", "adaptive", "the workers' limiter")
 		shape    = fs.String("shape", "seed", "the producer's load shape")
+		rate     = fs.Float64("rate", 95, "requests a second, for the rate and poisson shapes")
+		monitor  = fs.Bool("monitor", true, "start the monitor and show its block")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -57,8 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
-		ProducerArgs: []string{"--shape", *shape}, WorkerArgs: []string{"--limiter", *limiter},
-		Monitor: true, MonitorInterval: *interval, Out: stdout, Logs: logOut, Logger: log,
+		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
+		Monitor: *monitor, MonitorInterval: *interval, Out: stdout, Logs: logOut, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -74,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("interrupted: draining and stopping cleanly")
 	}
 	f.Drain(context.WithoutCancel(ctx))
+	f.StopWorkers()
 	sum, err := f.Summarize(context.WithoutCancel(ctx), producing)
 	f.Down()
 	if err != nil {
@@ -104,4 +110,36 @@ func containsLevel(p []byte) bool {
 		}
 	}
 	return false
+}
+
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
+		workers  = fs.Int("workers", 5, "worker processes")
+		duration = fs.Duration("duration", 60*time.Second, "measured time per limiter")
+		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
+		rate     = fs.Float64("rate", 200, "offered requests a second, far above capacity")
+		limiters = fs.String("limiters", "adaptive,interval-ring,ring-buffer,rate-burst1,rate-burst20", "limiters to compare, comma-separated")
+		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleet bench [flags]\n\nSaturation benchmark: for each limiter, a fresh NATS, simulator and fleet under the same\noffered load; prints one Markdown table.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var logOut io.Writer = &warnings{w: stderr}
+	if *logs {
+		logOut = stderr
+	}
+	cfg := fleet.BenchConfig{
+		Bin: *bin, Limiters: strings.Split(*limiters, ","), Workers: *workers, Duration: *duration, Warmup: *warmup,
+		Rate: *rate, Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil)),
+	}
+	rows, err := fleet.Bench(ctx, cfg)
+	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))
+	return err
 }

@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		upstreamURL = fs.String("upstream", "http://127.0.0.1:8080", "base URL of the upstream API")
 		id          = fs.String("id", "", "worker id in leases and stats (default: host-pid-random)")
 		pacer       = fs.String("limiter", "adaptive", "limiter: adaptive, or a baseline for comparison: "+worker.PacerNames())
-		maxDelay    = fs.Duration("max-delay", 50*time.Millisecond, "largest one-way delay to the upstream the limiter assumes at start")
+		maxDelay    = fs.Duration("max-delay", 50*time.Millisecond, "largest one-way delay to the upstream, including the time it takes to register a request, that the limiter assumes at start (the reference exchange: 50ms; raise it if the upstream can be slower, since a 429 means it was)")
 		timeout     = fs.Duration("request-timeout", 2*time.Second, "how long one attempt may take before it counts as a timeout")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
@@ -64,11 +64,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ks, err := keys.Load(*keysFile, os.Getenv)
+	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
 	if err != nil {
 		return err
 	}
-	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
+	ks, err := keys.Load(*keysFile, os.Getenv)
 	if err != nil {
 		return err
 	}

@@ -125,6 +125,19 @@ func (p *Proc) Stop(grace time.Duration) error {
 	}
 }
 
+// Usage returns the CPU time and peak resident memory of an exited process.
+func (p *Proc) Usage() (cpu time.Duration, maxRSS int64) {
+	<-p.done
+	if p.cmd.ProcessState == nil {
+		return 0, 0
+	}
+	cpu = p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		maxRSS = ru.Maxrss * 1024
+	}
+	return cpu, maxRSS
+}
+
 // WaitCtx waits for the process to exit or ctx to end.
 func (p *Proc) WaitCtx(ctx context.Context) error {
 	select {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -179,20 +180,26 @@ func (f *Fleet) Drain(ctx context.Context) {
 	}
 }
 
-// Down stops everything: workers first (they hand their keys over), then the
-// monitor, the simulator and NATS.
-func (f *Fleet) Down() {
+// StopWorkers stops the producer and every worker with SIGTERM and waits: each
+// finishes its in-flight requests, hands its key over and publishes its last stats.
+func (f *Fleet) StopWorkers() {
 	if f.Producer != nil {
 		_ = f.Producer.Stop(10 * time.Second)
 	}
 	for _, w := range f.Workers {
-		_ = w.Signal(15)
+		_ = w.Signal(syscall.SIGTERM)
 	}
 	for _, w := range f.Workers {
-		if err := w.Stop(15 * time.Second); err != nil && !isSignalExit(err) {
+		if err := w.Stop(15 * time.Second); err != nil {
 			f.log.Warn("worker exited with an error", "worker", w.Name, "err", err)
 		}
 	}
+}
+
+// Down stops everything: workers first (they hand their keys over), then the
+// monitor, the simulator and NATS.
+func (f *Fleet) Down() {
+	f.StopWorkers()
 	if f.Monitor != nil {
 		_ = f.Monitor.Stop(5 * time.Second)
 	}
@@ -205,10 +212,6 @@ func (f *Fleet) Down() {
 	if f.NATS != nil {
 		f.NATS.Shutdown()
 	}
-}
-
-func isSignalExit(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "signal")
 }
 
 // Summary is what a run did, from NATS's and the simulator's own records.
@@ -296,6 +299,7 @@ func LastReports(ctx context.Context, js jetstream.JetStream, stream string) ([]
 // ExchangeTotals are the simulator's own counts over all keys.
 type ExchangeTotals struct {
 	Accepted    uint64 `json:"accepted"`
+	OK          uint64 `json:"ok"`
 	RateLimited uint64 `json:"rate_limited"`
 	BadNonce    uint64 `json:"bad_nonce"`
 	Blocked     uint64 `json:"blocked"`
@@ -357,6 +361,7 @@ func FetchExchangeTotals(ctx context.Context, baseURL string) (ExchangeTotals, e
 	}
 	for _, k := range st.Keys {
 		t.Accepted += k.Accepted
+		t.OK += k.OK
 		t.RateLimited += k.RateLimited
 		t.BadNonce += k.BadNonce
 		if k.Blocked {

@@ -36,6 +36,7 @@ type gate struct {
 
 	mu      sync.Mutex
 	queue   []chan struct{} // waiters; the head's channel is closed
+	expected int            // requests pulled for this key that have not reached acquire yet
 	granted uint64          // slots granted so far
 	leaving uint64          // the granted slot that has not left yet, 0 if none
 	wake    chan struct{}   // closed and replaced whenever the limiter's state changes
@@ -51,6 +52,7 @@ func newGate(p Pacer, valid func(time.Time) bool, now func() time.Time, nonces f
 func (g *gate) acquire(ctx context.Context) (slot, error) {
 	turn := make(chan struct{})
 	g.mu.Lock()
+	g.expected = max(g.expected-1, 0)
 	g.queue = append(g.queue, turn)
 	if len(g.queue) == 1 {
 		close(turn)
@@ -127,6 +129,40 @@ func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 	}
 }
 
+// expect notes a request pulled for this key; it counts as waiting until it calls
+// acquire or unexpect.
+func (g *gate) expect() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.expected++
+}
+
+// unexpect drops a pulled request that will not call acquire (buried, say).
+func (g *gate) unexpect() {
+	g.update(func(Pacer) { g.expected = max(g.expected-1, 0) })
+}
+
+// waitReady waits until no request is waiting for this key and the key may send
+// within lead: then it is time to take the next request from the queue.
+func (g *gate) waitReady(ctx context.Context, lead time.Duration) error {
+	for {
+		g.mu.Lock()
+		now := g.now()
+		wait := time.Duration(-1)
+		if g.expected == 0 && len(g.queue) == 0 {
+			wait = max(g.pacer.Next(now).Sub(now)-lead, 0)
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		if wait == 0 {
+			return nil
+		}
+		if err := sleep(ctx, wait, wake); err != nil {
+			return err
+		}
+	}
+}
+
 // leave removes turn from the queue and hands the turn to the next waiter.
 func (g *gate) leave(turn chan struct{}) {
 	g.mu.Lock()
@@ -137,9 +173,11 @@ func (g *gate) leave(turn chan struct{}) {
 			if i == 0 && len(g.queue) > 0 {
 				close(g.queue[0])
 			}
-			return
+			break
 		}
 	}
+	close(g.wake)
+	g.wake = make(chan struct{})
 }
 
 // update changes the limiter's state under the gate's lock and wakes the head.

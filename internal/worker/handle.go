@@ -22,6 +22,12 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	w := s.w
 	w.rec.InFlight(1)
 	defer w.rec.InFlight(-1)
+	atGate := false
+	defer func() {
+		if !atGate {
+			s.gate.unexpect()
+		}
+	}()
 	md, err := msg.Metadata()
 	if err != nil {
 		s.log.Error("message without JetStream metadata; leaving it for redelivery", "err", err)
@@ -29,11 +35,15 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	req, err := request.Decode(msg.Data())
 	if err != nil {
+		atGate = true
+		s.gate.unexpect() // free the key for the next request before burying this one
 		w.rec.Count("", stats.ResultMalformed)
 		s.bury(msg, md, request.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
 		return
 	}
 	if req.Expired(w.cfg.Now()) {
+		atGate = true
+		s.gate.unexpect()
 		w.rec.Count(s.key.Name(), stats.ResultExpired)
 		s.bury(msg, md, req, graveyard.ReasonExpired, "stale before it could be sent", nil)
 		return
@@ -43,6 +53,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	// the wait ends at the request's deadline.
 	waitCtx, cancel := context.WithDeadline(ctx, req.Deadline())
 	stopKeepAlive := keepAlive(waitCtx, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
+	atGate = true
 	sl, err := s.gate.acquire(waitCtx)
 	stopKeepAlive()
 	cancel()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
@@ -22,11 +23,6 @@ var (
 	errUnusable = errors.New("key marked unusable")
 	errShutdown = errors.New("worker shutting down")
 )
-
-// prefetch is how many messages a session's pull buffers beyond those it is
-// handling: enough to keep the key busy, few enough that nothing waits long in a
-// buffer where no other worker can take it.
-const prefetch = 2
 
 // session serves one held key: it renews the lease, pulls requests while it may
 // send, and on its end hands the key's state over and releases the lease.
@@ -215,58 +211,51 @@ func (s *session) keepLease(ctx context.Context) {
 	}
 }
 
-// pull takes requests from the shared consumer while the session lives, never
-// holding more than MaxInFlight at once, and waits for those it started.
+// pullLead is how long before its key may send that a session asks for the next
+// request: about the time a pull takes, so the slot is not wasted.
+const pullLead = 10 * time.Millisecond
+
+// pullWait bounds one pull request when the queue is empty.
+const pullWait = 2 * time.Second
+
+// pull takes requests from the shared consumer one at a time, and only when the
+// key is about to be able to send: a request waits in the queue, where any key may
+// take it, rather than in one worker behind its key. It never holds more than
+// MaxInFlight requests, and waits for those it started.
 func (s *session) pull(ctx context.Context) {
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
 	sem := make(chan struct{}, s.w.cfg.MaxInFlight)
-	for ctx.Err() == nil {
-		it, err := s.w.cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(5*time.Second))
-		if err != nil {
-			s.log.Warn("cannot pull requests; retrying", "err", err)
-			_ = sleep(ctx, time.Second, nil)
-			continue
-		}
-		stop := context.AfterFunc(ctx, it.Drain)
-		for {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-			}
-			if ctx.Err() != nil {
-				s.requeueBuffered(it)
-				break
-			}
-			msg, err := it.Next()
-			if err != nil {
-				<-sem
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					s.log.Warn("pull failed; retrying", "err", err)
-				}
-				break
-			}
-			handlers.Add(1)
-			go func() {
-				defer handlers.Done()
-				defer func() { <-sem }()
-				s.handle(ctx, msg)
-			}()
-		}
-		stop()
-		it.Stop()
-	}
-}
-
-// requeueBuffered returns the messages pulled but not yet handled to the queue at
-// once, for another worker to take.
-func (s *session) requeueBuffered(it jetstream.MessagesContext) {
-	it.Drain()
 	for {
-		msg, err := it.Next()
-		if err != nil {
+		if err := s.gate.waitReady(ctx, pullLead); err != nil {
 			return
 		}
-		_ = msg.Nak()
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		fctx, cancel := context.WithTimeout(ctx, pullWait)
+		msg, err := s.w.cons.Next(jetstream.FetchContext(fctx))
+		cancel()
+		if err != nil {
+			<-sem
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages):
+			default:
+				s.log.Warn("pull failed; retrying", "err", err)
+				_ = sleep(ctx, 250*time.Millisecond, nil)
+			}
+			continue
+		}
+		s.gate.expect()
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			defer func() { <-sem }()
+			s.handle(ctx, msg)
+		}()
 	}
 }

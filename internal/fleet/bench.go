@@ -1,0 +1,132 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// BenchConfig describes the saturation benchmark: the same fleet, simulator and
+// offered load for each limiter in turn.
+type BenchConfig struct {
+	Bin      string
+	Limiters []string
+	Workers  int
+	// Duration is each limiter's measured time; Warmup runs before it.
+	Duration, Warmup time.Duration
+	// Rate is the offered load, far above what five keys allow.
+	Rate   float64
+	Logs   io.Writer
+	Logger *slog.Logger
+}
+
+// BenchRow is one limiter's result.
+type BenchRow struct {
+	Limiter     string
+	OKPerSecond float64 // answered 200 per second over the measured time, as the simulator counted
+	RateLimited uint64  // 429s over the whole run
+	BadNonce    uint64  // 400s over the whole run
+	Blocked     uint64  // keys the simulator blocked
+	P50, P99    int64   // created-to-answered ms of requests answered 200
+	WorkerCPU   time.Duration
+	WorkerRSS   int64 // the largest peak RSS of one worker, bytes
+	Lost        int64
+}
+
+// Bench runs the saturation benchmark for each limiter and returns one row each.
+func Bench(ctx context.Context, cfg BenchConfig) ([]BenchRow, error) {
+	var rows []BenchRow
+	for _, lim := range cfg.Limiters {
+		if ctx.Err() != nil {
+			break
+		}
+		cfg.Logger.Info("benchmark: saturation", "limiter", lim, "workers", cfg.Workers, "offered_rate", cfg.Rate, "duration", cfg.Duration)
+		row, err := benchOne(ctx, cfg, lim)
+		if err != nil {
+			return rows, fmt.Errorf("benchmark %s: %w", lim, err)
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error) {
+	row := BenchRow{Limiter: lim}
+	f, err := Up(ctx, Config{
+		Bin: cfg.Bin, Workers: cfg.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
+		// A long time to live keeps the queue full: every slot a limiter leaves
+		// unused is its own, not a request that went stale at the head of the queue.
+		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(cfg.Rate), "--ttl", "10m", "--progress", "0"},
+		WorkerArgs:   []string{"--limiter", lim},
+		Logs:         cfg.Logs, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return row, err
+	}
+	defer f.Down()
+	produced := make(chan error, 1)
+	go func() { produced <- f.Produce(ctx) }()
+
+	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
+		return row, err
+	}
+	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return row, err
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, cfg.Duration); err != nil {
+		return row, err
+	}
+	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return row, err
+	}
+	row.OKPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
+	if err := <-produced; err != nil {
+		return row, err
+	}
+	f.StopWorkers() // what is still queued stays there, and is counted as such
+	for _, w := range f.Workers {
+		cpu, rss := w.Usage()
+		row.WorkerCPU += cpu
+		row.WorkerRSS = max(row.WorkerRSS, rss)
+	}
+	sum, err := f.Summarize(ctx, 0)
+	if err != nil {
+		return row, err
+	}
+	row.RateLimited, row.BadNonce, row.Blocked = sum.Exchange.RateLimited, sum.Exchange.BadNonce, sum.Exchange.Blocked
+	row.P50, row.P99, row.Lost = sum.LatencyP50ms, sum.LatencyP99ms, sum.Lost()
+	return row, nil
+}
+
+// FormatBench renders the rows as a Markdown table, with the arithmetic's ceilings
+// for reference.
+func FormatBench(rows []BenchRow, cfg BenchConfig) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Saturation: %d workers, 5 keys, %.0f req/s offered (time to live 10 min), %s measured after %s warm-up, per limiter; reference simulator (20 per >1000 ms, 0..50 ms each way). Latency is created-to-answered, so at saturation it is mostly time in the queue.\n\n",
+		cfg.Workers, cfg.Rate, cfg.Duration, cfg.Warmup)
+	fmt.Fprintf(&b, "| limiter | ok req/s | vs ceiling | 429 | 400 | blocked keys | p50 ms | p99 ms | worker CPU s | worker max RSS MiB | lost |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %.2f | %.1f%% | %d | %d | %d | %d | %d | %.1f | %.1f | %d |\n",
+			r.Limiter, r.OKPerSecond, 100*r.OKPerSecond/HardCeiling, r.RateLimited, r.BadNonce, r.Blocked,
+			r.P50, r.P99, r.WorkerCPU.Seconds(), float64(r.WorkerRSS)/(1<<20), r.Lost)
+	}
+	fmt.Fprintf(&b, "| (hard ceiling: 5 × 20 per 1001 ms) | %.2f | 100%% | | | | | | | | |\n", HardCeiling)
+	fmt.Fprintf(&b, "| (safe bound, see internal/limiter) | %.2f | %.1f%% | | | | | | | | |\n", SafeBound, 100*SafeBound/HardCeiling)
+	return b.String()
+}
+
+// HardCeiling is five keys' 20 requests per 1001 ms: no client can do better.
+const HardCeiling = 5 * 20 / 1.001
+
+// SafeBound is five keys' 20 requests per 1000 + 1 + 1 ms plus the mean of
+// min(50 ms, in + out) with both delays uniform over 0..50 whole ms (41.7 ms): what
+// a limiter that is safe for every such delay can reach at best, before the cost
+// of keeping arrivals in nonce order.
+const SafeBound = 5 * 20 / 1.0437

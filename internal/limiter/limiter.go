@@ -1,0 +1,447 @@
+// Package limiter decides when the next request of one API key may leave, so that
+// the upstream never rejects it, and learns from what happened to each request.
+// It is pure logic over times: the caller passes the time to every method, waits
+// by itself, and serialises its calls.
+//
+// # The upstream's rule
+//
+// Per key, the upstream records the arrival time, floored to whole milliseconds,
+// of every request it accepts, and accepts a request only if its arrival minus the
+// arrival of the N-th previous accepted request is more than W (a Rule; N = 20,
+// W = 1000 ms by default). Rejections (429) do not enter its record. Nonces must
+// arrive in increasing order. Several rules may hold at once.
+//
+// # What the client knows
+//
+// The client never sees an arrival time a_j. Of request j it knows
+//
+//	s_j ≤ a_j ≤ ub_j,  ub_j = min(left_j + L, r_j)
+//
+// where s_j is when it was Sent (the request cannot arrive before), left_j when it
+// finished leaving (Wrote), L the largest one-way delay (Config.MaxDelay) and r_j
+// when an answer came back (Answered, Rejected; no r_j when Lost). Until a request
+// is reported written or ended it may still leave at any moment, so its ub is
+// "now + L" and keeps moving: nothing else may leave meanwhile. A request ended as
+// Lost before it was reported written may have left as late as the moment it was
+// given up. An answer can only lower ub_j; it never moves a later slot later.
+//
+// # The invariants
+//
+// With M the margin (Config.Margin), the limiter keeps, for every send j:
+//
+// (a) Window, for every rule (N, W): s_{j+N} ≥ ub_j + W + 1 ms + M. Then
+//
+//	a_{j+N} ≥ s_{j+N} ≥ ub_j + W + 1 ms + M ≥ a_j + W + 1 ms,
+//
+// and as W is a whole number of milliseconds,
+//
+//	floor(a_{j+N}) ≥ floor(a_j + W + 1 ms) = floor(a_j) + W + 1 ms > floor(a_j) + W,
+//
+// which is the upstream's test. Every send is counted, also those rejected, lost
+// or never arrived: the upstream's N-th previous accepted request before send k is
+// then some send j' ≤ k-N, and since bounds grow with j (below), ub_{j'} ≤ ub_{k-N}.
+// Counting sends the upstream did not record only makes the limiter wait longer.
+//
+// (b) Order: s_{j+1} ≥ ub_j + 1 ms, so a_{j+1} ≥ a_j + 1 ms. Several requests of a
+// key may be in flight at once, but each arrives a whole millisecond after the one
+// before, so nonces taken in send order arrive in order even where the upstream
+// compares in whole milliseconds. It also gives ub_{j+1} ≥ s_{j+1} > ub_j: bounds
+// grow with j, which (a) relies on. When a 429 widens L after the fact, the bounds
+// already recorded are raised where needed so that they keep growing.
+//
+// (c) Every rule is checked with the same arithmetic against its own N-th previous
+// send; the limiter keeps the last max(N) sends.
+//
+// The margin M (1 ms by default) is not needed by this arithmetic: it absorbs what
+// the model leaves out, such as the client's and the upstream's clocks running at
+// slightly different rates (1 ms per 1000 ms covers 1000 ppm), or two holders'
+// clocks disagreeing after a handoff.
+//
+// # Cost
+//
+// Each send leaves at the earliest instant (a) and (b) allow. Where the window
+// binds, the N sends of one cycle repeat every
+// W + 1 ms + M + E[ub_j - s_j] = W + 1 ms + M + E[min(L, d_in + d_out)], with d_in
+// and d_out the delays each way. Against the reference upstream (W = 1000 ms,
+// N = 20, delays uniform over 0..50 ms each way, L = 50 ms) that is
+// 1000 + 1 + 1 + 41.5 ms per 20 requests: at most 19.17 requests a second per key,
+// 95.8 for five keys, where the hard ceiling is 99.9. Rule (b) costs a little
+// more where consecutive bounds crowd together: in simulation a key sends 19.05 a
+// second, 95.25 for five keys, 0.6% under that bound.
+//
+// # When the model is wrong
+//
+// A 429 means some request took longer than L (or another client used the key).
+// Rejected then pauses the key for the longest window from the answer (or the
+// upstream's Retry-After, if longer), so whatever the upstream recorded before it
+// has aged out; widens L (doubled, capped by Config.MaxDelayCeiling; once per
+// incident) for every bound not yet fixed by an answer; and counts the 429. The
+// upstream blocks a key for good after BanThreshold 429s, so after GuardThreshold
+// of them (3 of 10 by default) the ban guard trips: Quarantined reports true and
+// Sent refuses with ErrQuarantined.
+//
+// # Memory and handoff
+//
+// A Limiter keeps one record per send for the last max(N) sends, in a ring. A
+// Ticket names one of them; a Ticket that is never resolved costs nothing once it
+// has fallen out of the ring (it can no longer bound a future send), and one whose
+// request was reported written holds the key only until left + L. The caller bounds
+// how many requests are in flight; by (b), all but the latest have arrived and
+// only wait for their answers. State and Restore carry the upper bounds, the
+// assumed delay, the pause and the 429 count to the next holder of a key, which
+// then waits exactly as long as the windows require.
+package limiter
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors returned by Sent.
+var (
+	// ErrTooEarly is returned by Sent when the send would break a window or the
+	// order of arrivals: the caller did not wait until Next.
+	ErrTooEarly = errors.New("send too early for the key's rate limit")
+	// ErrQuarantined is returned by Sent once the ban guard has tripped.
+	ErrQuarantined = errors.New("key quarantined by the ban guard")
+)
+
+// orderGap separates the latest possible arrival of a request from the send of the
+// next one, so arrivals differ by at least a whole millisecond (invariant b).
+const orderGap = time.Millisecond
+
+// Ticket names one send, for reporting what happened to it. The zero Ticket names
+// no send; reporting on it, or on a Ticket older than the limiter's ring, changes
+// nothing but what Rejected does to the whole key.
+type Ticket struct {
+	owner *Limiter
+	seq   uint64
+}
+
+// Rejection describes one 429, for the caller's warning.
+type Rejection struct {
+	// At is when the 429 came back.
+	At time.Time `json:"at"`
+	// SentAt is when the rejected request was sent; zero if its ticket was unknown.
+	SentAt time.Time `json:"sent_at,omitzero"`
+	// RetryAfter is the upstream's Retry-After, zero if none.
+	RetryAfter time.Duration `json:"retry_after_ns,omitempty"`
+	// MaxDelayBefore and MaxDelay are the assumed one-way delay before and after
+	// the 429 widened it.
+	MaxDelayBefore time.Duration `json:"max_delay_before_ns"`
+	MaxDelay       time.Duration `json:"max_delay_ns"`
+	// PauseUntil is when the key may send again.
+	PauseUntil time.Time `json:"pause_until"`
+	// Count is how many 429s the key has had, this one included, and BanThreshold
+	// how many the upstream takes before it blocks the key.
+	Count        int `json:"count"`
+	BanThreshold int `json:"ban_threshold"`
+	// Quarantined reports whether this 429 tripped the ban guard (or it had already).
+	Quarantined bool `json:"quarantined,omitempty"`
+}
+
+// record is what the limiter knows of one send.
+type record struct {
+	sent    time.Time // the request cannot arrive before
+	left    time.Time // it finished leaving no later than this, when hasLeft
+	by      time.Time // it arrived no later than this; zero when unknown
+	floor   time.Time // its bound is at least this, so bounds grow with each send
+	hasLeft bool
+	ended   bool // answered, rejected or lost: later reports are ignored
+}
+
+// bound returns the latest instant the request may arrive, with L the assumed
+// delay and now the current time (a request not yet written may leave at now).
+func (r *record) bound(l time.Duration, now time.Time) time.Time {
+	var ub time.Time
+	switch {
+	case r.hasLeft:
+		ub = r.left.Add(l)
+		if !r.by.IsZero() && r.by.Before(ub) {
+			ub = r.by
+		}
+	case !r.by.IsZero():
+		ub = r.by
+	default:
+		ub = now.Add(l)
+	}
+	return later(ub, r.floor)
+}
+
+// Limiter paces the sends of one API key; see the package doc for the model. It is
+// not safe for concurrent use: the caller serialises its calls (a worker holds a
+// mutex around it). Make one with New, Restore or NewFull; the zero Limiter is
+// New(Config{}), for the reference upstream.
+type Limiter struct {
+	set settings
+
+	maxDelay    time.Duration // L
+	ring        []record      // the last len(ring) sends; send seq is at (seq-1) % len(ring)
+	sends       uint64        // sends so far, including those restored
+	latest      time.Time     // the latest time reported to the limiter
+	pauseUntil  time.Time     // set by 429s
+	notBefore   time.Time     // the previous holder's next free slot, after a Restore
+	rejections  int
+	quarantined bool
+	last        *Rejection
+}
+
+// New returns a Limiter for a key with no recent sends, or an error wrapping
+// ErrInvalidConfig that says which setting is wrong.
+func New(cfg Config) (*Limiter, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	return newLimiter(s), nil
+}
+
+func newLimiter(s settings) *Limiter {
+	return &Limiter{set: s, maxDelay: s.maxDelay, ring: make([]record, s.capacity)}
+}
+
+// init makes the zero Limiter New(Config{}).
+func (l *Limiter) init() {
+	if l.ring != nil {
+		return
+	}
+	s, _ := Config{}.settings() // the defaults are valid
+	*l = *newLimiter(s)
+}
+
+// NewFull returns a Limiter for a key whose recent sends are unknown, as after a
+// holder crashed: it assumes every rule's window was filled by requests that may
+// have left as late as lastLeft, and so may arrive until lastLeft + L. The first
+// send leaves at lastLeft + L + W + 1 ms + margin, for the longest window W.
+func NewFull(cfg Config, lastLeft time.Time) (*Limiter, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	l := newLimiter(s)
+	ub := lastLeft.Add(s.maxDelay)
+	for i := range l.ring {
+		l.ring[i] = record{sent: ub, by: ub, ended: true}
+	}
+	l.sends = uint64(len(l.ring))
+	l.latest = lastLeft
+	return l, nil
+}
+
+// Next returns the earliest instant, not before now, at which the next send may
+// leave. Once the key is quarantined it returns now, so a caller waiting on Next
+// learns of the quarantine from Sent at once instead of waiting forever.
+func (l *Limiter) Next(now time.Time) time.Time {
+	l.init()
+	if l.quarantined {
+		return now
+	}
+	return later(now, l.earliest(now))
+}
+
+// earliest is the core of Next and Sent: the latest of the pause and, for the
+// last send (order) and every rule's N-th previous send (window), its upper bound
+// plus the gap it needs.
+func (l *Limiter) earliest(now time.Time) time.Time {
+	now = later(now, l.latest)
+	t := later(l.pauseUntil, l.notBefore)
+	if l.sends == 0 {
+		return t
+	}
+	t = later(t, l.record(l.sends).bound(l.maxDelay, now).Add(orderGap))
+	for _, r := range l.set.rules {
+		n := uint64(r.Limit)
+		if l.sends < n {
+			break // rules are sorted by Limit
+		}
+		ub := l.record(l.sends+1-n).bound(l.maxDelay, now)
+		t = later(t, ub.Add(r.Window+time.Millisecond+l.set.margin))
+	}
+	return t
+}
+
+// Sent records a send at now and returns its Ticket, to report on with Wrote and
+// then one of Answered, Lost or Rejected. Call it before the request starts to
+// leave: its arrival is taken to be no earlier than now. It returns an error
+// wrapping ErrTooEarly if now is before Next(now), and ErrQuarantined once the ban
+// guard has tripped; either way nothing is recorded.
+func (l *Limiter) Sent(now time.Time) (Ticket, error) {
+	l.init()
+	if l.quarantined {
+		return Ticket{}, ErrQuarantined
+	}
+	if next := l.earliest(now); now.Before(next) {
+		return Ticket{}, fmt.Errorf("%w: next send at %s, in %v", ErrTooEarly, next.Format(time.RFC3339Nano), next.Sub(now))
+	}
+	l.sends++
+	*l.record(l.sends) = record{sent: now}
+	l.latest = later(l.latest, now)
+	return Ticket{owner: l, seq: l.sends}, nil
+}
+
+// Wrote records that the request finished leaving at at: it arrives by at + L.
+// Until then, nothing else may leave. A later report for the same request keeps the
+// latest time; a report after the request ended is ignored.
+func (l *Limiter) Wrote(t Ticket, at time.Time) {
+	l.observe(at)
+	r := l.open(t)
+	if r == nil {
+		return
+	}
+	at = later(at, r.sent)
+	if r.hasLeft {
+		if !at.After(r.left) {
+			return
+		}
+		r.left = at
+		l.keepBoundsGrowing() // a send may have followed the earlier report
+		return
+	}
+	r.left, r.hasLeft = at, true
+}
+
+// Answered records that an answer other than a 429 came back at at from the
+// upstream (200, 400, 401, a 5xx of the upstream's own): the request arrived by at,
+// which may let later sends leave earlier. A 429 goes to Rejected; an error of the
+// transport or of a proxy that may not have passed the request on goes to Lost.
+func (l *Limiter) Answered(t Ticket, at time.Time) {
+	l.observe(at)
+	if r := l.open(t); r != nil {
+		l.arrivedBy(r, at)
+	}
+}
+
+// arrivedBy ends r, which arrived no later than at.
+func (l *Limiter) arrivedBy(r *record, at time.Time) {
+	if at.Before(r.sent) {
+		// An answer before its send: the clock is not to be trusted. Keep the
+		// bound that does not depend on the answer.
+		l.lost(r, l.latest)
+		return
+	}
+	r.by, r.ended = at, true
+}
+
+// Lost records that no answer came back (a timeout, a broken connection) and that
+// the caller gave up at at. The request may still have arrived: by left + L, or,
+// if it was never reported written, by at + L.
+func (l *Limiter) Lost(t Ticket, at time.Time) {
+	l.observe(at)
+	if r := l.open(t); r != nil {
+		l.lost(r, at)
+	}
+}
+
+func (l *Limiter) lost(r *record, at time.Time) {
+	if !r.hasLeft {
+		r.left, r.hasLeft = later(at, r.sent), true
+	}
+	r.ended = true
+}
+
+// Rejected records a 429 that came back at at, with the upstream's Retry-After
+// (zero if none): the model was wrong. It pauses the whole key until at plus the
+// longest window, 1 ms and the margin, or at + retryAfter if later; widens the
+// assumed delay L (doubled, at most MaxDelayCeiling), unless the request was sent
+// before an earlier 429 of the same incident; and counts the 429 toward the ban
+// guard. LastRejection then describes what happened, for a warning.
+func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
+	l.init()
+	l.observe(at)
+	rej := Rejection{At: at, RetryAfter: max(retryAfter, 0), MaxDelayBefore: l.maxDelay, BanThreshold: l.set.ban}
+	widen := true
+	if l.owns(t) {
+		r := l.record(t.seq)
+		rej.SentAt = r.sent
+		// A request sent before the previous 429 came back was paced by the model
+		// that 429 already corrected: its rejection says nothing new about L.
+		widen = l.last == nil || r.sent.After(l.last.At)
+		if !r.ended {
+			l.arrivedBy(r, at)
+		}
+	}
+	if widen {
+		l.maxDelay = min(max(2*l.maxDelay, l.maxDelay+time.Millisecond), l.set.ceiling)
+		l.keepBoundsGrowing()
+	}
+	pause := at.Add(l.set.longest + time.Millisecond + l.set.margin)
+	if retryAfter > 0 {
+		pause = later(pause, at.Add(retryAfter))
+	}
+	l.pauseUntil = later(l.pauseUntil, pause)
+	l.rejections++
+	if l.rejections >= l.set.guard {
+		l.quarantined = true
+	}
+	rej.MaxDelay, rej.PauseUntil, rej.Count, rej.Quarantined = l.maxDelay, l.pauseUntil, l.rejections, l.quarantined
+	l.last = &rej
+}
+
+// keepBoundsGrowing raises each kept bound to the one before it. Bounds grow with
+// each send by invariant (b) as long as L stays and no report moves a departure
+// later; when either happens, a send may end up with a lower bound than one before
+// it, and invariant (a) needs the bound of every send up to the N-th previous.
+func (l *Limiter) keepBoundsGrowing() {
+	var prev time.Time
+	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq <= l.sends && seq > 0; seq++ {
+		r := l.record(seq)
+		if !r.hasLeft && r.by.IsZero() {
+			continue // not written yet: its bound moves with now, above all others
+		}
+		r.floor = later(r.floor, prev)
+		prev = r.bound(l.maxDelay, l.latest)
+	}
+}
+
+// LastRejection returns the latest 429 and true, or false if there was none.
+func (l *Limiter) LastRejection() (Rejection, bool) {
+	if l.last == nil {
+		return Rejection{}, false
+	}
+	return *l.last, true
+}
+
+// Quarantined reports whether the ban guard has tripped. It stays tripped; a
+// quarantined key needs an operator.
+func (l *Limiter) Quarantined() bool { return l.quarantined }
+
+// MaxDelay returns the largest one-way delay currently assumed (L).
+func (l *Limiter) MaxDelay() time.Duration {
+	l.init()
+	return l.maxDelay
+}
+
+// observe notes a reported time: a request not yet written may leave no earlier.
+func (l *Limiter) observe(t time.Time) { l.latest = later(l.latest, t) }
+
+// owns reports whether t names a send of l still in the ring.
+func (l *Limiter) owns(t Ticket) bool {
+	return t.owner == l && t.seq >= 1 && t.seq <= l.sends && l.sends-t.seq < uint64(len(l.ring))
+}
+
+// open returns the record of a send that has not ended, or nil.
+func (l *Limiter) open(t Ticket) *record {
+	if !l.owns(t) {
+		return nil
+	}
+	if r := l.record(t.seq); !r.ended {
+		return r
+	}
+	return nil
+}
+
+// record returns the ring slot of send seq (1-based); nil for seq 0.
+func (l *Limiter) record(seq uint64) *record {
+	if seq == 0 {
+		return nil
+	}
+	return &l.ring[(seq-1)%uint64(len(l.ring))]
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

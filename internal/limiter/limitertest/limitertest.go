@@ -1,0 +1,342 @@
+// Package limitertest simulates the upstream and one key's client on a simulated
+// clock, so pacers can be tested and compared without sleeping or a network.
+//
+// The simulated upstream follows the reference rules: it records the arrival
+// times of accepted requests floored to whole milliseconds, accepts a request only
+// if its arrival minus that of the Limit-th previous accepted one is more than the
+// Window for every rule (rejected requests are not recorded), and then checks that
+// the nonce is above the last accepted one. Requests are checked in arrival order;
+// requests arriving at the very same instant are checked latest nonce first, the
+// worst order for the client.
+//
+// The simulated client sends request i as soon as it is ready and the pacer allows,
+// reports it written at once, and reports the answer when it comes back: Answered,
+// Rejected for a 429, or Lost when none comes back.
+package limitertest
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/limiter"
+)
+
+// Pacer is what the simulated client drives: the limiter, or a baseline.
+type Pacer interface {
+	Next(now time.Time) time.Time
+	Sent(now time.Time) (limiter.Ticket, error)
+	Wrote(t limiter.Ticket, at time.Time)
+	Answered(t limiter.Ticket, at time.Time)
+	Lost(t limiter.Ticket, at time.Time)
+	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
+	Quarantined() bool
+}
+
+// Upstream is the simulated upstream's state for one key.
+type Upstream struct {
+	rules     []limiter.Rule
+	rings     [][]int64 // per rule, the arrivals in whole ms of the last Limit accepted requests
+	pos       []int
+	lastNonce uint64
+
+	// Accepted, RateLimited and BadNonce count the answers 200, 429 and 400.
+	Accepted, RateLimited, BadNonce int
+}
+
+// NewUpstream returns an upstream enforcing rules (limiter.DefaultRule when none).
+// Its record starts all zeros, as the reference upstream's.
+func NewUpstream(rules []limiter.Rule) *Upstream {
+	if len(rules) == 0 {
+		rules = []limiter.Rule{limiter.DefaultRule}
+	}
+	u := &Upstream{rules: rules, rings: make([][]int64, len(rules)), pos: make([]int, len(rules))}
+	for i, r := range rules {
+		u.rings[i] = make([]int64, r.Limit)
+	}
+	return u
+}
+
+// Arrive checks a request with the given nonce arriving at a and returns the HTTP
+// status of its answer: 200, 429 or 400.
+func (u *Upstream) Arrive(a time.Time, nonce uint64) int {
+	ms := a.UnixMilli()
+	for i, r := range u.rules {
+		if ms-u.rings[i][u.pos[i]] <= r.Window.Milliseconds() {
+			u.RateLimited++
+			return 429
+		}
+	}
+	for i := range u.rules {
+		u.rings[i][u.pos[i]] = ms
+		u.pos[i] = (u.pos[i] + 1) % len(u.rings[i])
+	}
+	if nonce <= u.lastNonce {
+		u.BadNonce++
+		return 400
+	}
+	u.lastNonce = nonce
+	u.Accepted++
+	return 200
+}
+
+// Trip is what happens to one request between client and upstream.
+type Trip struct {
+	// In and Out are the one-way delays to and from the upstream.
+	In, Out time.Duration
+	// Dropped requests never reach the upstream; no answer comes back.
+	Dropped bool
+	// Unanswered requests reach the upstream, but their answer never comes back.
+	Unanswered bool
+}
+
+// Delays returns the trip of request i, counted from 0.
+type Delays func(i int) Trip
+
+// Constant gives every request the same delays.
+func Constant(in, out time.Duration) Delays {
+	return func(int) Trip { return Trip{In: in, Out: out} }
+}
+
+// Cycle gives request i the trip trips[i % len(trips)].
+func Cycle(trips ...Trip) Delays {
+	return func(i int) Trip { return trips[i%len(trips)] }
+}
+
+// Blocks gives n requests the trip a, the next n the trip b, and so on: with n the
+// rule's Limit, each request of a slow block is the Limit-th previous of one in a
+// fast block, the worst case for a pacer that only looks at send times.
+func Blocks(n int, a, b Trip) Delays {
+	return func(i int) Trip {
+		if (i/n)%2 == 0 {
+			return a
+		}
+		return b
+	}
+}
+
+// Uniform draws each delay uniformly from 0..maxDelay in steps of step (1 ms for
+// the reference upstream, 1 ns for arbitrary instants), reproducibly from seed.
+// It must be called again for each run: the draws depend on the order of calls.
+func Uniform(seed uint64, maxDelay, step time.Duration) Delays {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	n := int64(maxDelay/step) + 1
+	draw := func() time.Duration { return time.Duration(rng.Int64N(n)) * step }
+	return func(int) Trip { return Trip{In: draw(), Out: draw()} }
+}
+
+// WithLoss wraps d so that a share dropped of requests never arrive and a share
+// unanswered arrive but get no answer, reproducibly from seed.
+func WithLoss(d Delays, seed uint64, dropped, unanswered float64) Delays {
+	rng := rand.New(rand.NewPCG(seed, 0x1055))
+	return func(i int) Trip {
+		t := d(i)
+		switch x := rng.Float64(); {
+		case x < dropped:
+			t.Dropped = true
+		case x < dropped+unanswered:
+			t.Unanswered = true
+		}
+		return t
+	}
+}
+
+// Run is one simulated run of a single key.
+type Run struct {
+	// Pacer paces the sends.
+	Pacer Pacer
+	// Rules are the upstream's rules; limiter.DefaultRule when empty.
+	Rules []limiter.Rule
+	// Requests is how many requests to send.
+	Requests int
+	// Start is when the run starts; a fixed instant when zero.
+	Start time.Time
+	// Delays gives each request its trip.
+	Delays Delays
+	// Ready returns when request i may be sent at the earliest; when nil, every
+	// request is ready at Start (a saturating load).
+	Ready func(i int) time.Time
+	// GiveUp is how long after leaving a request without an answer is reported
+	// Lost; 1 s when 0.
+	GiveUp time.Duration
+	// OnSend, if not nil, is called with every send.
+	OnSend func(i int, at time.Time)
+}
+
+// Result is what a Run observed.
+type Result struct {
+	// Sent counts the requests sent; Accepted, RateLimited and BadNonce the
+	// upstream's answers 200, 429 (a window broken) and 400 (a nonce arriving out
+	// of order).
+	Sent, Accepted, RateLimited, BadNonce int
+	// Quarantined reports whether the pacer stopped sending because its ban guard
+	// tripped.
+	Quarantined bool
+	// FirstSend and LastSend bound the sends.
+	FirstSend, LastSend time.Time
+	// Err says how the pacer broke its contract: Next before now, or Sent failing
+	// at the instant Next gave.
+	Err error
+}
+
+// Rate returns the sends a second between the first and the last send.
+func (r Result) Rate() float64 {
+	d := r.LastSend.Sub(r.FirstSend)
+	if r.Sent < 2 || d <= 0 {
+		return 0
+	}
+	return float64(r.Sent-1) / d.Seconds()
+}
+
+// Execute runs the simulation to the end: every request sent (or the pacer
+// quarantined) and every answer delivered.
+func (r Run) Execute() Result {
+	start := r.Start
+	if start.IsZero() {
+		start = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	}
+	giveUp := r.GiveUp
+	if giveUp <= 0 {
+		giveUp = time.Second
+	}
+	up := NewUpstream(r.Rules)
+	var (
+		res    Result
+		events eventQueue
+		now    = start
+		seq    uint64
+	)
+	push := func(e event) {
+		seq++
+		e.seq = seq
+		heap.Push(&events, e)
+	}
+	for i := 0; ; {
+		sending := i < r.Requests && !res.Quarantined
+		var next time.Time
+		if sending {
+			from := now
+			if r.Ready != nil {
+				from = later(from, r.Ready(i))
+			}
+			next = r.Pacer.Next(from)
+			if next.Before(from) {
+				res.Err = fmt.Errorf("request %d: Next(%s) = %s, before the time given", i, from, next)
+				return res
+			}
+		}
+		if len(events) > 0 && (!sending || due(events[0], next)) {
+			e := heap.Pop(&events).(event)
+			now = later(now, e.at)
+			switch e.kind {
+			case arrival:
+				status := up.Arrive(e.at, e.nonce)
+				if e.trip.Unanswered {
+					push(event{at: e.sent.Add(giveUp), kind: lost, ticket: e.ticket})
+				} else {
+					push(event{at: e.at.Add(e.trip.Out), kind: answer, ticket: e.ticket, status: status})
+				}
+			case answer:
+				if e.status == 429 {
+					r.Pacer.Rejected(e.ticket, e.at, 0)
+				} else {
+					r.Pacer.Answered(e.ticket, e.at)
+				}
+				res.Quarantined = res.Quarantined || r.Pacer.Quarantined()
+			case lost:
+				r.Pacer.Lost(e.ticket, e.at)
+			}
+			continue
+		}
+		if !sending {
+			break
+		}
+		now = next
+		t, err := r.Pacer.Sent(now)
+		if err != nil {
+			res.Err = fmt.Errorf("request %d: Sent at the instant Next gave (%s): %w", i, now, err)
+			return res
+		}
+		r.Pacer.Wrote(t, now)
+		if res.Sent == 0 {
+			res.FirstSend = now
+		}
+		res.Sent++
+		res.LastSend = now
+		if r.OnSend != nil {
+			r.OnSend(i, now)
+		}
+		trip := r.Delays(i)
+		if trip.Dropped {
+			push(event{at: now.Add(giveUp), kind: lost, ticket: t})
+		} else {
+			push(event{at: now.Add(trip.In), kind: arrival, ticket: t, sent: now, nonce: uint64(i + 1), trip: trip})
+		}
+		i++
+	}
+	res.Accepted, res.RateLimited, res.BadNonce = up.Accepted, up.RateLimited, up.BadNonce
+	return res
+}
+
+// due reports whether e happens before a send at next. An arrival at the very
+// instant of a send waits for it, so that requests arriving together are checked
+// in the worst order even when one was sent at that instant.
+func due(e event, next time.Time) bool {
+	if e.kind == arrival {
+		return e.at.Before(next)
+	}
+	return !e.at.After(next)
+}
+
+type eventKind int
+
+const (
+	arrival eventKind = iota // checked first at equal instants
+	answer
+	lost
+)
+
+type event struct {
+	at     time.Time
+	kind   eventKind
+	seq    uint64
+	ticket limiter.Ticket
+	sent   time.Time
+	nonce  uint64
+	status int
+	trip   Trip
+}
+
+// eventQueue orders events by time, then kind; arrivals at the same instant
+// latest nonce first (the worst case), the rest in the order they were made.
+type eventQueue []event
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	a, b := q[i], q[j]
+	switch {
+	case !a.at.Equal(b.at):
+		return a.at.Before(b.at)
+	case a.kind != b.kind:
+		return a.kind < b.kind
+	case a.kind == arrival:
+		return a.nonce > b.nonce
+	}
+	return a.seq < b.seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(event)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

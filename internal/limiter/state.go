@@ -1,0 +1,142 @@
+package limiter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// StateVersion is the version of the State format that State writes and Restore
+// reads.
+const StateVersion = 1
+
+// ErrInvalidState is wrapped by the errors Restore returns for a State it cannot
+// trust.
+var ErrInvalidState = errors.New("invalid limiter state")
+
+// State is what a Limiter knows, for stats and for the next holder of the key. It
+// is plain JSON; times are wall-clock instants, so a holder on another machine
+// relies on the two clocks agreeing within the margin.
+type State struct {
+	// Version is StateVersion.
+	Version int `json:"version"`
+	// MaxDelay is the one-way delay assumed (L), widened by 429s.
+	MaxDelay time.Duration `json:"max_delay_ns"`
+	// NextFree is the earliest instant the next send may leave.
+	NextFree time.Time `json:"next_free"`
+	// UpperBounds are the latest instants the last sends may have arrived, oldest
+	// first: at most as many as the largest rule's Limit. A send not yet reported
+	// written is taken to leave at the latest time reported to the limiter; take
+	// State once every send has at least left, as a worker does when it drains.
+	UpperBounds []time.Time `json:"upper_bounds"`
+	// Sends counts the key's sends, those of earlier holders included.
+	Sends uint64 `json:"sends"`
+	// InFlight counts the sends among UpperBounds that have not ended yet.
+	InFlight int `json:"in_flight,omitempty"`
+	// PauseUntil is when the pause after a 429 ends; zero if there was none.
+	PauseUntil time.Time `json:"pause_until,omitzero"`
+	// Rejections counts the key's 429s, those of earlier holders included.
+	Rejections int `json:"rejections,omitempty"`
+	// Quarantined reports whether the ban guard has tripped.
+	Quarantined bool `json:"quarantined,omitempty"`
+	// LastRejection is the latest 429, if any.
+	LastRejection *Rejection `json:"last_rejection,omitempty"`
+}
+
+// State returns what the limiter knows.
+func (l *Limiter) State() State {
+	l.init()
+	n := min(l.sends, uint64(len(l.ring)))
+	st := State{
+		Version:     StateVersion,
+		MaxDelay:    l.maxDelay,
+		NextFree:    l.earliest(l.latest),
+		UpperBounds: make([]time.Time, 0, n),
+		Sends:       l.sends,
+		PauseUntil:  l.pauseUntil,
+		Rejections:  l.rejections,
+		Quarantined: l.quarantined,
+	}
+	for seq := l.sends - n + 1; seq <= l.sends && seq > 0; seq++ {
+		r := l.record(seq)
+		st.UpperBounds = append(st.UpperBounds, r.bound(l.maxDelay, l.latest))
+		if !r.ended {
+			st.InFlight++
+		}
+	}
+	if l.last != nil {
+		rej := *l.last
+		st.LastRejection = &rej
+	}
+	return st
+}
+
+// Handoff returns State as JSON, as the next holder of the key reads it.
+func (l *Limiter) Handoff() (json.RawMessage, error) {
+	data, err := json.Marshal(l.State())
+	if err != nil {
+		return nil, fmt.Errorf("encode limiter state: %w", err)
+	}
+	return data, nil
+}
+
+// Restore returns a Limiter that resumes from a State taken from another Limiter,
+// typically by the previous holder of the key. Its first send waits exactly as long
+// as the windows require given the recorded upper bounds, and never less than the
+// previous holder would have waited. It keeps the larger of the two assumed
+// delays (up to cfg's ceiling), the pause and the 429 count. If cfg has a rule with
+// a larger Limit than the state recorded sends for, the sends missing from the
+// record are taken to have arrived as late as the oldest one recorded: they came
+// before it, so this only errs on the side of waiting.
+//
+// It returns an error wrapping ErrInvalidConfig or ErrInvalidState.
+func Restore(cfg Config, st State) (*Limiter, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	if st.Version != StateVersion {
+		return nil, fmt.Errorf("%w: version %d, this limiter reads version %d", ErrInvalidState, st.Version, StateVersion)
+	}
+	if st.MaxDelay < 0 || st.Rejections < 0 {
+		return nil, fmt.Errorf("%w: negative max delay %v or rejection count %d", ErrInvalidState, st.MaxDelay, st.Rejections)
+	}
+	ubs := st.UpperBounds
+	for i := 1; i < len(ubs); i++ {
+		if ubs[i].Before(ubs[i-1]) {
+			return nil, fmt.Errorf("%w: upper bound %d (%s) is before the one before it (%s); bounds grow with each send",
+				ErrInvalidState, i+1, ubs[i].Format(time.RFC3339Nano), ubs[i-1].Format(time.RFC3339Nano))
+		}
+	}
+	sends := max(st.Sends, uint64(len(ubs)))
+	if sends > 0 && len(ubs) == 0 {
+		return nil, fmt.Errorf("%w: %d sends but no upper bounds", ErrInvalidState, sends)
+	}
+
+	l := newLimiter(s)
+	l.maxDelay = max(s.maxDelay, min(st.MaxDelay, s.ceiling))
+	l.sends = sends
+	keep := min(sends, uint64(len(l.ring)))
+	if n := uint64(len(ubs)); n > keep {
+		ubs = ubs[n-keep:]
+	}
+	missing := keep - uint64(len(ubs))
+	for i := range keep {
+		ub := ubs[0]
+		if i >= missing {
+			ub = ubs[i-missing]
+		}
+		*l.record(sends - keep + 1 + i) = record{sent: ub, by: ub, ended: true}
+		l.latest = later(l.latest, ub)
+	}
+	l.pauseUntil = st.PauseUntil
+	l.notBefore = st.NextFree
+	l.rejections = st.Rejections
+	l.quarantined = st.Quarantined || st.Rejections >= s.guard
+	if st.LastRejection != nil {
+		rej := *st.LastRejection
+		l.last = &rej
+	}
+	return l, nil
+}
