@@ -34,12 +34,12 @@ type gate struct {
 	now    func() time.Time
 	nonces func(ctx context.Context) (int64, error)
 
-	mu      sync.Mutex
-	queue   []chan struct{} // waiters; the head's channel is closed
-	expected int            // requests pulled for this key that have not reached acquire yet
-	granted uint64          // slots granted so far
-	leaving uint64          // the granted slot that has not left yet, 0 if none
-	wake    chan struct{}   // closed and replaced whenever the limiter's state changes
+	mu       sync.Mutex
+	queue    []chan struct{} // waiters; the head's channel is closed
+	expected int             // requests pulled for this key that have not reached acquire yet
+	granted  uint64          // slots granted so far
+	leaving  uint64          // the granted slot that has not left yet, 0 if none
+	wake     chan struct{}   // closed and replaced whenever the limiter's state changes
 }
 
 func newGate(p Pacer, valid func(time.Time) bool, now func() time.Time, nonces func(context.Context) (int64, error)) *gate {
