@@ -145,16 +145,25 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	return p, nil
 }
 
-// Produce runs the producer for the configured duration and waits for it to end.
-func (f *Fleet) Produce(ctx context.Context) error {
+// StartProducer starts the producer for the configured duration.
+func (f *Fleet) StartProducer() error {
 	args := append([]string{"--nats", f.NATS.ClientURL(), "--duration", f.cfg.Duration.String()}, f.cfg.ProducerArgs...)
 	p, err := Start("producer", f.bin("producer"), args, nil, f.cfg.Logs, true)
 	if err != nil {
 		return err
 	}
 	f.Producer = p
-	if err := p.WaitCtx(ctx); err != nil {
-		_ = p.Stop(10 * time.Second)
+	return nil
+}
+
+// Produce runs the producer for the configured duration and waits for it to end;
+// when ctx ends first, the producer is stopped and settles what it published.
+func (f *Fleet) Produce(ctx context.Context) error {
+	if err := f.StartProducer(); err != nil {
+		return err
+	}
+	if err := f.Producer.WaitCtx(ctx); err != nil {
+		_ = f.Producer.Stop(10 * time.Second)
 		if ctx.Err() != nil {
 			return nil
 		}
