@@ -1,0 +1,105 @@
+// Command monitor shows the fleet: throughput, failures, latency, queue, retry and
+// graveyard sizes, and who holds which key. It may start before or after the
+// workers.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/monitor"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "monitor:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		natsURL     = fs.String("nats", natsconn.DefaultURL, "NATS server URL(s), comma-separated")
+		streamsFile = fs.String("streams", "", "streams.yaml to apply (default: the built-in one)")
+		checkOnly   = fs.Bool("check-streams", false, "only check the NATS declarations, never create or update them")
+		interval    = fs.Duration("interval", 5*time.Second, "how often to print")
+		once        = fs.Bool("once", false, "print one block (after a second of collecting) and exit")
+		asJSON      = fs.Bool("json", false, "print each snapshot as one JSON line instead of the text block")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: monitor [flags]\n\nPrints the fleet's throughput, latency, queues and keys every --interval, and a last block on exit.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *interval <= 0 {
+		return fmt.Errorf("--interval %s must be positive", *interval)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: *natsURL, Name: "ratefleet-monitor", StreamsFile: *streamsFile, CheckOnly: *checkOnly, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := monitor.New(conn.JS, conn.Streams, log, nil)
+	collectCtx, stopCollect := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCollect()
+	collected := make(chan error, 1)
+	go func() { collected <- c.Run(collectCtx) }()
+
+	print := func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		s := c.Snapshot(sctx)
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(s)
+		}
+		return monitor.WriteText(stdout, s)
+	}
+	sample := time.NewTicker(time.Second) // throughput windows need a point a second
+	defer sample.Stop()
+	next := time.Now().Add(*interval)
+	if *once {
+		next = time.Now().Add(time.Second)
+	}
+	for {
+		select {
+		case err := <-collected:
+			return err
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "final:")
+			return print()
+		case now := <-sample.C:
+			if now.Before(next) {
+				sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				c.Snapshot(sctx)
+				cancel()
+				continue
+			}
+			next = next.Add(*interval)
+			if err := print(); err != nil {
+				return err
+			}
+			if *once {
+				return nil
+			}
+		}
+	}
+}
