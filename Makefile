@@ -6,8 +6,9 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         ?= bin
 DURATION    ?= 60s
 BENCH_TIME  ?= 60s
+FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint run bench clean
+.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-failover clean
 
 all: build
 
@@ -29,9 +30,17 @@ lint:
 run: build
 	$(BIN)/fleet --duration $(DURATION) --bin $(BIN)
 
-bench: build
+# Benchmarks run real processes against the simulator on loopback; see README.
+bench: bench-exchange bench-saturation bench-failover
+
+bench-exchange:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/exchange/
+
+bench-saturation: build
 	$(BIN)/fleet bench --duration $(BENCH_TIME) --bin $(BIN)
+
+bench-failover: build
+	$(BIN)/fleet failover --duration $(FAILOVER_TIME) --bin $(BIN)
 
 clean:
 	rm -rf $(BIN)

@@ -34,6 +34,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "bench" {
 		return bench(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "failover" {
+		return failover(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -141,5 +144,34 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rows, err := fleet.Bench(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))
+	return err
+}
+
+func failover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet failover", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
+		workers  = fs.Int("workers", 8, "worker processes at start")
+		duration = fs.Duration("duration", 5*time.Minute, "how long the run lasts")
+		every    = fs.Duration("every", 20*time.Second, "how often a key holder is stopped")
+		rate     = fs.Float64("rate", 200, "offered requests a second")
+		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleet failover [flags]\n\nFailover benchmark: stops a key holder every --every, with kill -9 and SIGTERM in turn.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var logOut io.Writer = &warnings{w: stderr}
+	if *logs {
+		logOut = stderr
+	}
+	cfg := fleet.FailoverConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, Rate: *rate,
+		Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	res, err := fleet.Failover(ctx, cfg)
+	fmt.Fprint(stdout, fleet.FormatFailover(res, cfg))
 	return err
 }

@@ -237,10 +237,12 @@ type Summary struct {
 	Exchange     ExchangeTotals    `json:"exchange"`
 }
 
-// Lost returns how many published requests are neither successful, buried nor
-// still queued: always 0 unless something is wrong.
+// Lost returns how many published requests the upstream never answered 200 and
+// that are neither in the graveyard nor still queued: 0 unless something is wrong.
+// It is counted from the simulator's distinct request ids and NATS's own state,
+// not from the workers' reports.
 func (s Summary) Lost() int64 {
-	return int64(s.Published) - int64(s.Successful) - int64(s.Buried) - int64(s.InQueue)
+	return int64(s.Published) - int64(s.Exchange.Distinct) - int64(s.Buried) - int64(s.InQueue)
 }
 
 // Summarize reads the run's totals.
@@ -314,6 +316,7 @@ type ExchangeTotals struct {
 	Blocked     uint64 `json:"blocked"`
 	MaxInWindow int    `json:"max_in_window"`
 	Duplicates  uint64 `json:"duplicates"`
+	Distinct    uint64 `json:"distinct"` // request ids answered 200
 }
 
 func freePort() (int, error) {
@@ -378,7 +381,7 @@ func FetchExchangeTotals(ctx context.Context, baseURL string) (ExchangeTotals, e
 		}
 		t.MaxInWindow = max(t.MaxInWindow, k.MaxInWindow)
 	}
-	t.Duplicates = uint64(st.Duplicates)
+	t.Duplicates, t.Distinct = uint64(st.Duplicates), uint64(st.DistinctIDs)
 	return t, nil
 }
 

@@ -45,6 +45,12 @@ func fastLimiter() limiter.Config {
 // startWorkers runs n workers, each allowed every key, until the test ends.
 func startWorkers(t *testing.T, env *testenv.Env, n int, ks []keys.Key) []*worker.Worker {
 	t.Helper()
+	return startWorkersHolding(t, env, n, 1, ks)
+}
+
+// startWorkersHolding runs n workers holding up to maxKeys keys each.
+func startWorkersHolding(t *testing.T, env *testenv.Env, n, maxKeys int, ks []keys.Key) []*worker.Worker {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -56,7 +62,7 @@ func startWorkers(t *testing.T, env *testenv.Env, n int, ks []keys.Key) []*worke
 		require.NoError(t, err)
 		t.Cleanup(up.Close)
 		w, err := worker.New(ctx, env.Conn.JS, worker.Config{
-			ID: fmt.Sprintf("w%d", i+1), Keys: ks, Upstream: up, Streams: env.Conn.Streams,
+			ID: fmt.Sprintf("w%d", i+1), Keys: ks, MaxKeys: maxKeys, Upstream: up, Streams: env.Conn.Streams,
 			NewPacer: factory, ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
@@ -206,4 +212,62 @@ func TestWorkers_RetryABurstOfServerErrorsUntilEverySucceeds(t *testing.T) {
 		serverErrors += rep.Results["server_error"]
 	}
 	require.GreaterOrEqual(t, serverErrors, uint64(50), "the 5xx answers were seen and retried")
+}
+
+func TestWorker_OneProcessHoldsSeveralKeysEachWithItsOwnLimiter(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	ids := publishRequests(t, env, 500, time.Minute)
+	ws := startWorkersHolding(t, env, 1, 5, exchange.DefaultKeys())
+	waitDrained(t, env, 60*time.Second)
+
+	st := env.Exchange.Stats()
+	for _, k := range st.Keys {
+		require.NotZero(t, k.OK, "key %s was used", k.Name)
+		require.Zero(t, k.RateLimited, "no 429 on %s", k.Name)
+		require.Zero(t, k.BadNonce, "no 400 on %s", k.Name)
+	}
+	require.ElementsMatch(t, ids, answeredIDs(env))
+	rep, err := ws[0].Stats().Report(time.Now())
+	require.NoError(t, err)
+	held := 0
+	for _, k := range rep.Keys {
+		if k.Held {
+			held++
+		}
+	}
+	require.Equal(t, 5, held)
+}
+
+func TestWorkers_LastFailedDeliveryBuriesWithEveryAttempt(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{
+		Exchange: fastExchange(),
+		Streams: func(c *streams.Config) {
+			c.Requests.Consumer.MaxDeliver = 3
+			c.Requests.Consumer.RetryDelays = []time.Duration{10 * time.Millisecond}
+		},
+	})
+	require.NoError(t, env.Exchange.SetFaults(exchange.Faults{ErrorRate: 1, ErrorStatus: 502}))
+	ids := publishRequests(t, env, 3, time.Minute)
+	startWorkers(t, env, 2, exchange.DefaultKeys()[:2])
+	waitDrained(t, env, 30*time.Second)
+
+	entries := graveyardEntries(t, env)
+	require.Len(t, entries, 3)
+	var buried []string
+	for _, e := range entries {
+		buried = append(buried, e.RequestID)
+		require.Equal(t, graveyard.ReasonMaxDeliveries, e.Reason)
+		require.Equal(t, uint64(3), e.Deliveries)
+		require.Len(t, e.Attempts, 3, "every attempt, whichever worker made it")
+		for i, a := range e.Attempts {
+			require.Equal(t, uint64(i+1), a.Delivery)
+			require.Equal(t, 502, a.Status)
+			require.Equal(t, "server_error", a.Result)
+			require.NotEmpty(t, a.Key)
+		}
+		r, err := request.Decode(e.Original)
+		require.NoError(t, err, "the full original request is kept")
+		require.Equal(t, e.RequestID, r.ID)
+	}
+	require.ElementsMatch(t, ids, buried)
 }
