@@ -16,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
 )
 
 func main() {
@@ -37,6 +39,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "failover" {
 		return failover(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "nats" {
+		return natsServer(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -52,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		monitor  = fs.Bool("monitor", true, "start the monitor and show its block")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet failover [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -89,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprint(stdout, fleet.FormatSummary(sum))
-	if sum.Lost() != 0 {
+	if sum.Lost() > 0 {
 		return fmt.Errorf("%d requests unaccounted for", sum.Lost())
 	}
 	return nil
@@ -174,4 +179,33 @@ func failover(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	res, err := fleet.Failover(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatFailover(res, cfg))
 	return err
+}
+
+func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet nats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		port  = fs.Int("port", 4222, "client port on 127.0.0.1")
+		store = fs.String("store", "", "JetStream store folder (default: a temporary one, removed on exit)")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleet nats [flags]\n\nRuns an embedded NATS server with JetStream on loopback until interrupted, with streams.yaml applied.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s, err := embedded.Start(embedded.Options{Port: *port, StoreDir: *store})
+	if err != nil {
+		return err
+	}
+	defer s.Shutdown()
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Name: "ratefleet-fleet", Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	fmt.Fprintf(stdout, "NATS with JetStream at %s (store %s); Ctrl-C to stop\n", s.ClientURL(), s.StoreDir())
+	<-ctx.Done()
+	return nil
 }

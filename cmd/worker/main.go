@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -51,6 +52,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		timeout     = fs.Duration("request-timeout", 2*time.Second, "how long one attempt may take before it counts as a timeout")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: worker [flags]\n\nClaims an API key and sends its requests from the queue, without ever exceeding its rate limit.\n\nFlags:\n")
@@ -92,6 +94,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	if *keeper {
+		k, err := graveyard.NewKeeper(ctx, conn.JS, conn.Streams, log)
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := k.Run(ctx); err != nil {
+				log.Error("graveyard keeper stopped", "err", err)
+			}
+		}()
 	}
 	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", *upstreamURL)
 	return w.Run(ctx)

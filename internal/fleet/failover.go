@@ -113,7 +113,21 @@ func FormatFailover(r FailoverResult, cfg FailoverConfig) string {
 	}
 	fmt.Fprintf(&b, "successful: %.2f req/s over the run (%d)   429: %d   400: %d   answered twice: %d\n",
 		r.OKPerSec, s.Successful, s.Exchange.RateLimited, s.Exchange.BadNonce, s.Exchange.Duplicates)
-	fmt.Fprintf(&b, "published %d = acknowledged %d + graveyard %d + still queued %d + unaccounted %d\n",
-		s.Published, s.Successful, s.Buried, s.InQueue, s.Lost())
+	fmt.Fprintf(&b, "published %d = acknowledged %d + graveyard %d + still queued %d (from NATS)\n",
+		s.Published, s.Published-s.Buried-s.InQueue, s.Buried, s.InQueue)
+	fmt.Fprintf(&b, "the simulator answered %d distinct requests 200; %s\n", s.Exchange.Distinct, lostLine(s))
 	return b.String()
+}
+
+// lostLine explains Summary.Lost: positive, requests nobody answered, buried or
+// queued; negative, requests answered whose worker died before acknowledging
+// them, so they are also still queued and will be delivered again.
+func lostLine(s Summary) string {
+	switch l := s.Lost(); {
+	case l > 0:
+		return fmt.Sprintf("%d requests UNACCOUNTED FOR", l)
+	case l < 0:
+		return fmt.Sprintf("none lost (%d answered but still queued: their worker died before acknowledging)", -l)
+	}
+	return "none lost"
 }

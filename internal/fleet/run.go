@@ -398,7 +398,7 @@ func FormatSummary(s Summary) string {
 	fmt.Fprintf(&b, "successful            %d  (%.2f req/s over the producing time)\n", s.Successful, rate)
 	fmt.Fprintf(&b, "in graveyard          %d\n", s.Buried)
 	fmt.Fprintf(&b, "still queued          %d\n", s.InQueue)
-	fmt.Fprintf(&b, "unaccounted for       %d\n", s.Lost())
+	fmt.Fprintf(&b, "lost                  %s\n", lostLine(s))
 	fmt.Fprintf(&b, "latency p50/p99/max   %d / %d / %d ms (created to answered)\n", s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms)
 	fmt.Fprintf(&b, "attempts by result    %v\n", s.Results)
 	e := s.Exchange

@@ -1,0 +1,128 @@
+package graveyard_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/request"
+)
+
+// keeperSetup applies streams.yaml with one delivery and a 1 s ack wait, publishes
+// one request, and lets a consumer that never answers take its only delivery: a
+// worker that died during its last attempt.
+func keeperSetup(t *testing.T) (*natsconn.Conn, *graveyard.Keeper, request.Request) {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	ctx := context.Background()
+	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(c.NC.Close)
+	c.Streams.Requests.Consumer.MaxDeliver = 1
+	c.Streams.Requests.Consumer.AckWait = time.Second
+	_, err = c.Streams.Apply(ctx, c.JS)
+	require.NoError(t, err)
+
+	k, err := graveyard.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	r := request.New(time.Now(), time.Minute, []byte(`{"x":1}`))
+	data, err := r.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, c.Streams.Requests.Stream.Subjects[0], data, jetstream.WithMsgID(r.ID))
+	require.NoError(t, err)
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.Consumer.Durable)
+	require.NoError(t, err)
+	msg, err := cons.Next()
+	require.NoError(t, err)
+	require.Equal(t, data, msg.Data()) // taken, and never acknowledged
+	return c, k, r
+}
+
+func entries(t *testing.T, c *natsconn.Conn) []graveyard.Entry {
+	t.Helper()
+	g, err := graveyard.New(c.JS, c.Streams.Graveyard.Stream.Name, c.Streams.Graveyard.Stream.Subjects[0])
+	require.NoError(t, err)
+	var out []graveyard.Entry
+	require.NoError(t, g.Walk(context.Background(), graveyard.Filter{}, func(s graveyard.Stored) bool { out = append(out, s.Entry); return true }))
+	return out
+}
+
+func requestsLeft(t *testing.T, c *natsconn.Conn) uint64 {
+	t.Helper()
+	st, err := c.JS.Stream(context.Background(), c.Streams.Requests.Stream.Name)
+	require.NoError(t, err)
+	return st.CachedInfo().State.Msgs
+}
+
+func TestKeeper_BuriesARequestWhoseLastAttemptNoWorkerReported(t *testing.T) {
+	c, k, r := keeperSetup(t)
+	k.Every = time.Hour // the advisory alone must do it
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = k.Run(ctx) }()
+
+	require.Eventually(t, func() bool { return len(entries(t, c)) == 1 }, 15*time.Second, 50*time.Millisecond)
+	e := entries(t, c)[0]
+	require.Equal(t, graveyard.ReasonMaxDeliveries, e.Reason)
+	require.Equal(t, r.ID, e.RequestID)
+	require.Equal(t, uint64(1), e.Deliveries)
+	require.Contains(t, e.Error, "max-deliveries advisory")
+	got, err := request.Decode(e.Original)
+	require.NoError(t, err)
+	require.Equal(t, r.ID, got.ID)
+	require.Zero(t, requestsLeft(t, c), "removed from the queue once buried")
+}
+
+func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {
+	c, k, r := keeperSetup(t)
+	ctx := context.Background()
+	// Wait until the server has given up on the request; the next request is
+	// acknowledged, which moves the ack floor past the first; then lose the
+	// first one's advisory.
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.Consumer.Durable)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0
+	}, 15*time.Second, 50*time.Millisecond)
+	next := request.New(time.Now(), time.Minute, nil)
+	data, err := next.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, c.Streams.Requests.Stream.Subjects[0], data, jetstream.WithMsgID(next.ID))
+	require.NoError(t, err)
+	msg, err := cons.Next()
+	require.NoError(t, err)
+	require.Equal(t, data, msg.Data())
+	require.NoError(t, msg.DoubleAck(ctx))
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= 2
+	}, 15*time.Second, 50*time.Millisecond)
+	adv, err := c.JS.Stream(ctx, c.Streams.Graveyard.Advisories.Name)
+	require.NoError(t, err)
+	require.NoError(t, adv.Purge(ctx))
+	require.Equal(t, uint64(1), requestsLeft(t, c), "still in the stream below the ack floor")
+
+	n, err := k.Reconcile(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	es := entries(t, c)
+	require.Len(t, es, 1)
+	require.Equal(t, r.ID, es[0].RequestID)
+	require.Zero(t, requestsLeft(t, c))
+
+	n, err = k.Reconcile(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing twice")
+	require.NoError(t, k.Resolve(ctx, 1, 1, "again"))
+	require.Len(t, entries(t, c), 1)
+}
