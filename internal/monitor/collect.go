@@ -54,8 +54,8 @@ type point struct {
 }
 
 type queueSums struct {
-	n                         int
-	waiting, dlq, ack, graves float64
+	n                    int
+	waiting, dlq, graves float64
 }
 
 // New returns a collector; now is the clock (time.Now when nil).
