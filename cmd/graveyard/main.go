@@ -204,10 +204,19 @@ func show(ctx context.Context, args []string, stdout, stderr io.Writer, log *slo
 	fs.SetOutput(stderr)
 	var c common
 	c.register(fs, false)
-	if err := fs.Parse(args); err != nil {
-		return err
+	// Flags may come before or after the entry's name.
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return errors.New("show takes one graveyard sequence number or request id")
 	}
 	conn, g, err := c.open(ctx, log)
@@ -216,20 +225,21 @@ func show(ctx context.Context, args []string, stdout, stderr io.Writer, log *slo
 	}
 	defer conn.Close()
 	var found *graveyard.Stored
-	if seq, err := strconv.ParseUint(fs.Arg(0), 10, 64); err == nil {
+	name := pos[0]
+	if seq, err := strconv.ParseUint(name, 10, 64); err == nil {
 		s, err := g.Get(ctx, seq)
 		if err != nil {
 			return err
 		}
 		found = &s
 	} else {
-		err := g.Walk(ctx, graveyard.Filter{IDs: map[string]bool{fs.Arg(0): true}}, func(s graveyard.Stored) bool { found = &s; return false })
+		err := g.Walk(ctx, graveyard.Filter{IDs: map[string]bool{name: true}}, func(s graveyard.Stored) bool { found = &s; return false })
 		if err != nil {
 			return err
 		}
 	}
 	if found == nil {
-		return fmt.Errorf("no graveyard entry %s (try `graveyard ls`)", fs.Arg(0))
+		return fmt.Errorf("no graveyard entry %s (try `graveyard ls`)", name)
 	}
 	out := struct {
 		Seq      uint64          `json:"seq"`
