@@ -35,6 +35,7 @@ const (
 	ResultExpired     = "expired"      // stale before it could be sent: buried
 	ResultMalformed   = "malformed"    // could not be decoded: buried
 	ResultBuried      = "buried"       // last allowed delivery failed: buried
+	ResultBuryFailed  = "bury_failed"  // the graveyard refused an entry: the request stays queued
 )
 
 // Latency histograms track 1 ms to 10 minutes with 3 significant digits.

@@ -197,6 +197,7 @@ func (s *session) bury(msg jetstream.Msg, md *jetstream.MsgMetadata, req request
 	}
 	if err := s.w.grave.Bury(ctx, e); err != nil {
 		s.log.Error("graveyard refused the request; leaving it in the queue", "request", req.ID, "reason", reason, "err", err)
+		s.w.rec.Count(s.key.Name(), stats.ResultBuryFailed)
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
