@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -41,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		interval    = fs.Duration("interval", 5*time.Second, "how often to print")
 		once        = fs.Bool("once", false, "print one block (after a second of collecting) and exit")
 		asJSON      = fs.Bool("json", false, "print each snapshot as one JSON line instead of the text block")
+		httpAddr    = fs.String("http", "", "serve Prometheus /metrics on this address, such as 127.0.0.1:9090 (default: off)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: monitor [flags]\n\nPrints the fleet's throughput, latency, queues and keys every --interval, and a last block on exit.\n\nFlags:\n")
@@ -64,10 +67,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	collected := make(chan error, 1)
 	go func() { collected <- c.Run(collectCtx) }()
 
-	print := func() error {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	metrics := monitor.NewMetrics()
+	if *httpAddr != "" {
+		ln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w", *httpAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("serving Prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+	snapshot := func(ctx context.Context) monitor.Snapshot {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		s := c.Snapshot(sctx)
+		metrics.Set(s)
+		return s
+	}
+	print := func() error {
+		s := snapshot(context.WithoutCancel(ctx))
 		if *asJSON {
 			return json.NewEncoder(stdout).Encode(s)
 		}
@@ -88,9 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return print()
 		case now := <-sample.C:
 			if now.Before(next) {
-				sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				c.Snapshot(sctx)
-				cancel()
+				snapshot(ctx)
 				continue
 			}
 			next = next.Add(*interval)

@@ -1,0 +1,137 @@
+package monitor
+
+import (
+	"net/http"
+	"sort"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// latencyBuckets are the upper bounds, in seconds, of the latency histogram.
+var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Metrics exposes the latest snapshot in the Prometheus exposition format. It is
+// safe for concurrent use: Set replaces the snapshot a scrape reads.
+type Metrics struct {
+	mu   sync.Mutex
+	snap *Snapshot
+
+	requests, keySent, keyOK, key429, key400 *prometheus.Desc
+	latency, queue, graveyard, rate, keyL    *prometheus.Desc
+	keyHeld, workers                         *prometheus.Desc
+}
+
+// NewMetrics returns an empty exporter.
+func NewMetrics() *Metrics {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("ratefleet_"+name, help, labels, nil)
+	}
+	return &Metrics{
+		requests:  d("requests_total", "Request attempts by result, summed over every worker ever seen.", "result"),
+		latency:   d("request_latency_seconds", "Created-to-answered time of requests answered 200."),
+		queue:     d("queue_messages", "Requests in the work queue by state.", "state"),
+		graveyard: d("graveyard_messages", "Requests in the graveyard by reason.", "reason"),
+		rate:      d("throughput_requests_per_second", "Successful requests a second over a window.", "window"),
+		keySent:   d("key_sent_total", "Requests sent per key.", "key"),
+		keyOK:     d("key_ok_total", "Requests answered 200 per key.", "key"),
+		key429:    d("key_rate_limited_total", "429 answers per key.", "key"),
+		key400:    d("key_bad_nonce_total", "400 answers per key.", "key"),
+		keyL:      d("key_max_delay_seconds", "The one-way delay the key's limiter assumes.", "key"),
+		keyHeld:   d("key_held", "1 while a worker holds the key's lease.", "key", "holder"),
+		workers:   d("workers", "Workers by state.", "state"),
+	}
+}
+
+// Set makes s the snapshot scrapes read.
+func (m *Metrics) Set(s Snapshot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snap = &s
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.requests, m.latency, m.queue, m.graveyard, m.rate, m.keySent, m.keyOK, m.key429, m.key400, m.keyL, m.keyHeld, m.workers} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	s := m.snap
+	m.mu.Unlock()
+	if s == nil {
+		return
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	results := make([]string, 0, len(s.Results))
+	for r := range s.Results {
+		results = append(results, r)
+	}
+	sort.Strings(results)
+	for _, r := range results {
+		counter(m.requests, float64(s.Results[r]), r)
+	}
+	if s.Latency != nil {
+		buckets := make(map[float64]uint64, len(latencyBuckets))
+		for _, b := range latencyBuckets {
+			buckets[b] = 0
+		}
+		var count uint64
+		for _, bar := range s.Latency.Distribution() {
+			if bar.Count == 0 {
+				continue
+			}
+			count += uint64(bar.Count)
+			upper := float64(bar.To) / 1000 // ms to s
+			for _, b := range latencyBuckets {
+				if upper <= b {
+					buckets[b] += uint64(bar.Count)
+				}
+			}
+		}
+		sum := s.Latency.Mean() * float64(count) / 1000
+		ch <- prometheus.MustNewConstHistogram(m.latency, count, sum, buckets)
+	}
+	gauge(m.queue, float64(s.Queue.Waiting), "waiting")
+	gauge(m.queue, float64(s.Queue.AwaitingAck), "awaiting_ack")
+	gauge(m.queue, float64(s.Queue.Redelivery), "redelivery")
+	for reason, n := range s.Queue.ByReason {
+		gauge(m.graveyard, float64(n), reason)
+	}
+	gauge(m.rate, s.Rate5s, "5s")
+	gauge(m.rate, s.Rate1m, "1m")
+	gauge(m.rate, s.RateAll, "since_start")
+	for _, k := range s.Keys {
+		counter(m.keySent, float64(k.Sent), k.Name)
+		counter(m.keyOK, float64(k.OK), k.Name)
+		counter(m.key429, float64(k.RateLimited), k.Name)
+		counter(m.key400, float64(k.BadNonce), k.Name)
+		gauge(m.keyL, k.MaxDelayMs/1000, k.Name)
+		if k.Holder != "" {
+			gauge(m.keyHeld, 1, k.Name, k.Holder)
+		}
+	}
+	states := map[string]int{"active": 0, "standby": 0, "stopped": 0, "silent": 0}
+	for _, w := range s.Workers {
+		states[w.State]++
+	}
+	for st, n := range states {
+		gauge(m.workers, float64(n), st)
+	}
+}
