@@ -27,8 +27,10 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+HTTP        ?=
+
 run: build
-	$(BIN)/fleet --duration $(DURATION) --bin $(BIN)
+	$(BIN)/fleet --duration $(DURATION) --bin $(BIN) $(if $(HTTP),--http $(HTTP))
 
 # Benchmarks run real processes against the simulator on loopback; see README.
 bench: bench-exchange bench-saturation bench-failover

@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		shape    = fs.String("shape", "seed", "the producer's load shape")
 		rate     = fs.Float64("rate", 95, "requests a second, for the rate and poisson shapes")
 		monitor  = fs.Bool("monitor", true, "start the monitor and show its block")
+		web      = fs.String("http", "", "let the monitor serve its live page and /metrics here, such as 127.0.0.1:9090")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet failover [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
 		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
-		Monitor: *monitor, MonitorInterval: *interval, Out: stdout, Logs: logOut, Logger: log,
+		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log,
 	})
 	if err != nil {
 		return err

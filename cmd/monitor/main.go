@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		interval    = fs.Duration("interval", 5*time.Second, "how often to print")
 		once        = fs.Bool("once", false, "print one block (after a second of collecting) and exit")
 		asJSON      = fs.Bool("json", false, "print each snapshot as one JSON line instead of the text block")
-		httpAddr    = fs.String("http", "", "serve Prometheus /metrics on this address, such as 127.0.0.1:9090 (default: off)")
+		httpAddr    = fs.String("http", "", "serve the live web page (/) and Prometheus /metrics on this address, such as 127.0.0.1:9090 (default: off)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: monitor [flags]\n\nPrints the fleet's throughput, latency, queues and keys every --interval, and a last block on exit.\n\nFlags:\n")
@@ -73,16 +73,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", *httpAddr, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler())
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: metrics.WebHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 			_ = srv.Shutdown(sctx)
 		}()
-		log.Info("serving Prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+		log.Info("serving the live page and Prometheus metrics", "page", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics")
 	}
 	snapshot := func(ctx context.Context) monitor.Snapshot {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)

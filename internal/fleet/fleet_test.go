@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,7 +38,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/exchange", "../../cmd/producer", "../../cmd/worker")
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/exchange", "../../cmd/producer", "../../cmd/worker", "../../cmd/monitor")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build commands:", err)
@@ -245,4 +248,58 @@ func TestFleet_NATSRestartUnderLoad(t *testing.T) {
 	require.NoError(t, e.NATS.Restart())
 	e.waitHolders(5)
 	e.finish(5)
+}
+
+func TestFleet_MonitorPageShowsThroughputInABrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes and a browser")
+	}
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (.ci/run installs Debian's chromium)")
+	}
+	port, err := freeLoopbackPort()
+	require.NoError(t, err)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ctx := context.Background()
+	f, err := fleet.Up(ctx, fleet.Config{
+		Bin: bin, Workers: 2, Duration: 10 * time.Second, Drain: 30 * time.Second,
+		ProducerArgs: []string{"--shape", "rate", "--rate", "30", "--ttl", "1m", "--progress", "0"},
+		WorkerArgs:   []string{"--max-delay", "100ms"},
+		Monitor:      true, MonitorInterval: time.Hour, MonitorHTTP: addr,
+		Logs: testWriter{t}, Logger: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	t.Cleanup(f.Down)
+	require.NoError(t, f.StartProducer())
+
+	rate := regexp.MustCompile(`<b id="rate">([0-9.]+)</b>`)
+	var got float64
+	require.Eventually(t, func() bool {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(bctx, browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+			"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir="+t.TempDir(), "--virtual-time-budget=2500", "--dump-dom", "http://"+addr+"/").Output()
+		if err != nil {
+			t.Logf("chromium: %v", err)
+			return false
+		}
+		m := rate.FindSubmatch(out)
+		if m == nil {
+			return false
+		}
+		got, _ = strconv.ParseFloat(string(m[1]), 64)
+		return got > 0
+	}, 60*time.Second, time.Second, "the page shows a throughput above zero")
+	t.Logf("the page showed %.2f req/s", got)
+}
+
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

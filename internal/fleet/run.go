@@ -41,6 +41,8 @@ type Config struct {
 	// Monitor starts the monitor, its block printed to Out every MonitorInterval.
 	Monitor         bool
 	MonitorInterval time.Duration
+	// MonitorHTTP, when set, is where the monitor serves its page and /metrics.
+	MonitorHTTP string
 	// Out receives the processes' output; Logs receives their logs prefixed with
 	// their names (io.Discard to hide them).
 	Out, Logs io.Writer
@@ -118,7 +120,11 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if interval == 0 {
 			interval = 5 * time.Second
 		}
-		f.Monitor, err = Start("monitor", f.bin("monitor"), []string{"--nats", f.NATS.ClientURL(), "--interval", interval.String()}, nil, cfg.Out, false)
+		args := []string{"--nats", f.NATS.ClientURL(), "--interval", interval.String()}
+		if cfg.MonitorHTTP != "" {
+			args = append(args, "--http", cfg.MonitorHTTP)
+		}
+		f.Monitor, err = Start("monitor", f.bin("monitor"), args, nil, cfg.Out, false)
 		if err != nil {
 			return nil, err
 		}

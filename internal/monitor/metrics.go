@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -15,8 +16,9 @@ var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 // Metrics exposes the latest snapshot in the Prometheus exposition format. It is
 // safe for concurrent use: Set replaces the snapshot a scrape reads.
 type Metrics struct {
-	mu   sync.Mutex
-	snap *Snapshot
+	mu      sync.Mutex
+	snap    *Snapshot
+	history []Point // the last historyLen snapshots, oldest first, for the page's charts
 
 	requests, keySent, keyOK, key429, key400 *prometheus.Desc
 	latency, queue, graveyard, rate, keyL    *prometheus.Desc
@@ -44,11 +46,36 @@ func NewMetrics() *Metrics {
 	}
 }
 
-// Set makes s the snapshot scrapes read.
+// historyLen bounds the history the page's charts start from: five minutes at one
+// snapshot a second.
+const historyLen = 300
+
+// Point is the part of a snapshot the page charts.
+type Point struct {
+	At         time.Time         `json:"at"`
+	Rate5s     float64           `json:"rate5s"`
+	P50        int64             `json:"p50"`
+	P99        int64             `json:"p99"`
+	Waiting    uint64            `json:"waiting"`
+	Redelivery int               `json:"redelivery"`
+	Graveyard  uint64            `json:"graveyard"`
+	KeyOK      map[string]uint64 `json:"key_ok"`
+}
+
+// Set makes s the snapshot scrapes read, and adds it to the history.
 func (m *Metrics) Set(s Snapshot) {
+	p := Point{At: s.At, Rate5s: s.Rate5s, P50: s.LatencyP50, P99: s.LatencyP99, Waiting: s.Queue.Waiting,
+		Redelivery: s.Queue.Redelivery, Graveyard: s.Queue.Graveyard, KeyOK: map[string]uint64{}}
+	for _, k := range s.Keys {
+		p.KeyOK[k.Name] = k.OK
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.snap = &s
+	m.history = append(m.history, p)
+	if len(m.history) > historyLen {
+		m.history = m.history[len(m.history)-historyLen:]
+	}
 }
 
 // Handler serves /metrics.
