@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/fleet"
@@ -293,6 +296,39 @@ func TestFleet_MonitorPageShowsThroughputInABrowser(t *testing.T) {
 		return got > 0
 	}, 60*time.Second, time.Second, "the page shows a throughput above zero")
 	t.Logf("the page showed %.2f req/s", got)
+
+	// Once every worker has stopped and published its last report, /metrics
+	// counts exactly the 200s the simulator gave.
+	require.NoError(t, f.Producer.Wait())
+	f.Drain(ctx)
+	f.StopWorkers()
+	ex, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
+	require.NoError(t, err)
+	require.NotZero(t, ex.OK)
+	var (
+		scraped  float64
+		parseErr error
+	)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			parseErr = err
+			return false
+		}
+		for _, m := range fams["ratefleet_requests_total"].GetMetric() {
+			if m.GetLabel()[0].GetValue() == "ok" {
+				scraped = m.GetCounter().GetValue()
+			}
+		}
+		return scraped == float64(ex.OK)
+	}, 15*time.Second, 200*time.Millisecond, "ratefleet_requests_total{result=\"ok\"} = %v, simulator = %d", scraped, ex.OK)
+	require.NoError(t, parseErr, "the exposition parses")
 }
 
 func freeLoopbackPort() (int, error) {
