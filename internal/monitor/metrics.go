@@ -22,7 +22,7 @@ type Metrics struct {
 
 	requests, keySent, keyOK, key429, key400 *prometheus.Desc
 	latency, queue, graveyard, rate, keyL    *prometheus.Desc
-	keyHeld, workers                         *prometheus.Desc
+	keyHeld, keyFree, workers                *prometheus.Desc
 }
 
 // NewMetrics returns an empty exporter.
@@ -42,6 +42,7 @@ func NewMetrics() *Metrics {
 		key400:    d("key_bad_nonce_total", "400 answers per key.", "key"),
 		keyL:      d("key_max_delay_seconds", "The one-way delay the key's limiter assumes.", "key"),
 		keyHeld:   d("key_held", "1 while a worker holds the key's lease.", "key", "holder"),
+		keyFree:   d("key_next_free_seconds", "Seconds until the key's limiter allows its next send, as of the snapshot.", "key"),
 		workers:   d("workers", "Workers by state.", "state"),
 	}
 }
@@ -87,7 +88,7 @@ func (m *Metrics) Handler() http.Handler {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.requests, m.latency, m.queue, m.graveyard, m.rate, m.keySent, m.keyOK, m.key429, m.key400, m.keyL, m.keyHeld, m.workers} {
+	for _, d := range []*prometheus.Desc{m.requests, m.latency, m.queue, m.graveyard, m.rate, m.keySent, m.keyOK, m.key429, m.key400, m.keyL, m.keyHeld, m.keyFree, m.workers} {
 		ch <- d
 	}
 }
@@ -152,6 +153,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.keyL, k.MaxDelayMs/1000, k.Name)
 		if k.Holder != "" {
 			gauge(m.keyHeld, 1, k.Name, k.Holder)
+			if !k.NextFree.IsZero() {
+				gauge(m.keyFree, max(k.NextFree.Sub(s.At).Seconds(), 0), k.Name)
+			}
 		}
 	}
 	states := map[string]int{"active": 0, "standby": 0, "stopped": 0, "silent": 0}

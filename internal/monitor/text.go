@@ -31,7 +31,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 		fmt.Fprintf(&b, "failed attempts:   %s\n", failed)
 	}
 	if len(s.Keys) > 0 {
-		fmt.Fprintf(&b, "%-8s %-22s %8s %8s %5s %5s %8s  %s\n", "key", "holder", "sent", "ok", "429", "400", "L ms", "state")
+		fmt.Fprintf(&b, "%-8s %-22s %8s %8s %5s %5s %6s %9s  %s\n", "key", "holder", "sent", "ok", "429", "400", "L ms", "free in", "state")
 		for _, k := range s.Keys {
 			state := "idle"
 			switch {
@@ -44,7 +44,11 @@ func WriteText(w io.Writer, s Snapshot) error {
 			if holder == "" {
 				holder = "-"
 			}
-			fmt.Fprintf(&b, "%-8s %-22s %8d %8d %5d %5d %8.0f  %s\n", k.Name, holder, k.Sent, k.OK, k.RateLimited, k.BadNonce, k.MaxDelayMs, state)
+			free := "-"
+			if k.Holder != "" && !k.NextFree.IsZero() {
+				free = fmt.Sprintf("%dms", max(k.NextFree.Sub(s.At).Milliseconds(), 0))
+			}
+			fmt.Fprintf(&b, "%-8s %-22s %8d %8d %5d %5d %6.0f %9s  %s\n", k.Name, holder, k.Sent, k.OK, k.RateLimited, k.BadNonce, k.MaxDelayMs, free, state)
 		}
 	}
 	var active, standby, gone int
