@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -106,13 +107,23 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		s.ack(msg, req, md)
 		return
 	case upstream.RateLimited:
-		s.log.Warn("upstream rate-limited a request the limiter allowed; pausing the key",
-			"status", ans.Status, "retry_after", ans.RetryAfter, "sent_at", sl.at, "answered_at", ans.Answered)
+		attrs := []any{"status", ans.Status, "retry_after", ans.RetryAfter, "sent_at", sl.at, "answered_at", ans.Answered}
+		quarantined := false
 		s.gate.state(func(p Pacer) {
-			if p.Quarantined() {
-				s.quarantine()
+			quarantined = p.Quarantined()
+			if r, ok := p.(interface {
+				LastRejection() (limiter.Rejection, bool)
+			}); ok {
+				if rej, ok := r.LastRejection(); ok {
+					attrs = append(attrs, "max_delay_before", rej.MaxDelayBefore, "max_delay", rej.MaxDelay,
+						"paused_until", rej.PauseUntil, "count", rej.Count, "ban_threshold", rej.BanThreshold)
+				}
 			}
 		})
+		s.log.Warn("upstream rate-limited a request the limiter allowed; pausing the key and widening its delay bound", attrs...)
+		if quarantined {
+			s.quarantine()
+		}
 	case upstream.BadNonce:
 		s.log.Warn("upstream refused a nonce; moving the nonce on", "nonce", sl.nonce, "sent_at", sl.at, "wrote_at", ans.Wrote, "answered_at", ans.Answered)
 	case upstream.KeyUnusable:
