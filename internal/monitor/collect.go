@@ -1,252 +1,326 @@
+// Package monitor builds the fleet's view: it collects the workers' reports from
+// the stats stream and the state of the queue, the graveyard and the key buckets
+// (collect.go), and presents them (text.go).
+//
+// Reports carry cumulative counters, and the stats stream keeps each worker's last
+// one, so totals are the sum of the latest report of every worker ever seen: a
+// monitor started late sees the whole fleet, and a worker that stops keeps its
+// counts. Latency percentiles come from merged HDR histograms, never from averages.
 package monitor
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet/internal/keystate"
+	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 )
 
-// DefaultSilentAfter is how long a worker may go without a report before it is
-// shown as silent: workers report every second.
-const DefaultSilentAfter = 3 * time.Second
+// silentAfter is how long a worker may go without a report before it is shown as
+// silent.
+const silentAfter = 3 * time.Second
 
-// Options adjust a Collector.
-type Options struct {
-	// Logger receives undecodable reports and read errors; discarded when nil.
-	Logger *slog.Logger
-	// Now is the clock; time.Now when nil. Snapshot times, the throughput windows,
-	// the averages and worker silence are all measured on it.
-	Now func() time.Time
-	// SilentAfter is DefaultSilentAfter when zero.
-	SilentAfter time.Duration
-}
-
-// Collector gathers the workers' reports (Run, Add) and takes snapshots of the
-// fleet (Snapshot). It is safe for concurrent use.
+// Collector gathers reports and state. It is safe for concurrent use.
 type Collector struct {
-	// Set once by New.
-	js              jetstream.JetStream
-	cfg             *streams.Config
-	log             *slog.Logger
-	now             func() time.Time
-	silentAfter     time.Duration
-	started         time.Time
-	graveyardPrefix string // such as "ratefleet.graveyard."
-	ready           chan struct{}
-	readyOnce       sync.Once
+	js  jetstream.JetStream
+	cfg *streams.Config
+	log *slog.Logger
+	now func() time.Time
 
-	mu        sync.Mutex // guards the reports and replaying
-	reports   *reports
-	replaying bool
+	started time.Time
 
-	snapMu   sync.Mutex // serializes Snapshot; guards what follows
-	series   throughputSeries
-	averager queueAverager
+	mu      sync.Mutex
+	reports map[string]stats.Report
+	series  []point // successful totals over the last minute, for throughput windows
+	first   *point  // the first snapshot, for the since-start rate
+	queues  queueSums
 }
 
-// New returns a collector reading the streams and buckets cfg declares. Its
-// elapsed time starts now.
-func New(js jetstream.JetStream, cfg *streams.Config, o Options) (*Collector, error) {
-	subjects := cfg.Graveyard.Stream.Subjects
-	if len(subjects) == 0 || !strings.HasSuffix(subjects[0], ".>") {
-		return nil, fmt.Errorf("monitor: graveyard stream %s: its first subject %v must end in .> (entries are published on <prefix>.<reason>)", cfg.Graveyard.Stream.Name, subjects)
-	}
-	c := &Collector{
-		js: js, cfg: cfg, log: o.Logger, now: o.Now, silentAfter: o.SilentAfter,
-		graveyardPrefix: strings.TrimSuffix(subjects[0], ">"),
-		ready:           make(chan struct{}),
-		reports:         newReports(),
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if c.silentAfter <= 0 {
-		c.silentAfter = DefaultSilentAfter
-	}
-	c.started = c.now()
-	return c, nil
+type point struct {
+	at time.Time
+	ok uint64
 }
 
-// Run reads the workers' reports until ctx ends. It starts from the last report
-// of every worker the stats stream holds, so a monitor started after the workers,
-// or after some have gone, sees every worker's counts; Ready is closed once those
-// have been read. Run returns nil when ctx ends, or an error when the stats stream
-// cannot be read.
+type queueSums struct {
+	n                    int
+	waiting, dlq, graves float64
+}
+
+// New returns a collector; now is the clock (time.Now when nil).
+func New(js jetstream.JetStream, cfg *streams.Config, log *slog.Logger, now func() time.Time) *Collector {
+	if now == nil {
+		now = time.Now
+	}
+	return &Collector{js: js, cfg: cfg, log: log, now: now, started: now(), reports: map[string]stats.Report{}}
+}
+
+// Run consumes worker reports until ctx ends.
 func (c *Collector) Run(ctx context.Context) error {
-	c.mu.Lock()
-	c.replaying = true
-	c.mu.Unlock()
-	name := c.cfg.Stats.Stream.Name
-	stream, err := c.js.Stream(ctx, name)
-	if err != nil {
-		return fmt.Errorf("monitor: read stats stream %s: %w", name, err)
-	}
-	// Reports published during the replay may keep the consumer's pending count
-	// above zero; having read up to the stream's last message at start is enough.
-	lastAtStart := stream.CachedInfo().State.LastSeq
-	if stream.CachedInfo().State.Msgs == 0 {
-		c.caughtUp()
-	}
-	cons, err := c.js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
+	cons, err := c.js.OrderedConsumer(ctx, c.cfg.Stats.Stream.Name, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{stats.SubjectPrefix + ".>"},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("monitor: read stats stream %s: %w", name, err)
+		return fmt.Errorf("monitor: read the stats stream: %w", err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		var r stats.Report
 		if err := json.Unmarshal(m.Data(), &r); err != nil {
 			c.log.Warn("undecodable worker report", "subject", m.Subject(), "err", err)
-		} else if err := c.Add(r); err != nil {
-			c.log.Warn("worker report", "subject", m.Subject(), "err", err)
+			return
 		}
-		if meta, err := m.Metadata(); err == nil && (meta.NumPending == 0 || meta.Sequence.Stream >= lastAtStart) {
-			c.caughtUp()
-		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		c.log.Debug("reading the stats stream", "err", err)
-	}))
+		c.Add(r)
+	})
 	if err != nil {
-		return fmt.Errorf("monitor: read stats stream %s: %w", name, err)
-	}
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		c.caughtUp() // no report matches the filter
+		return fmt.Errorf("monitor: read the stats stream: %w", err)
 	}
 	<-ctx.Done()
 	cc.Stop()
 	return nil
 }
 
-// caughtUp ends the replay of the reports stored before Run started.
-func (c *Collector) caughtUp() {
-	c.readyOnce.Do(func() {
-		c.mu.Lock()
-		c.replaying = false
-		c.mu.Unlock()
-		close(c.ready)
-	})
-}
-
-// Ready is closed once Run has read the last report of every worker the stats
-// stream held when it started.
-func (c *Collector) Ready() <-chan struct{} { return c.ready }
-
-// Add folds in one worker report, keeping only the newest of each worker run; Run
-// calls it for every report it reads. It returns an error when the report's
-// latency histogram cannot be decoded; its counters are kept all the same.
-func (c *Collector) Add(r stats.Report) error {
+// Add takes one worker report, keeping only the latest of each worker.
+func (c *Collector) Add(r stats.Report) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, err := c.reports.add(r)
-	if err != nil {
-		return fmt.Errorf("monitor: %w", err)
+	if old, ok := c.reports[r.Worker]; ok && old.Seq >= r.Seq && old.Started.Equal(r.Started) {
+		return
 	}
-	return nil
+	c.reports[r.Worker] = r
 }
 
-// Snapshot reads the queue, graveyard and key state from NATS, folds in the latest
-// reports, and records the successful total and queue sizes for the throughput
-// windows and averages. State that cannot be read is listed in Snapshot.Errors.
-// Snapshots are taken one at a time.
+// Snapshot is the fleet at one instant.
+type Snapshot struct {
+	At      time.Time     `json:"at"`
+	Elapsed time.Duration `json:"elapsed"`
+	// Results sums attempts by result over every worker ever seen.
+	Results    map[string]uint64 `json:"results"`
+	Successful uint64            `json:"successful"`
+	// Failed counts requests given up on: the graveyard's entries.
+	Failed uint64 `json:"failed"`
+	// Throughput of successful requests, per second.
+	Rate5s, Rate1m, RateAll float64
+	// Latency, created to answered, of successful requests, in ms.
+	LatencyMean                    float64 `json:"latency_mean_ms"`
+	LatencyP50, LatencyP99, LatMax int64
+	Latency                        *hdrhistogram.Histogram `json:"-"`
+	Queue                          Queue                   `json:"queue"`
+	Keys                           []Key                   `json:"keys"`
+	Workers                        []Worker                `json:"workers"`
+}
+
+// Queue is the state of the work queue and the graveyard.
+type Queue struct {
+	Waiting     uint64            `json:"waiting"`      // not yet delivered
+	AwaitingAck int               `json:"awaiting_ack"` // delivered, not yet acknowledged
+	Redelivery  int               `json:"redelivery"`   // the retry queue: delivered more than once, not yet acknowledged
+	Graveyard   uint64            `json:"graveyard"`
+	ByReason    map[string]uint64 `json:"graveyard_by_reason"`
+	// Averages since the monitor started.
+	AvgWaiting, AvgRedelivery, AvgGraveyard float64
+	Err                                     string `json:"error,omitempty"`
+}
+
+// Key is one API key's view.
+type Key struct {
+	Name        string    `json:"name"`
+	Holder      string    `json:"holder,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+	Sent        uint64    `json:"sent"`
+	OK          uint64    `json:"ok"`
+	RateLimited uint64    `json:"rate_limited"`
+	BadNonce    uint64    `json:"bad_nonce"`
+	MaxDelayMs  float64   `json:"max_delay_ms"`
+	NextFree    time.Time `json:"next_free,omitzero"`
+	Unusable    bool      `json:"unusable,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// Worker is one worker's view.
+type Worker struct {
+	ID       string    `json:"id"`
+	State    string    `json:"state"` // active, standby, stopped or silent
+	Keys     []string  `json:"keys,omitempty"`
+	InFlight int       `json:"in_flight"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// Snapshot reads the queue and key state from NATS and folds in the reports.
 func (c *Collector) Snapshot(ctx context.Context) Snapshot {
-	c.snapMu.Lock()
-	defer c.snapMu.Unlock()
 	now := c.now()
-	st := c.readState(ctx)
-	holders := map[string]string{}
-	for name, l := range st.leases {
-		holders[name] = l.Holder
+	s := Snapshot{At: now, Elapsed: now.Sub(c.started), Results: map[string]uint64{}, Latency: stats.NewLatencyHistogram()}
+	keys := map[string]*Key{}
+	key := func(name string) *Key {
+		if k, ok := keys[name]; ok {
+			return k
+		}
+		k := &Key{Name: name}
+		keys[name] = k
+		return k
 	}
+	c.mu.Lock()
+	for _, r := range c.reports {
+		for res, n := range r.Results {
+			s.Results[res] += n
+		}
+		if h, err := r.DecodeLatency(); err == nil {
+			s.Latency.Merge(h)
+		}
+		w := Worker{ID: r.Worker, InFlight: r.InFlight, LastSeen: r.At, State: "standby"}
+		for _, kr := range r.Keys {
+			k := key(kr.Name)
+			k.Sent += kr.Sent
+			k.OK += kr.OK
+			k.RateLimited += kr.RateLimited
+			k.BadNonce += kr.BadNonce
+			if kr.Held {
+				w.Keys = append(w.Keys, kr.Name)
+				w.State = "active"
+				k.MaxDelayMs, k.NextFree = kr.MaxDelayMs, kr.NextFree
+			}
+		}
+		switch {
+		case r.Stopped:
+			w.State = "stopped"
+		case now.Sub(r.At) > silentAfter:
+			w.State = "silent"
+		}
+		s.Workers = append(s.Workers, w)
+	}
+	c.mu.Unlock()
+	s.Successful = s.Results[stats.ResultOK]
+	s.LatencyMean = s.Latency.Mean()
+	s.LatencyP50, s.LatencyP99, s.LatMax = s.Latency.ValueAtQuantile(50), s.Latency.ValueAtQuantile(99), s.Latency.Max()
+
+	s.Queue = c.queue(ctx)
+	s.Failed = s.Queue.Graveyard
+	c.keyState(ctx, key)
+	for _, k := range keys {
+		s.Keys = append(s.Keys, *k)
+	}
+	sort.Slice(s.Keys, func(i, j int) bool { return s.Keys[i].Name < s.Keys[j].Name })
+	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
 
 	c.mu.Lock()
-	v := c.reports.view(now, c.silentAfter, holders)
-	replaying := c.replaying
-	c.mu.Unlock()
-
-	s := Snapshot{
-		At: now, Elapsed: now.Sub(c.started), Replaying: replaying,
-		Results: v.results, Successful: v.results[stats.ResultOK], FailedAttempts: map[string]uint64{},
-		Queue: st.queue, Failed: st.queue.Graveyard, Workers: v.workers, Errors: st.errs,
-		Histogram: v.latency,
+	defer c.mu.Unlock()
+	c.series = append(c.series, point{at: now, ok: s.Successful})
+	for len(c.series) > 2 && now.Sub(c.series[1].at) > time.Minute {
+		c.series = c.series[1:]
 	}
-	for res, n := range v.results {
-		if res != stats.ResultOK && n > 0 {
-			s.FailedAttempts[res] = n
-		}
+	s.Rate5s, s.Rate1m = c.rate(now, 5*time.Second), c.rate(now, time.Minute)
+	if c.first == nil {
+		c.first = &point{at: now, ok: s.Successful}
 	}
-	h := v.latency
-	s.Latency = Latency{
-		Count: h.TotalCount(), MeanMs: h.Mean(),
-		P50Ms: h.ValueAtQuantile(50), P90Ms: h.ValueAtQuantile(90), P99Ms: h.ValueAtQuantile(99), MaxMs: h.Max(),
+	if dt := now.Sub(c.first.at).Seconds(); dt > 0 {
+		s.RateAll = float64(s.Successful-c.first.ok) / dt
 	}
-	if h.TotalCount() == 0 {
-		s.Latency.MaxMs = 0
-	}
-	s.Keys = keys(v.keys, st)
-
-	if !replaying {
-		c.series.add(now, s.Successful)
-	}
-	s.Throughput = c.series.throughput()
-	if st.queueOK {
-		s.Queue.Average = c.averager.add(now, st.queue)
-	} else {
-		s.Queue.Average = c.averager.averages()
-	}
+	q := &c.queues
+	q.n++
+	q.waiting += float64(s.Queue.Waiting)
+	q.dlq += float64(s.Queue.Redelivery)
+	q.graves += float64(s.Queue.Graveyard)
+	s.Queue.AvgWaiting, s.Queue.AvgRedelivery, s.Queue.AvgGraveyard = q.waiting/float64(q.n), q.dlq/float64(q.n), q.graves/float64(q.n)
 	return s
 }
 
-// keys merges the keys the reports name with those the two buckets hold (a key
-// has a key-state entry from its first use on), and sorts them by name.
-func keys(reported map[string]*Key, st natsState) []Key {
-	all := maps.Clone(reported)
-	get := func(name string) *Key {
-		if all[name] == nil {
-			all[name] = &Key{Name: name}
-		}
-		return all[name]
+// rate returns the successful requests a second over the last window, from the
+// series of totals: the difference between the newest point and the newest point
+// at least window old (or the oldest).
+func (c *Collector) rate(now time.Time, window time.Duration) float64 {
+	if len(c.series) < 2 {
+		return 0
 	}
-	for name, l := range st.leases {
-		k := get(name)
-		k.Holder, k.Since, k.Fingerprint = l.Holder, l.Since, l.Fingerprint
-	}
-	for name, f := range st.keys {
-		k := get(name)
-		k.Unusable = f.Unusable
-		if f.Unusable {
-			k.Reason = f.Reason
+	last := c.series[len(c.series)-1]
+	base := c.series[0]
+	for _, p := range c.series {
+		if now.Sub(p.at) >= window {
+			base = p
 		}
 	}
-	out := make([]Key, 0, len(all))
-	for _, k := range all {
-		switch {
-		case k.Unusable:
-			k.State = KeyUnusable
-		case k.Quarantined:
-			k.State = KeyQuarantined
-		case k.Holder != "":
-			k.State = KeyHeld
-		default:
-			k.State = KeyFree
-		}
-		out = append(out, *k)
+	dt := last.at.Sub(base.at).Seconds()
+	if dt <= 0 {
+		return 0
 	}
-	slices.SortFunc(out, func(a, b Key) int { return cmp.Compare(a.Name, b.Name) })
+	return float64(last.ok-base.ok) / dt
+}
+
+func (c *Collector) queue(ctx context.Context) Queue {
+	q := Queue{ByReason: map[string]uint64{}}
+	var errs []string
+	cons, err := c.js.Consumer(ctx, c.cfg.Requests.Stream.Name, c.cfg.Requests.Consumer.Durable)
+	if err == nil {
+		info := cons.CachedInfo()
+		q.Waiting, q.AwaitingAck, q.Redelivery = info.NumPending, info.NumAckPending, info.NumRedelivered
+	} else {
+		errs = append(errs, err.Error())
+	}
+	g, err := c.js.Stream(ctx, c.cfg.Graveyard.Stream.Name)
+	if err == nil {
+		prefix := strings.TrimSuffix(c.cfg.Graveyard.Stream.Subjects[0], ">")
+		info, err := g.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+		if err == nil {
+			q.Graveyard = info.State.Msgs
+			for subj, n := range info.State.Subjects {
+				q.ByReason[strings.TrimPrefix(subj, prefix)] = n
+			}
+		} else {
+			errs = append(errs, err.Error())
+		}
+	} else {
+		errs = append(errs, err.Error())
+	}
+	q.Err = strings.Join(errs, "; ")
+	return q
+}
+
+func (c *Collector) keyState(ctx context.Context, key func(string) *Key) {
+	if kv, err := c.js.KeyValue(ctx, c.cfg.KV.Leases.Bucket); err == nil {
+		if names, err := kv.Keys(ctx); err == nil {
+			for _, name := range names {
+				if rec, ok, err := lease.Holder(ctx, kv, name); err == nil && ok {
+					k := key(name)
+					k.Holder, k.Since = rec.Holder, rec.Since
+				}
+			}
+		} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
+			c.log.Debug("read leases", "err", err)
+		}
+	}
+	st, err := keystate.Open(ctx, c.js, c.cfg.KV.KeyState.Bucket)
+	if err != nil {
+		return
+	}
+	for _, k := range c.knownKeys(key) {
+		if rec, rev, err := st.Get(ctx, k.Name); err == nil && rev > 0 && rec.Unusable {
+			k.Unusable, k.Reason = true, rec.Reason
+		}
+	}
+}
+
+func (c *Collector) knownKeys(key func(string) *Key) []*Key {
+	var out []*Key
+	c.mu.Lock()
+	names := map[string]bool{}
+	for _, r := range c.reports {
+		for _, kr := range r.Keys {
+			names[kr.Name] = true
+		}
+	}
+	c.mu.Unlock()
+	for n := range names {
+		out = append(out, key(n))
+	}
 	return out
 }

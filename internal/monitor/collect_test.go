@@ -1,0 +1,138 @@
+package monitor_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/monitor"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/stats"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func connect(t *testing.T) *natsconn.Conn {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	c, err := natsconn.Open(context.Background(), natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(c.NC.Close)
+	return c
+}
+
+func publishReport(t *testing.T, c *natsconn.Conn, rec *stats.Recorder, at time.Time, stopped bool) stats.Report {
+	t.Helper()
+	rep, err := rec.Report(at)
+	require.NoError(t, err)
+	rep.Stopped = stopped
+	data, err := json.Marshal(rep)
+	require.NoError(t, err)
+	_, err = c.JS.Publish(context.Background(), stats.Subject(rep.Worker), data)
+	require.NoError(t, err)
+	return rep
+}
+
+func TestCollector_StartedLateSeesEveryWorkersLastCounts(t *testing.T) {
+	c := connect(t)
+	t0 := time.Unix(1000, 0)
+	all := stats.NewLatencyHistogram()
+	recs := map[string]*stats.Recorder{}
+	for i, id := range []string{"a", "b", "c"} {
+		r := stats.NewRecorder(id, "h", i, t0)
+		r.Key("key1", func(k *stats.KeyReport) { k.Held = id == "a" })
+		for v := range 100 * (i + 1) {
+			ms := int64(v*(i+3)%700 + 1)
+			r.Latency(time.Duration(ms) * time.Millisecond)
+			r.Count("key1", stats.ResultOK)
+			require.NoError(t, all.RecordValue(ms))
+		}
+		recs[id] = r
+		publishReport(t, c, r, t0, id == "c")
+	}
+	// A later report of b replaces its earlier one; c stops and keeps its counts.
+	recs["b"].Count("key1", stats.ResultServerError)
+	publishReport(t, c, recs["b"], t0.Add(time.Second), false)
+
+	clk := &clock{t: t0.Add(2 * time.Second)}
+	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = col.Run(ctx) }()
+
+	var s monitor.Snapshot
+	require.Eventually(t, func() bool {
+		s = col.Snapshot(ctx)
+		return s.Successful == 600 && s.Results["server_error"] == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, all.ValueAtQuantile(50), s.LatencyP50, "percentiles of the merged histograms")
+	require.Equal(t, all.ValueAtQuantile(99), s.LatencyP99)
+	require.Len(t, s.Workers, 3)
+	require.Equal(t, uint64(600), s.Keys[0].OK)
+
+	var text strings.Builder
+	require.NoError(t, monitor.WriteText(&text, s))
+	require.Contains(t, text.String(), "total successful:  600")
+	require.Contains(t, text.String(), "1 active, 1 standing by, 1 stopped or silent")
+}
+
+func TestCollector_ThroughputWindowsFromTotals(t *testing.T) {
+	c := connect(t)
+	t0 := time.Unix(1000, 0)
+	clk := &clock{t: t0}
+	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
+	rec := stats.NewRecorder("w", "h", 1, t0)
+	ctx := context.Background()
+	// 100 a second for 10 s, then 50 a second for 10 s.
+	for sec := 0; sec <= 20; sec++ {
+		rep, err := rec.Report(clk.Now())
+		require.NoError(t, err)
+		col.Add(rep)
+		s := col.Snapshot(ctx)
+		if sec == 20 {
+			require.InDelta(t, 50, s.Rate5s, 1e-9)
+			require.InDelta(t, 75, s.Rate1m, 1e-9)
+			require.InDelta(t, 75, s.RateAll, 1e-9)
+		}
+		n := 100
+		if sec >= 10 {
+			n = 50
+		}
+		for range n {
+			rec.Count("", stats.ResultOK)
+		}
+		clk.Add(time.Second)
+	}
+}
+
+func TestCollector_GraveyardByReason(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	for _, reason := range []string{"expired", "expired", "malformed"} {
+		_, err := c.JS.Publish(ctx, "ratefleet.graveyard."+reason, []byte(`{}`))
+		require.NoError(t, err)
+	}
+	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), nil)
+	s := col.Snapshot(ctx)
+	require.Equal(t, uint64(3), s.Failed)
+	require.Equal(t, map[string]uint64{"expired": 2, "malformed": 1}, s.Queue.ByReason)
+}

@@ -1,0 +1,42 @@
+package monitor
+
+import (
+	_ "embed"
+	"encoding/json"
+	"net/http"
+)
+
+//go:embed web/index.html
+var page []byte
+
+// WebHandler serves the live web page at /, the latest snapshot as JSON at
+// /api/snapshot, the charts' history at /api/history and Prometheus metrics at /metrics. Every asset is in the binary.
+func (m *Metrics) WebHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	mux.HandleFunc("/api/snapshot", func(w http.ResponseWriter, _ *http.Request) {
+		m.mu.Lock()
+		s := m.snap
+		m.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if s == nil {
+			http.Error(w, `{"error":"no snapshot yet"}`, http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(s)
+	})
+	mux.HandleFunc("/api/history", func(w http.ResponseWriter, _ *http.Request) {
+		m.mu.Lock()
+		h := append([]Point(nil), m.history...)
+		m.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(h)
+	})
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(page)
+	})
+	return mux
+}
