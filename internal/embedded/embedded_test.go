@@ -65,8 +65,11 @@ func TestCluster_SurvivesLossOfOneNode(t *testing.T) {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3"}, Replicas: 3})
 		return err == nil
 	}, 30*time.Second, 200*time.Millisecond)
-	_, err = js.Publish(ctx, "r3", []byte("one"))
-	require.NoError(t, err)
+	// A new replicated stream answers once its replicas have elected a leader.
+	require.Eventually(t, func() bool {
+		_, err := js.Publish(ctx, "r3", []byte("one"))
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond)
 
 	c.StopNode(0)
 	require.NoError(t, c.WaitForLeader(30*time.Second))
@@ -76,7 +79,8 @@ func TestCluster_SurvivesLossOfOneNode(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "a replicated stream takes writes with one node down")
 
 	require.NoError(t, c.StartNode(0))
-	st, err := js.Stream(ctx, "R3")
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, st.CachedInfo().State.Msgs, uint64(2))
+	require.Eventually(t, func() bool {
+		st, err := js.Stream(ctx, "R3")
+		return err == nil && st.CachedInfo().State.Msgs >= 2
+	}, 30*time.Second, 200*time.Millisecond, "both messages kept after the node rejoined")
 }
