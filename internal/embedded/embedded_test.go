@@ -54,7 +54,7 @@ func TestCluster_SurvivesLossOfOneNode(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	nc, err := nats.Connect(c.ClientURLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
@@ -66,17 +66,18 @@ func TestCluster_SurvivesLossOfOneNode(t *testing.T) {
 		return err == nil
 	}, 30*time.Second, 200*time.Millisecond)
 	// A new replicated stream answers once its replicas have elected a leader.
-	require.Eventually(t, func() bool {
-		_, err := js.Publish(ctx, "r3", []byte("one"))
+	publish := func(data string) bool {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := js.Publish(pctx, "r3", []byte(data))
 		return err == nil
-	}, 30*time.Second, 200*time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return publish("one") }, 30*time.Second, 200*time.Millisecond)
 
 	c.StopNode(0)
 	require.NoError(t, c.WaitForLeader(30*time.Second))
-	require.Eventually(t, func() bool {
-		_, err := js.Publish(ctx, "r3", []byte("two"))
-		return err == nil
-	}, 30*time.Second, 200*time.Millisecond, "a replicated stream takes writes with one node down")
+	require.Eventually(t, func() bool { return publish("two") }, 45*time.Second, 200*time.Millisecond,
+		"a replicated stream takes writes with one node down")
 
 	require.NoError(t, c.StartNode(0))
 	require.Eventually(t, func() bool {
