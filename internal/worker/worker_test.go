@@ -27,7 +27,7 @@ import (
 
 // fastExchange follows the reference rules with time scaled down tenfold: 20
 // requests per more than 100 ms, delays of 0..5 ms each way. The workers' limiters
-// get the same rule and a delay bound of 100 ms: everything runs in one process
+// get the same rule and a delay bound of 250 ms: everything runs in one process
 // here, where a loaded machine delays timers and goroutines by more than 5 ms, and
 // the bound must hold for the real delay, not the configured one.
 func fastExchange() *exchange.Config {
@@ -39,7 +39,7 @@ func fastExchange() *exchange.Config {
 }
 
 func fastLimiter() limiter.Config {
-	return limiter.Config{Rules: []limiter.Rule{{Limit: 20, Window: 100 * time.Millisecond}}, MaxDelay: 100 * time.Millisecond}
+	return limiter.Config{Rules: []limiter.Rule{{Limit: 20, Window: 100 * time.Millisecond}}, MaxDelay: 250 * time.Millisecond}
 }
 
 // startWorkers runs n workers, each allowed every key, until the test ends.
