@@ -65,10 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	var logOut io.Writer = &warnings{w: stderr}
-	if *logs {
-		logOut = stderr
-	}
+	logOut := processLogs(*logs, stderr)
 	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
 		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
@@ -99,6 +96,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%d requests unaccounted for", sum.Lost())
 	}
 	return nil
+}
+
+// processLogs returns where the processes' log lines go: all of them to w, or only
+// the warnings and errors.
+func processLogs(all bool, w io.Writer) io.Writer {
+	if all {
+		return w
+	}
+	return &warnings{w: w}
 }
 
 // warnings passes on only log lines at WARN or ERROR.
@@ -140,10 +146,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var logOut io.Writer = &warnings{w: stderr}
-	if *logs {
-		logOut = stderr
-	}
+	logOut := processLogs(*logs, stderr)
 	cfg := fleet.BenchConfig{
 		Bin: *bin, Limiters: strings.Split(*limiters, ","), Workers: *workers, Duration: *duration, Warmup: *warmup,
 		Rate: *rate, Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil)),
@@ -171,10 +174,7 @@ func failover(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var logOut io.Writer = &warnings{w: stderr}
-	if *logs {
-		logOut = stderr
-	}
+	logOut := processLogs(*logs, stderr)
 	cfg := fleet.FailoverConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, Rate: *rate,
 		Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil))}
 	res, err := fleet.Failover(ctx, cfg)
