@@ -24,27 +24,16 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
-	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/limiter/baseline"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 )
 
-// Pacer decides when a key's next request may leave and learns from what happened.
-// limiter.Limiter is the production one; the baselines implement it for benchmarks.
-type Pacer interface {
-	Next(now time.Time) time.Time
-	Sent(now time.Time) (limiter.Ticket, error)
-	Wrote(t limiter.Ticket, at time.Time)
-	Answered(t limiter.Ticket, at time.Time)
-	Lost(t limiter.Ticket, at time.Time)
-	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
-	Quarantined() bool
-	// MaxDelay is the largest one-way delay the pacer assumes.
-	MaxDelay() time.Duration
-	// Handoff returns the state a next holder of the key resumes from.
-	Handoff() (json.RawMessage, error)
-}
+// Pacer decides when a key's next request may leave and learns from what happened:
+// limiter.Limiter in production, a baseline in benchmarks. The method set is
+// declared once, with the baselines that share it.
+type Pacer = baseline.Pacer
 
 // PacerFactory makes the pacer of a newly claimed key. handoff is the state the
 // previous holder left at a clean release, or nil after a crash, in which case the
