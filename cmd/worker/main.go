@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -53,6 +52,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
+		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: worker [flags]\n\nClaims an API key and sends its requests from the queue, without ever exceeding its rate limit.\n\nFlags:\n")
@@ -90,22 +90,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer up.Close()
 	w, err := worker.New(ctx, conn.JS, worker.Config{
 		ID: *id, Keys: ks, MaxKeys: *maxKeys, Upstream: up, Streams: conn.Streams,
-		NewPacer: factory, MaxInFlight: *inFlight, Logger: log,
+		NewPacer: factory, MaxInFlight: *inFlight, GatewayHold: *gatewayHold, Keeper: *keeper, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	if *keeper {
-		k, err := graveyard.NewKeeper(ctx, conn.JS, conn.Streams, log)
-		if err != nil {
-			return err
-		}
-		go func() {
-			if err := k.Run(ctx); err != nil {
-				log.Error("graveyard keeper stopped", "err", err)
-			}
-		}()
-	}
-	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", *upstreamURL)
+	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", upstream.Redact(*upstreamURL))
 	return w.Run(ctx)
 }

@@ -8,6 +8,15 @@
 // handoff or a crash) starts above the mark, so nonces grow across holders whatever
 // their clocks say. A block starts no lower than the current time in microseconds,
 // so nonces also stay above those a previous deployment may have used.
+//
+// A key's 429 budget belongs to the fleet, not to one holder: every 429 is counted
+// here (with the delay bound it taught the limiter) before the key sends again, so
+// a holder that crashes or hands over never takes the count with it, and the ban
+// guard trips on the key's lifetime count.
+//
+// Anyone who can write the bucket can write anything, so what Get reads is checked
+// (Record.Validate): a nonce mark beyond MaxNonce or a negative count is an error
+// wrapping ErrInvalid, which stops the key rather than risking a 400 or a 429.
 package keystate
 
 import (
@@ -20,8 +29,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ErrConflict is returned when another writer changed the entry first.
-var ErrConflict = errors.New("key state changed by another writer")
+// Errors callers branch on.
+var (
+	// ErrConflict is returned when another writer changed the entry first.
+	ErrConflict = errors.New("key state changed by another writer")
+	// ErrInvalid is wrapped by the errors for a record that cannot be trusted.
+	ErrInvalid = errors.New("invalid key state")
+)
+
+// MaxNonce is the highest nonce mark a record may hold: far above any clock in
+// microseconds (year 2262 is about 9.2e18), with room for any block size below it,
+// so reserving a block can never overflow.
+const MaxNonce int64 = 1 << 62
+
+// maxDelayBound caps the delay bound a record may hold.
+const maxDelayBound = time.Hour
 
 // Record is one key's state.
 type Record struct {
@@ -30,14 +52,40 @@ type Record struct {
 	// Limiter is the limiter's handoff state, written by a holder that releases the
 	// key cleanly; empty after a crash.
 	Limiter json.RawMessage `json:"limiter,omitempty"`
-	// HandedOffAt is when the Limiter state was written.
+	// HandedOffAt is when the Limiter state was written, on the writer's clock.
+	// The next holder reads the state's instants relative to it (as ages), so the
+	// two holders' clocks need not agree.
 	HandedOffAt time.Time `json:"handed_off_at,omitzero"`
+	// Count429 counts every 429 the key has had, whoever held it.
+	Count429 int `json:"count_429,omitempty"`
+	// MaxDelay is the largest one-way delay the key's limiter has learned (L);
+	// every new holder starts from at least this.
+	MaxDelay time.Duration `json:"max_delay_ns,omitempty"`
 	// Unusable marks a key the upstream refused (401, blocked) or the ban guard
 	// quarantined: no worker claims it again until an operator clears it.
-	Unusable bool      `json:"unusable,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Updated  time.Time `json:"updated"`
-	Holder   string    `json:"holder,omitempty"`
+	Unusable bool `json:"unusable,omitempty"`
+	// Quarantined tells that the ban guard made the key unusable.
+	Quarantined bool      `json:"quarantined,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Updated     time.Time `json:"updated"`
+	Holder      string    `json:"holder,omitempty"`
+}
+
+// Validate reports, wrapping ErrInvalid, what in r cannot be trusted.
+func (r Record) Validate() error {
+	switch {
+	case r.NonceReserved < 0 || r.NonceReserved > MaxNonce:
+		return fmt.Errorf("%w: nonce mark %d is outside 0..%d", ErrInvalid, r.NonceReserved, MaxNonce)
+	case r.Count429 < 0:
+		return fmt.Errorf("%w: negative 429 count %d", ErrInvalid, r.Count429)
+	case r.MaxDelay < 0 || r.MaxDelay > maxDelayBound:
+		return fmt.Errorf("%w: delay bound %v is outside 0..%v", ErrInvalid, r.MaxDelay, maxDelayBound)
+	case len(r.Limiter) > 0 && r.HandedOffAt.IsZero():
+		return fmt.Errorf("%w: a handed-off limiter state without the time it was written", ErrInvalid)
+	case len(r.Limiter) > 0 && !json.Valid(r.Limiter):
+		return fmt.Errorf("%w: the handed-off limiter state is not JSON", ErrInvalid)
+	}
+	return nil
 }
 
 // Store reads and writes key state.
@@ -65,7 +113,10 @@ func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
 	}
 	var r Record
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Record{}, 0, fmt.Errorf("read state of key %s: %w", key, err)
+		return Record{}, 0, fmt.Errorf("read state of key %s: %w: %w", key, ErrInvalid, err)
+	}
+	if err := r.Validate(); err != nil {
+		return Record{}, 0, fmt.Errorf("read state of key %s (revision %d): %w", key, e.Revision(), err)
 	}
 	return r, e.Revision(), nil
 }
@@ -104,9 +155,15 @@ func (s *Store) Update(ctx context.Context, key string, change func(*Record) err
 // ReserveNonces reserves the next block of n nonces and returns its first nonce;
 // the block is [first, first+n).
 func (s *Store) ReserveNonces(ctx context.Context, key string, n int64, now time.Time) (int64, error) {
+	if n < 1 || n > MaxNonce {
+		return 0, fmt.Errorf("reserve nonces: block size %d is outside 1..%d", n, MaxNonce)
+	}
 	var first int64
 	_, err := s.Update(ctx, key, func(r *Record) error {
 		first = max(r.NonceReserved+1, now.UnixMicro())
+		if first > MaxNonce-n+1 {
+			return fmt.Errorf("%w: the nonce space is used up (mark %d, block %d)", ErrInvalid, r.NonceReserved, n)
+		}
 		r.NonceReserved = first + n - 1
 		r.Updated = now
 		return nil
@@ -117,11 +174,28 @@ func (s *Store) ReserveNonces(ctx context.Context, key string, n int64, now time
 	return first, nil
 }
 
-// MarkUnusable records that the key must not be claimed again, and why.
-func (s *Store) MarkUnusable(ctx context.Context, key, reason string, now time.Time) error {
+// MarkUnusable records that the key must not be claimed again, and why;
+// quarantined tells that the ban guard decided it.
+func (s *Store) MarkUnusable(ctx context.Context, key, reason string, quarantined bool, now time.Time) error {
 	_, err := s.Update(ctx, key, func(r *Record) error {
 		r.Unusable, r.Reason, r.Updated = true, reason, now
+		r.Quarantined = r.Quarantined || quarantined
 		return nil
 	})
 	return err
+}
+
+// Record429 counts one more 429 for the key and keeps the larger of the recorded
+// and the given delay bound; it returns the key's lifetime count.
+func (s *Store) Record429(ctx context.Context, key string, maxDelay time.Duration, now time.Time) (int, error) {
+	r, err := s.Update(ctx, key, func(r *Record) error {
+		r.Count429++
+		r.MaxDelay = min(max(r.MaxDelay, maxDelay), maxDelayBound)
+		r.Updated = now
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("record a 429: %w", err)
+	}
+	return r.Count429, nil
 }

@@ -82,7 +82,7 @@ func TestMarkUnusable_KeepsTheNonceMark(t *testing.T) {
 	ctx := context.Background()
 	_, err := st.ReserveNonces(ctx, "key2", 10, time.UnixMicro(100))
 	require.NoError(t, err)
-	require.NoError(t, st.MarkUnusable(ctx, "key2", "blocked", time.Now()))
+	require.NoError(t, st.MarkUnusable(ctx, "key2", "blocked", false, time.Now()))
 	r, rev, err := st.Get(ctx, "key2")
 	require.NoError(t, err)
 	require.NotZero(t, rev)

@@ -151,6 +151,20 @@ func (l *Lease) Valid(now time.Time) bool {
 	return l.state == Held
 }
 
+// Covers reports whether the lease is held and still valid at t, which may lie in
+// the future, without changing its state: a holder asks it whether an action that
+// lasts until t stays covered.
+func (l *Lease) Covers(t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == Held && t.Before(l.validUntil)
+}
+
+// Margin returns how long before the server-side expiry the holder stops acting:
+// the upstream's one-way delay must stay within it for the holder's last request
+// to arrive before a new holder can claim.
+func (l *Lease) Margin() time.Duration { return l.cfg.Margin }
+
 func (l *Lease) expireLocked(now time.Time) {
 	if l.state == Held && !now.Before(l.validUntil) {
 		l.state = Lost

@@ -140,3 +140,29 @@ func Restore(cfg Config, st State) (*Limiter, error) {
 	}
 	return l, nil
 }
+
+// Shifted returns a copy of s with every instant moved by d. A holder that reads a
+// State written on another machine shifts it by (its own clock when it read the
+// State − the writer's clock when it wrote it): the instants then keep their ages,
+// and as the State was written before it was read, they can only move later, which
+// errs on the side of waiting whatever the two clocks say.
+func (s State) Shifted(d time.Duration) State {
+	shift := func(t time.Time) time.Time {
+		if t.IsZero() {
+			return t
+		}
+		return t.Add(d)
+	}
+	out := s
+	out.NextFree, out.PauseUntil = shift(s.NextFree), shift(s.PauseUntil)
+	out.UpperBounds = make([]time.Time, len(s.UpperBounds))
+	for i, ub := range s.UpperBounds {
+		out.UpperBounds[i] = shift(ub)
+	}
+	if s.LastRejection != nil {
+		rej := *s.LastRejection
+		rej.At, rej.SentAt, rej.PauseUntil = shift(rej.At), shift(rej.SentAt), shift(rej.PauseUntil)
+		out.LastRejection = &rej
+	}
+	return out
+}

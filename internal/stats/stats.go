@@ -25,17 +25,19 @@ func Subject(workerID string) string { return SubjectPrefix + "." + workerID }
 
 // Results a worker counts. Each request attempt ends in exactly one of them.
 const (
-	ResultOK          = "ok"           // 200: acknowledged
-	ResultRateLimited = "rate_limited" // 429: NAKed, the limiter was told
-	ResultBadNonce    = "bad_nonce"    // 400: NAKed, the nonce moved on
-	ResultServerError = "server_error" // 5xx: NAKed with backoff
-	ResultTimeout     = "timeout"      // no answer in time: outcome unknown, NAKed
-	ResultConnError   = "conn_error"   // the request did not get through: NAKed
-	ResultKeyUnusable = "key_unusable" // 401 or blocked: NAKed, key released
-	ResultExpired     = "expired"      // stale before it could be sent: buried
-	ResultMalformed   = "malformed"    // could not be decoded: buried
-	ResultBuried      = "buried"       // last allowed delivery failed: buried
-	ResultBuryFailed  = "bury_failed"  // the graveyard refused an entry: the request stays queued
+	ResultOK           = "ok"            // 200: acknowledged
+	ResultRateLimited  = "rate_limited"  // 429: NAKed, the limiter was told
+	ResultBadNonce     = "bad_nonce"     // 400: NAKed, the nonce moved on
+	ResultServerError  = "server_error"  // the upstream's own 5xx: NAKed with backoff
+	ResultGatewayError = "gateway_error" // an answer not in the upstream's format (a proxy's 5xx, a redirect): NAKed with backoff
+	ResultFenced       = "fenced"        // not sent: the lease could no longer cover it; NAKed at once
+	ResultTimeout      = "timeout"       // no answer in time: outcome unknown, NAKed
+	ResultConnError    = "conn_error"    // the request did not get through: NAKed
+	ResultKeyUnusable  = "key_unusable"  // 401 or blocked: NAKed, key released
+	ResultExpired      = "expired"       // stale before it could be sent: buried
+	ResultMalformed    = "malformed"     // could not be decoded: buried
+	ResultBuried       = "buried"        // last allowed delivery failed: buried
+	ResultBuryFailed   = "bury_failed"   // the graveyard refused an entry: the request stays queued
 )
 
 // Latency histograms track 1 ms to 10 minutes with 3 significant digits.
@@ -81,6 +83,9 @@ type KeyReport struct {
 	MaxDelayMs  float64   `json:"max_delay_ms"`
 	NextFree    time.Time `json:"next_free,omitzero"`
 	Quarantined bool      `json:"quarantined,omitempty"`
+	// Count429Lifetime is the key's 429 count across every holder, from key state:
+	// the ban guard trips on it.
+	Count429Lifetime int `json:"count_429_lifetime,omitempty"`
 }
 
 // DecodeLatency returns the report's latency histogram (empty when it has none).

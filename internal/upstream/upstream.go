@@ -1,9 +1,28 @@
 // Package upstream sends one request to the rate-limited HTTP API and classifies
 // the answer. It never puts a key's secret in an error or a log line.
+//
+// # Every arrival counted
+//
+// The limiter counts one arrival per send, so a request must reach the upstream at
+// most once per send. Go's HTTP transport may silently write a request a second
+// time (a GET on a reused keep-alive connection that closed before the first
+// answer byte), and a client that follows redirects sends it again. This client
+// follows no redirect, speaks HTTP/1.1 only (one request per connection at a time),
+// and wraps every connection so that a request whose bytes already went out on one
+// connection can never be written on another: the transport's re-send fails
+// instead, and the send counts as one request whose outcome is unknown.
+//
+// # Fencing to the last byte
+//
+// The same wrapper asks the send's Fence before every write of the request's
+// bytes, so the holder of a key's lease never writes a byte once its lease can no
+// longer cover the request's arrival (see internal/lease): such a send fails with
+// the class Fenced and nothing more of it leaves.
 package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,31 +33,44 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Class is what an answer means for the request and the key.
 type Class int
 
-// The answer classes. Each is handled in one place by the worker.
+// The answer classes. The worker handles each in one table (outcome.go).
 const (
 	OK          Class = iota // 200: done
 	RateLimited              // 429 exceeded rate limit: the limiter's model was wrong
-	BadNonce                 // 400 invalid nonce: move the nonce on and retry
+	BadNonce                 // 400 invalid nonce: an inversion; move the nonce on and retry
 	KeyUnusable              // 401, or 429 blocked: the key is dead
-	ServerError              // 5xx or an unexpected answer: retry with backoff
+	ServerError              // the upstream's own error answer (5xx in its format): retry with backoff
+	Gateway                  // an answer not in the upstream's format (a proxy's 502/503/504, a redirect): it may not have arrived yet
 	Timeout                  // no answer in time
 	ConnError                // the request could not be sent or the connection broke
+	Fenced                   // not sent (or not finished): the lease could no longer cover its arrival
 )
 
-var classNames = [...]string{"ok", "rate_limited", "bad_nonce", "key_unusable", "server_error", "timeout", "conn_error"}
+var classNames = [...]string{"ok", "rate_limited", "bad_nonce", "key_unusable", "server_error", "gateway_error", "timeout", "conn_error", "fenced"}
 
 func (c Class) String() string {
-	if int(c) < len(classNames) {
+	if c >= 0 && int(c) < len(classNames) {
 		return classNames[c]
 	}
 	return "Class(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Arrived reports whether an answer of this class proves that the request reached
+// the upstream by the time the answer came back: the upstream's own answers do; a
+// gateway's, a timeout or a broken connection do not.
+func (c Class) Arrived() bool {
+	switch c {
+	case OK, RateLimited, BadNonce, KeyUnusable, ServerError:
+		return true
+	}
+	return false
 }
 
 // Answer is the outcome of one send.
@@ -48,16 +80,33 @@ type Answer struct {
 	Msg    string // the upstream's error message, or the transport error
 	// RetryAfter is the upstream's Retry-After, when it sent one.
 	RetryAfter time.Duration
-	// Wrote is when the request finished leaving; zero if it never left.
+	// Wrote is when the request finished leaving; zero if it never did.
 	Wrote time.Time
-	// Answered is when the answer came back; zero if none did.
+	// Answered is when an answer came back; zero if none did. Whether it proves
+	// the request's arrival is Class.Arrived.
 	Answered time.Time
 }
 
 // Unknown reports whether the upstream may have processed the request although no
-// answer came back.
+// answer of its own came back.
 func (a Answer) Unknown() bool {
-	return a.Answered.IsZero() && !a.Wrote.IsZero()
+	return !a.Class.Arrived() && !a.Wrote.IsZero()
+}
+
+// Call is one request to send.
+type Call struct {
+	// Secret is the API key, sent as the api_key parameter.
+	Secret string
+	// Nonce is the key's next nonce.
+	Nonce int64
+	// RequestID names the request to the upstream.
+	RequestID string
+	// Fence reports whether a byte of the request may still be written at t; the
+	// request fails with the class Fenced once it says no. Nil allows every write.
+	Fence func(t time.Time) bool
+	// Wrote, if not nil, is called once the request has finished leaving, with the
+	// time it did.
+	Wrote func(t time.Time)
 }
 
 // Client sends requests to one upstream.
@@ -72,61 +121,77 @@ type Client struct {
 func New(baseURL string, timeout time.Duration, maxConns int, now func() time.Time) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("upstream URL %q: want http://host:port", baseURL)
+		return nil, fmt.Errorf("upstream URL %q: want http://host:port or https://host:port", Redact(baseURL))
 	}
 	if now == nil {
 		now = time.Now
 	}
+	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &fencedConn{Conn: c, now: now}, nil
+		},
+		// HTTP/1.1 only: the fence is bound to a connection for the whole of one
+		// request, which HTTP/2's shared connections would break.
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
 		MaxIdleConns:        maxConns,
 		MaxIdleConnsPerHost: maxConns,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{base: u.JoinPath("api", "request"), http: &http.Client{Transport: tr, Timeout: timeout}, now: now}, nil
+	hc := &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		// A redirect would send the request (and the key) once more, uncounted.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Client{base: u.JoinPath("api", "request"), http: hc, now: now}, nil
 }
 
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 type body struct {
-	Status   string `json:"status"`
-	ErrorMsg string `json:"error_msg"`
-	ReqID    string `json:"req_id"`
+	Status   *string `json:"status"`
+	ErrorMsg string  `json:"error_msg"`
+	ReqID    string  `json:"req_id"`
 }
 
-// Send makes one request with the given secret, nonce and request id. wrote, if
-// not nil, is called once the request has left, with the time it finished leaving.
-func (c *Client) Send(ctx context.Context, secret string, nonce int64, reqID string, wrote func(time.Time)) Answer {
-	var (
-		a       Answer
-		mu      sync.Mutex // the trace runs on the transport's goroutine
-		wroteAt time.Time
-	)
-	leftAt := func() time.Time { mu.Lock(); defer mu.Unlock(); return wroteAt }
+// Send makes one request. It writes the request at most once, on one connection,
+// and only while call.Fence allows.
+func (c *Client) Send(ctx context.Context, call Call) Answer {
 	u := *c.base
-	u.RawQuery = url.Values{"api_key": {secret}, "nonce": {strconv.FormatInt(nonce, 10)}, "req_id": {reqID}}.Encode()
-	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
-		t := c.now()
-		mu.Lock()
-		wroteAt = t
-		mu.Unlock()
-		if wrote != nil {
-			wrote(t)
-		}
-	}}
+	u.RawQuery = url.Values{"api_key": {call.Secret}, "nonce": {strconv.FormatInt(call.Nonce, 10)}, "req_id": {call.RequestID}}.Encode()
+	f := &sendFence{allow: call.Fence, now: c.now, wrote: call.Wrote}
+	trace := &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { f.bind(info.Conn) },
+		// The transport reports the request written once it is in its buffer,
+		// before the buffer is flushed: the flush that follows is the last byte.
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				f.buffered.Store(true)
+			}
+		},
+	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, u.String(), nil)
 	if err != nil {
 		return Answer{Class: ConnError, Msg: "build request: " + scrub(err)}
 	}
 	resp, err := c.http.Do(req)
-	a.Wrote = leftAt()
+	f.settle()
+	a := Answer{Wrote: f.wroteAt()}
 	if err != nil {
 		a.Msg = scrub(err)
 		a.Class = ConnError
 		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		switch {
+		case f.fenced.Load():
+			a.Class = Fenced
+		case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 			a.Class = Timeout
 		}
 		return a
@@ -139,35 +204,48 @@ func (c *Client) Send(ctx context.Context, secret string, nonce int64, reqID str
 		a.Class, a.Msg = ConnError, "read answer: "+scrub(err)
 		return a
 	}
-	var b body
-	_ = json.Unmarshal(raw, &b) // an undecodable body is classified by status alone
-	a.Msg = b.ErrorMsg
-	a.Class = classify(resp.StatusCode, b)
 	if s := resp.Header.Get("Retry-After"); s != "" {
 		if secs, err := strconv.Atoi(s); err == nil && secs > 0 {
 			a.RetryAfter = time.Duration(secs) * time.Second
 		}
 	}
-	if a.Class == ServerError && a.Msg == "" {
-		a.Msg = http.StatusText(resp.StatusCode)
-	}
+	a.Class, a.Msg = classify(resp, raw)
 	return a
 }
 
-func classify(status int, b body) Class {
+// classify reads an answer. Only an answer in the upstream's own format (a JSON
+// object with a status) proves that the request arrived; anything else may come
+// from something in between that has not passed it on yet.
+func classify(resp *http.Response, raw []byte) (Class, string) {
+	status := resp.StatusCode
+	var b body
+	own := json.Unmarshal(raw, &b) == nil && b.Status != nil
 	switch {
-	case status == http.StatusOK && b.Status == "OK":
-		return OK
+	case status >= 300 && status < 400:
+		return Gateway, fmt.Sprintf("upstream answered %d with a redirect to %s; redirects are not followed: point --upstream at the final address",
+			status, Redact(resp.Header.Get("Location")))
 	case status == http.StatusTooManyRequests && strings.Contains(b.ErrorMsg, "blocked"):
-		return KeyUnusable
+		return KeyUnusable, b.ErrorMsg
 	case status == http.StatusTooManyRequests:
-		return RateLimited
+		// A 429 from anything in front of the upstream is a rate limit all the same.
+		return RateLimited, msgOr(b.ErrorMsg, status)
+	case !own:
+		return Gateway, fmt.Sprintf("%d %s, not in the upstream's format (a gateway's answer?)", status, http.StatusText(status))
+	case status == http.StatusOK && *b.Status == "OK":
+		return OK, ""
 	case status == http.StatusBadRequest && strings.Contains(b.ErrorMsg, "nonce"):
-		return BadNonce
+		return BadNonce, b.ErrorMsg
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return KeyUnusable
+		return KeyUnusable, msgOr(b.ErrorMsg, status)
 	}
-	return ServerError
+	return ServerError, msgOr(b.ErrorMsg, status)
+}
+
+func msgOr(msg string, status int) string {
+	if msg != "" {
+		return msg
+	}
+	return http.StatusText(status)
 }
 
 // scrub returns the error's text without the request URL, which holds the secret.
@@ -177,4 +255,145 @@ func scrub(err error) string {
 		return ue.Op + ": " + ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// Redact returns raw without its user info and query, which may hold secrets; an
+// unparsable raw comes back as "(unparsable URL)".
+func Redact(raw string) string {
+	if raw == "" {
+		return `""`
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		u.RawQuery = "…"
+	}
+	return u.String()
+}
+
+// What a connection's Write returns for a request it must not write.
+var (
+	errFenced = errors.New("request not written: the lease could no longer cover its arrival")
+	errResend = errors.New("request not written again: it already went out on another connection")
+)
+
+// sendFence is one send's right to write: on the first connection it got, while
+// its Fence allows. It also tells when the request's last byte left.
+type sendFence struct {
+	// Set once.
+	allow func(time.Time) bool
+	now   func() time.Time
+	wrote func(time.Time)
+
+	conns    atomic.Int32 // connections the transport gave this send
+	started  atomic.Bool  // a byte of the request went out
+	buffered atomic.Bool  // the transport has the whole request in its buffer
+	fenced   atomic.Bool  // Fence refused a write
+	lastByte atomic.Int64 // unix nanos of the latest write, 0 before
+	left     atomic.Int64 // unix nanos when the request finished leaving, 0 until then
+}
+
+// bind attaches the send to the connection the transport chose for it. A second
+// connection means the transport is re-sending: allowed only if nothing of the
+// request went out on the first.
+func (f *sendFence) bind(c net.Conn) {
+	fc := unwrap(c)
+	if fc == nil {
+		return
+	}
+	n := f.conns.Add(1)
+	fc.bound.Store(&binding{send: f, resend: n > 1 && f.started.Load()})
+}
+
+// check reports whether the bound send may write at t.
+func (f *sendFence) check(b *binding, t time.Time) error {
+	if b.resend {
+		return errResend
+	}
+	if f.allow != nil && !f.allow(t) {
+		f.fenced.Store(true)
+		return errFenced
+	}
+	f.started.Store(true)
+	return nil
+}
+
+// written notes a write that ended at t; the first after the request was buffered
+// is the flush of its last bytes.
+func (f *sendFence) written(t time.Time) {
+	f.lastByte.Store(t.UnixNano())
+	if f.buffered.Load() {
+		f.finish(t.UnixNano())
+	}
+}
+
+// settle reports the request as left at its last write if no write followed the
+// transport's buffering (its bytes had already gone out).
+func (f *sendFence) settle() {
+	if f.buffered.Load() {
+		if ns := f.lastByte.Load(); ns != 0 {
+			f.finish(ns)
+		}
+	}
+}
+
+func (f *sendFence) finish(ns int64) {
+	if f.left.CompareAndSwap(0, ns) && f.wrote != nil {
+		f.wrote(time.Unix(0, ns))
+	}
+}
+
+func (f *sendFence) wroteAt() time.Time {
+	if ns := f.left.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// binding is a connection's current send.
+type binding struct {
+	send   *sendFence
+	resend bool // the transport re-sends a request already written elsewhere
+}
+
+// fencedConn asks the send bound to it before every write.
+type fencedConn struct {
+	net.Conn
+	now   func() time.Time
+	bound atomic.Pointer[binding]
+}
+
+// Write writes p if the bound send may still write; bytes written before any send
+// is bound (a TLS handshake) are not a request's.
+func (c *fencedConn) Write(p []byte) (int, error) {
+	b := c.bound.Load()
+	if b == nil {
+		return c.Conn.Write(p)
+	}
+	if err := b.send.check(b, c.now()); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		b.send.written(c.now())
+	}
+	return n, err
+}
+
+// unwrap finds the fencedConn under c (a TLS connection wraps it).
+func unwrap(c net.Conn) *fencedConn {
+	for c != nil {
+		switch v := c.(type) {
+		case *fencedConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }

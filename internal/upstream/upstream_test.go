@@ -1,8 +1,15 @@
 package upstream_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,32 +44,32 @@ func TestClient_ClassifiesEachAnswer(t *testing.T) {
 	ctx := context.Background()
 
 	wrote := false
-	a := c.Send(ctx, key, 10, "r1", func(time.Time) { wrote = true })
+	a := c.Send(ctx, upstream.Call{Secret: key, Nonce: 10, RequestID: "r1", Wrote: func(time.Time) { wrote = true }})
 	require.Equal(t, upstream.OK, a.Class, a.Msg)
 	require.True(t, wrote)
 	require.False(t, a.Wrote.After(a.Answered))
 	require.False(t, a.Unknown())
 
-	a = c.Send(ctx, key, 5, "r2", nil)
+	a = c.Send(ctx, upstream.Call{Secret: key, Nonce: 5, RequestID: "r2"})
 	require.Equal(t, upstream.BadNonce, a.Class)
 	require.Equal(t, 400, a.Status)
 
 	// The ring of 2 is full now: the next ones within the window are rate-limited,
 	// and the third rejection blocks the key.
 	for range 3 {
-		a = c.Send(ctx, key, 20, "r3", nil)
+		a = c.Send(ctx, upstream.Call{Secret: key, Nonce: 20, RequestID: "r3"})
 		require.Equal(t, upstream.RateLimited, a.Class)
 	}
-	a = c.Send(ctx, key, 21, "r4", nil)
+	a = c.Send(ctx, upstream.Call{Secret: key, Nonce: 21, RequestID: "r4"})
 	require.Equal(t, upstream.KeyUnusable, a.Class, "blocked")
 	require.Equal(t, 429, a.Status)
 
-	a = c.Send(ctx, "not-a-key", 1, "r5", nil)
+	a = c.Send(ctx, upstream.Call{Secret: "not-a-key", Nonce: 1, RequestID: "r5"})
 	require.Equal(t, upstream.KeyUnusable, a.Class)
 	require.Equal(t, 401, a.Status)
 
 	require.NoError(t, ex.SetFaults(exchange.Faults{ErrorRate: 1, ErrorStatus: 502}))
-	a = c.Send(ctx, exchange.DefaultKeys()[1].Secret(), 1, "r6", nil)
+	a = c.Send(ctx, upstream.Call{Secret: exchange.DefaultKeys()[1].Secret(), Nonce: 1, RequestID: "r6"})
 	require.Equal(t, upstream.ServerError, a.Class)
 	require.Equal(t, 502, a.Status)
 }
@@ -73,7 +80,7 @@ func TestClient_TimeoutIsAnUnknownOutcomeAndNeverShowsTheKey(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	secret := exchange.DefaultKeys()[0].Secret()
-	a := c.Send(context.Background(), secret, 1, "slow", nil)
+	a := c.Send(context.Background(), upstream.Call{Secret: secret, Nonce: 1, RequestID: "slow"})
 	require.Equal(t, upstream.Timeout, a.Class)
 	require.True(t, a.Unknown(), "the request left; no answer came back")
 	require.NotContains(t, a.Msg, secret)
@@ -83,7 +90,7 @@ func TestClient_ConnectionRefused(t *testing.T) {
 	c, err := upstream.New("http://127.0.0.1:1", time.Second, 1, nil)
 	require.NoError(t, err)
 	secret := exchange.DefaultKeys()[0].Secret()
-	a := c.Send(context.Background(), secret, 1, "x", nil)
+	a := c.Send(context.Background(), upstream.Call{Secret: secret, Nonce: 1, RequestID: "x"})
 	require.Equal(t, upstream.ConnError, a.Class)
 	require.False(t, a.Unknown(), "nothing left")
 	require.NotContains(t, a.Msg, secret)
@@ -94,4 +101,161 @@ func TestNew_RejectsABadURL(t *testing.T) {
 		_, err := upstream.New(u, time.Second, 1, nil)
 		require.Error(t, err, u)
 	}
+}
+
+// rawServer answers HTTP/1.1 by hand on loopback: on every connection it answers
+// the first request with a kept-alive 200 and reads the second fully, then closes
+// the connection without a byte of answer. It counts the requests it read.
+type rawServer struct {
+	ln    net.Listener
+	reads atomic.Int32
+}
+
+func startRawServer(t *testing.T) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &rawServer{ln: ln}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.serve(c)
+		}
+	}()
+	return s
+}
+
+func (s *rawServer) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 0; ; i++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		s.reads.Add(1)
+		if i > 0 {
+			return // read, then hang up before answering
+		}
+		body := `{"status":"OK","req_id":"x"}`
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+}
+
+func (s *rawServer) url() string { return "http://" + s.ln.Addr().String() }
+
+func TestClient_NeverWritesARequestTwiceWhenAKeptAliveConnectionDrops(t *testing.T) {
+	// Go's own transport writes the dropped request a second time on a new
+	// connection: the hazard this client guards against.
+	stock := startRawServer(t)
+	hc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(hc.CloseIdleConnections)
+	for range 2 {
+		if resp, err := hc.Get(stock.url() + "/api/request"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+	}
+	require.EqualValues(t, 3, stock.reads.Load(), "the stock transport re-sends the dropped request")
+
+	srv := startRawServer(t)
+	c, err := upstream.New(srv.url(), 2*time.Second, 4, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	wrote := 0
+	a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "first", Wrote: func(time.Time) { wrote++ }})
+	require.Equal(t, upstream.OK, a.Class, a.Msg)
+	a = c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 2, RequestID: "second", Wrote: func(time.Time) { wrote++ }})
+	require.Equal(t, upstream.ConnError, a.Class, a.Msg)
+	require.True(t, a.Unknown(), "the dropped request left: its outcome is unknown")
+	require.EqualValues(t, 2, srv.reads.Load(), "each request reached the server once")
+	require.Equal(t, 2, wrote, "one write reported per request")
+}
+
+func TestClient_NeverFollowsARedirect(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, "/moved?"+r.URL.RawQuery, http.StatusFound)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := upstream.New(srv.URL, 2*time.Second, 4, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	a := c.Send(context.Background(), upstream.Call{Secret: "s3cr3t-key", Nonce: 1, RequestID: "r"})
+	require.Equal(t, upstream.Gateway, a.Class)
+	require.Equal(t, http.StatusFound, a.Status)
+	require.EqualValues(t, 1, hits.Load(), "the redirect was not followed")
+	require.Contains(t, a.Msg, "redirect")
+	require.NotContains(t, a.Msg, "s3cr3t-key")
+	require.True(t, a.Unknown(), "a redirect does not prove the upstream took the request")
+}
+
+func TestClient_OnlyTheUpstreamsOwnAnswerProvesArrival(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		body        string
+		want        upstream.Class
+		wantArrived bool
+	}{
+		{"a proxy's 502 page", 502, "<html>Bad Gateway</html>", upstream.Gateway, false},
+		{"a proxy's 504 without a body", 504, "", upstream.Gateway, false},
+		{"a 200 that is not JSON", 200, "OK", upstream.Gateway, false},
+		{"the upstream's own 503", 503, `{"status":"error","error_msg":"maintenance"}`, upstream.ServerError, true},
+		{"the upstream's own 200", 200, `{"status":"OK","req_id":"r"}`, upstream.OK, true},
+		{"a 429 from anything is a rate limit", 429, "slow down", upstream.RateLimited, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tt.status)
+				_, _ = io.WriteString(w, tt.body)
+			}))
+			t.Cleanup(srv.Close)
+			c, err := upstream.New(srv.URL, 2*time.Second, 1, nil)
+			require.NoError(t, err)
+			t.Cleanup(c.Close)
+			a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "r"})
+			require.Equal(t, tt.want, a.Class, a.Msg)
+			require.Equal(t, tt.wantArrived, a.Class.Arrived())
+			require.Equal(t, !tt.wantArrived, a.Unknown())
+		})
+	}
+}
+
+func TestClient_AFenceThatSaysNoStopsTheRequestBeforeAByteLeaves(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.WriteString(w, `{"status":"OK"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := upstream.New(srv.URL, 2*time.Second, 1, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+
+	// Over a connection kept alive by a first request, then over a fresh one.
+	a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "r1", Fence: func(time.Time) bool { return true }})
+	require.Equal(t, upstream.OK, a.Class, a.Msg)
+	for _, name := range []string{"reused connection", "new connection"} {
+		if name == "new connection" {
+			c.Close()
+		}
+		a = c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 2, RequestID: "r2", Fence: func(time.Time) bool { return false }})
+		require.Equal(t, upstream.Fenced, a.Class, "%s: %s", name, a.Msg)
+		require.True(t, a.Wrote.IsZero(), name)
+		require.False(t, a.Unknown(), "%s: nothing left", name)
+	}
+	require.EqualValues(t, 1, hits.Load(), "only the first request reached the server")
+}
+
+func TestRedact_DropsUserInfoAndQuery(t *testing.T) {
+	require.Equal(t, "http://host:8080/p?…", upstream.Redact("http://alice:pw@host:8080/p?api_key=secret"))
+	require.NotContains(t, upstream.Redact("https://u:p@h/x?k=v"), "p@")
 }

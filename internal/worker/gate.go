@@ -22,33 +22,45 @@ type slot struct {
 	ticket limiter.Ticket
 	nonce  int64
 	at     time.Time
+	// maxDelay is the limiter's delay bound L when the slot was granted: the lease
+	// must cover the request's last byte plus L (session.fence).
+	maxDelay time.Duration
+}
+
+// nonceSource hands out nonces in the order asked; only the gate's head asks.
+type nonceSource interface {
+	take(ctx context.Context) (int64, error)
 }
 
 // gate serialises one key's sends. Waiters queue in arrival order; the head waits
-// until the limiter allows a send, takes the next nonce and goes. The next waiter
-// may go only once that request has left (Wrote), so nonces leave in order and the
-// limiter knows when each request really left.
+// until the limiter allows a send, takes the next nonce (outside the lock: that may
+// wait on NATS), then checks the lease and the limiter again and goes. The next
+// waiter may go only once that request has left (wrote), so nonces leave in order
+// and the limiter knows when each request really left.
 type gate struct {
+	// Set once.
 	pacer  Pacer
 	valid  func(time.Time) bool // the lease's fencing check
 	now    func() time.Time
-	nonces func(ctx context.Context) (int64, error)
+	nonces nonceSource
 
+	// Guarded by mu; pacer too is only used under mu.
 	mu       sync.Mutex
 	queue    []chan struct{} // waiters; the head's channel is closed
 	expected int             // requests pulled for this key that have not reached acquire yet
 	granted  uint64          // slots granted so far
 	leaving  uint64          // the granted slot that has not left yet, 0 if none
-	wake     chan struct{}   // closed and replaced whenever the limiter's state changes
+	held     int             // writes that must finish before the key sends again (a 429's count)
+	wake     chan struct{}   // closed and replaced whenever the state changes
 }
 
-func newGate(p Pacer, valid func(time.Time) bool, now func() time.Time, nonces func(context.Context) (int64, error)) *gate {
-	return &gate{pacer: p, valid: valid, now: now, nonces: nonces, wake: make(chan struct{})}
+func newGate(p Pacer, valid func(time.Time) bool, now func() time.Time, n nonceSource) *gate {
+	return &gate{pacer: p, valid: valid, now: now, nonces: n, wake: make(chan struct{})}
 }
 
 // acquire waits for the right to send. It fails when ctx ends (the request's time
-// to live, or the session), when the lease is no longer valid, or when the key is
-// quarantined.
+// to live, or the session), when the lease is no longer valid, when no nonce can be
+// had, or when the key is quarantined.
 func (g *gate) acquire(ctx context.Context) (slot, error) {
 	turn := make(chan struct{})
 	g.mu.Lock()
@@ -58,47 +70,61 @@ func (g *gate) acquire(ctx context.Context) (slot, error) {
 		close(turn)
 	}
 	g.mu.Unlock()
+	defer g.leave(turn)
 
 	select {
 	case <-turn:
 	case <-ctx.Done():
-		g.leave(turn)
 		return slot{}, ctx.Err()
 	}
+	var (
+		nonce   int64
+		haveOne bool // a nonce taken and not yet sent: this head sends it next
+	)
 	for {
 		g.mu.Lock()
 		now := g.now()
 		if !g.valid(now) {
 			g.mu.Unlock()
-			g.leave(turn)
 			return slot{}, errLeaseLost
 		}
 		wait := time.Duration(-1) // wait for a wake-up only
-		if g.leaving == 0 {
+		if g.leaving == 0 && g.held == 0 {
 			next := g.pacer.Next(now)
 			if !next.After(now) {
-				s, err := g.grantLocked(ctx, now)
-				g.mu.Unlock()
-				g.leave(turn)
-				return s, err
+				if haveOne {
+					s, err := g.grantLocked(now, nonce)
+					g.mu.Unlock()
+					return s, err
+				}
+				wait = 0
+			} else {
+				wait = next.Sub(now)
 			}
-			wait = next.Sub(now)
 		}
 		wake := g.wake
 		g.mu.Unlock()
 
+		if wait == 0 {
+			// The limiter allows a send: take the nonce, which may wait on NATS,
+			// then check everything again, the lease first.
+			n, err := g.nonces.take(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return slot{}, ctx.Err()
+				}
+				return slot{}, fmt.Errorf("next nonce: %w", err)
+			}
+			nonce, haveOne = n, true
+			continue
+		}
 		if err := sleep(ctx, wait, wake); err != nil {
-			g.leave(turn)
 			return slot{}, err
 		}
 	}
 }
 
-func (g *gate) grantLocked(ctx context.Context, now time.Time) (slot, error) {
-	nonce, err := g.nonces(ctx)
-	if err != nil {
-		return slot{}, fmt.Errorf("next nonce: %w", err)
-	}
+func (g *gate) grantLocked(now time.Time, nonce int64) (slot, error) {
 	tk, err := g.pacer.Sent(now)
 	if errors.Is(err, limiter.ErrQuarantined) {
 		return slot{}, errQuarantined
@@ -108,7 +134,7 @@ func (g *gate) grantLocked(ctx context.Context, now time.Time) (slot, error) {
 	}
 	g.granted++
 	g.leaving = g.granted
-	return slot{seq: g.granted, ticket: tk, nonce: nonce, at: now}, nil
+	return slot{seq: g.granted, ticket: tk, nonce: nonce, at: now, maxDelay: g.pacer.MaxDelay()}, nil
 }
 
 // sleep waits for d (forever when d < 0), a wake-up, or the end of ctx.
@@ -149,7 +175,7 @@ func (g *gate) waitReady(ctx context.Context, lead time.Duration) error {
 		g.mu.Lock()
 		now := g.now()
 		wait := time.Duration(-1)
-		if g.expected == 0 && len(g.queue) == 0 {
+		if g.expected == 0 && len(g.queue) == 0 && g.held == 0 {
 			wait = max(g.pacer.Next(now).Sub(now)-lead, 0)
 		}
 		wake := g.wake
@@ -176,6 +202,10 @@ func (g *gate) leave(turn chan struct{}) {
 			break
 		}
 	}
+	g.wakeLocked()
+}
+
+func (g *gate) wakeLocked() {
 	close(g.wake)
 	g.wake = make(chan struct{})
 }
@@ -185,8 +215,7 @@ func (g *gate) update(f func(Pacer)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f(g.pacer)
-	close(g.wake)
-	g.wake = make(chan struct{})
+	g.wakeLocked()
 }
 
 // wrote records that the granted request finished leaving at t.
@@ -200,14 +229,29 @@ func (g *gate) wrote(s slot, t time.Time) {
 }
 
 // done records the outcome of the granted request; the request is no longer
-// leaving, whether or not it ever left.
-func (g *gate) done(s slot, f func(Pacer)) {
-	g.update(func(p Pacer) {
-		if g.leaving == s.seq {
-			g.leaving = 0
-		}
-		f(p)
-	})
+// leaving, whether or not it ever left. With hold, no send leaves until the
+// returned release is called, so what done learned can be written first.
+func (g *gate) done(s slot, hold bool, f func(Pacer)) (release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.leaving == s.seq {
+		g.leaving = 0
+	}
+	f(g.pacer)
+	g.wakeLocked()
+	if !hold {
+		return func() {}
+	}
+	g.held++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.held--
+			g.wakeLocked()
+		})
+	}
 }
 
 // state reads the limiter under the gate's lock.

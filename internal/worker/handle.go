@@ -14,47 +14,43 @@ import (
 	"github.com/ratefleet/ratefleet/internal/upstream"
 )
 
-// ackTimeout bounds one acknowledgement or graveyard write.
+// ackTimeout bounds one acknowledgement, NAK or graveyard write.
 const ackTimeout = 5 * time.Second
 
 // handle is the life of one request: decode, check its time to live, wait for the
-// key's limiter, send, then act on the answer.
+// key's gate, send, then act on the answer as outcomeOf says. ctx is the
+// session's: once the request has left, what follows runs to the end even if the
+// session ends meanwhile.
 func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	w := s.w
 	w.rec.InFlight(1)
 	defer w.rec.InFlight(-1)
-	atGate := false
-	defer func() {
-		if !atGate {
-			s.gate.unexpect()
-		}
-	}()
+	finish := context.WithoutCancel(ctx) // acks and burials outlive the session
+
 	md, err := msg.Metadata()
 	if err != nil {
+		s.gate.unexpect()
 		s.log.Error("message without JetStream metadata; leaving it for redelivery", "err", err)
 		return
 	}
 	req, err := request.Decode(msg.Data())
 	if err != nil {
-		atGate = true
 		s.gate.unexpect() // free the key for the next request before burying this one
 		w.rec.Count("", stats.ResultMalformed)
-		s.bury(msg, md, request.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
+		s.bury(finish, msg, md, request.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
 		return
 	}
 	if req.Expired(w.cfg.Now()) {
-		atGate = true
 		s.gate.unexpect()
 		w.rec.Count(s.key.Name(), stats.ResultExpired)
-		s.bury(msg, md, req, graveyard.ReasonExpired, "stale before it could be sent", nil)
+		s.bury(finish, msg, md, req, graveyard.ReasonExpired, "stale before it could be sent", nil)
 		return
 	}
 
-	// Wait for the limiter. Waiting is not failing: the message is kept alive and
+	// 1. Wait at the gate. Waiting is not failing: the message is kept alive and
 	// the wait ends at the request's deadline.
 	waitCtx, cancel := context.WithDeadline(ctx, req.Deadline())
 	stopKeepAlive := keepAlive(waitCtx, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
-	atGate = true
 	sl, err := s.gate.acquire(waitCtx)
 	stopKeepAlive()
 	cancel()
@@ -62,112 +58,149 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	case err == nil:
 	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 		w.rec.Count(s.key.Name(), stats.ResultExpired)
-		s.bury(msg, md, req, graveyard.ReasonExpired, "time to live ran out while waiting for the key's rate limit", nil)
+		s.bury(finish, msg, md, req, graveyard.ReasonExpired, "time to live ran out while waiting for the key's rate limit", nil)
 		return
 	default:
-		// The session is ending (shutdown, lease lost, quarantine): another worker
-		// takes the request at once.
-		if errors.Is(err, errLeaseLost) {
+		// The session is ending (shutdown, lease lost, quarantine) or key state
+		// cannot be reached: another worker takes the request at once.
+		switch {
+		case errors.Is(err, errLeaseLost):
 			s.end(errLeaseLost)
+		case errors.Is(err, errQuarantined):
+			s.quarantine(finish)
+		case ctx.Err() == nil:
+			s.log.Warn("could not send; the request goes back to the queue", "request", req.ID, "err", err)
 		}
-		if errors.Is(err, errQuarantined) {
-			s.quarantine()
-		}
-		_ = msg.Nak()
+		s.nakNow(msg, req)
 		return
 	}
 
-	// Send. The request completes even if the session ends meanwhile: it has left.
+	// 2. Send. The request completes even if the session ends meanwhile: it has
+	// left, or is leaving, and only the fence can stop its bytes.
 	w.rec.Sent(s.key.Name())
-	ans := w.cfg.Upstream.Send(context.WithoutCancel(ctx), s.key.Secret(), sl.nonce, req.ID,
-		func(t time.Time) { s.gate.wrote(sl, t) })
-	s.gate.done(sl, func(p Pacer) {
-		switch {
-		case ans.Class == upstream.RateLimited:
-			p.Rejected(sl.ticket, ans.Answered, ans.RetryAfter)
-		case !ans.Answered.IsZero():
+	ans := w.cfg.Upstream.Send(finish, upstream.Call{
+		Secret: s.key.Secret(), Nonce: sl.nonce, RequestID: req.ID,
+		Fence: s.fence(sl.maxDelay),
+		Wrote: func(t time.Time) { s.gate.wrote(sl, t) },
+	})
+
+	// 3. Tell the limiter, then the key, as the answer's outcome says.
+	out := outcomeOf(ans.Class)
+	release := s.gate.done(sl, out.key == keyCount429, func(p Pacer) {
+		now := w.cfg.Now()
+		switch out.pacer {
+		case answered:
 			p.Answered(sl.ticket, ans.Answered)
+		case rejected:
+			p.Rejected(sl.ticket, ans.Answered, ans.RetryAfter)
+		case lostUntil:
+			p.LostUntil(sl.ticket, now, ans.Answered.Add(w.cfg.GatewayHold))
 		default:
-			p.Lost(sl.ticket, w.cfg.Now())
-		}
-		if ans.Class == upstream.BadNonce {
-			s.nonce = s.nonceEnd // move on: the next send reserves a fresh, higher block
+			p.Lost(sl.ticket, now)
 		}
 		s.recordLimiter(p)
 	})
-
-	attempt := graveyard.Attempt{
-		At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Key: s.key.Name(),
-		Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(),
-	}
-	switch ans.Class {
-	case upstream.OK:
-		w.rec.Count(s.key.Name(), stats.ResultOK)
-		w.rec.Latency(ans.Answered.Sub(req.Created))
-		s.ack(msg, req, md)
-		return
-	case upstream.RateLimited:
-		attrs := []any{"status", ans.Status, "retry_after", ans.RetryAfter, "sent_at", sl.at, "answered_at", ans.Answered}
-		quarantined := false
-		s.gate.state(func(p Pacer) {
-			quarantined = p.Quarantined()
-			if r, ok := p.(interface {
-				LastRejection() (limiter.Rejection, bool)
-			}); ok {
-				if rej, ok := r.LastRejection(); ok {
-					attrs = append(attrs, "max_delay_before", rej.MaxDelayBefore, "max_delay", rej.MaxDelay,
-						"paused_until", rej.PauseUntil, "count", rej.Count, "ban_threshold", rej.BanThreshold)
-				}
-			}
-		})
-		s.log.Warn("upstream rate-limited a request the limiter allowed; pausing the key and widening its delay bound", attrs...)
-		if quarantined {
-			s.quarantine()
-		}
-	case upstream.BadNonce:
+	w.rec.Count(s.key.Name(), out.result)
+	switch out.key {
+	case keyNewNonces:
+		s.nonces.skip()
 		s.log.Warn("upstream refused a nonce; moving the nonce on", "nonce", sl.nonce, "sent_at", sl.at, "wrote_at", ans.Wrote, "answered_at", ans.Answered)
-	case upstream.KeyUnusable:
+	case keyCount429:
+		s.count429(finish, sl, ans) // the key sends again only once this is written
+		release()
+	case keyUnusable:
 		s.log.Error("upstream refused the key; releasing it for good", "status", ans.Status, "answer", ans.Msg)
-		s.markUnusable(ans.Msg)
+		s.markUnusable(finish, ans.Msg, false)
+	case keyLeaseLost:
+		s.end(errLeaseLost)
 	}
-	w.rec.Count(s.key.Name(), resultOf(ans.Class))
-	s.retryOrBury(msg, md, req, attempt)
+
+	// 4. Acknowledge, retry or bury the message.
+	switch out.msg {
+	case msgAck:
+		w.rec.Latency(ans.Answered.Sub(req.Created))
+		s.ack(finish, msg, req, md)
+	case msgBack:
+		s.nakNow(msg, req)
+	default:
+		s.retryOrBury(finish, msg, md, req, graveyard.Attempt{
+			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Key: s.key.Name(),
+			Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(),
+		})
+	}
 }
 
-func resultOf(c upstream.Class) string {
-	switch c {
-	case upstream.OK:
-		return stats.ResultOK
-	case upstream.RateLimited:
-		return stats.ResultRateLimited
-	case upstream.BadNonce:
-		return stats.ResultBadNonce
-	case upstream.KeyUnusable:
-		return stats.ResultKeyUnusable
-	case upstream.Timeout:
-		return stats.ResultTimeout
-	case upstream.ConnError:
-		return stats.ResultConnError
-	}
-	return stats.ResultServerError
+// fence returns the check the upstream client makes before writing each byte of a
+// request: the lease must still be valid when the last byte's arrival, up to
+// maxDelay later, could be seen. Its safety margin covers maxDelay up to the
+// margin itself; beyond that, the send must end that much earlier.
+func (s *session) fence(maxDelay time.Duration) func(time.Time) bool {
+	extra := max(maxDelay-s.lease.Margin(), 0)
+	return func(t time.Time) bool { return s.lease.Covers(t.Add(extra)) }
 }
 
-// retryOrBury NAKs a failed attempt with the configured delay, or buries the
-// request when this was its last allowed delivery.
-func (s *session) retryOrBury(msg jetstream.Msg, md *jetstream.MsgMetadata, req request.Request, a graveyard.Attempt) {
+// count429 writes the 429 to key state, so the key's next holder starts from the
+// fleet's count and the learned delay bound, and quarantines the key when the
+// ban guard trips. It keeps trying until written or the key is given up.
+func (s *session) count429(ctx context.Context, sl slot, ans upstream.Answer) {
+	var (
+		quarantined bool
+		l           time.Duration
+		attrs       = []any{"status", ans.Status, "retry_after", ans.RetryAfter, "sent_at", sl.at, "answered_at", ans.Answered}
+	)
+	s.gate.state(func(p Pacer) {
+		quarantined, l = p.Quarantined(), p.MaxDelay()
+		if r, ok := p.(interface {
+			LastRejection() (limiter.Rejection, bool)
+		}); ok {
+			if rej, ok := r.LastRejection(); ok {
+				attrs = append(attrs, "max_delay_before", rej.MaxDelayBefore, "max_delay", rej.MaxDelay,
+					"paused_until", rej.PauseUntil, "count", rej.Count, "ban_threshold", rej.BanThreshold)
+			}
+		}
+	})
+	s.log.Warn("upstream rate-limited a request the limiter allowed; pausing the key and widening its delay bound", attrs...)
+	for attempt := 0; ; attempt++ {
+		wctx, cancel := context.WithTimeout(ctx, ackTimeout)
+		n, err := s.w.state.Record429(wctx, s.key.Name(), l, s.w.cfg.Now())
+		cancel()
+		if err == nil {
+			s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) { kr.Count429Lifetime = n })
+			break
+		}
+		if !s.lease.Valid(s.w.cfg.Now()) {
+			// The key is no longer ours: it sends nothing more here, and the next
+			// holder waits a full window. The count may be short by this one.
+			s.log.Error("could not count the 429 in key state before the lease ran out", "err", err)
+			s.end(errLeaseLost)
+			return
+		}
+		s.log.Warn("could not count the 429 in key state; the key waits until it is written", "err", err, "attempt", attempt+1)
+		_ = sleep(ctx, min(time.Duration(attempt+1)*100*time.Millisecond, time.Second), nil)
+	}
+	if quarantined {
+		s.quarantine(ctx)
+	}
+}
+
+// retryOrBury records a failed attempt and NAKs it with the configured delay, or
+// buries the request when this was its last allowed delivery.
+func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req request.Request, a graveyard.Attempt) {
 	cons := s.w.cfg.Streams.Requests.Consumer
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-	defer cancel()
 	if int(md.NumDelivered) >= cons.MaxDeliver {
-		prev, err := s.w.attempts.List(ctx, req.ID)
+		lctx, cancel := context.WithTimeout(ctx, ackTimeout)
+		prev, err := s.w.attempts.List(lctx, req.ID)
+		cancel()
 		if err != nil {
 			s.log.Warn("could not read earlier attempts; burying with the last one only", "request", req.ID, "err", err)
 		}
 		s.w.rec.Count(s.key.Name(), stats.ResultBuried)
-		s.bury(msg, md, req, graveyard.ReasonMaxDeliveries, a.Result+": "+a.Error, append(prev, a))
+		s.bury(ctx, msg, md, req, graveyard.ReasonMaxDeliveries, a.Result+": "+a.Error, append(prev, a))
 		return
 	}
-	if err := s.w.attempts.Record(ctx, req.ID, a); err != nil {
+	rctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	if err := s.w.attempts.Record(rctx, req.ID, a); err != nil {
 		s.log.Warn("could not record the attempt", "request", req.ID, "err", err)
 	}
 	if err := msg.NakWithDelay(cons.RetryDelay(int(md.NumDelivered))); err != nil {
@@ -175,10 +208,17 @@ func (s *session) retryOrBury(msg jetstream.Msg, md *jetstream.MsgMetadata, req 
 	}
 }
 
+// nakNow gives a request that was not sent back to the queue at once.
+func (s *session) nakNow(msg jetstream.Msg, req request.Request) {
+	if err := msg.Nak(); err != nil {
+		s.log.Warn("could not NAK; the request is redelivered after its ack wait", "request", req.ID, "err", err)
+	}
+}
+
 // ack acknowledges a request answered 200, confirming with the server so it is not
 // delivered again.
-func (s *session) ack(msg jetstream.Msg, req request.Request, md *jetstream.MsgMetadata) {
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+func (s *session) ack(ctx context.Context, msg jetstream.Msg, req request.Request, md *jetstream.MsgMetadata) {
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	var err error
 	for range 3 {
@@ -198,8 +238,8 @@ func (s *session) ack(msg jetstream.Msg, req request.Request, md *jetstream.MsgM
 
 // bury stores the request in the graveyard, then acknowledges it. If the graveyard
 // cannot take it, the request stays in the queue and is delivered again.
-func (s *session) bury(msg jetstream.Msg, md *jetstream.MsgMetadata, req request.Request, reason, why string, attempts []graveyard.Attempt) {
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req request.Request, reason, why string, attempts []graveyard.Attempt) {
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	e := graveyard.Entry{
 		Reason: reason, RequestID: req.ID, Original: msg.Data(),
@@ -222,19 +262,19 @@ func (s *session) bury(msg jetstream.Msg, md *jetstream.MsgMetadata, req request
 }
 
 // quarantine marks the key unusable after the ban guard tripped.
-func (s *session) quarantine() {
-	s.log.Error("ban guard tripped: too many 429s on this key; quarantining it across the fleet")
-	s.markUnusable("quarantined by the ban guard after repeated 429s")
+func (s *session) quarantine(ctx context.Context) {
+	s.log.Error("ban guard tripped: too many 429s on this key over its lifetime; quarantining it across the fleet")
+	s.markUnusable(ctx, "quarantined by the ban guard after repeated 429s", true)
 }
 
 // markUnusable records that no worker may claim the key again and ends the session.
-func (s *session) markUnusable(reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+func (s *session) markUnusable(ctx context.Context, reason string, quarantined bool) {
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
-	if err := s.w.state.MarkUnusable(ctx, s.key.Name(), reason, s.w.cfg.Now()); err != nil {
+	if err := s.w.state.MarkUnusable(ctx, s.key.Name(), reason, quarantined, s.w.cfg.Now()); err != nil {
 		s.log.Error("could not mark the key unusable", "err", err)
 	}
-	s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) { kr.Quarantined = true })
+	s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) { kr.Quarantined = kr.Quarantined || quarantined })
 	s.end(errUnusable)
 }
 

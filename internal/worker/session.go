@@ -27,21 +27,24 @@ var (
 // session serves one held key: it renews the lease, pulls requests while it may
 // send, and on its end hands the key's state over and releases the lease.
 type session struct {
+	// Set once, by claim.
 	w       *Worker
 	key     keys.Key
 	lease   *lease.Lease
-	gate    *gate
 	log     *slog.Logger
 	claimed time.Time
+	start   KeyStart
 
-	// Guarded by the gate's lock (nonces is only called from it).
-	nonce, nonceEnd int64
-	cancel          context.CancelCauseFunc
-	endOnce         sync.Once
+	// Set once, by run.
+	ctx     context.Context // ends with the session
+	cancel  context.CancelCauseFunc
+	gate    *gate
+	nonces  *nonces
+	endOnce sync.Once
 }
 
-// claim takes the key's lease and prepares a session, restoring the limiter from
-// the previous holder's handoff when there is one.
+// claim takes the key's lease and reads what the fleet knows of the key: the
+// previous holder's handoff, its lifetime 429 count and learned delay bound.
 func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
 	rec, _, err := w.state.Get(ctx, k.Name())
 	if err != nil {
@@ -62,16 +65,17 @@ func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
 	}
 	claimed := w.cfg.Now()
 	var (
-		handoff json.RawMessage
-		crashed bool
+		handoff   json.RawMessage
+		writtenAt time.Time
+		crashed   bool
 	)
 	// Take the handoff and clear it, so a later crash is never mistaken for a clean
 	// handoff; naming the holder lets the next one know this one may crash.
-	_, err = w.state.Update(ctx, k.Name(), func(r *keystate.Record) error {
+	rec, err = w.state.Update(ctx, k.Name(), func(r *keystate.Record) error {
 		if r.Unusable {
 			return errUnusable
 		}
-		handoff, crashed = r.Limiter, r.Limiter == nil && r.Holder != ""
+		handoff, writtenAt, crashed = r.Limiter, r.HandedOffAt, r.Limiter == nil && r.Holder != ""
 		r.Limiter, r.HandedOffAt, r.Holder, r.Updated = nil, time.Time{}, w.cfg.ID, claimed
 		return nil
 	})
@@ -79,38 +83,21 @@ func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
 		_ = l.Release(ctx)
 		return nil, err
 	}
-	var waitFrom time.Time
-	if crashed {
-		waitFrom = claimed
-	}
-	p, err := w.cfg.NewPacer(k, handoff, waitFrom)
-	if err != nil {
-		_ = l.Release(ctx)
-		return nil, fmt.Errorf("limiter for key %s: %w", k, err)
-	}
-	s := &session{w: w, key: k, lease: l, claimed: claimed, log: w.log.With("key", k)}
-	s.gate = newGate(p, l.Valid, w.cfg.Now, s.nextNonce)
-	w.rec.Key(k.Name(), func(kr *stats.KeyReport) {
-		kr.Fingerprint, kr.Held, kr.Since = k.Fingerprint(), true, claimed
-		kr.MaxDelayMs = float64(p.MaxDelay()) / float64(time.Millisecond)
-	})
-	s.log.Info("claimed key", "handoff", handoff != nil, "after_crash", crashed)
-	return s, nil
-}
-
-// nextNonce returns the next nonce, reserving a new block when this one is used up.
-// It is called under the gate's lock, in send order.
-func (s *session) nextNonce(ctx context.Context) (int64, error) {
-	if s.nonce >= s.nonceEnd {
-		first, err := s.w.state.ReserveNonces(ctx, s.key.Name(), s.w.cfg.NonceBlock, s.w.cfg.Now())
+	start := KeyStart{Count429: rec.Count429, MaxDelay: rec.MaxDelay}
+	if handoff != nil {
+		st, err := decodeHandoff(handoff, writtenAt, w.cfg.Now())
 		if err != nil {
-			return 0, err
+			// Not to be trusted: wait as after a crash, which needs nothing from it.
+			w.log.Error("the key's handed-off limiter state cannot be trusted; waiting a full window instead", "key", k, "err", err)
+			crashed = true
+		} else {
+			start.Handoff = st
 		}
-		s.nonce, s.nonceEnd = first, first+s.w.cfg.NonceBlock
 	}
-	n := s.nonce
-	s.nonce++
-	return n, nil
+	if crashed {
+		start.Crashed = claimed
+	}
+	return &session{w: w, key: k, lease: l, claimed: claimed, start: start, log: w.log.With("key", k)}, nil
 }
 
 // end stops the session for the given reason.
@@ -119,20 +106,39 @@ func (s *session) end(cause error) {
 }
 
 // run serves the key until the worker stops, the lease is lost or the key becomes
-// unusable.
+// unusable, then hands the key over.
 func (s *session) run(ctx context.Context) {
-	sctx, cancel := context.WithCancelCause(ctx)
-	s.cancel = cancel
-	defer cancel(nil)
+	w := s.w
+	s.ctx, s.cancel = context.WithCancelCause(ctx)
+	defer s.cancel(nil)
+
+	p, err := w.cfg.NewPacer(s.key, s.start)
+	if err != nil {
+		s.log.Error("cannot start the key's limiter; releasing the key", "err", err)
+		s.release(context.WithoutCancel(ctx))
+		return
+	}
+	s.nonces = newNonces(s.ctx, w.cfg.NonceBlock, func(ctx context.Context) (int64, error) {
+		return w.state.ReserveNonces(ctx, s.key.Name(), w.cfg.NonceBlock, w.cfg.Now())
+	})
+	s.gate = newGate(p, s.lease.Valid, w.cfg.Now, s.nonces)
+	w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) {
+		kr.Fingerprint, kr.Held, kr.Since = s.key.Fingerprint(), true, s.claimed
+		kr.MaxDelayMs = float64(p.MaxDelay()) / float64(time.Millisecond)
+		kr.Count429Lifetime = s.start.Count429
+	})
+	s.log.Info("claimed key", "handoff", s.start.Handoff != nil, "after_crash", !s.start.Crashed.IsZero(),
+		"count_429_lifetime", s.start.Count429, "max_delay", p.MaxDelay())
 
 	var bg sync.WaitGroup
 	bg.Add(1)
-	go func() { defer bg.Done(); s.keepLease(sctx) }()
-
-	s.pull(sctx)
+	go func() { defer bg.Done(); s.keepLease(s.ctx) }()
+	s.pull(s.ctx)
 	bg.Wait()
+	s.cancel(nil) // ends reservations still running
+	s.nonces.wait()
 
-	cause := context.Cause(sctx)
+	cause := context.Cause(s.ctx)
 	if ctx.Err() != nil {
 		cause = errShutdown
 	}
@@ -146,16 +152,20 @@ func (s *session) run(ctx context.Context) {
 		if errors.Is(cause, errShutdown) {
 			s.handOff(cleanup)
 		}
-		if err := s.lease.Release(cleanup); err != nil {
-			s.log.Warn("could not release lease; it lapses by itself", "err", err)
-		} else {
-			s.log.Info("released key", "reason", cause.Error())
-		}
+		s.release(cleanup)
+		s.log.Info("released key", "reason", cause.Error())
 	}
-	s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) { kr.Held = false })
+	w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) { kr.Held = false })
 }
 
-// handOff writes the limiter's state for the next holder.
+func (s *session) release(ctx context.Context) {
+	if err := s.lease.Release(ctx); err != nil {
+		s.log.Warn("could not release lease; it lapses by itself", "err", err)
+	}
+}
+
+// handOff writes the limiter's state for the next holder, with the time it was
+// written on this clock: the next holder reads the state's instants as ages.
 func (s *session) handOff(ctx context.Context) {
 	var (
 		st  json.RawMessage

@@ -2,18 +2,32 @@
 // requests from the shared durable consumer and sends each through its key's
 // limiter to the upstream, then acknowledges, retries or buries it.
 //
-// A worker holds up to MaxKeys leases, each served by a session with its own
-// limiter (session.go). The life of one request is in handle.go. Spare workers
-// stand by and claim a key as soon as its lease is released or lapses.
+// Where each part lives:
+//
+//   - worker.go: configuration, and Run, which starts the background duties in
+//     order and stops them in the reverse order.
+//   - claimer.go: claims keys (up to MaxKeys) and runs a session for each.
+//   - releases.go: watches the lease bucket so a standby claims a released key at
+//     once.
+//   - reporter.go: publishes the worker's stats every StatsInterval, and a last
+//     report at the end.
+//   - keeper.go: runs the graveyard keeper (requests the server gave up on).
+//   - session.go: one held key: claim, lease renewal, pulling, handoff, release.
+//   - handle.go: the life of one request, top to bottom: decode, time to live,
+//     the gate, the send, the answer, ack / NAK / bury.
+//   - outcome.go: the one table of what each answer class means for the limiter,
+//     the stats, the key and the message.
+//   - gate.go: one key's sends in order: the limiter's wait, the nonce, the lease
+//     check, then the send.
+//   - nonces.go: a key's nonce sequence, reserved in key state ahead of time.
+//   - pacer.go: the limiter of a newly claimed key, from what the fleet knows.
 package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"log/slog"
+		"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -23,22 +37,10 @@ import (
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
-	"github.com/ratefleet/ratefleet/internal/lease"
-	"github.com/ratefleet/ratefleet/internal/limiter/baseline"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 )
-
-// Pacer decides when a key's next request may leave and learns from what happened:
-// limiter.Limiter in production, a baseline in benchmarks. The method set is
-// declared once, with the baselines that share it.
-type Pacer = baseline.Pacer
-
-// PacerFactory makes the pacer of a newly claimed key. handoff is the state the
-// previous holder left at a clean release, or nil after a crash, in which case the
-// pacer must assume the window is full as of claimed.
-type PacerFactory func(key keys.Key, handoff json.RawMessage, claimed time.Time) (Pacer, error)
 
 // Config configures a worker.
 type Config struct {
@@ -63,11 +65,23 @@ type Config struct {
 	StatsInterval time.Duration
 	// ClaimRetry is how often a standby worker retries claiming; 1 s when 0.
 	ClaimRetry time.Duration
+	// GatewayHold is how long after a gateway's answer (a proxy's 502, 503 or 504,
+	// or any answer not in the upstream's format) the request may still reach the
+	// upstream; the key's next send waits for it. DefaultGatewayHold when 0.
+	GatewayHold time.Duration
+	// Keeper also runs the graveyard keeper, which buries requests the server
+	// gave up on without a worker seeing it; safe in every worker.
+	Keeper bool
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
+
+// DefaultGatewayHold is Config.GatewayHold's default: as long as one attempt may
+// take by default, so a gateway holding a request longer than the worker waits
+// for its answer is the only case not covered.
+const DefaultGatewayHold = 2 * time.Second
 
 // Worker is one worker process's state.
 type Worker struct {
@@ -80,6 +94,7 @@ type Worker struct {
 	attempts *graveyard.Attempts
 	state    *keystate.Store
 	leases   jetstream.KeyValue
+	keeper   *graveyard.Keeper // nil unless Config.Keeper
 }
 
 // New checks the configuration and opens what the worker needs in NATS.
@@ -99,6 +114,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	}
 	if cfg.ClaimRetry <= 0 {
 		cfg.ClaimRetry = time.Second
+	}
+	if cfg.GatewayHold <= 0 {
+		cfg.GatewayHold = DefaultGatewayHold
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -127,123 +145,53 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if err != nil {
 		return nil, fmt.Errorf("worker: open lease bucket: %w", err)
 	}
+	var keeper *graveyard.Keeper
+	if cfg.Keeper {
+		if keeper, err = graveyard.NewKeeper(ctx, js, sc, cfg.Logger); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
 	host, _ := os.Hostname()
 	return &Worker{
 		cfg: cfg, js: js, log: cfg.Logger.With("worker", cfg.ID),
 		rec:  stats.NewRecorder(cfg.ID, host, os.Getpid(), cfg.Now()),
-		cons: cons, grave: grave, attempts: attempts, state: state, leases: leases,
+		cons: cons, grave: grave, attempts: attempts, state: state, leases: leases, keeper: keeper,
 	}, nil
 }
 
 // Stats returns the worker's stats recorder.
 func (w *Worker) Stats() *stats.Recorder { return w.rec }
 
-// Run claims keys and serves them until ctx ends, then drains: in-flight requests
-// finish, waiting ones go back to the queue, each key's state is written and its
-// lease released so a standby takes over at once.
+// duty is one of the worker's background loops. start runs it until shutdown,
+// which returns once it has stopped.
+type duty interface {
+	start(wg *sync.WaitGroup)
+	shutdown()
+}
+
+// Run serves keys until ctx ends, then drains: in-flight requests finish, waiting
+// ones go back to the queue, each key's state is written and its lease released
+// so a standby takes over at once, and the last stats report is published.
+//
+// It starts the duties in order (stats first, so every later step is counted;
+// claiming last, once all it relies on runs) and stops them in the reverse order.
 func (w *Worker) Run(ctx context.Context) error {
-	var bg sync.WaitGroup
-	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(ctx))
-	bg.Add(1)
-	go func() { defer bg.Done(); w.publishStats(statsCtx) }()
-	defer func() {
-		stopStats()
-		bg.Wait()
-		w.publishFinalStats()
-	}()
-
-	wake := w.watchReleases(ctx)
-	held := map[string]bool{}
-	ended := make(chan string)
-	var sessions sync.WaitGroup
-	defer sessions.Wait()
-	standbyLogged := false
-	for {
-		for _, k := range w.claimOrder() {
-			if len(held) >= w.cfg.MaxKeys || ctx.Err() != nil {
-				break
-			}
-			if held[k.Name()] {
-				continue
-			}
-			s, err := w.claim(ctx, k)
-			if err != nil {
-				if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, errUnusable) && ctx.Err() == nil {
-					w.log.Warn("could not claim key", "key", k, "err", err)
-				}
-				continue
-			}
-			held[k.Name()] = true
-			standbyLogged = false
-			sessions.Add(1)
-			go func() {
-				defer sessions.Done()
-				s.run(ctx)
-				select {
-				case ended <- k.Name():
-				case <-ctx.Done():
-				}
-			}()
-		}
-		if len(held) == 0 && !standbyLogged {
-			w.log.Info("standing by: every usable key is held by another worker")
-			standbyLogged = true
-		}
-		timer := time.NewTimer(w.cfg.ClaimRetry)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case name := <-ended:
-			delete(held, name)
-		case <-wake:
-		case <-timer.C:
-		}
-		timer.Stop()
+	releases := newReleaseWatcher(w.leases, w.log)
+	duties := []duty{newReporter(w)}
+	if w.keeper != nil {
+		duties = append(duties, newKeeperDuty(w.keeper, w.log))
 	}
-}
+	duties = append(duties, releases, newClaimer(w, releases.wake))
 
-// claimOrder returns the keys starting at a position derived from the worker's id,
-// so workers spread over keys without a coordinator.
-func (w *Worker) claimOrder() []keys.Key {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(w.cfg.ID))
-	n := len(w.cfg.Keys)
-	start := int(h.Sum32() % uint32(n))
-	out := make([]keys.Key, 0, n)
-	for i := range n {
-		out = append(out, w.cfg.Keys[(start+i)%n])
+	var wg sync.WaitGroup
+	for _, d := range duties {
+		d.start(&wg)
 	}
-	return out
-}
-
-// watchReleases signals when a lease entry is deleted or expires, so a standby
-// claims at once instead of at its next retry.
-func (w *Worker) watchReleases(ctx context.Context) <-chan struct{} {
-	wake := make(chan struct{}, 1)
-	watcher, err := w.leases.WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		w.log.Warn("cannot watch leases; standby will poll", "err", err)
-		return wake
+	<-ctx.Done()
+	w.log.Info("worker stopping: handing keys over")
+	for i := len(duties) - 1; i >= 0; i-- {
+		duties[i].shutdown()
 	}
-	go func() {
-		defer func() { _ = watcher.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-watcher.Updates():
-				if !ok {
-					return
-				}
-				if e != nil && e.Operation() != jetstream.KeyValuePut {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	return wake
+	wg.Wait()
+	return nil
 }

@@ -46,6 +46,9 @@ type Pacer interface {
 	Answered(t limiter.Ticket, at time.Time)
 	// Lost records that no answer came back; the caller gave up at at.
 	Lost(t limiter.Ticket, at time.Time)
+	// LostUntil is Lost for a request that may still arrive until until (a
+	// gateway answered for the upstream).
+	LostUntil(t limiter.Ticket, at, until time.Time)
 	// Rejected records a 429 at at, with the upstream's Retry-After.
 	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
 	// Quarantined reports whether the pacer refuses to send after too many 429s.

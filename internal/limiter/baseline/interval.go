@@ -51,6 +51,9 @@ func (p *intervalRing) Answered(limiter.Ticket, time.Time) {}
 // Lost does nothing.
 func (p *intervalRing) Lost(limiter.Ticket, time.Time) {}
 
+// LostUntil does nothing: the baseline does not track arrivals.
+func (p *intervalRing) LostUntil(limiter.Ticket, time.Time, time.Time) {}
+
 // Rejected counts the 429 toward the guard.
 func (p *intervalRing) Rejected(limiter.Ticket, time.Time, time.Duration) { p.rejected() }
 

@@ -55,6 +55,9 @@ func (p *tokenBucket) Answered(limiter.Ticket, time.Time) {}
 // Lost does nothing.
 func (p *tokenBucket) Lost(limiter.Ticket, time.Time) {}
 
+// LostUntil does nothing: the baseline does not track arrivals.
+func (p *tokenBucket) LostUntil(limiter.Ticket, time.Time, time.Time) {}
+
 // Rejected counts the 429 toward the guard.
 func (p *tokenBucket) Rejected(limiter.Ticket, time.Time, time.Duration) { p.rejected() }
 

@@ -55,6 +55,9 @@ func (p *ringBuffer) Answered(limiter.Ticket, time.Time) {
 // Lost does nothing.
 func (p *ringBuffer) Lost(limiter.Ticket, time.Time) {}
 
+// LostUntil does nothing: the baseline does not track arrivals.
+func (p *ringBuffer) LostUntil(limiter.Ticket, time.Time, time.Time) {}
+
 // Rejected grows the buffer toward its high end and counts the 429.
 func (p *ringBuffer) Rejected(limiter.Ticket, time.Time, time.Duration) {
 	p.buffer = min(p.high, p.buffer+p.grow)

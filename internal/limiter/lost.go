@@ -1,0 +1,20 @@
+package limiter
+
+import "time"
+
+// LostUntil records that no answer of the upstream's own came back and that the
+// caller gave up at at, and that the request may still arrive as late as until:
+// a gateway in front of the upstream answered for it (a 502, 503 or 504, or an
+// answer not in the upstream's format) and may pass it on later. Its bound is then
+// the later of Lost's and until, and the bounds of the sends after it are raised to
+// keep growing.
+func (l *Limiter) LostUntil(t Ticket, at, until time.Time) {
+	l.observe(at)
+	r := l.open(t)
+	if r == nil {
+		return
+	}
+	l.lost(r, at)
+	r.floor = later(r.floor, until)
+	l.keepBoundsGrowing()
+}

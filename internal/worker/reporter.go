@@ -1,0 +1,77 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/stats"
+)
+
+// finalReportTimeout bounds the publication of the last report.
+const finalReportTimeout = 2 * time.Second
+
+// reporter publishes the worker's report every StatsInterval, and on shutdown a
+// last one marked stopped, so the monitor keeps this worker's final counts.
+type reporter struct {
+	// Set once.
+	w      *Worker
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newReporter(w *Worker) *reporter {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &reporter{w: w, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+func (r *reporter) start(wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(r.done)
+		r.run(r.ctx)
+	}()
+}
+
+// shutdown stops the loop and publishes the last report.
+func (r *reporter) shutdown() {
+	r.cancel()
+	<-r.done
+	ctx, cancel := context.WithTimeout(context.Background(), finalReportTimeout)
+	defer cancel()
+	r.publish(ctx, true)
+}
+
+func (r *reporter) run(ctx context.Context) {
+	t := time.NewTicker(r.w.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.publish(ctx, false)
+		}
+	}
+}
+
+func (r *reporter) publish(ctx context.Context, stopped bool) {
+	w := r.w
+	rep, err := w.rec.Report(w.cfg.Now())
+	if err != nil {
+		w.log.Warn("could not build stats report", "err", err)
+		return
+	}
+	rep.Stopped = stopped
+	data, err := json.Marshal(rep)
+	if err != nil {
+		w.log.Warn("could not encode stats report", "err", err)
+		return
+	}
+	if _, err := w.js.Publish(ctx, stats.Subject(w.cfg.ID), data); err != nil && ctx.Err() == nil {
+		w.log.Warn("could not publish stats", "err", err)
+	}
+}
