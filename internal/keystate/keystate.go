@@ -102,6 +102,9 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, e
 	return &Store{kv: kv}, nil
 }
 
+// KV returns the bucket, for operators' tools and tests that write it directly.
+func (s *Store) KV() jetstream.KeyValue { return s.kv }
+
 // Get returns the key's record and its revision (0 when there is none yet).
 func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
 	e, err := s.kv.Get(ctx, key)

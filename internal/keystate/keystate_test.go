@@ -2,6 +2,7 @@ package keystate_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -89,4 +90,55 @@ func TestMarkUnusable_KeepsTheNonceMark(t *testing.T) {
 	require.True(t, r.Unusable)
 	require.Equal(t, "blocked", r.Reason)
 	require.Equal(t, int64(109), r.NonceReserved)
+}
+
+func TestGet_RefusesARecordThatCannotBeTrusted(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	tests := []struct {
+		name, value string
+	}{
+		{"a nonce mark at the top of int64", `{"nonce":9223372036854775807}`},
+		{"a negative nonce mark", `{"nonce":-5}`},
+		{"a negative 429 count", `{"nonce":1,"count_429":-1}`},
+		{"a handoff without its time", `{"nonce":1,"limiter":{"version":1}}`},
+		{"not JSON", `nonce=1`},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Sprintf("bad%d", i)
+			_, err := st.KV().Put(ctx, key, []byte(tt.value))
+			require.NoError(t, err)
+			_, _, err = st.Get(ctx, key)
+			require.ErrorIs(t, err, keystate.ErrInvalid)
+			_, err = st.ReserveNonces(ctx, key, 10, time.Now())
+			require.ErrorIs(t, err, keystate.ErrInvalid, "no nonce is reserved from a bad record")
+		})
+	}
+}
+
+func TestReserveNonces_NeverOverflows(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	_, err := st.KV().Put(ctx, "full", fmt.Appendf(nil, `{"nonce":%d}`, keystate.MaxNonce-5))
+	require.NoError(t, err)
+	_, err = st.ReserveNonces(ctx, "full", 10, time.Now())
+	require.ErrorIs(t, err, keystate.ErrInvalid)
+	first, err := st.ReserveNonces(ctx, "full", 5, time.Now())
+	require.NoError(t, err, "a block that fits below the ceiling")
+	require.Equal(t, keystate.MaxNonce-4, first)
+}
+
+func TestRecord429_CountsTheKeysLifetimeAndKeepsTheWidestBound(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	for i, l := range []time.Duration{100 * time.Millisecond, 50 * time.Millisecond, 200 * time.Millisecond} {
+		n, err := st.Record429(ctx, "key1", l, time.Now())
+		require.NoError(t, err)
+		require.Equal(t, i+1, n)
+	}
+	r, _, err := st.Get(ctx, "key1")
+	require.NoError(t, err)
+	require.Equal(t, 3, r.Count429)
+	require.Equal(t, 200*time.Millisecond, r.MaxDelay)
 }

@@ -27,7 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-		"log/slog"
+	"log/slog"
 	"os"
 	"sync"
 	"time"

@@ -1,0 +1,210 @@
+package worker_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/internal/keystate"
+	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/testenv"
+	"github.com/ratefleet/ratefleet/internal/upstream"
+	"github.com/ratefleet/ratefleet/internal/worker"
+)
+
+// soloWorker is one worker on its own NATS connection, stopped on its own.
+type soloWorker struct {
+	w    *worker.Worker
+	nc   *nats.Conn
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// startSolo runs a worker with its own connection and clock offset until stopped
+// or the test ends.
+func startSolo(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time.Duration, lc limiter.Config, ks []keys.Key) *soloWorker {
+	t.Helper()
+	nc, err := nats.Connect(env.NATS.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	factory, err := worker.NewPacerFactory("adaptive", lc)
+	require.NoError(t, err)
+	clock := func() time.Time { return time.Now().Add(skew) }
+	up, err := upstream.New(upstreamURL, 2*time.Second, 32, clock)
+	require.NoError(t, err)
+	t.Cleanup(up.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := worker.New(ctx, js, worker.Config{
+		ID: id, Keys: ks, Upstream: up, Streams: env.Conn.Streams, NewPacer: factory, Now: clock,
+		ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test_worker", id),
+	})
+	require.NoError(t, err)
+	s := &soloWorker{w: w, nc: nc, stop: cancel, done: make(chan struct{})}
+	go func() { defer close(s.done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-s.done })
+	return s
+}
+
+// crash cuts the worker off NATS and stops it: no handoff, no release.
+func (s *soloWorker) crash() {
+	s.nc.Close()
+	s.stop()
+	<-s.done
+}
+
+// concurrency serves h and tracks the most requests it had in progress at once.
+type concurrency struct {
+	now, most atomic.Int32
+}
+
+func (c *concurrency) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := c.now.Add(1)
+		defer c.now.Add(-1)
+		for {
+			m := c.most.Load()
+			if n <= m || c.most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func TestWorker_PipelinesAKeysRequestsWhenTheRoundTripExceedsTheDelayBound(t *testing.T) {
+	// Arrivals within L (0..5 ms on the way in, with room for a loaded machine's
+	// lag), answers 300 ms later: the limiter's order rule lets the next send leave
+	// L + 1 ms after the previous one left, long before its answer.
+	cfg := fastExchange()
+	cfg.OutDelay = exchange.DelayRange{Min: 300 * time.Millisecond, Max: 300 * time.Millisecond}
+	env := testenv.Start(t, testenv.Options{Exchange: cfg})
+	var c concurrency
+	srv := httptest.NewServer(c.wrap(env.Exchange.Handler()))
+	t.Cleanup(srv.Close)
+
+	ids := publishRequests(t, env, 20, time.Minute)
+	startSolo(t, env, "w1", srv.URL, 0, fastLimiter(), exchange.DefaultKeys()[:1])
+	waitDrained(t, env, 60*time.Second)
+
+	k := env.Exchange.Stats().Keys[0]
+	require.Zero(t, k.RateLimited)
+	require.Zero(t, k.BadNonce, "nonces arrived in order although several were in flight")
+	require.ElementsMatch(t, ids, answeredIDs(env))
+	require.GreaterOrEqual(t, c.most.Load(), int32(2), "several requests of the key were in flight at once")
+}
+
+func TestWorkers_AHandoffNeedsNoClockAgreement(t *testing.T) {
+	tests := []struct {
+		name          string
+		first, second time.Duration // each holder's clock offset
+	}{
+		{"the next holder's clock is a second ahead", -500 * time.Millisecond, 500 * time.Millisecond},
+		{"the next holder's clock is a second behind", 500 * time.Millisecond, -500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The reference's one-second window, so a handoff (milliseconds) falls
+			// well inside it.
+			cfg := fastExchange()
+			cfg.Window = time.Second
+			lc := fastLimiter()
+			lc.Rules = []limiter.Rule{limiter.DefaultRule}
+			env := testenv.Start(t, testenv.Options{Exchange: cfg})
+			publishRequests(t, env, 200, time.Minute)
+			ks := exchange.DefaultKeys()[:1]
+			a := startSolo(t, env, "first", env.ExchangeURL, tt.first, lc, ks)
+			// Let the first holder fill the key's window, then hand over mid-stream.
+			require.Eventually(t, func() bool { return env.Exchange.Stats().Keys[0].OK >= 30 }, 30*time.Second, time.Millisecond)
+			startSolo(t, env, "second", env.ExchangeURL, tt.second, lc, ks)
+			a.stop()
+			<-a.done
+			okAtHandoff := env.Exchange.Stats().Keys[0].OK
+			require.Eventually(t, func() bool { return env.Exchange.Stats().Keys[0].OK >= okAtHandoff+30 }, 30*time.Second, 5*time.Millisecond,
+				"the second holder serves the key")
+
+			k := env.Exchange.Stats().Keys[0]
+			require.Zero(t, k.RateLimited, "no 429 across the handoff")
+			require.Zero(t, k.BadNonce, "no 400 across the handoff")
+			require.LessOrEqual(t, k.MaxInWindow, 20)
+		})
+	}
+}
+
+// scripted429 answers 429 "exceeded rate limit" while open, and holds every other
+// request until the test ends.
+type scripted429 struct {
+	open     atomic.Bool
+	answered atomic.Int32
+	stop     chan struct{}
+	once     sync.Once
+}
+
+func (s *scripted429) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.open.Load() {
+		select {
+		case <-s.stop:
+		case <-r.Context().Done():
+		}
+		return
+	}
+	s.answered.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusTooManyRequests)
+	_, _ = io.WriteString(w, `{"status":"error","error_msg":"exceeded rate limit"}`)
+}
+
+func TestWorkers_TheBanGuardTripsOnAKeysLifetimeCountAcrossACrash(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	up := &scripted429{stop: make(chan struct{})}
+	srv := httptest.NewServer(up)
+	t.Cleanup(func() { up.once.Do(func() { close(up.stop) }); srv.Close() })
+	store, err := keystate.Open(context.Background(), env.Conn.JS, env.Conn.Streams.KV.KeyState.Bucket)
+	require.NoError(t, err)
+	ks := exchange.DefaultKeys()[:1]
+	count := func() int {
+		r, _, err := store.Get(context.Background(), ks[0].Name())
+		require.NoError(t, err)
+		return r.Count429
+	}
+	publishRequests(t, env, 50, time.Minute)
+
+	// The first holder draws two 429s, then its next request hangs: it crashes
+	// with the two counted in key state.
+	up.open.Store(true)
+	first := startSolo(t, env, "first", srv.URL, 0, fastLimiter(), ks)
+	require.Eventually(t, func() bool { return up.answered.Load() >= 2 }, 30*time.Second, time.Millisecond)
+	up.open.Store(false)
+	require.Eventually(t, func() bool { return count() == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 2, up.answered.Load())
+	first.crash()
+
+	// The next holder starts from the fleet's count: its first 429 is the key's
+	// third, which trips the guard (3 of the upstream's 10).
+	up.open.Store(true)
+	startSolo(t, env, "second", srv.URL, 0, fastLimiter(), ks)
+	require.Eventually(t, func() bool {
+		r, _, err := store.Get(context.Background(), ks[0].Name())
+		return err == nil && r.Quarantined
+	}, 30*time.Second, 10*time.Millisecond, "the ban guard quarantined the key")
+	r, _, err := store.Get(context.Background(), ks[0].Name())
+	require.NoError(t, err)
+	require.True(t, r.Unusable)
+	require.Equal(t, 3, r.Count429)
+	require.EqualValues(t, 3, up.answered.Load(), "the key drew three 429s in its life, no more")
+}
