@@ -146,6 +146,12 @@ type Key struct {
 	NextFree    time.Time `json:"next_free,omitzero"`
 	Unusable    bool      `json:"unusable,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
+	// From key state: the key's 429s over its life, whoever held it (the ban guard
+	// trips on it), the delay bound it has learned, and whether the guard
+	// quarantined it.
+	Count429Lifetime  int     `json:"count_429_lifetime"`
+	LearnedMaxDelayMs float64 `json:"learned_max_delay_ms,omitempty"`
+	Quarantined       bool    `json:"quarantined,omitempty"`
 }
 
 // Worker is one worker's view.
@@ -303,8 +309,17 @@ func (c *Collector) keyState(ctx context.Context, key func(string) *Key) {
 		return
 	}
 	for _, k := range c.knownKeys(key) {
-		if rec, rev, err := st.Get(ctx, k.Name); err == nil && rev > 0 && rec.Unusable {
-			k.Unusable, k.Reason = true, rec.Reason
+		rec, rev, err := st.Get(ctx, k.Name)
+		if err != nil {
+			k.Unusable, k.Reason = true, err.Error() // a record no worker will serve
+			continue
+		}
+		if rev == 0 {
+			continue
+		}
+		k.Count429Lifetime, k.LearnedMaxDelayMs = rec.Count429, float64(rec.MaxDelay)/float64(time.Millisecond)
+		if rec.Unusable {
+			k.Unusable, k.Reason, k.Quarantined = true, rec.Reason, rec.Quarantined
 		}
 	}
 }
