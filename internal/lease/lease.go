@@ -1,5 +1,14 @@
-// Package lease gives one process at a time the right to use an API key, through an
-// entry in a NATS KV bucket with a per-key TTL.
+// Package lease gives one process at a time the right to use an API key, through
+// entries in a NATS KV bucket.
+//
+// Each worker holds one Lease, on its own entry ("worker.<id>", see WorkerEntry),
+// with a per-key TTL; each API key it holds has an entry ("key.<name>") naming the
+// worker and that lease's session, written once at the claim (ClaimKey) and fenced
+// by the worker lease (Owned). So holding a thousand keys costs one renewal per
+// worker, and a worker that dies frees all its keys when its one entry lapses. A
+// Table follows the whole bucket from one watch. The argument below is made for
+// the worker lease; a key's hold is valid exactly while its worker lease is, and
+// ClaimKey takes a key only once its worker lease is gone from the server.
 //
 // Claim creates the entry atomically; Renew rewrites it by compare-and-set on its
 // revision with a fresh TTL; a holder that dies stops renewing and the server deletes
@@ -22,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -57,10 +67,12 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", int(s))
 }
 
-// Record is the value of a lease entry: who holds the key and since when. It never
-// holds the key's secret.
+// Record is the value of a lease entry: who holds it, since when, and the holder's
+// session (new at every claim, so a later claim by the same holder is told apart).
+// It never holds a key's secret.
 type Record struct {
 	Holder      string    `json:"holder"`
+	Session     string    `json:"session,omitempty"`
 	Since       time.Time `json:"since"`
 	Fingerprint string    `json:"fingerprint,omitempty"`
 }
@@ -91,6 +103,7 @@ type Lease struct {
 	mu         sync.Mutex
 	state      State
 	rev        uint64
+	session    string
 	since      time.Time
 	validUntil time.Time
 }
@@ -171,8 +184,18 @@ func (l *Lease) expireLocked(now time.Time) {
 	}
 }
 
+// Session returns the current hold's session, empty before the first claim.
+func (l *Lease) Session() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.session
+}
+
+// Holder returns the holder this lease claims for.
+func (l *Lease) Holder() string { return l.cfg.Holder }
+
 func (l *Lease) record(since time.Time) ([]byte, error) {
-	b, err := json.Marshal(Record{Holder: l.cfg.Holder, Since: since, Fingerprint: l.cfg.Fingerprint})
+	b, err := json.Marshal(Record{Holder: l.cfg.Holder, Session: l.session, Since: since, Fingerprint: l.cfg.Fingerprint})
 	if err != nil {
 		return nil, fmt.Errorf("lease %s: encode record: %w", l.cfg.Key, err)
 	}
@@ -188,6 +211,7 @@ func (l *Lease) Claim(ctx context.Context) error {
 		return nil
 	}
 	sent := l.cfg.Now()
+	l.session = uuid.NewString()
 	val, err := l.record(sent)
 	if err != nil {
 		return err
@@ -255,20 +279,4 @@ func (l *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("lease %s: release: %w", l.cfg.Key, err)
 	}
 	return nil
-}
-
-// Holder reads the current record of the lease entry, whoever holds it.
-func Holder(ctx context.Context, kv jetstream.KeyValue, key string) (Record, bool, error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Record{}, false, nil
-	}
-	if err != nil {
-		return Record{}, false, fmt.Errorf("read lease %s: %w", key, err)
-	}
-	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Record{}, false, fmt.Errorf("read lease %s: %w", key, err)
-	}
-	return r, true, nil
 }

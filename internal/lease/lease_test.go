@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"testing"
@@ -89,10 +90,12 @@ func TestLease_RenewKeepsItAlivePastTheTTL(t *testing.T) {
 	}
 	kv, err := js.KeyValue(ctx, bucket)
 	require.NoError(t, err)
-	rec, ok, err := lease.Holder(ctx, kv, "key1")
+	e, err := kv.Get(ctx, "key1")
 	require.NoError(t, err)
-	require.True(t, ok)
+	var rec lease.Record
+	require.NoError(t, json.Unmarshal(e.Value(), &rec))
 	require.Equal(t, "a", rec.Holder)
+	require.Equal(t, a.Session(), rec.Session)
 }
 
 func TestLease_LapsesWhenNotRenewedAndTheOldHolderIsFenced(t *testing.T) {

@@ -38,6 +38,7 @@ const (
 	ResultMalformed    = "malformed"     // could not be decoded: buried
 	ResultBuried       = "buried"        // last allowed delivery failed: buried
 	ResultBuryFailed   = "bury_failed"   // the graveyard refused an entry: the request stays queued
+	ResultPullError    = "pull_error"    // a pull request failed (not an attempt: counted without a key)
 )
 
 // Latency histograms track 1 ms to 10 minutes with 3 significant digits.

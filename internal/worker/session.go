@@ -9,9 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
@@ -21,7 +18,8 @@ import (
 // Why a session ended, as its context's cause.
 var (
 	errUnusable = errors.New("key marked unusable")
-	errShutdown = errors.New("worker shutting down")
+	errShutdown  = errors.New("worker shutting down")
+	errRebalance = errors.New("handed to a worker with fewer keys")
 )
 
 // session serves one held key: it renews the lease, pulls requests while it may
@@ -30,7 +28,7 @@ type session struct {
 	// Set once, by claim.
 	w       *Worker
 	key     keys.Key
-	lease   *lease.Lease
+	lease   *lease.Owned
 	log     *slog.Logger
 	claimed time.Time
 	start   KeyStart
@@ -43,9 +41,10 @@ type session struct {
 	endOnce sync.Once
 }
 
-// claim takes the key's lease and reads what the fleet knows of the key: the
-// previous holder's handoff, its lifetime 429 count and learned delay bound.
-func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
+// claim takes the key under the worker lease wl and reads what the fleet knows of
+// the key: the previous holder's handoff, its lifetime 429 count and learned delay
+// bound.
+func (w *Worker) claim(ctx context.Context, wl *lease.Lease, k keys.Key) (*session, error) {
 	rec, _, err := w.state.Get(ctx, k.Name())
 	if err != nil {
 		return nil, err
@@ -53,14 +52,8 @@ func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
 	if rec.Unusable {
 		return nil, errUnusable
 	}
-	l, err := lease.New(ctx, w.js, lease.Config{
-		Bucket: w.cfg.Streams.KV.Leases.Bucket, Key: k.Name(), Holder: w.cfg.ID,
-		Fingerprint: k.Fingerprint(), TTL: w.cfg.Streams.KV.Leases.LeaseTTL, Now: w.cfg.Now,
-	})
+	l, err := lease.ClaimKey(ctx, wl, k.Name(), k.Fingerprint())
 	if err != nil {
-		return nil, err
-	}
-	if err := l.Claim(ctx); err != nil {
 		return nil, err
 	}
 	claimed := w.cfg.Now()
@@ -100,16 +93,21 @@ func (w *Worker) claim(ctx context.Context, k keys.Key) (*session, error) {
 	return &session{w: w, key: k, lease: l, claimed: claimed, start: start, log: w.log.With("key", k)}, nil
 }
 
+// begin makes the session's context, under the worker's; end may be called from
+// then on.
+func (s *session) begin(ctx context.Context) {
+	s.ctx, s.cancel = context.WithCancelCause(ctx)
+}
+
 // end stops the session for the given reason.
 func (s *session) end(cause error) {
 	s.endOnce.Do(func() { s.cancel(cause) })
 }
 
 // run serves the key until the worker stops, the lease is lost or the key becomes
-// unusable, then hands the key over.
+// unusable, then hands the key over. begin must have been called with ctx.
 func (s *session) run(ctx context.Context) {
 	w := s.w
-	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	defer s.cancel(nil)
 
 	p, err := w.cfg.NewPacer(s.key, s.start)
@@ -130,11 +128,7 @@ func (s *session) run(ctx context.Context) {
 	s.log.Info("claimed key", "handoff", s.start.Handoff != nil, "after_crash", !s.start.Crashed.IsZero(),
 		"count_429_lifetime", s.start.Count429, "max_delay", p.MaxDelay())
 
-	var bg sync.WaitGroup
-	bg.Add(1)
-	go func() { defer bg.Done(); s.keepLease(s.ctx) }()
 	s.pull(s.ctx)
-	bg.Wait()
 	s.cancel(nil) // ends reservations still running
 	s.nonces.wait()
 
@@ -149,7 +143,7 @@ func (s *session) run(ctx context.Context) {
 	case errors.Is(cause, errLeaseLost):
 		s.log.Warn("lease lost: stopped sending on this key", "since", s.claimed)
 	default:
-		if errors.Is(cause, errShutdown) {
+		if errors.Is(cause, errShutdown) || errors.Is(cause, errRebalance) {
 			s.handOff(cleanup)
 		}
 		s.release(cleanup)
@@ -189,48 +183,13 @@ func (s *session) handOff(ctx context.Context) {
 	}
 }
 
-// keepLease renews the lease every third of its TTL and ends the session when it
-// can no longer prove the lease valid.
-func (s *session) keepLease(ctx context.Context) {
-	every := s.w.cfg.Streams.KV.Leases.LeaseTTL / 3
-	for {
-		now := s.w.cfg.Now()
-		until := s.lease.ValidUntil()
-		wait := min(every, until.Sub(now))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if !s.lease.Valid(s.w.cfg.Now()) {
-			s.end(errLeaseLost)
-			return
-		}
-		rctx, cancel := context.WithTimeout(ctx, every)
-		err := s.lease.Renew(rctx)
-		cancel()
-		switch {
-		case errors.Is(err, lease.ErrLost) || errors.Is(err, lease.ErrNotHeld):
-			s.end(errLeaseLost)
-			return
-		case err != nil && ctx.Err() == nil:
-			s.log.Warn("lease renewal failed; retrying", "err", err, "valid_until", s.lease.ValidUntil())
-		}
-	}
-}
-
 // pullLead is how long before its key may send that a session asks for the next
 // request: about the time a pull takes, so the slot is not wasted.
 const pullLead = 10 * time.Millisecond
 
-// pullWait bounds one pull request when the queue is empty.
-const pullWait = 2 * time.Second
-
-// pull takes requests from the shared consumer one at a time, and only when the
-// key is about to be able to send: a request waits in the queue, where any key may
-// take it, rather than in one worker behind its key. It never holds more than
+// pull takes requests one at a time, through the process's fetcher, and only when
+// the key is about to be able to send: a request waits in the queue, where any key
+// may take it, rather than in one worker behind its key. It never holds more than
 // MaxInFlight requests, and waits for those it started.
 func (s *session) pull(ctx context.Context) {
 	var handlers sync.WaitGroup
@@ -245,20 +204,9 @@ func (s *session) pull(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		fctx, cancel := context.WithTimeout(ctx, pullWait)
-		msg, err := s.w.cons.Next(jetstream.FetchContext(fctx))
-		cancel()
+		msg, err := s.w.fetcher.next(ctx)
 		if err != nil {
-			<-sem
-			switch {
-			case ctx.Err() != nil:
-				return
-			case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages):
-			default:
-				s.log.Warn("pull failed; retrying", "err", err)
-				_ = sleep(ctx, 250*time.Millisecond, nil)
-			}
-			continue
+			return
 		}
 		s.gate.expect()
 		handlers.Add(1)

@@ -6,9 +6,12 @@
 //
 //   - worker.go: configuration, and Run, which starts the background duties in
 //     order and stops them in the reverse order.
-//   - claimer.go: claims keys (up to MaxKeys) and runs a session for each.
-//   - releases.go: watches the lease bucket so a standby claims a released key at
-//     once.
+//   - claimer.go: holds the worker lease (one renewal per worker, whatever its
+//     number of keys), claims an even share of the keys under it and runs a
+//     session for each.
+//   - table.go: watches the lease bucket, so the claimer learns of releases, lapses
+//     and new workers at once without polling keys.
+//   - fetcher.go: the process's one pull loop, feeding the sessions that can send.
 //   - reporter.go: publishes the worker's stats every StatsInterval, and a last
 //     report at the end.
 //   - keeper.go: runs the graveyard keeper (requests the server gave up on).
@@ -37,6 +40,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
+	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -95,6 +99,7 @@ type Worker struct {
 	state    *keystate.Store
 	leases   jetstream.KeyValue
 	keeper   *graveyard.Keeper // nil unless Config.Keeper
+	fetcher  *fetcher
 }
 
 // New checks the configuration and opens what the worker needs in NATS.
@@ -152,11 +157,13 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 		}
 	}
 	host, _ := os.Hostname()
-	return &Worker{
+	w := &Worker{
 		cfg: cfg, js: js, log: cfg.Logger.With("worker", cfg.ID),
 		rec:  stats.NewRecorder(cfg.ID, host, os.Getpid(), cfg.Now()),
 		cons: cons, grave: grave, attempts: attempts, state: state, leases: leases, keeper: keeper,
-	}, nil
+	}
+	w.fetcher = newFetcher(cons, w.rec, w.log, cfg.MaxKeys)
+	return w, nil
 }
 
 // Stats returns the worker's stats recorder.
@@ -176,12 +183,12 @@ type duty interface {
 // It starts the duties in order (stats first, so every later step is counted;
 // claiming last, once all it relies on runs) and stops them in the reverse order.
 func (w *Worker) Run(ctx context.Context) error {
-	releases := newReleaseWatcher(w.leases, w.log)
+	table := lease.NewTable()
 	duties := []duty{newReporter(w)}
 	if w.keeper != nil {
 		duties = append(duties, newKeeperDuty(w.keeper, w.log))
 	}
-	duties = append(duties, releases, newClaimer(w, releases.wake))
+	duties = append(duties, newTableWatcher(table, w.leases, w.log), w.fetcher, newClaimer(w, table))
 
 	var wg sync.WaitGroup
 	for _, d := range duties {
