@@ -322,4 +322,3 @@ func (c *claimer) rebalance(view lease.View, r *round, share int) {
 		}
 	}
 }
-

@@ -17,7 +17,7 @@ import (
 
 // Why a session ended, as its context's cause.
 var (
-	errUnusable = errors.New("key marked unusable")
+	errUnusable  = errors.New("key marked unusable")
 	errShutdown  = errors.New("worker shutting down")
 	errRebalance = errors.New("handed to a worker with fewer keys")
 )
