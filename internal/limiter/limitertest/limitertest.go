@@ -11,7 +11,7 @@
 //
 // The simulated client sends request i as soon as it is ready and the pacer allows,
 // reports it written at once, and reports the answer when it comes back: Answered,
-// Rejected for a 429, or Lost when none comes back.
+// Inverted for a 400, Rejected for a 429, or Lost when none comes back.
 package limitertest
 
 import (
@@ -29,6 +29,7 @@ type Pacer interface {
 	Sent(now time.Time) (limiter.Ticket, error)
 	Wrote(t limiter.Ticket, at time.Time)
 	Answered(t limiter.Ticket, at time.Time)
+	Inverted(t limiter.Ticket, at time.Time)
 	Lost(t limiter.Ticket, at time.Time)
 	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
 	Quarantined() bool
@@ -238,9 +239,12 @@ func (r Run) Execute() Result {
 					push(event{at: e.at.Add(e.trip.Out), kind: answer, ticket: e.ticket, status: status})
 				}
 			case answer:
-				if e.status == 429 {
+				switch e.status {
+				case 429:
 					r.Pacer.Rejected(e.ticket, e.at, 0)
-				} else {
+				case 400:
+					r.Pacer.Inverted(e.ticket, e.at)
+				default:
 					r.Pacer.Answered(e.ticket, e.at)
 				}
 				res.Quarantined = res.Quarantined || r.Pacer.Quarantined()
