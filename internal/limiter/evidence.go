@@ -92,10 +92,10 @@ func (e *learner) addLag(d time.Duration) {
 }
 
 // lagged notes how late the process was at one send. Lateness beyond a quarter
-// of the longest window is not taken for scheduling: a caller that came back
-// after an idle spell, or a slow connect.
+// of MaxDelayCeiling is not taken for scheduling: a caller that came back after
+// an idle spell, or a slow connect.
 func (l *Limiter) lagged(d time.Duration) {
-	if d < l.set.longest/4 {
+	if d < l.set.ceiling/4 {
 		l.learn.addLag(d)
 	}
 }
