@@ -42,7 +42,8 @@
 // then some send j' ≤ k-N, and since bounds grow with j (below), ub_{j'} ≤ ub_{k-N}.
 // Counting sends the upstream did not record only makes the limiter wait longer.
 //
-// (b) Order: s_{j+1} ≥ ub_j + 1 ms, so a_{j+1} ≥ a_j + 1 ms. Several requests of a
+// (b) Order: s_{j+1} ≥ ub_j + 1 ms (with the order rule's delay, below), so
+// a_{j+1} ≥ a_j + 1 ms. Several requests of a
 // key may be in flight at once, but each arrives a whole millisecond after the one
 // before, so nonces taken in send order arrive in order even where the upstream
 // compares in whole milliseconds. It also gives ub_{j+1} ≥ s_{j+1} > ub_j: bounds
@@ -69,16 +70,79 @@
 // more where consecutive bounds crowd together: in simulation a key sends 19.05 a
 // second, 95.25 for five keys, 0.6% under that bound.
 //
-// # When the model is wrong
+// # Learning from evidence
+//
+// The invariants hold while every incoming delay is at most L. The limiter does
+// not wait for a 429 to learn that L is wrong; it reads the evidence it gets.
+//
+// Round trips. With rt_j = r_j - left_j and τ the tolerance (Config.Tolerance,
+// 10 ms: the reference's longest round trip is exactly 2L = 100 ms, and loopback,
+// HTTP and scheduling add a few ms), rt_j > 2L + τ proves that one way took longer
+// than L. Such an outlier's bound becomes its answer time r_j (always an upper
+// bound of its arrival), so a lone late request is bound by its own answer and
+// costs only the slots up to r_j. An outlier, or any request still unanswered
+// when its window partner is due (it is then taken to arrive by left + the
+// ceiling), never relies on L.
+//
+// 400s. Inverted reports a nonce that arrived after a later one: a_j > s_{j+1}, so
+// the order rule's delay was short for it. Unless its own round trip explains it
+// (rt_j > 2·Lo + τ, a spike), the order rule's delay Lo rises by a quarter, never
+// past rt_j (a one-way delay is at most the round trip).
+//
+// L up. The last 64 answers are the horizon. Evidence there is a round trip over
+// 2·base + τ, or a 400, where base is the configured L (or what 429s widened it
+// to). One such answer alone is a spike and leaves L. Two or more are a spread,
+// and so is Lo > base: L becomes max(base, Lo, R), R the longest round trip of the
+// horizon, and follows R up at once. Safe for the window: every recent request's
+// incoming delay is at most its round trip, so at most R; raising L raises every
+// kept bound (the bounds are computed from L when asked), which covers every send
+// whose window partner has not left yet, and the evidence comes back within a
+// round trip, long before the partner (about W later). Safe for the order rule: Lo
+// only rises on a 400 and L ≥ Lo.
+//
+// L down, only on evidence: as long round trips leave the horizon, L falls with R
+// (never below base or Lo); once the horizon holds no evidence at all (64 answers
+// within 2·base + τ, no 400), L returns to base. Lo falls to max(base, R) once
+// the horizon is full.
+//
+// Two delays. The window uses L; the order rule uses Lo ≤ L. A too-short Lo costs a
+// 400 (a slot and a retry, reported, so it learns), a too-short L a 429 (a tenth of
+// the key's life): so L is the conservative R, and Lo is learned from 400s. The
+// window's proof needs no arrival order, only bounds that grow: any N+1 accepted
+// arrivals hold sends i < m with m ≥ i + N, and s_m ≥ ub_{m-N} + W + 1 ms ≥
+// ub_i + W + 1 ms, so their span exceeds W. Each send's floor is the largest
+// bound of the sends before it; it is recomputed whenever a bound changes.
+//
+// Lateness. The limiter sees how late its process is: a Sent later than the
+// instant the last Next told the caller to wait for (the timer fired late), and
+// the time between Sent and Wrote (leaving took long). The largest over the last
+// 64 sends, beyond τ, is added to L and Lo, before the upstream shows anything: an
+// overloaded box also registers its arrivals late. Evidence.Lag reports it.
+//
+// Cost at the reference: no round trip exceeds 2L + τ and no nonce is inverted,
+// so nothing moves and the rate is that of the invariants (the property tests
+// check both). A spread costs what its delays cost (in 0..100 ms, out 0..50 ms:
+// 0.975 of a limiter that knows L = 100 ms, a few 400s while Lo learns); a 1 %
+// share of 300 ms spikes costs about 4 % (each spike holds the window slots up to
+// its answer) and one 400 per spike.
+//
+// What no evidence shows. A model whose round trips look like the reference's
+// and whose requests never overtake each other shows nothing: all of the delay on
+// the way in, changing slowly (the incoming delay a wave from 0 to 2L, the outgoing
+// one the rest of a 2L round trip). Constant incoming delays are harmless; random
+// ones with the reference's round-trip distribution are caught by 400s. Where
+// nothing shows, the ban guard protects the key.
+//
+// # When the model is wrong anyway
 //
 // A 429 means some request took longer than L (or another client used the key).
 // Rejected then pauses the key for the longest window from the answer (or the
 // upstream's Retry-After, if longer), so whatever the upstream recorded before it
-// has aged out; widens L (doubled, capped by Config.MaxDelayCeiling; once per
-// incident) for every bound not yet fixed by an answer; and counts the 429. The
-// upstream blocks a key for good after BanThreshold 429s, so after GuardThreshold
-// of them (3 of 10 by default) the ban guard trips: Quarantined reports true and
-// Sent refuses with ErrQuarantined.
+// has aged out; widens L and base (doubled, capped by Config.MaxDelayCeiling; once
+// per incident): the round trips missed it, so L never comes back below it; and
+// counts the 429. The upstream blocks a key for good after BanThreshold 429s, so
+// after GuardThreshold of them (3 of 10 by default) the ban guard trips:
+// Quarantined reports true and Sent refuses with ErrQuarantined.
 //
 // # Memory and handoff
 //
