@@ -8,7 +8,7 @@ DURATION    ?= 60s
 BENCH_TIME  ?= 60s
 FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-failover clean
+.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-delays bench-failover clean
 
 all: build
 
@@ -36,13 +36,20 @@ run: build
 	$(BIN)/fleet --duration $(DURATION) --bin $(BIN) $(if $(HTTP),--http $(HTTP))
 
 # Benchmarks run real processes against the simulator on loopback; see README.
-bench: bench-exchange bench-saturation bench-failover
+bench: bench-exchange bench-saturation bench-delays bench-failover
 
 bench-exchange:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/exchange/
 
 bench-saturation: build
 	$(BIN)/fleet bench --duration $(BENCH_TIME) --bin $(BIN)
+
+# The limiter against delays its L does not bound: (a) reference, (b) a spread,
+# (c) spikes, (d) DELAY_KEYS keys on this machine. One Markdown table.
+DELAY_TIME  ?= 30s
+DELAY_KEYS  ?= 200
+bench-delays: build
+	$(BIN)/fleet delays --duration $(DELAY_TIME) --many-keys $(DELAY_KEYS) --bin $(BIN)
 
 bench-failover: build
 	$(BIN)/fleet failover --duration $(FAILOVER_TIME) --bin $(BIN)

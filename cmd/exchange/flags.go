@@ -24,7 +24,8 @@ Endpoints:
   GET  /stats[?ids=1]                             counters per key (by fingerprint) and totals
   GET|POST|DELETE /admin/faults                   faults in force; POST changes the fields sent:
        {"error_rate":0.3,"error_status":503,"error_after":false,"extra_delay_ms":200,
-        "extra_in_delay_ms":0,"down_for_ms":2000,"down_drop":false}
+        "extra_in_delay_ms":0,"spike_share":0.01,"spike_delay_ms":300,
+        "down_for_ms":2000,"down_drop":false}
   POST /admin/reset-stats                         zero the counters (rules' state stays)
 
 Durations take a unit: 50ms, 1s. The base URL is printed on stdout once listening.
@@ -71,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.cfg.Faults.ErrorAfter, "error-after", false, "fault: inject errors after the request was checked and done (its answer is lost), not before")
 	fs.DurationVar(&o.cfg.Faults.ExtraDelay, "extra-delay", 0, "fault: added to every outgoing delay")
 	fs.DurationVar(&o.cfg.Faults.ExtraInDelay, "extra-in-delay", 0, "fault: added to every incoming delay (arrivals later than the rules allow for)")
+	fs.Float64Var(&o.cfg.Faults.SpikeShare, "spike-share", 0, "fault: share (0 to 1) of requests whose incoming delay --spike-delay lengthens")
+	fs.DurationVar(&o.cfg.Faults.SpikeDelay, "spike-delay", 0, "fault: extra incoming delay of a spike, such as 300ms (see --spike-share)")
 	fs.DurationVar(&o.cfg.Faults.DownFor, "down-for", 0, "fault: be down for this long from the start, answering --error-status at once")
 	fs.BoolVar(&o.cfg.Faults.DownDrop, "down-drop", false, "fault: while down, close connections without an answer")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug (one line a request), info, warn or error")

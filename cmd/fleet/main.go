@@ -36,6 +36,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "bench" {
 		return bench(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "delays" {
+		return delays(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "failover" {
 		return failover(ctx, args[1:], stdout, stderr)
 	}
@@ -58,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		web      = fs.String("http", "", "let the monitor serve its live page and /metrics here, such as 127.0.0.1:9090")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet failover [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet delays [flags]\n       fleet failover [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -153,6 +156,37 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rows, err := fleet.Bench(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))
+	return err
+}
+
+func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet delays", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
+		duration = fs.Duration("duration", 60*time.Second, "measured time per case")
+		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
+		keys     = fs.Int("many-keys", 200, "keys in the many-keys case (d)")
+		only     = fs.String("cases", "a,b,c,d", "cases to run, comma-separated")
+		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleet delays [flags]\n\nDelay benchmark: the adaptive limiter against (a) the reference, (b) a spread wider than\nits L, (c) delay spikes and (d) many keys on this machine; prints one Markdown table.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := fleet.BenchConfig{Bin: *bin, Duration: *duration, Warmup: *warmup,
+		Logs: processLogs(*logs, stderr), Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	var cases []fleet.DelayCase
+	for _, c := range fleet.DelayCases(*keys) {
+		if strings.Contains(","+*only+",", ","+c.Name[1:2]+",") {
+			cases = append(cases, c)
+		}
+	}
+	rows, err := fleet.BenchDelays(ctx, cfg, cases)
+	fmt.Fprint(stdout, fleet.FormatDelays(rows, cfg))
 	return err
 }
 

@@ -62,6 +62,8 @@
 //	  "extra_delay_ms": 200,    added to the outgoing delay of every answer
 //	  "extra_in_delay_ms": 0,   added to the incoming delay: arrivals then fall later
 //	                            than the rules' 50 ms after sending
+//	  "spike_share": 0.01,      share of requests whose incoming delay spike_delay_ms
+//	  "spike_delay_ms": 300,    lengthens: isolated late arrivals
 //	  "down_for_ms": 2000,      from now on, for this long, the server is down: every
 //	                            request is answered error_status at once; a GET shows
 //	                            what is left of the period

@@ -31,6 +31,10 @@ type Faults struct {
 	// ExtraInDelay is added to the incoming delay of known keys' requests, so that
 	// requests arrive later than the rules' delays allow for.
 	ExtraInDelay time.Duration
+	// SpikeShare is the share, from 0 to 1, of known keys' requests, drawn per
+	// request, whose incoming delay SpikeDelay lengthens: isolated late arrivals.
+	SpikeShare float64
+	SpikeDelay time.Duration
 	// DownFor is how long the server is down from the moment the faults are set.
 	// While down, every request is answered the error status at once.
 	DownFor time.Duration
@@ -47,8 +51,10 @@ func (f Faults) validate() error {
 		return fmt.Errorf("%w: error_rate %v must be from 0 to 1", ErrInvalidFaults, f.ErrorRate)
 	case f.ErrorStatus != 0 && (f.ErrorStatus < 500 || f.ErrorStatus > 599):
 		return fmt.Errorf("%w: error_status %d must be a 5xx status (or 0 for 503)", ErrInvalidFaults, f.ErrorStatus)
-	case f.ExtraDelay < 0 || f.ExtraInDelay < 0 || f.DownFor < 0:
-		return fmt.Errorf("%w: extra_delay_ms, extra_in_delay_ms and down_for_ms must be at least 0", ErrInvalidFaults)
+	case !(f.SpikeShare >= 0 && f.SpikeShare <= 1):
+		return fmt.Errorf("%w: spike_share %v must be from 0 to 1", ErrInvalidFaults, f.SpikeShare)
+	case f.ExtraDelay < 0 || f.ExtraInDelay < 0 || f.SpikeDelay < 0 || f.DownFor < 0:
+		return fmt.Errorf("%w: extra_delay_ms, extra_in_delay_ms, spike_delay_ms and down_for_ms must be at least 0", ErrInvalidFaults)
 	}
 	return nil
 }
@@ -67,6 +73,8 @@ type faultsJSON struct {
 	ErrorAfter     bool    `json:"error_after"`
 	ExtraDelayMS   int64   `json:"extra_delay_ms"`
 	ExtraInDelayMS int64   `json:"extra_in_delay_ms"`
+	SpikeShare     float64 `json:"spike_share"`
+	SpikeDelayMS   int64   `json:"spike_delay_ms"`
 	DownForMS      int64   `json:"down_for_ms"`
 	DownDrop       bool    `json:"down_drop"`
 }
@@ -79,6 +87,8 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		ErrorAfter:     f.ErrorAfter,
 		ExtraDelayMS:   f.ExtraDelay.Milliseconds(),
 		ExtraInDelayMS: f.ExtraInDelay.Milliseconds(),
+		SpikeShare:     f.SpikeShare,
+		SpikeDelayMS:   f.SpikeDelay.Milliseconds(),
 		DownForMS:      f.DownFor.Milliseconds(),
 		DownDrop:       f.DownDrop,
 	})
@@ -93,6 +103,8 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		ErrorAfter:     f.ErrorAfter,
 		ExtraDelayMS:   f.ExtraDelay.Milliseconds(),
 		ExtraInDelayMS: f.ExtraInDelay.Milliseconds(),
+		SpikeShare:     f.SpikeShare,
+		SpikeDelayMS:   f.SpikeDelay.Milliseconds(),
 		DownForMS:      f.DownFor.Milliseconds(),
 		DownDrop:       f.DownDrop,
 	}
@@ -107,6 +119,8 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		ErrorAfter:   w.ErrorAfter,
 		ExtraDelay:   time.Duration(w.ExtraDelayMS) * time.Millisecond,
 		ExtraInDelay: time.Duration(w.ExtraInDelayMS) * time.Millisecond,
+		SpikeShare:   w.SpikeShare,
+		SpikeDelay:   time.Duration(w.SpikeDelayMS) * time.Millisecond,
 		DownFor:      time.Duration(w.DownForMS) * time.Millisecond,
 		DownDrop:     w.DownDrop,
 	}
@@ -162,6 +176,9 @@ func (s *faultState) plan(now time.Time, draw func() float64) faultPlan {
 	}
 	if !down && f.ErrorRate > 0 {
 		p.inject = draw() < f.ErrorRate
+	}
+	if !down && f.SpikeShare > 0 && draw() < f.SpikeShare {
+		p.extraIn += f.SpikeDelay
 	}
 	return p
 }

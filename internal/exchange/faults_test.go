@@ -159,13 +159,26 @@ func TestFaults_ExtraDelaysAddToTheDrawnDelays(t *testing.T) {
 	assert.Equal(t, []time.Duration{205 * time.Millisecond}, log.Take())
 }
 
+func TestFaults_SpikesLengthenTheIncomingDelayOfEveryRequestAtShareOne(t *testing.T) {
+	log := &sleepLog{}
+	cfg := exchange.DefaultConfig()
+	cfg.Sleep = log.Sleep
+	cfg.InDelay = exchange.DelayRange{Min: 3 * time.Millisecond, Max: 3 * time.Millisecond}
+	cfg.OutDelay = exchange.DelayRange{Min: 5 * time.Millisecond, Max: 5 * time.Millisecond}
+	cfg.Faults = exchange.Faults{SpikeShare: 1, SpikeDelay: 300 * time.Millisecond}
+	_, c := start(t, cfg)
+	assert.Equal(t, ansOK("a"), c.Request(secret(0), 1, "a"))
+	assert.Equal(t, []time.Duration{303 * time.Millisecond, 5 * time.Millisecond}, log.Take())
+}
+
 func TestFaults_JSONRoundTrip(t *testing.T) {
 	f := exchange.Faults{ErrorRate: 0.5, ErrorStatus: 504, ErrorAfter: true, ExtraDelay: time.Second,
-		ExtraInDelay: 3 * time.Millisecond, DownFor: 2 * time.Second, DownDrop: true}
+		ExtraInDelay: 3 * time.Millisecond, SpikeShare: 0.01, SpikeDelay: 300 * time.Millisecond,
+		DownFor: 2 * time.Second, DownDrop: true}
 	b, err := json.Marshal(f)
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"error_rate":0.5,"error_status":504,"error_after":true,"extra_delay_ms":1000,
-		"extra_in_delay_ms":3,"down_for_ms":2000,"down_drop":true}`, string(b))
+		"extra_in_delay_ms":3,"spike_share":0.01,"spike_delay_ms":300,"down_for_ms":2000,"down_drop":true}`, string(b))
 	var back exchange.Faults
 	require.NoError(t, json.Unmarshal(b, &back))
 	assert.Equal(t, f, back)

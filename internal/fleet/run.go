@@ -38,6 +38,9 @@ type Config struct {
 	WorkerArgs []string
 	// ExchangeArgs are extra simulator flags.
 	ExchangeArgs []string
+	// Keys are the API keys the simulator accepts and the workers use; the
+	// reference's five when empty.
+	Keys []keys.Key
 	// Monitor starts the monitor, its block printed to Out every MonitorInterval.
 	Monitor         bool
 	MonitorInterval time.Duration
@@ -101,7 +104,11 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	f.ExchangeURL = "http://" + addr
-	f.Exchange, err = Start("exchange", f.bin("exchange"), append([]string{"--listen", addr}, cfg.ExchangeArgs...), nil, cfg.Logs, true)
+	exArgs := []string{"--listen", addr}
+	if len(cfg.Keys) > 0 {
+		exArgs = append(exArgs, "--keys", f.keyPairs())
+	}
+	f.Exchange, err = Start("exchange", f.bin("exchange"), append(exArgs, cfg.ExchangeArgs...), nil, cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -139,16 +146,25 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	f.nextWorker++
 	id := fmt.Sprintf("worker-%d", f.nextWorker)
 	args := append([]string{"--nats", f.NATS.ClientURL(), "--upstream", f.ExchangeURL, "--id", id}, f.cfg.WorkerArgs...)
-	var pairs []string
-	for _, k := range exchange.DefaultKeys() {
-		pairs = append(pairs, k.Name()+"="+k.Secret())
-	}
-	p, err := Start(id, f.bin("worker"), args, []string{keys.EnvVar + "=" + strings.Join(pairs, ",")}, f.cfg.Logs, true)
+	p, err := Start(id, f.bin("worker"), args, []string{keys.EnvVar + "=" + f.keyPairs()}, f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
 	f.Workers = append(f.Workers, p)
 	return p, nil
+}
+
+// keyPairs returns the fleet's keys as name=secret, comma-separated.
+func (f *Fleet) keyPairs() string {
+	ks := f.cfg.Keys
+	if len(ks) == 0 {
+		ks = exchange.DefaultKeys()
+	}
+	pairs := make([]string, len(ks))
+	for i, k := range ks {
+		pairs[i] = k.Name() + "=" + k.Secret()
+	}
+	return strings.Join(pairs, ",")
 }
 
 // StartProducer starts the producer for the configured duration.

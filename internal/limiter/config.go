@@ -16,6 +16,9 @@ const (
 	DefaultMaxDelayCeiling = time.Second
 	// DefaultMargin is the extra time added to every window; see Config.Margin.
 	DefaultMargin = time.Millisecond
+	// DefaultTolerance is the scheduling noise a round trip may carry beyond 2 L
+	// before it counts as evidence that L is wrong; see Config.Tolerance.
+	DefaultTolerance = 10 * time.Millisecond
 	// DefaultBanThreshold is how many 429s the reference upstream takes before it
 	// blocks a key for good.
 	DefaultBanThreshold = 10
@@ -29,6 +32,9 @@ const (
 
 // NoMargin, as Config.Margin, adds no margin at all.
 const NoMargin time.Duration = -1
+
+// NoTolerance, as Config.Tolerance, allows a round trip no noise at all.
+const NoTolerance time.Duration = -1
 
 // DefaultRule is the reference upstream's rule: at most 20 requests in any window
 // of more than 1000 ms.
@@ -67,6 +73,12 @@ type Config struct {
 	// per 1000 ms covers 1000 ppm), and, after a handoff, the offset between two
 	// holders' clocks. DefaultMargin when 0; NoMargin (any negative value) for none.
 	Margin time.Duration
+	// Tolerance is how much longer than 2 L (out and back) a round trip may take,
+	// for the scheduling noise of the client and the upstream, before it proves
+	// that one way took longer than L; the same allowance applies to the
+	// process's own lateness before it widens both delays. DefaultTolerance when
+	// 0; NoTolerance (any negative value) for none.
+	Tolerance time.Duration
 	// BanThreshold is how many 429s the upstream takes before it blocks the key
 	// for good; DefaultBanThreshold when 0.
 	BanThreshold int
@@ -78,24 +90,26 @@ type Config struct {
 
 // settings is a validated Config with its defaults filled in.
 type settings struct {
-	rules    []Rule // by Limit, smallest first
-	capacity int    // the largest Limit: how many sends the ring keeps
-	maxDelay time.Duration
-	ceiling  time.Duration
-	margin   time.Duration
-	longest  time.Duration // the longest Window
-	ban      int
-	guard    int
+	rules     []Rule // by Limit, smallest first
+	capacity  int    // the largest Limit: how many sends the ring keeps
+	maxDelay  time.Duration
+	ceiling   time.Duration
+	margin    time.Duration
+	tolerance time.Duration
+	longest   time.Duration // the longest Window
+	ban       int
+	guard     int
 }
 
 func (c Config) settings() (settings, error) {
 	s := settings{
-		rules:    slices.Clone(c.Rules),
-		maxDelay: c.MaxDelay,
-		ceiling:  c.MaxDelayCeiling,
-		margin:   c.Margin,
-		ban:      c.BanThreshold,
-		guard:    c.GuardThreshold,
+		rules:     slices.Clone(c.Rules),
+		maxDelay:  c.MaxDelay,
+		ceiling:   c.MaxDelayCeiling,
+		margin:    c.Margin,
+		tolerance: c.Tolerance,
+		ban:       c.BanThreshold,
+		guard:     c.GuardThreshold,
 	}
 	if len(s.rules) == 0 {
 		s.rules = []Rule{DefaultRule}
@@ -139,6 +153,12 @@ func (c Config) settings() (settings, error) {
 		s.margin = DefaultMargin
 	case s.margin < 0:
 		s.margin = 0
+	}
+	switch {
+	case s.tolerance == 0:
+		s.tolerance = DefaultTolerance
+	case s.tolerance < 0:
+		s.tolerance = 0
 	}
 	switch {
 	case s.ban < 0:

@@ -42,7 +42,8 @@
 // then some send j' ≤ k-N, and since bounds grow with j (below), ub_{j'} ≤ ub_{k-N}.
 // Counting sends the upstream did not record only makes the limiter wait longer.
 //
-// (b) Order: s_{j+1} ≥ ub_j + 1 ms, so a_{j+1} ≥ a_j + 1 ms. Several requests of a
+// (b) Order: s_{j+1} ≥ ub_j + 1 ms (with the order rule's delay, below), so
+// a_{j+1} ≥ a_j + 1 ms. Several requests of a
 // key may be in flight at once, but each arrives a whole millisecond after the one
 // before, so nonces taken in send order arrive in order even where the upstream
 // compares in whole milliseconds. It also gives ub_{j+1} ≥ s_{j+1} > ub_j: bounds
@@ -69,16 +70,79 @@
 // more where consecutive bounds crowd together: in simulation a key sends 19.05 a
 // second, 95.25 for five keys, 0.6% under that bound.
 //
-// # When the model is wrong
+// # Learning from evidence
+//
+// The invariants hold while every incoming delay is at most L. The limiter does
+// not wait for a 429 to learn that L is wrong; it reads the evidence it gets.
+//
+// Round trips. With rt_j = r_j - left_j and τ the tolerance (Config.Tolerance,
+// 10 ms: the reference's longest round trip is exactly 2L = 100 ms, and loopback,
+// HTTP and scheduling add a few ms), rt_j > 2L + τ proves that one way took longer
+// than L. Such an outlier's bound becomes its answer time r_j (always an upper
+// bound of its arrival), so a lone late request is bound by its own answer and
+// costs only the slots up to r_j. An outlier, or any request still unanswered
+// when its window partner is due (it is then taken to arrive by left + the
+// ceiling), never relies on L.
+//
+// 400s. Inverted reports a nonce that arrived after a later one: a_j > s_{j+1}, so
+// the order rule's delay was short for it. Unless its own round trip explains it
+// (rt_j > 2·Lo + τ, a spike), the order rule's delay Lo rises by a quarter, never
+// past rt_j (a one-way delay is at most the round trip).
+//
+// L up. The last 64 answers are the horizon. Evidence there is a round trip over
+// 2·base + τ, or a 400, where base is the configured L (or what 429s widened it
+// to). One such answer alone is a spike and leaves L. Two or more are a spread,
+// and so is Lo > base: L becomes max(base, Lo, R), R the longest round trip of the
+// horizon, and follows R up at once. Safe for the window: every recent request's
+// incoming delay is at most its round trip, so at most R; raising L raises every
+// kept bound (the bounds are computed from L when asked), which covers every send
+// whose window partner has not left yet, and the evidence comes back within a
+// round trip, long before the partner (about W later). Safe for the order rule: Lo
+// only rises on a 400 and L ≥ Lo.
+//
+// L down, only on evidence: as long round trips leave the horizon, L falls with R
+// (never below base or Lo); once the horizon holds no evidence at all (64 answers
+// within 2·base + τ, no 400), L returns to base. Lo falls to max(base, R) once
+// the horizon is full.
+//
+// Two delays. The window uses L; the order rule uses Lo ≤ L. A too-short Lo costs a
+// 400 (a slot and a retry, reported, so it learns), a too-short L a 429 (a tenth of
+// the key's life): so L is the conservative R, and Lo is learned from 400s. The
+// window's proof needs no arrival order, only bounds that grow: any N+1 accepted
+// arrivals hold sends i < m with m ≥ i + N, and s_m ≥ ub_{m-N} + W + 1 ms ≥
+// ub_i + W + 1 ms, so their span exceeds W. Each send's floor is the largest
+// bound of the sends before it; it is recomputed whenever a bound changes.
+//
+// Lateness. The limiter sees how late its process is: a Sent later than the
+// instant the last Next told the caller to wait for (the timer fired late), and
+// the time between Sent and Wrote (leaving took long). The largest over the last
+// 64 sends, beyond τ, is added to L and Lo, before the upstream shows anything: an
+// overloaded box also registers its arrivals late. Evidence.Lag reports it.
+//
+// Cost at the reference: no round trip exceeds 2L + τ and no nonce is inverted,
+// so nothing moves and the rate is that of the invariants (the property tests
+// check both). A spread costs what its delays cost (in 0..100 ms, out 0..50 ms:
+// 0.975 of a limiter that knows L = 100 ms, a few 400s while Lo learns); a 1 %
+// share of 300 ms spikes costs about 4 % (each spike holds the window slots up to
+// its answer) and one 400 per spike.
+//
+// What no evidence shows. A model whose round trips look like the reference's
+// and whose requests never overtake each other shows nothing: all of the delay on
+// the way in, changing slowly (the incoming delay a wave from 0 to 2L, the outgoing
+// one the rest of a 2L round trip). Constant incoming delays are harmless; random
+// ones with the reference's round-trip distribution are caught by 400s. Where
+// nothing shows, the ban guard protects the key.
+//
+// # When the model is wrong anyway
 //
 // A 429 means some request took longer than L (or another client used the key).
 // Rejected then pauses the key for the longest window from the answer (or the
 // upstream's Retry-After, if longer), so whatever the upstream recorded before it
-// has aged out; widens L (doubled, capped by Config.MaxDelayCeiling; once per
-// incident) for every bound not yet fixed by an answer; and counts the 429. The
-// upstream blocks a key for good after BanThreshold 429s, so after GuardThreshold
-// of them (3 of 10 by default) the ban guard trips: Quarantined reports true and
-// Sent refuses with ErrQuarantined.
+// has aged out; widens L and base (doubled, capped by Config.MaxDelayCeiling; once
+// per incident): the round trips missed it, so L never comes back below it; and
+// counts the 429. The upstream blocks a key for good after BanThreshold 429s, so
+// after GuardThreshold of them (3 of 10 by default) the ban guard trips:
+// Quarantined reports true and Sent refuses with ErrQuarantined.
 //
 // # Memory and handoff
 //
@@ -146,27 +210,34 @@ type record struct {
 	sent    time.Time // the request cannot arrive before
 	left    time.Time // it finished leaving no later than this, when hasLeft
 	by      time.Time // it arrived no later than this; zero when unknown
-	floor   time.Time // its bound is at least this, so bounds grow with each send
+	floor   time.Time // the largest bound of the sends before it, so window bounds grow
 	hasLeft bool
 	ended   bool // answered, rejected or lost: later reports are ignored
+	late    bool // its answer proved it slower than L allows (or it was a 400): by is its bound
 }
 
-// bound returns the latest instant the request may arrive, with L the assumed
-// delay and now the current time (a request not yet written may leave at now).
-func (r *record) bound(l time.Duration, now time.Time) time.Time {
-	var ub time.Time
+// raw returns the latest instant the request may arrive, with l the assumed
+// one-way delay and now the current time (a request not yet written may leave at
+// now). A late request's answer is its bound, whatever l says.
+func (r *record) raw(l time.Duration, now time.Time) time.Time {
 	switch {
+	case r.late:
+		return r.by
 	case r.hasLeft:
-		ub = r.left.Add(l)
+		ub := r.left.Add(l)
 		if !r.by.IsZero() && r.by.Before(ub) {
-			ub = r.by
+			return r.by
 		}
+		return ub
 	case !r.by.IsZero():
-		ub = r.by
-	default:
-		ub = now.Add(l)
+		return r.by
 	}
-	return later(ub, r.floor)
+	return now.Add(l)
+}
+
+// bound is raw raised to the bounds of the sends before it, as invariant (a) needs.
+func (r *record) bound(l time.Duration, now time.Time) time.Time {
+	return later(r.raw(l, now), r.floor)
 }
 
 // Limiter paces the sends of one API key; see the package doc for the model. It is
@@ -176,15 +247,19 @@ func (r *record) bound(l time.Duration, now time.Time) time.Time {
 type Limiter struct {
 	set settings
 
-	maxDelay    time.Duration // L
+	maxDelay    time.Duration // L, for the window rule
+	orderDelay  time.Duration // for the order rule, at most L
+	base        time.Duration // the least L comes back to: the configured delay, or as 429s widened it
 	ring        []record      // the last len(ring) sends; send seq is at (seq-1) % len(ring)
 	sends       uint64        // sends so far, including those restored
+	inflight    []uint64      // sends written and not yet ended, oldest first (pruned lazily)
 	latest      time.Time     // the latest time reported to the limiter
 	pauseUntil  time.Time     // set by 429s
 	notBefore   time.Time     // the previous holder's next free slot, after a Restore
 	rejections  int
 	quarantined bool
 	last        *Rejection
+	learn       learner
 }
 
 // New returns a Limiter for a key with no recent sends, or an error wrapping
@@ -198,7 +273,7 @@ func New(cfg Config) (*Limiter, error) {
 }
 
 func newLimiter(s settings) *Limiter {
-	return &Limiter{set: s, maxDelay: s.maxDelay, ring: make([]record, s.capacity)}
+	return &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay, ring: make([]record, s.capacity)}
 }
 
 // init makes the zero Limiter New(Config{}).
@@ -237,7 +312,11 @@ func (l *Limiter) Next(now time.Time) time.Time {
 	if l.quarantined {
 		return now
 	}
-	return later(now, l.earliest(now))
+	next := later(now, l.earliest(now))
+	if next.After(now) {
+		l.learn.promised = next // the caller waits for it: Sent tells how late it woke
+	}
+	return next
 }
 
 // earliest is the core of Next and Sent: the latest of the pause and, for the
@@ -249,23 +328,49 @@ func (l *Limiter) earliest(now time.Time) time.Time {
 	if l.sends == 0 {
 		return t
 	}
-	t = later(t, l.record(l.sends).bound(l.maxDelay, now).Add(orderGap))
+	win := l.window()
+	// Order: the last request's bound with the order rule's delay, raised to the
+	// bounds before it (so a handoff, which keeps bounds only, waits as long);
+	// window: the largest bound up to the N-th previous send.
+	t = later(t, l.record(l.sends).bound(l.order(), now).Add(orderGap))
 	for _, r := range l.set.rules {
 		n := uint64(r.Limit)
 		if l.sends < n {
 			break // rules are sorted by Limit
 		}
-		ub := l.record(l.sends+1-n).bound(l.maxDelay, now)
+		p := l.sends + 1 - n
+		ub := later(l.record(p).bound(win, now), l.unansweredUpTo(p))
 		t = later(t, ub.Add(r.Window+time.Millisecond+l.set.margin))
 	}
 	return t
 }
 
+// unansweredUpTo returns the latest bound of the sends up to seq p that are
+// written but still unanswered when their window would let p's successor leave:
+// a round trip that long proves L wrong whichever way the time went, so such a
+// request is taken to arrive as late as the ceiling allows, until it is
+// answered (its answer is then its bound) or given up (Lost).
+func (l *Limiter) unansweredUpTo(p uint64) time.Time {
+	keep := l.inflight[:0]
+	var ub time.Time
+	for _, seq := range l.inflight {
+		if !l.owns(Ticket{owner: l, seq: seq}) || l.record(seq).ended {
+			continue
+		}
+		keep = append(keep, seq)
+		if seq <= p {
+			ub = later(ub, l.record(seq).left.Add(l.set.ceiling))
+		}
+	}
+	l.inflight = keep
+	return ub
+}
+
 // Sent records a send at now and returns its Ticket, to report on with Wrote and
-// then one of Answered, Lost or Rejected. Call it before the request starts to
-// leave: its arrival is taken to be no earlier than now. It returns an error
-// wrapping ErrTooEarly if now is before Next(now), and ErrQuarantined once the ban
-// guard has tripped; either way nothing is recorded.
+// then one of Answered, Inverted, Lost or Rejected. Call it before the request
+// starts to leave: its arrival is taken to be no earlier than now. It returns an
+// error wrapping ErrTooEarly if now is before Next(now), and ErrQuarantined once
+// the ban guard has tripped; either way nothing is recorded.
 func (l *Limiter) Sent(now time.Time) (Ticket, error) {
 	l.init()
 	if l.quarantined {
@@ -274,8 +379,21 @@ func (l *Limiter) Sent(now time.Time) (Ticket, error) {
 	if next := l.earliest(now); now.Before(next) {
 		return Ticket{}, fmt.Errorf("%w: next send at %s, in %v", ErrTooEarly, next.Format(time.RFC3339Nano), next.Sub(now))
 	}
+	if p := l.learn.promised; !p.IsZero() && now.After(p) {
+		l.lagged(now.Sub(p)) // woke later than it was told: the process is late
+	}
+	l.learn.promised = time.Time{}
+	if n := uint64(len(l.ring)); l.sends >= n && n > 1 {
+		// The oldest send falls out of the ring: the next one's floor keeps its bound.
+		l.refloor(l.sends + 1 - n)
+	}
+	var floor time.Time
+	if l.sends > 0 {
+		prev := l.record(l.sends)
+		floor = prev.bound(l.window(), later(now, l.latest))
+	}
 	l.sends++
-	*l.record(l.sends) = record{sent: now}
+	*l.record(l.sends) = record{sent: now, floor: floor}
 	l.latest = later(l.latest, now)
 	return Ticket{owner: l, seq: l.sends}, nil
 }
@@ -295,32 +413,47 @@ func (l *Limiter) Wrote(t Ticket, at time.Time) {
 			return
 		}
 		r.left = at
-		l.keepBoundsGrowing() // a send may have followed the earlier report
+		l.refloor(t.seq) // a send may have followed the earlier report
 		return
 	}
 	r.left, r.hasLeft = at, true
+	l.lagged(at.Sub(r.sent)) // departure time: how long leaving took
+	l.openSeqs(t.seq)
+	l.refloor(t.seq)
 }
 
-// Answered records that an answer other than a 429 came back at at from the
-// upstream (200, 400, 401, a 5xx of the upstream's own): the request arrived by at,
-// which may let later sends leave earlier. A 429 goes to Rejected; an error of the
+// Answered records that an answer other than a 429 or a 400 came back at at from
+// the upstream (200, 401, a 5xx of the upstream's own): the request arrived by at,
+// which may let later sends leave earlier, and its round trip is evidence (see the
+// package doc). A 429 goes to Rejected, a 400 to Inverted; an error of the
 // transport or of a proxy that may not have passed the request on goes to Lost.
-func (l *Limiter) Answered(t Ticket, at time.Time) {
+func (l *Limiter) Answered(t Ticket, at time.Time) { l.answer(t, at, answered) }
+
+// Inverted records a 400 for a nonce that arrived after a later one (a nonce
+// inversion) at at: as Answered, and evidence that the order rule's delay was
+// too short for this request.
+func (l *Limiter) Inverted(t Ticket, at time.Time) { l.answer(t, at, inverted) }
+
+func (l *Limiter) answer(t Ticket, at time.Time, kind answerKind) {
+	l.init()
 	l.observe(at)
 	if r := l.open(t); r != nil {
-		l.arrivedBy(r, at)
+		l.arrivedBy(r, t.seq, at, kind)
 	}
 }
 
 // arrivedBy ends r, which arrived no later than at.
-func (l *Limiter) arrivedBy(r *record, at time.Time) {
+func (l *Limiter) arrivedBy(r *record, seq uint64, at time.Time, kind answerKind) {
 	if at.Before(r.sent) {
 		// An answer before its send: the clock is not to be trusted. Keep the
 		// bound that does not depend on the answer.
-		l.lost(r, l.latest)
+		l.lost(r, seq, l.latest)
 		return
 	}
-	r.by, r.ended = at, true
+	r.by = at
+	l.learnFrom(r, at, kind)
+	r.ended = true
+	l.refloor(seq)
 }
 
 // Lost records that no answer came back (a timeout, a broken connection) and that
@@ -329,23 +462,25 @@ func (l *Limiter) arrivedBy(r *record, at time.Time) {
 func (l *Limiter) Lost(t Ticket, at time.Time) {
 	l.observe(at)
 	if r := l.open(t); r != nil {
-		l.lost(r, at)
+		l.lost(r, t.seq, at)
 	}
 }
 
-func (l *Limiter) lost(r *record, at time.Time) {
+func (l *Limiter) lost(r *record, seq uint64, at time.Time) {
 	if !r.hasLeft {
 		r.left, r.hasLeft = later(at, r.sent), true
 	}
 	r.ended = true
+	l.refloor(seq)
 }
 
 // Rejected records a 429 that came back at at, with the upstream's Retry-After
 // (zero if none): the model was wrong. It pauses the whole key until at plus the
 // longest window, 1 ms and the margin, or at + retryAfter if later; widens the
-// assumed delay L (doubled, at most MaxDelayCeiling), unless the request was sent
-// before an earlier 429 of the same incident; and counts the 429 toward the ban
-// guard. LastRejection then describes what happened, for a warning.
+// assumed delay L and the least it comes back down to (doubled, at most
+// MaxDelayCeiling), unless the request was sent before an earlier 429 of the same
+// incident; and counts the 429 toward the ban guard. LastRejection then describes
+// what happened, for a warning.
 func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 	l.init()
 	l.observe(at)
@@ -358,12 +493,16 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 		// that 429 already corrected: its rejection says nothing new about L.
 		widen = l.last == nil || r.sent.After(l.last.At)
 		if !r.ended {
-			l.arrivedBy(r, at)
+			l.arrivedBy(r, t.seq, at, rejected)
 		}
 	}
 	if widen {
-		l.maxDelay = min(max(2*l.maxDelay, l.maxDelay+time.Millisecond), l.set.ceiling)
-		l.keepBoundsGrowing()
+		// Round trips did not show what the 429 did: the delay model may be one
+		// no round trip reveals, so the wider L becomes the floor it returns to.
+		l.base = min(max(2*l.maxDelay, l.maxDelay+time.Millisecond), l.set.ceiling)
+		l.maxDelay = max(l.maxDelay, l.base)
+		l.orderDelay = max(l.orderDelay, l.base)
+		l.refloor(0)
 	}
 	pause := at.Add(l.set.longest + time.Millisecond + l.set.margin)
 	if retryAfter > 0 {
@@ -378,21 +517,21 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 	l.last = &rej
 }
 
-// keepBoundsGrowing raises each kept bound to the one before it. Bounds grow with
-// each send by invariant (b) as long as L stays and no report moves a departure
-// later; when either happens, a send may end up with a lower bound than one before
-// it, and invariant (a) needs the bound of every send up to the N-th previous.
-func (l *Limiter) keepBoundsGrowing() {
-	var prev time.Time
-	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq <= l.sends && seq > 0; seq++ {
+// refloor recomputes the floors of the sends after seq (all kept sends for 0):
+// each is the largest window bound of the sends before it. The oldest kept send's
+// floor keeps the bounds of the sends that fell out of the ring.
+func (l *Limiter) refloor(seq uint64) {
+	oldest := l.sends - min(l.sends, uint64(len(l.ring))) + 1
+	seq = max(seq, oldest)
+	win := l.window()
+	for ; seq < l.sends && seq > 0; seq++ {
 		r := l.record(seq)
-		if !r.hasLeft && r.by.IsZero() {
-			continue // not written yet: its bound moves with now, above all others
-		}
-		r.floor = later(r.floor, prev)
-		prev = r.bound(l.maxDelay, l.latest)
+		l.record(seq + 1).floor = r.bound(win, l.latest)
 	}
 }
+
+// openSeqs notes that send seq is written and not yet ended.
+func (l *Limiter) openSeqs(seq uint64) { l.inflight = append(l.inflight, seq) }
 
 // LastRejection returns the latest 429 and true, or false if there was none.
 func (l *Limiter) LastRejection() (Rejection, bool) {

@@ -310,8 +310,11 @@ func TestLimiter_TicketsItDoesNotKnowChangeNothing(t *testing.T) {
 
 func TestLimiter_TicketOlderThanTheRingChangesNothing(t *testing.T) {
 	// The ring holds 3 sends: once #4 is sent, #1 can bound no future send, and
-	// its slot is #4's.
-	runSteps(t, mustNew(t, small()), []step{
+	// its slot is #4's. With the ceiling at L, #1 still unanswered when #4 is due
+	// is taken to arrive by left + L, as if it had been given up.
+	cfg := small()
+	cfg.MaxDelayCeiling = cfg.MaxDelay
+	runSteps(t, mustNew(t, cfg), []step{
 		{at: 0, op: opSend, wantNext: 11},
 		{at: 0, op: opWrote, n: 1, wantNext: 11}, // never answered
 		{at: 11, op: opSend, wantNext: 22},

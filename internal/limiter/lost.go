@@ -6,15 +6,15 @@ import "time"
 // caller gave up at at, and that the request may still arrive as late as until:
 // a gateway in front of the upstream answered for it (a 502, 503 or 504, or an
 // answer not in the upstream's format) and may pass it on later. Its bound is then
-// the later of Lost's and until, and the bounds of the sends after it are raised to
-// keep growing.
+// the later of until and what Lost gives, whatever L becomes, and the sends after
+// it wait for it as for any bound.
 func (l *Limiter) LostUntil(t Ticket, at, until time.Time) {
 	l.observe(at)
 	r := l.open(t)
 	if r == nil {
 		return
 	}
-	l.lost(r, at)
-	r.floor = later(r.floor, until)
-	l.keepBoundsGrowing()
+	l.lost(r, t.seq, at)
+	r.by, r.late = later(until, r.left.Add(l.maxDelay)), true
+	l.refloor(t.seq)
 }

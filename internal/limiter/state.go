@@ -21,8 +21,13 @@ var ErrInvalidState = errors.New("invalid limiter state")
 type State struct {
 	// Version is StateVersion.
 	Version int `json:"version"`
-	// MaxDelay is the one-way delay assumed (L), widened by 429s.
+	// MaxDelay is the one-way delay assumed (L), widened by 429s and by evidence.
 	MaxDelay time.Duration `json:"max_delay_ns"`
+	// BaseDelay is the least L comes back down to (the configured delay, or what
+	// 429s widened it to), and OrderDelay the order rule's delay; zero in a state
+	// written before the limiter learned from evidence, and then taken as MaxDelay.
+	BaseDelay  time.Duration `json:"base_delay_ns,omitempty"`
+	OrderDelay time.Duration `json:"order_delay_ns,omitempty"`
 	// NextFree is the earliest instant the next send may leave.
 	NextFree time.Time `json:"next_free"`
 	// UpperBounds are the latest instants the last sends may have arrived, oldest
@@ -51,6 +56,8 @@ func (l *Limiter) State() State {
 	st := State{
 		Version:     StateVersion,
 		MaxDelay:    l.maxDelay,
+		BaseDelay:   l.base,
+		OrderDelay:  l.orderDelay,
 		NextFree:    l.earliest(l.latest),
 		UpperBounds: make([]time.Time, 0, n),
 		Sends:       l.sends,
@@ -60,7 +67,7 @@ func (l *Limiter) State() State {
 	}
 	for seq := l.sends - n + 1; seq <= l.sends && seq > 0; seq++ {
 		r := l.record(seq)
-		st.UpperBounds = append(st.UpperBounds, r.bound(l.maxDelay, l.latest))
+		st.UpperBounds = append(st.UpperBounds, r.bound(l.window(), l.latest))
 		if !r.ended {
 			st.InFlight++
 		}
@@ -85,7 +92,9 @@ func (l *Limiter) Handoff() (json.RawMessage, error) {
 // typically by the previous holder of the key. Its first send waits exactly as long
 // as the windows require given the recorded upper bounds, and never less than the
 // previous holder would have waited. It keeps the larger of the two assumed
-// delays (up to cfg's ceiling), the pause and the 429 count. If cfg has a rule with
+// delays (up to cfg's ceiling), what it may come back down to, the pause and the
+// 429 count. The evidence of the previous holder's last answers is not carried:
+// the new holder's L comes back down only on evidence of its own. If cfg has a rule with
 // a larger Limit than the state recorded sends for, the sends missing from the
 // record are taken to have arrived as late as the oldest one recorded: they came
 // before it, so this only errs on the side of waiting.
@@ -99,7 +108,7 @@ func Restore(cfg Config, st State) (*Limiter, error) {
 	if st.Version != StateVersion {
 		return nil, fmt.Errorf("%w: version %d, this limiter reads version %d", ErrInvalidState, st.Version, StateVersion)
 	}
-	if st.MaxDelay < 0 || st.Rejections < 0 {
+	if st.MaxDelay < 0 || st.BaseDelay < 0 || st.OrderDelay < 0 || st.Rejections < 0 {
 		return nil, fmt.Errorf("%w: negative max delay %v or rejection count %d", ErrInvalidState, st.MaxDelay, st.Rejections)
 	}
 	ubs := st.UpperBounds
@@ -116,6 +125,14 @@ func Restore(cfg Config, st State) (*Limiter, error) {
 
 	l := newLimiter(s)
 	l.maxDelay = max(s.maxDelay, min(st.MaxDelay, s.ceiling))
+	l.base = l.maxDelay // a state without a base: every delay it knew was proven by a 429
+	if st.BaseDelay > 0 {
+		l.base = max(s.maxDelay, min(st.BaseDelay, l.maxDelay))
+	}
+	l.orderDelay = l.maxDelay
+	if st.OrderDelay > 0 {
+		l.orderDelay = max(l.base, min(st.OrderDelay, l.maxDelay))
+	}
 	l.sends = sends
 	keep := min(sends, uint64(len(l.ring)))
 	if n := uint64(len(ubs)); n > keep {

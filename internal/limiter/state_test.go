@@ -29,6 +29,8 @@ func TestState_JSONShape(t *testing.T) {
 	assert.JSONEq(t, `{
 		"version": 1,
 		"max_delay_ns": 20000000,
+		"base_delay_ns": 20000000,
+		"order_delay_ns": 20000000,
 		"next_free": "2030-01-01T00:00:00.131Z",
 		"upper_bounds": ["2030-01-01T00:00:00.005Z", "2030-01-01T00:00:00.009Z", "2030-01-01T00:00:00.13Z"],
 		"sends": 3,
@@ -52,7 +54,7 @@ func TestState_JSONShape(t *testing.T) {
 
 	fresh, err := mustNew(t, limiter.Config{}).Handoff()
 	require.NoError(t, err)
-	assert.JSONEq(t, `{"version": 1, "max_delay_ns": 50000000, "next_free": "0001-01-01T00:00:00Z", "upper_bounds": [], "sends": 0}`, string(fresh))
+	assert.JSONEq(t, `{"version": 1, "max_delay_ns": 50000000, "base_delay_ns": 50000000, "order_delay_ns": 50000000, "next_free": "0001-01-01T00:00:00Z", "upper_bounds": [], "sends": 0}`, string(fresh))
 }
 
 func TestRestore_WaitsExactlyAsLongAsTheWindowRequires(t *testing.T) {

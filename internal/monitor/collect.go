@@ -143,6 +143,8 @@ type Key struct {
 	RateLimited uint64    `json:"rate_limited"`
 	BadNonce    uint64    `json:"bad_nonce"`
 	MaxDelayMs  float64   `json:"max_delay_ms"`
+	LagMs       float64   `json:"lag_ms,omitempty"`
+	Evidence    uint64    `json:"evidence,omitempty"` // answers that proved L wrong, and 400s
 	NextFree    time.Time `json:"next_free,omitzero"`
 	Unusable    bool      `json:"unusable,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
@@ -195,6 +197,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 				w.Keys = append(w.Keys, kr.Name)
 				w.State = "active"
 				k.MaxDelayMs, k.NextFree = kr.MaxDelayMs, kr.NextFree
+				k.LagMs, k.Evidence = kr.LagMs, kr.Outliers+kr.Inversions
 			}
 		}
 		switch {

@@ -31,7 +31,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 		fmt.Fprintf(&b, "failed attempts:   %s\n", failed)
 	}
 	if len(s.Keys) > 0 {
-		fmt.Fprintf(&b, "%-8s %-22s %8s %8s %5s %5s %6s %9s  %s\n", "key", "holder", "sent", "ok", "429", "400", "L ms", "free in", "state")
+		fmt.Fprintf(&b, "%-8s %-22s %8s %8s %5s %5s %6s %6s %8s %9s  %s\n", "key", "holder", "sent", "ok", "429", "400", "L ms", "lag ms", "evidence", "free in", "state")
 		for _, k := range s.Keys {
 			state := "idle"
 			switch {
@@ -48,7 +48,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 			if k.Holder != "" && !k.NextFree.IsZero() {
 				free = fmt.Sprintf("%dms", max(k.NextFree.Sub(s.At).Milliseconds(), 0))
 			}
-			fmt.Fprintf(&b, "%-8s %-22s %8d %8d %5d %5d %6.0f %9s  %s\n", k.Name, holder, k.Sent, k.OK, k.RateLimited, k.BadNonce, k.MaxDelayMs, free, state)
+			fmt.Fprintf(&b, "%-8s %-22s %8d %8d %5d %5d %6.0f %6.0f %8d %9s  %s\n", k.Name, holder, k.Sent, k.OK, k.RateLimited, k.BadNonce, k.MaxDelayMs, k.LagMs, k.Evidence, free, state)
 		}
 	}
 	var active, standby, gone int

@@ -81,9 +81,16 @@ type KeyReport struct {
 	RateLimited uint64    `json:"rate_limited"`
 	BadNonce    uint64    `json:"bad_nonce"`
 	// Limiter state: the largest one-way delay assumed, the next free send slot.
-	MaxDelayMs  float64   `json:"max_delay_ms"`
-	NextFree    time.Time `json:"next_free,omitzero"`
-	Quarantined bool      `json:"quarantined,omitempty"`
+	MaxDelayMs float64 `json:"max_delay_ms"`
+	// What the limiter learned from evidence: the order rule's delay, how late
+	// this process has been of late, and how many answers proved L wrong (round
+	// trips over 2 L + tolerance) or were nonce inversions (400s).
+	OrderDelayMs float64   `json:"order_delay_ms,omitempty"`
+	LagMs        float64   `json:"lag_ms,omitempty"`
+	Outliers     uint64    `json:"outliers,omitempty"`
+	Inversions   uint64    `json:"inversions,omitempty"`
+	NextFree     time.Time `json:"next_free,omitzero"`
+	Quarantined  bool      `json:"quarantined,omitempty"`
 	// Count429Lifetime is the key's 429 count across every holder, from key state:
 	// the ban guard trips on it.
 	Count429Lifetime int `json:"count_429_lifetime,omitempty"`

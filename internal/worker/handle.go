@@ -93,6 +93,8 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 			p.Answered(sl.ticket, ans.Answered)
 		case rejected:
 			p.Rejected(sl.ticket, ans.Answered, ans.RetryAfter)
+		case inverted:
+			p.Inverted(sl.ticket, ans.Answered)
 		case lostUntil:
 			p.LostUntil(sl.ticket, now, ans.Answered.Add(w.cfg.GatewayHold))
 		default:
@@ -284,8 +286,14 @@ func (s *session) recordLimiter(p Pacer) {
 	next := p.Next(s.w.cfg.Now())
 	l := float64(p.MaxDelay()) / float64(time.Millisecond)
 	q := p.Quarantined()
+	ev, _ := p.(interface{ Evidence() limiter.Evidence })
 	s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) {
 		kr.MaxDelayMs, kr.NextFree, kr.Quarantined = l, next, kr.Quarantined || q
+		if ev != nil {
+			e := ev.Evidence()
+			kr.OrderDelayMs, kr.LagMs = float64(e.OrderDelay)/float64(time.Millisecond), float64(e.Lag)/float64(time.Millisecond)
+			kr.Outliers, kr.Inversions = e.Outliers, e.Inversions
+		}
 	})
 }
 

@@ -21,6 +21,7 @@ type report int
 const (
 	answered  report = iota // the upstream's own answer: it arrived by then
 	rejected                // a 429: the limiter's model was wrong
+	inverted                // a 400: nonces arrived out of order, evidence for the order rule
 	lost                    // no answer: it may arrive until it left + L
 	lostUntil               // a gateway answered: it may arrive until the answer + the gateway hold
 )
@@ -53,7 +54,7 @@ func outcomeOf(c upstream.Class) outcome {
 	case upstream.RateLimited:
 		return outcome{rejected, stats.ResultRateLimited, keyCount429, msgRetry}
 	case upstream.BadNonce:
-		return outcome{answered, stats.ResultBadNonce, keyNewNonces, msgRetry}
+		return outcome{inverted, stats.ResultBadNonce, keyNewNonces, msgRetry}
 	case upstream.KeyUnusable:
 		return outcome{answered, stats.ResultKeyUnusable, keyUnusable, msgRetry}
 	case upstream.ServerError:

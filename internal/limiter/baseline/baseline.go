@@ -44,6 +44,8 @@ type Pacer interface {
 	Wrote(t limiter.Ticket, at time.Time)
 	// Answered records an answer other than a 429 at at.
 	Answered(t limiter.Ticket, at time.Time)
+	// Inverted records a 400 at at: the request's nonce arrived after a later one.
+	Inverted(t limiter.Ticket, at time.Time)
 	// Lost records that no answer came back; the caller gave up at at.
 	Lost(t limiter.Ticket, at time.Time)
 	// LostUntil is Lost for a request that may still arrive until until (a

@@ -49,6 +49,9 @@ func (p *intervalRing) Wrote(limiter.Ticket, time.Time) {}
 func (p *intervalRing) Answered(limiter.Ticket, time.Time) {}
 
 // Lost does nothing.
+// Inverted treats a 400 as an answer; the baseline learns nothing from it.
+func (p *intervalRing) Inverted(t limiter.Ticket, at time.Time) { p.Answered(t, at) }
+
 func (p *intervalRing) Lost(limiter.Ticket, time.Time) {}
 
 // LostUntil does nothing: the baseline does not track arrivals.

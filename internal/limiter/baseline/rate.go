@@ -53,6 +53,9 @@ func (p *tokenBucket) Wrote(limiter.Ticket, time.Time) {}
 func (p *tokenBucket) Answered(limiter.Ticket, time.Time) {}
 
 // Lost does nothing.
+// Inverted treats a 400 as an answer; the baseline learns nothing from it.
+func (p *tokenBucket) Inverted(t limiter.Ticket, at time.Time) { p.Answered(t, at) }
+
 func (p *tokenBucket) Lost(limiter.Ticket, time.Time) {}
 
 // LostUntil does nothing: the baseline does not track arrivals.

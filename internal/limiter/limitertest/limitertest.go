@@ -11,7 +11,7 @@
 //
 // The simulated client sends request i as soon as it is ready and the pacer allows,
 // reports it written at once, and reports the answer when it comes back: Answered,
-// Rejected for a 429, or Lost when none comes back.
+// Inverted for a 400, Rejected for a 429, or Lost when none comes back.
 package limitertest
 
 import (
@@ -29,6 +29,7 @@ type Pacer interface {
 	Sent(now time.Time) (limiter.Ticket, error)
 	Wrote(t limiter.Ticket, at time.Time)
 	Answered(t limiter.Ticket, at time.Time)
+	Inverted(t limiter.Ticket, at time.Time)
 	Lost(t limiter.Ticket, at time.Time)
 	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
 	Quarantined() bool
@@ -126,6 +127,37 @@ func Uniform(seed uint64, maxDelay, step time.Duration) Delays {
 	return func(int) Trip { return Trip{In: draw(), Out: draw()} }
 }
 
+// Asymmetric draws the incoming delay uniformly from 0..in and the outgoing one
+// from 0..out, in steps of step, reproducibly from seed.
+func Asymmetric(seed uint64, in, out, step time.Duration) Delays {
+	rng := rand.New(rand.NewPCG(seed, 0xa5))
+	draw := func(m time.Duration) time.Duration { return time.Duration(rng.Int64N(int64(m/step)+1)) * step }
+	return func(int) Trip { return Trip{In: draw(in), Out: draw(out)} }
+}
+
+// WithSpikes wraps d so that a share of requests, drawn reproducibly from seed,
+// take extra longer on the way in.
+func WithSpikes(d Delays, seed uint64, share float64, extra time.Duration) Delays {
+	rng := rand.New(rand.NewPCG(seed, 0x5b1e))
+	return func(i int) Trip {
+		t := d(i)
+		if rng.Float64() < share {
+			t.In += extra
+		}
+		return t
+	}
+}
+
+// Drifting wraps d so that request i takes i*per longer on the way in, up to
+// most: delays that creep up over time.
+func Drifting(d Delays, per, most time.Duration) Delays {
+	return func(i int) Trip {
+		t := d(i)
+		t.In += min(time.Duration(i)*per, most)
+		return t
+	}
+}
+
 // WithLoss wraps d so that a share dropped of requests never arrive and a share
 // unanswered arrive but get no answer, reproducibly from seed.
 func WithLoss(d Delays, seed uint64, dropped, unanswered float64) Delays {
@@ -160,6 +192,9 @@ type Run struct {
 	// GiveUp is how long after leaving a request without an answer is reported
 	// Lost; 1 s when 0.
 	GiveUp time.Duration
+	// Late, if not nil, returns how late the client's timer fires for request i:
+	// it is sent that long after the instant Next gave (an overloaded scheduler).
+	Late func(i int) time.Duration
 	// OnSend, if not nil, is called with every send.
 	OnSend func(i int, at time.Time)
 }
@@ -238,9 +273,12 @@ func (r Run) Execute() Result {
 					push(event{at: e.at.Add(e.trip.Out), kind: answer, ticket: e.ticket, status: status})
 				}
 			case answer:
-				if e.status == 429 {
+				switch e.status {
+				case 429:
 					r.Pacer.Rejected(e.ticket, e.at, 0)
-				} else {
+				case 400:
+					r.Pacer.Inverted(e.ticket, e.at)
+				default:
 					r.Pacer.Answered(e.ticket, e.at)
 				}
 				res.Quarantined = res.Quarantined || r.Pacer.Quarantined()
@@ -253,6 +291,16 @@ func (r Run) Execute() Result {
 			break
 		}
 		now = next
+		if r.Late != nil {
+			if late := r.Late(i); late > 0 {
+				// The timer fires late; whatever happens meanwhile is handled first.
+				if len(events) > 0 && !events[0].at.After(now.Add(late)) {
+					continue
+				}
+				now = now.Add(late)
+				r.Pacer.Next(now)
+			}
+		}
 		t, err := r.Pacer.Sent(now)
 		if err != nil {
 			res.Err = fmt.Errorf("request %d: Sent at the instant Next gave (%s): %w", i, now, err)

@@ -43,6 +43,7 @@ func (eager) Next(now time.Time) time.Time                      { return now }
 func (eager) Sent(time.Time) (limiter.Ticket, error)            { return limiter.Ticket{}, nil }
 func (eager) Wrote(limiter.Ticket, time.Time)                   {}
 func (eager) Answered(limiter.Ticket, time.Time)                {}
+func (eager) Inverted(limiter.Ticket, time.Time)                {}
 func (eager) Lost(limiter.Ticket, time.Time)                    {}
 func (eager) Rejected(limiter.Ticket, time.Time, time.Duration) {}
 func (eager) Quarantined() bool                                 { return false }

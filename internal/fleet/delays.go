@@ -1,0 +1,179 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+)
+
+// DelayCase is one row of the delay benchmark: a simulator whose delays the
+// workers' default L (50 ms) may not bound, and the bound the row is held to.
+type DelayCase struct {
+	Name string
+	// Keys is how many keys the fleet uses; Workers processes hold KeysPerWorker
+	// each.
+	Keys, Workers, KeysPerWorker int
+	// Rate is the offered load, at or above the bound.
+	Rate         float64
+	ExchangeArgs []string
+	// Bound is the rate the row is compared with, and BoundNote says what it is.
+	Bound     float64
+	BoundNote string
+}
+
+// DelayRow is one case's result.
+type DelayRow struct {
+	Case        DelayCase
+	OKPerSecond float64
+	RateLimited uint64
+	BadNonce    uint64
+	// CPUPerRequest is the workers' CPU time per request answered 200.
+	CPUPerRequest time.Duration
+}
+
+// Oracle returns the sends a second of keys limiters that know the true largest
+// incoming delay in (and keep the same order rule) against incoming delays
+// uniform over 0..in and outgoing ones over 0..out (whole ms), each key
+// simulated for requests sends with limitertest.
+func Oracle(keys int, in, out time.Duration, requests int) float64 {
+	total := 0.0
+	for k := range keys {
+		l, err := limiter.New(limiter.Config{MaxDelay: in, MaxDelayCeiling: max(in, time.Second)})
+		if err != nil {
+			return 0
+		}
+		res := limitertest.Run{Pacer: l, Requests: requests,
+			Delays: limitertest.Asymmetric(uint64(1000+k), in, out, time.Millisecond)}.Execute()
+		total += res.Rate()
+	}
+	return total
+}
+
+// DelayCases returns the benchmark's rows: (a) the reference, (b) a spread
+// wider than L, (c) spikes, (d) many keys on one machine.
+func DelayCases(manyKeys int) []DelayCase {
+	perKey := 20 / 1.0435 // 20 per 1000 + 1 + 1 ms + E[min(50, in + out)] = 41.5 ms
+	return []DelayCase{
+		{Name: "(a) reference, 5 keys", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
+			Bound: SafeBound, BoundNote: "safe bound 5 × 20 / 1043.5 ms"},
+		{Name: "(b) in 0..100 ms, out 0..50 ms, L starts at 50 ms", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
+			ExchangeArgs: []string{"--in-max-delay", "100ms", "--out-max-delay", "50ms"},
+			Bound:        Oracle(5, 100*time.Millisecond, 50*time.Millisecond, 20_000),
+			BoundNote:    "oracle: limiter with L = 100 ms, same order rule, in limitertest"},
+		{Name: "(c) 1% of requests +300 ms on the way in", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
+			ExchangeArgs: []string{"--spike-share", "0.01", "--spike-delay", "300ms"},
+			BoundNote:    "(a)'s measured rate"},
+		{Name: fmt.Sprintf("(d) %d keys on this machine", manyKeys), Keys: manyKeys, Workers: 5,
+			KeysPerWorker: (manyKeys + 4) / 5, Rate: float64(manyKeys) * 21,
+			Bound: float64(manyKeys) * perKey, BoundNote: fmt.Sprintf("safe bound %d × 20 / 1043.5 ms", manyKeys)},
+	}
+}
+
+// manyKeys returns n keys for the simulator and the workers.
+func manyKeys(n int) []keys.Key {
+	out := make([]keys.Key, n)
+	for i := range out {
+		out[i] = keys.New(fmt.Sprintf("k%03d", i+1), fmt.Sprintf("BENCHKEY%024d", i+1))
+	}
+	return out
+}
+
+// BenchDelays runs each case with the adaptive limiter and returns one row each.
+func BenchDelays(ctx context.Context, cfg BenchConfig, cases []DelayCase) ([]DelayRow, error) {
+	var rows []DelayRow
+	for _, c := range cases {
+		if ctx.Err() != nil {
+			break
+		}
+		cfg.Logger.Info("benchmark: delays", "case", c.Name, "keys", c.Keys, "offered_rate", c.Rate, "duration", cfg.Duration)
+		row, err := benchDelay(ctx, cfg, c)
+		if err != nil {
+			return rows, fmt.Errorf("benchmark %s: %w", c.Name, err)
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, error) {
+	row := DelayRow{Case: c}
+	fc := Config{
+		Bin: cfg.Bin, Workers: c.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
+		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(c.Rate), "--ttl", "10m", "--progress", "0"},
+		WorkerArgs:   []string{"--keys", fmt.Sprint(c.KeysPerWorker)},
+		ExchangeArgs: c.ExchangeArgs,
+		Logs:         cfg.Logs, Logger: cfg.Logger,
+	}
+	if c.Keys != 5 {
+		fc.Keys = manyKeys(c.Keys)
+	}
+	f, err := Up(ctx, fc)
+	if err != nil {
+		return row, err
+	}
+	defer f.Down()
+	produced := make(chan error, 1)
+	go func() { produced <- f.Produce(ctx) }()
+	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
+		return row, err
+	}
+	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return row, err
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, cfg.Duration); err != nil {
+		return row, err
+	}
+	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return row, err
+	}
+	row.OKPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
+	if err := <-produced; err != nil {
+		return row, err
+	}
+	f.StopWorkers()
+	var cpu time.Duration
+	for _, w := range f.Workers {
+		c, _ := w.Usage()
+		cpu += c
+	}
+	total, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return row, err
+	}
+	row.RateLimited, row.BadNonce = total.RateLimited, total.BadNonce
+	if total.OK > 0 {
+		row.CPUPerRequest = cpu / time.Duration(total.OK)
+	}
+	return row, nil
+}
+
+// FormatDelays renders the rows as one Markdown table. A row without a bound of
+// its own (c) is compared with the first row's measured rate.
+func FormatDelays(rows []DelayRow, cfg BenchConfig) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Delays: the adaptive limiter started on L = 50 ms against delays it may not bound; %s measured after %s warm-up per row, offered load above the bound (time to live 10 min). 429 and 400 over the whole run.\n\n",
+		cfg.Duration, cfg.Warmup)
+	fmt.Fprintf(&b, "| case | 429 | 400 | ok req/s | bound req/s | ratio | bound | worker CPU ms/req |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n")
+	for _, r := range rows {
+		bound := r.Case.Bound
+		if bound == 0 && len(rows) > 0 {
+			bound = rows[0].OKPerSecond
+		}
+		ratio := 0.0
+		if bound > 0 {
+			ratio = r.OKPerSecond / bound
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d | %.2f | %.2f | %.3f | %s | %.2f |\n", r.Case.Name, r.RateLimited, r.BadNonce,
+			r.OKPerSecond, bound, ratio, r.Case.BoundNote, float64(r.CPUPerRequest)/float64(time.Millisecond))
+	}
+	return b.String()
+}

@@ -1,0 +1,186 @@
+package limiter
+
+import "time"
+
+// horizon is how many recent answers, and recent sends' lateness, the limiter
+// remembers as evidence. 64 answers are about 3 s of a saturated key: long enough
+// that an isolated late request (one in a hundred) is usually alone in it, short
+// enough that a spread is seen, and L raised, within a fraction of a window.
+const horizon = 64
+
+// spreadAt is how many requests of the horizon must carry evidence before the
+// evidence counts as a spread that moves L. One alone is a spike: its own answer
+// bounds it.
+const spreadAt = 2
+
+// Evidence is what the limiter has learned from round trips, 400s and its own
+// lateness; see the package doc.
+type Evidence struct {
+	// MaxDelay is L, the one-way delay the window rule assumes now; OrderDelay the
+	// one the order rule assumes (at most MaxDelay); BaseDelay the least L may come
+	// back down to: the configured delay, or what 429s widened it to.
+	MaxDelay, OrderDelay, BaseDelay time.Duration
+	// Lag is how late this process has been of late: the longest of its sends'
+	// timer lateness and departure times over the horizon. Beyond the tolerance it
+	// is added to both delays.
+	Lag time.Duration
+	// Spread reports whether the recent evidence is a spread (L follows the round
+	// trips) rather than nothing or an isolated spike.
+	Spread bool
+	// Outliers counts answers whose round trip exceeded 2 L + tolerance;
+	// Inversions counts 400s (nonces that arrived out of order). Both since start.
+	Outliers, Inversions uint64
+	// Recent counts the answers of the horizon that carry evidence.
+	Recent int
+}
+
+// note is one answer as evidence.
+type note struct {
+	rt       time.Duration // answered minus left
+	evidence bool          // its round trip broke the promise, or it was a 400
+}
+
+// learner keeps the horizon of evidence.
+type learner struct {
+	notes    [horizon]note
+	answers  uint64
+	recent   int // notes with evidence
+	lags     [horizon]time.Duration
+	lagN     uint64
+	lag      time.Duration // max of lags
+	promised time.Time     // the last instant Next told the caller to wait for
+	spread   bool
+
+	outliers, inversions uint64
+}
+
+func (e *learner) add(n note) {
+	slot := &e.notes[e.answers%horizon]
+	if e.answers >= horizon && slot.evidence {
+		e.recent--
+	}
+	*slot = n
+	e.answers++
+	if n.evidence {
+		e.recent++
+	}
+}
+
+// longest returns the longest round trip of the horizon.
+func (e *learner) longest() time.Duration {
+	var m time.Duration
+	for _, n := range e.notes[:min(e.answers, horizon)] {
+		m = max(m, n.rt)
+	}
+	return m
+}
+
+func (e *learner) addLag(d time.Duration) {
+	d = max(d, 0)
+	old := e.lags[e.lagN%horizon]
+	e.lags[e.lagN%horizon] = d
+	e.lagN++
+	switch {
+	case d >= e.lag:
+		e.lag = d
+	case old == e.lag:
+		e.lag = 0
+		for _, x := range e.lags[:min(e.lagN, horizon)] {
+			e.lag = max(e.lag, x)
+		}
+	}
+}
+
+// lagged notes how late the process was at one send. Lateness beyond a quarter
+// of MaxDelayCeiling is not taken for scheduling: a caller that came back after
+// an idle spell, or a slow connect.
+func (l *Limiter) lagged(d time.Duration) {
+	if d < l.set.ceiling/4 {
+		l.learn.addLag(d)
+	}
+}
+
+// answerKind says what came back.
+type answerKind int
+
+const (
+	answered answerKind = iota // 200 and any other answer that says nothing of order
+	inverted                   // 400: a later nonce arrived first
+	rejected                   // 429
+)
+
+// slack is what the limiter adds to both delays for its own lateness: the lag
+// beyond the tolerance, which ordinary scheduling noise stays within.
+func (l *Limiter) slack() time.Duration { return max(0, l.learn.lag-l.set.tolerance) }
+
+// window and order return the delays the two rules assume now.
+func (l *Limiter) window() time.Duration { return l.maxDelay + l.slack() }
+func (l *Limiter) order() time.Duration  { return l.orderDelay + l.slack() }
+
+// learnFrom takes the answer to r, which came back at at, as evidence. It is
+// called before r is ended.
+func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
+	from := r.sent
+	if r.hasLeft {
+		from = r.left
+	}
+	rt := at.Sub(from)
+	tol := l.set.tolerance
+	// The round trip proves that one way took longer than L: the request's bound
+	// is its answer, whatever L says.
+	outlier := rt > 2*l.window()+tol
+	if outlier {
+		l.learn.outliers++
+	}
+	if kind == inverted {
+		l.learn.inversions++
+	}
+	r.late = outlier || kind == inverted
+	// The horizon judges against the promise (base), not against an L already
+	// raised: a raised L must not hide the evidence that raised it.
+	l.learn.add(note{rt: rt, evidence: rt > 2*(l.base+l.slack())+tol || kind == inverted})
+
+	// A 400 that the request's own round trip does not explain (it was not an
+	// outlier against the order rule's delay) shows that the order rule's delay is
+	// too short for the incoming delays: raise it by a quarter, never past what
+	// this request could have taken one way (its round trip).
+	if kind == inverted && rt <= 2*l.order()+tol {
+		l.orderDelay = min(max(l.orderDelay, min(rt, l.orderDelay+l.orderDelay/4)), l.set.ceiling)
+	}
+	l.settle()
+}
+
+// settle sets L from the horizon: the promise (base) while no evidence is in
+// sight; the longest recent round trip (a one-way delay is never longer) once
+// evidence spreads or 400s have moved the order rule's delay; unchanged for a
+// lone spike. The order rule's delay comes down as the round trips do.
+func (l *Limiter) settle() {
+	longest := l.learn.longest()
+	if l.learn.answers >= horizon {
+		l.orderDelay = min(l.orderDelay, max(l.base, longest))
+	}
+	l.orderDelay = max(l.orderDelay, l.base)
+	target := l.maxDelay
+	switch {
+	case l.learn.recent >= spreadAt || l.orderDelay > l.base:
+		target = max(l.base, l.orderDelay, longest)
+		l.learn.spread = true
+	case l.learn.recent == 0:
+		target = l.base
+		l.learn.spread = false
+	}
+	target = max(min(target, l.set.ceiling), l.orderDelay)
+	if target != l.maxDelay {
+		l.maxDelay = target
+		l.refloor(0)
+	}
+}
+
+// Evidence returns what the limiter has learned.
+func (l *Limiter) Evidence() Evidence {
+	l.init()
+	return Evidence{
+		MaxDelay: l.maxDelay, OrderDelay: l.orderDelay, BaseDelay: l.base, Lag: l.learn.lag,
+		Spread: l.learn.spread, Outliers: l.learn.outliers, Inversions: l.learn.inversions, Recent: l.learn.recent,
+	}
+}

@@ -1,0 +1,220 @@
+package limiter_test
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+)
+
+// wrongModel is a delay model the default L (50 ms) does not bound, run on a
+// limiter started on the default L.
+type wrongModel struct {
+	name     string
+	requests int
+	delays   func(seed uint64) limitertest.Delays
+	late     func(seed uint64) func(int) time.Duration // the client's own timer lateness
+	// max400 bounds the 400s: those a model forces (a spike overtaken by the next
+	// request) plus a few while the order rule's delay learns.
+	max400 func(res limitertest.Result, spikes int) int
+	// minRate is the least rate a key must keep, sends a second.
+	minRate float64
+}
+
+func wrongModels() []wrongModel {
+	ms := time.Millisecond
+	uniform := func(seed uint64) limitertest.Delays { return limitertest.Uniform(seed, L, ms) }
+	few := func(limitertest.Result, int) int { return 20 }
+	// A spread several times L takes more 400s to learn, and its tail keeps making
+	// some: at most 100 (0.5% of a full run), most of them while Lo learns.
+	some := func(limitertest.Result, int) int { return 100 }
+	return []wrongModel{
+		{name: "spread wider than L: in 0..100 ms, out 0..50 ms", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays { return limitertest.Asymmetric(seed, 2*L, L, ms) },
+			max400: few, minRate: 13.0},
+		{name: "spread wider than L both ways: 0..150 ms", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays { return limitertest.Uniform(seed, 3*L, ms) },
+			max400: some, minRate: 7.0},
+		{name: "asymmetric, revealed by round trips: in 0..200 ms, out 0..20 ms", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays { return limitertest.Asymmetric(seed, 4*L, 20*ms, ms) },
+			max400: some, minRate: 5.0},
+		{name: "rare spikes: 1% of requests 300 ms later in", requests: 40_000,
+			delays: func(seed uint64) limitertest.Delays {
+				return limitertest.WithSpikes(uniform(seed), seed, 0.01, 300*ms)
+			},
+			max400: func(_ limitertest.Result, spikes int) int { return spikes }, minRate: 0.95 * 19.05},
+		{name: "delays drift up to 250 ms over the run", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays {
+				return limitertest.Drifting(uniform(seed), 10*time.Microsecond, 200*ms)
+			},
+			max400: few, minRate: 5.0},
+		{name: "overloaded scheduler: client and upstream late by 0..40 ms", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays {
+				u := uniform(seed)
+				rng := rand.New(rand.NewPCG(seed, 3))
+				return func(i int) limitertest.Trip {
+					t := u(i)
+					t.In += time.Duration(rng.Int64N(41)) * ms // the upstream registers it late
+					return t
+				}
+			},
+			late: func(seed uint64) func(int) time.Duration {
+				rng := rand.New(rand.NewPCG(seed, 4))
+				return func(int) time.Duration { return time.Duration(rng.Int64N(41)) * ms }
+			},
+			max400: few, minRate: 10.0},
+	}
+}
+
+func TestLimiter_LearnsFromEvidenceWithoutA429(t *testing.T) {
+	for _, m := range wrongModels() {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			for seed := range uint64(3) {
+				l := mustNew(t, limiter.Config{})
+				spikes := 0
+				base := m.delays(seed)
+				delays := func(i int) limitertest.Trip {
+					tr := base(i)
+					if tr.In >= 300*time.Millisecond {
+						spikes++
+					}
+					return tr
+				}
+				run := limitertest.Run{Pacer: l, Requests: scaled(m.requests), Delays: delays}
+				if m.late != nil {
+					run.Late = m.late(seed)
+				}
+				res := run.Execute()
+				require.NoError(t, res.Err)
+				ev := l.Evidence()
+				assert.Zero(t, res.RateLimited, "seed %d: window violations; %+v", seed, ev)
+				assert.LessOrEqual(t, res.BadNonce, m.max400(res, spikes), "seed %d: nonce inversions (%d spikes); %+v", seed, spikes, ev)
+				assert.GreaterOrEqual(t, res.Rate(), m.minRate, "seed %d; %+v", seed, ev)
+				t.Logf("seed %d: %.2f/s, %d × 400, %d spikes; %+v", seed, res.Rate(), res.BadNonce, spikes, ev)
+			}
+		})
+	}
+}
+
+func TestLimiter_EvidenceCostsNothingAtTheReference(t *testing.T) {
+	// With the reference delays no round trip exceeds 2 L + tolerance and no nonce
+	// is inverted: L never moves and nothing is marked late.
+	l := mustNew(t, limiter.Config{})
+	res := limitertest.Run{Pacer: l, Requests: scaled(40_000), Delays: limitertest.Uniform(11, L, time.Millisecond)}.Execute()
+	require.NoError(t, res.Err)
+	ev := l.Evidence()
+	assert.Zero(t, ev.Outliers)
+	assert.Zero(t, ev.Inversions)
+	assert.False(t, ev.Spread)
+	assert.Equal(t, L, ev.MaxDelay)
+	assert.Equal(t, L, ev.OrderDelay)
+}
+
+func TestLimiter_ALoneSpikeIsBoundByItsOwnAnswer(t *testing.T) {
+	// small(): 3 per >100 ms, L = 10 ms, tolerance 10 ms: a round trip over 30 ms
+	// proves one way took longer than L.
+	cfg := small()
+	runSteps(t, mustNew(t, cfg), []step{
+		{at: 0, op: opSend, wantNext: 11},
+		{at: 0, op: opWrote, n: 1, wantNext: 11},
+		{at: 11, op: opSend, wantNext: 22},
+		{at: 11, op: opWrote, n: 2, wantNext: 22},
+		{at: 15, op: opAnswered, n: 2, wantNext: 16},
+		// #1 is still unanswered when its window partner is due: it may be on its
+		// way in as late as the ceiling (1 s) allows.
+		{at: 16, op: opSend, wantNext: 1101},
+		{at: 16, op: opWrote, n: 3, wantNext: 1101},
+		{at: 20, op: opAnswered, n: 3, wantNext: 1101},
+		{at: 80, op: opAnswered, n: 1, wantNext: 181}, // rt 80 > 2·10 + 10: ub1 = 80, + 101
+	})
+	// One outlier alone does not move L.
+	l := mustNew(t, cfg)
+	tk, _ := l.Sent(ms(0))
+	l.Wrote(tk, ms(0))
+	l.Answered(tk, ms(80))
+	assert.Equal(t, 10*time.Millisecond, l.MaxDelay())
+	assert.Equal(t, 1, l.Evidence().Recent)
+}
+
+func TestLimiter_ASpreadRaisesLAndNoEvidenceBringsItBack(t *testing.T) {
+	cfg := small()
+	l := mustNew(t, cfg)
+	at := ms(0)
+	exchange := func(rt int) {
+		at = l.Next(at)
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		l.Answered(tk, at.Add(time.Duration(rt)*time.Millisecond))
+	}
+	exchange(45) // an outlier (> 30 ms) alone
+	assert.Equal(t, 10*time.Millisecond, l.MaxDelay())
+	exchange(20)
+	exchange(60) // a second within the horizon: L covers the longest round trip
+	assert.Equal(t, 60*time.Millisecond, l.MaxDelay())
+	assert.True(t, l.Evidence().Spread)
+	for range 64 { // a horizon of answers within the promise
+		exchange(20)
+	}
+	assert.Equal(t, 10*time.Millisecond, l.MaxDelay())
+	assert.False(t, l.Evidence().Spread)
+}
+
+func TestLimiter_InversionRaisesTheOrderDelay(t *testing.T) {
+	cfg := small()
+	l := mustNew(t, cfg)
+	tk, _ := l.Sent(ms(0))
+	l.Wrote(tk, ms(0))
+	l.Inverted(tk, ms(25)) // rt 25 ≤ 2·10 + 10: not explained by its own lateness
+	ev := l.Evidence()
+	assert.Equal(t, 12500*time.Microsecond, ev.OrderDelay, "raised by a quarter")
+	assert.Equal(t, 25*time.Millisecond, ev.MaxDelay, "the window covers the longest round trip")
+	assert.Equal(t, uint64(1), ev.Inversions)
+}
+
+func TestLimiter_LateProcessWidensItsDelays(t *testing.T) {
+	cfg := small()
+	l := mustNew(t, cfg)
+	tk, _ := l.Sent(ms(0))
+	l.Wrote(tk, ms(0))
+	assert.Equal(t, ms(11), l.Next(ms(0)))
+	l.Answered(tk, ms(5))
+	require.Equal(t, ms(6), l.Next(ms(1)))
+	tk, err := l.Sent(ms(31)) // woke 25 ms after the 6 ms it was told: 15 ms beyond the tolerance
+	require.NoError(t, err)
+	l.Wrote(tk, ms(31))
+	assert.Equal(t, 25*time.Millisecond, l.Evidence().Lag)
+	assert.Equal(t, ms(31+10+15+1), l.Next(ms(31)), "L + lag beyond the tolerance + 1 ms")
+}
+
+func TestLimiter_UndetectableDelaysAreCaughtByTheBanGuard(t *testing.T) {
+	// All of the delay on the way in, changing slowly: the incoming delay follows
+	// a wave from 0 to 2L over 40 sends and back, the outgoing one is what is left
+	// of a 2L round trip. Every round trip is 2L, like the reference's longest;
+	// consecutive requests never overtake each other, so no 400 either. Nothing a
+	// client sees tells this from the reference, yet a window's slow first request
+	// and fast last one break it. What protects the key is the ban guard: the 429s
+	// double L, and the guard stops the key long before the upstream's tenth.
+	wave := func(i int) limitertest.Trip {
+		p := i % 40
+		if p >= 20 {
+			p = 40 - p
+		}
+		in := time.Duration(p) * 2 * L / 20
+		return limitertest.Trip{In: in, Out: 2*L - in}
+	}
+	l := mustNew(t, limiter.Config{})
+	res := limitertest.Run{Pacer: l, Requests: 5_000, Delays: wave}.Execute()
+	require.NoError(t, res.Err)
+	assert.Zero(t, l.Evidence().Outliers, "no round trip reveals it")
+	assert.Zero(t, res.BadNonce, "no inversion reveals it")
+	assert.Positive(t, res.RateLimited, "the upstream sees it")
+	assert.Less(t, res.RateLimited, limiter.DefaultBanThreshold)
+	t.Logf("%d × 429, L %v, quarantined %v", res.RateLimited, l.MaxDelay(), res.Quarantined)
+}
