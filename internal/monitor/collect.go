@@ -6,6 +6,12 @@
 // one, so totals are the sum of the latest report of every worker ever seen: a
 // monitor started late sees the whole fleet, and a worker that stops keeps its
 // counts. Latency percentiles come from merged HDR histograms, never from averages.
+//
+// Memory and work stay bounded by the live fleet: each report's histogram is
+// merged into the fleet's as it arrives (its difference from the worker's last
+// one), a worker silent for ForgetAfter is forgotten with its counts kept in the
+// totals, and holders and key state come from watches of their buckets (work per
+// change, not per key per snapshot).
 package monitor
 
 import (
@@ -14,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +39,10 @@ import (
 // silent.
 const silentAfter = 3 * time.Second
 
+// DefaultForgetAfter is how long a worker may stay silent (or stopped) before the
+// collector forgets it, keeping its counts in the totals.
+const DefaultForgetAfter = 10 * time.Minute
+
 // Collector gathers reports and state. It is safe for concurrent use.
 type Collector struct {
 	js  jetstream.JetStream
@@ -40,12 +51,39 @@ type Collector struct {
 	now func() time.Time
 
 	started time.Time
+	table   *lease.Table
 
-	mu      sync.Mutex
-	reports map[string]stats.Report
-	series  []point // successful totals over the last minute, for throughput windows
-	first   *point  // the first snapshot, for the since-start rate
-	queues  queueSums
+	// ForgetAfter is how long a worker may stay silent before it is forgotten;
+	// DefaultForgetAfter when 0. Set it before Run.
+	ForgetAfter time.Duration
+
+	mu        sync.Mutex
+	reports   map[string]worker
+	departed  departed             // the counts of forgotten workers
+	forgotten map[string]bool      // forgotten workers, by id and start, whose reports are ignored
+	merged    []int64              // the latency counts of every worker ever seen
+	keyState  map[string]keyRecord // from the key-state watch
+	series    []point              // successful totals over the last minute, for throughput windows
+	first     *point               // the first snapshot, for the since-start rate
+	queues    queueSums
+}
+
+// worker is the latest report of one worker and its latency counts.
+type worker struct {
+	stats.Report
+	counts []int64
+}
+
+// departed sums what forgotten workers counted.
+type departed struct {
+	results map[string]uint64
+	keys    map[string]stats.KeyReport
+}
+
+// keyRecord is one key's state as the watch saw it, or why it cannot be read.
+type keyRecord struct {
+	keystate.Record
+	err error
 }
 
 type point struct {
@@ -63,7 +101,11 @@ func New(js jetstream.JetStream, cfg *streams.Config, log *slog.Logger, now func
 	if now == nil {
 		now = time.Now
 	}
-	return &Collector{js: js, cfg: cfg, log: log, now: now, started: now(), reports: map[string]stats.Report{}}
+	return &Collector{
+		js: js, cfg: cfg, log: log, now: now, started: now(), table: lease.NewTable(),
+		reports: map[string]worker{}, forgotten: map[string]bool{}, keyState: map[string]keyRecord{},
+		departed: departed{results: map[string]uint64{}, keys: map[string]stats.KeyReport{}},
+	}
 }
 
 // Run consumes worker reports until ctx ends.
@@ -86,19 +128,146 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("monitor: read the stats stream: %w", err)
 	}
+	defer cc.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if kv, err := c.js.KeyValue(ctx, c.cfg.KV.Leases.Bucket); err == nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.watch(wctx, "leases", func() error { return c.table.Run(wctx, kv) }) }()
+	} else {
+		c.log.Warn("cannot read the lease bucket; holders will not be shown", "err", err)
+	}
+	if kv, err := c.js.KeyValue(ctx, c.cfg.KV.KeyState.Bucket); err == nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.watch(wctx, "key state", func() error { return c.watchKeyState(wctx, kv) }) }()
+	} else {
+		c.log.Warn("cannot read the key-state bucket; quarantines will not be shown", "err", err)
+	}
 	<-ctx.Done()
-	cc.Stop()
 	return nil
 }
 
-// Add takes one worker report, keeping only the latest of each worker.
+// watch runs a watch until ctx ends, starting it again when it ends.
+func (c *Collector) watch(ctx context.Context, what string, run func() error) {
+	for ctx.Err() == nil {
+		if err := run(); err != nil && ctx.Err() == nil {
+			c.log.Warn("watch ended; starting it again", "watch", what, "err", err)
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+}
+
+// watchKeyState follows the key-state bucket.
+func (c *Collector) watchKeyState(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch key state: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch key state: the watch ended")
+			}
+			if e == nil {
+				continue
+			}
+			c.mu.Lock()
+			if e.Operation() != jetstream.KeyValuePut {
+				delete(c.keyState, e.Key())
+			} else {
+				var r keyRecord
+				if err := json.Unmarshal(e.Value(), &r.Record); err != nil {
+					r.err = fmt.Errorf("%w: %w", keystate.ErrInvalid, err)
+				} else {
+					r.err = r.Validate()
+				}
+				c.keyState[e.Key()] = r
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Add takes one worker report, keeping only the latest of each worker, and merges
+// what its latency histogram gained since that worker's previous report.
 func (c *Collector) Add(r stats.Report) {
+	var counts []int64
+	if h, err := r.DecodeLatency(); err == nil {
+		counts = h.Export().Counts
+	} else {
+		c.log.Warn("undecodable latency histogram in a worker report", "worker", r.Worker, "err", err)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.reports[r.Worker]; ok && old.Seq >= r.Seq && old.Started.Equal(r.Started) {
+	if c.forgotten[forgetKey(r)] {
 		return
 	}
-	c.reports[r.Worker] = r
+	old, ok := c.reports[r.Worker]
+	if ok && old.Seq >= r.Seq && old.Started.Equal(r.Started) {
+		return
+	}
+	if ok && !old.Started.Equal(r.Started) {
+		// The same id, started anew: the old run's counts stay in the totals.
+		c.forgetLocked(old)
+		old = worker{}
+	}
+	if len(c.merged) == 0 {
+		c.merged = make([]int64, len(counts))
+	}
+	if len(counts) != len(c.merged) {
+		counts = old.counts // a histogram of another shape: keep what was merged
+	} else {
+		for i, n := range counts {
+			var was int64
+			if i < len(old.counts) {
+				was = old.counts[i]
+			}
+			c.merged[i] += n - was
+		}
+	}
+	c.reports[r.Worker] = worker{Report: r, counts: counts}
+}
+
+func forgetKey(r stats.Report) string { return r.Worker + "@" + r.Started.Format(time.RFC3339Nano) }
+
+// forgetLocked drops w, keeping its counts in the totals; its latency stays merged.
+func (c *Collector) forgetLocked(w worker) {
+	for res, n := range w.Results {
+		c.departed.results[res] += n
+	}
+	for _, kr := range w.Keys {
+		d := c.departed.keys[kr.Name]
+		d.Name = kr.Name
+		d.Sent += kr.Sent
+		d.OK += kr.OK
+		d.RateLimited += kr.RateLimited
+		d.BadNonce += kr.BadNonce
+		c.departed.keys[kr.Name] = d
+	}
+	c.forgotten[forgetKey(w.Report)] = true
+	delete(c.reports, w.Worker)
+}
+
+// latency returns the merged histogram.
+func (c *Collector) latencyLocked() *hdrhistogram.Histogram {
+	h := stats.NewLatencyHistogram()
+	if len(c.merged) == 0 {
+		return h
+	}
+	snap := h.Export()
+	snap.Counts = slices.Clone(c.merged)
+	return hdrhistogram.Import(snap)
 }
 
 // Snapshot is the fleet at one instant.
@@ -168,7 +337,7 @@ type Worker struct {
 // Snapshot reads the queue and key state from NATS and folds in the reports.
 func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	now := c.now()
-	s := Snapshot{At: now, Elapsed: now.Sub(c.started), Results: map[string]uint64{}, Latency: stats.NewLatencyHistogram()}
+	s := Snapshot{At: now, Elapsed: now.Sub(c.started), Results: map[string]uint64{}}
 	keys := map[string]*Key{}
 	key := func(name string) *Key {
 		if k, ok := keys[name]; ok {
@@ -179,12 +348,26 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 		return k
 	}
 	c.mu.Lock()
+	forget := c.ForgetAfter
+	if forget <= 0 {
+		forget = DefaultForgetAfter
+	}
+	for _, r := range c.reports {
+		if now.Sub(r.At) > forget {
+			c.forgetLocked(r)
+		}
+	}
+	s.Latency = c.latencyLocked()
+	for res, n := range c.departed.results {
+		s.Results[res] += n
+	}
+	for _, d := range c.departed.keys {
+		k := key(d.Name)
+		k.Sent, k.OK, k.RateLimited, k.BadNonce = d.Sent, d.OK, d.RateLimited, d.BadNonce
+	}
 	for _, r := range c.reports {
 		for res, n := range r.Results {
 			s.Results[res] += n
-		}
-		if h, err := r.DecodeLatency(); err == nil {
-			s.Latency.Merge(h)
 		}
 		w := Worker{ID: r.Worker, InFlight: r.InFlight, LastSeen: r.At, State: "standby"}
 		for _, kr := range r.Keys {
@@ -215,7 +398,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 
 	s.Queue = c.queue(ctx)
 	s.Failed = s.Queue.Graveyard
-	c.keyState(ctx, key)
+	c.fillKeys(key)
 	for _, k := range keys {
 		s.Keys = append(s.Keys, *k)
 	}
@@ -294,30 +477,21 @@ func (c *Collector) queue(ctx context.Context) Queue {
 	return q
 }
 
-func (c *Collector) keyState(ctx context.Context, key func(string) *Key) {
-	if kv, err := c.js.KeyValue(ctx, c.cfg.KV.Leases.Bucket); err == nil {
-		if names, err := kv.Keys(ctx); err == nil {
-			for _, name := range names {
-				if rec, ok, err := lease.Holder(ctx, kv, name); err == nil && ok {
-					k := key(name)
-					k.Holder, k.Since = rec.Holder, rec.Since
-				}
-			}
-		} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
-			c.log.Debug("read leases", "err", err)
+// fillKeys adds each key's holder and state, from the watches.
+func (c *Collector) fillKeys(key func(string) *Key) {
+	view := c.table.View()
+	for name := range view.Keys {
+		if rec, ok := view.Held(name); ok {
+			k := key(name)
+			k.Holder, k.Since = rec.Holder, rec.Since
 		}
 	}
-	st, err := keystate.Open(ctx, c.js, c.cfg.KV.KeyState.Bucket)
-	if err != nil {
-		return
-	}
-	for _, k := range c.knownKeys(key) {
-		rec, rev, err := st.Get(ctx, k.Name)
-		if err != nil {
-			k.Unusable, k.Reason = true, err.Error() // a record no worker will serve
-			continue
-		}
-		if rev == 0 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, rec := range c.keyState {
+		k := key(name)
+		if rec.err != nil {
+			k.Unusable, k.Reason = true, rec.err.Error() // a record no worker will serve
 			continue
 		}
 		k.Count429Lifetime, k.LearnedMaxDelayMs = rec.Count429, float64(rec.MaxDelay)/float64(time.Millisecond)
@@ -325,20 +499,4 @@ func (c *Collector) keyState(ctx context.Context, key func(string) *Key) {
 			k.Unusable, k.Reason, k.Quarantined = true, rec.Reason, rec.Quarantined
 		}
 	}
-}
-
-func (c *Collector) knownKeys(key func(string) *Key) []*Key {
-	var out []*Key
-	c.mu.Lock()
-	names := map[string]bool{}
-	for _, r := range c.reports {
-		for _, kr := range r.Keys {
-			names[kr.Name] = true
-		}
-	}
-	c.mu.Unlock()
-	for n := range names {
-		out = append(out, key(n))
-	}
-	return out
 }

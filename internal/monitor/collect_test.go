@@ -136,3 +136,70 @@ func TestCollector_GraveyardByReason(t *testing.T) {
 	require.Equal(t, uint64(3), s.Failed)
 	require.Equal(t, map[string]uint64{"expired": 2, "malformed": 1}, s.Queue.ByReason)
 }
+
+func TestCollector_ForgetsADepartedWorkerButKeepsItsCountsAndLatency(t *testing.T) {
+	c := connect(t)
+	t0 := time.Unix(1000, 0)
+	clk := &clock{t: t0}
+	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
+	col.ForgetAfter = time.Minute
+	ctx := context.Background()
+	all := stats.NewLatencyHistogram()
+	gone := stats.NewRecorder("gone", "h", 1, t0)
+	live := stats.NewRecorder("live", "h", 2, t0)
+	gone.Key("key1", func(*stats.KeyReport) {})
+	live.Key("key1", func(*stats.KeyReport) {})
+	for i := range 50 {
+		for _, r := range []*stats.Recorder{gone, live} {
+			ms := int64(i*7%300 + 1)
+			r.Count("key1", stats.ResultOK)
+			r.Latency(time.Duration(ms) * time.Millisecond)
+			require.NoError(t, all.RecordValue(ms))
+		}
+		// Every report replaces the worker's last: the merged histogram follows.
+		for _, r := range []*stats.Recorder{gone, live} {
+			rep, err := r.Report(clk.Now())
+			require.NoError(t, err)
+			col.Add(rep)
+		}
+		clk.Add(10 * time.Millisecond)
+	}
+	clk.Add(2 * time.Minute) // "gone" sends nothing more; "live" goes on
+	rep, err := live.Report(clk.Now())
+	require.NoError(t, err)
+	col.Add(rep)
+
+	s := col.Snapshot(ctx)
+	require.Len(t, s.Workers, 1, "the departed worker is forgotten")
+	require.Equal(t, "live", s.Workers[0].ID)
+	require.Equal(t, uint64(100), s.Successful, "its counts stay in the totals")
+	require.Equal(t, uint64(100), s.Keys[0].OK)
+	require.Equal(t, all.TotalCount(), s.Latency.TotalCount())
+	require.Equal(t, all.ValueAtQuantile(99), s.LatencyP99, "and its latencies in the percentiles")
+
+	// Its last report, read again (a monitor's consumer restarting), is not counted twice.
+	old, err := gone.Report(t0)
+	require.NoError(t, err)
+	col.Add(old)
+	require.Equal(t, uint64(100), col.Snapshot(ctx).Successful)
+}
+
+func TestCollector_ReadsKeyStateFromItsWatch(t *testing.T) {
+	c := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := c.JS.KeyValue(ctx, c.Streams.KV.KeyState.Bucket)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "key1", []byte(`{"nonce":5,"count_429":3,"unusable":true,"quarantined":true,"reason":"ban guard"}`))
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "key2", []byte(`{"nonce":9223372036854775807}`))
+	require.NoError(t, err)
+	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), nil)
+	go func() { _ = col.Run(ctx) }()
+	require.Eventually(t, func() bool { return len(col.Snapshot(ctx).Keys) == 2 }, 10*time.Second, 10*time.Millisecond)
+	s := col.Snapshot(ctx)
+	require.True(t, s.Keys[0].Quarantined)
+	require.Equal(t, 3, s.Keys[0].Count429Lifetime)
+	require.True(t, s.Keys[1].Unusable, "a record no worker trusts shows as unusable")
+	require.Contains(t, s.Keys[1].Reason, "nonce mark")
+}
