@@ -8,7 +8,7 @@ DURATION    ?= 60s
 BENCH_TIME  ?= 60s
 FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-delays bench-failover clean
+.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster clean
 
 all: build
 
@@ -31,12 +31,13 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 
 HTTP        ?=
+CLUSTER     ?= 1
 
 run: build
-	$(BIN)/fleet --duration $(DURATION) --bin $(BIN) $(if $(HTTP),--http $(HTTP))
+	$(BIN)/fleet --duration $(DURATION) --bin $(BIN) --cluster $(CLUSTER) $(if $(HTTP),--http $(HTTP))
 
 # Benchmarks run real processes against the simulator on loopback; see README.
-bench: bench-exchange bench-saturation bench-delays bench-failover
+bench: bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster
 
 bench-exchange:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/exchange/
@@ -56,3 +57,12 @@ bench-failover: build
 
 clean:
 	rm -rf $(BIN)
+
+# Keys 5 to 1,000 held by five workers: claim time, idle CPU, control traffic,
+# pulls, throughput and CPU per request; draws docs/scale.svg.
+bench-scale: build
+	$(BIN)/fleet scale --bin $(BIN) --plot docs/scale.svg
+
+# The fleet on an embedded three-node cluster, one node stopped every 20 s.
+bench-cluster: build
+	$(BIN)/fleet chaos --bin $(BIN) --duration 2m

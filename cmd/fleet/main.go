@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +43,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "failover" {
 		return failover(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "scale" {
+		return scale(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "chaos" {
+		return chaos(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "nats" {
 		return natsServer(ctx, args[1:], stdout, stderr)
 	}
@@ -59,9 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rate     = fs.Float64("rate", 95, "requests a second, for the rate and poisson shapes")
 		monitor  = fs.Bool("monitor", true, "start the monitor and show its block")
 		web      = fs.String("http", "", "let the monitor serve its live page and /metrics here, such as 127.0.0.1:9090")
+		cluster  = fs.Int("cluster", 1, "NATS nodes: 1, or 3 for an embedded three-node cluster with every stream and bucket R3")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet delays [flags]\n       fleet failover [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet delays [flags]\n       fleet failover [flags]\n       fleet scale [flags]\n       fleet chaos [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
 		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
-		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log,
+		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log, Cluster: *cluster,
 	})
 	if err != nil {
 		return err
@@ -242,5 +250,92 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	conn.Close()
 	fmt.Fprintf(stdout, "NATS with JetStream at %s (store %s); Ctrl-C to stop\n", s.ClientURL(), s.StoreDir())
 	<-ctx.Done()
+	return nil
+}
+
+func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet scale", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		bin     = fs.String("bin", "bin", "folder with the built commands (make build)")
+		keyList = fs.String("keys", "5,50,200,500,1000", "numbers of keys to measure, comma-separated")
+		workers = fs.Int("workers", 5, "worker processes; each holds an equal share of the keys")
+		perKey  = fs.Float64("per-key-rate", 1, "requests a second offered per key under load")
+		idle    = fs.Duration("idle", 30*time.Second, "how long the idle phase is measured")
+		load    = fs.Duration("load", 30*time.Second, "how long the load phase publishes")
+		ttl     = fs.Duration("ttl", 10*time.Second, "the requests' time to live")
+		plot    = fs.String("plot", "", "also draw the rows into this file (.svg or .png)")
+		logs    = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleet scale [flags]\n\nScale benchmark: for each number of keys, a fresh fleet holds them all, idle, then under load;\nprints one Markdown table (claim time, idle CPU, control traffic, pulls, throughput, CPU per request).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	var ns []int
+	for _, p := range strings.Split(*keyList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 {
+			return fmt.Errorf("--keys %q: want positive numbers, comma-separated", *keyList)
+		}
+		ns = append(ns, n)
+	}
+	if *workers < 1 {
+		return fmt.Errorf("--workers %d must be at least 1", *workers)
+	}
+	cfg := fleet.ScaleConfig{Bin: *bin, Keys: ns, Workers: *workers, PerKeyRate: *perKey, Idle: *idle, Load: *load, TTL: *ttl,
+		Logs: processLogs(*logs, stderr), Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	rows, err := fleet.Scale(ctx, cfg)
+	fmt.Fprint(stdout, fleet.FormatScale(rows, cfg))
+	if err != nil {
+		return err
+	}
+	if *plot != "" && len(rows) > 0 {
+		if err := fleet.PlotScale(rows, *plot); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nplot written to %s\n", *plot)
+	}
+	return nil
+}
+
+func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet chaos", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
+		workers  = fs.Int("workers", 5, "worker processes")
+		rate     = fs.Float64("rate", 80, "offered requests a second")
+		duration = fs.Duration("duration", 2*time.Minute, "how long the producer publishes")
+		every    = fs.Duration("every", 20*time.Second, "how often a node is stopped")
+		down     = fs.Duration("down", 5*time.Second, "how long a stopped node stays down")
+		ttl      = fs.Duration("ttl", time.Minute, "the requests' time to live")
+		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleet chaos [flags]\n\nCluster benchmark: the fleet on an embedded three-node NATS cluster (R3), under load, with one\nnode stopped every --every; ends with the conservation check against the simulator's ids.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	cfg := fleet.ChaosConfig{Bin: *bin, Workers: *workers, Rate: *rate, Duration: *duration, Every: *every, Down: *down, TTL: *ttl,
+		Logs: processLogs(*logs, stderr), Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	res, err := fleet.Chaos(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, fleet.FormatChaos(res, cfg))
+	if res.Summary.Lost() > 0 {
+		return fmt.Errorf("%d requests unaccounted for", res.Summary.Lost())
+	}
 	return nil
 }

@@ -217,7 +217,7 @@ func TestFleet_StoppedHolderHandsOverAtOnce(t *testing.T) {
 	victim := h["key3"]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	w, err := e.leases.Watch(ctx, "key3", jetstream.UpdatesOnly())
+	w, err := e.leases.Watch(ctx, lease.KeyEntry("key3"), jetstream.UpdatesOnly())
 	require.NoError(t, err)
 	defer func() { _ = w.Stop() }()
 	require.NoError(t, e.worker(victim).Signal(syscall.SIGTERM))

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -147,3 +149,33 @@ func (p *Proc) WaitCtx(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// CPU returns the CPU time the running process has used so far, read from /proc;
+// 0 where /proc is not there.
+func (p *Proc) CPU() time.Duration { return procCPU(p.PID()) }
+
+// clockTicks is Linux's USER_HZ, the unit of /proc/<pid>/stat's times.
+const clockTicks = 100
+
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count fields after it.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// SelfCPU returns the CPU time this process (and the embedded NATS in it) has used.
+func SelfCPU() time.Duration { return procCPU(os.Getpid()) }

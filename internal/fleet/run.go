@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/keys"
@@ -51,14 +53,22 @@ type Config struct {
 	Out, Logs io.Writer
 	// Logger reports the run's progress.
 	Logger *slog.Logger
+	// Cluster, when 3, runs NATS as an embedded three-node cluster with every
+	// stream and bucket replicated three times; one node otherwise.
+	Cluster int
 }
 
 // Fleet is a running fleet.
 type Fleet struct {
 	cfg      Config
 	log      *slog.Logger
-	NATS     *embedded.Server
-	Conn     *natsconn.Conn
+	// NATS is the embedded server, or nil when Cluster runs the nodes.
+	NATS    *embedded.Server
+	Cluster *embedded.Cluster
+	Conn    *natsconn.Conn
+	// StreamsFile is the streams.yaml every process applies; empty for the
+	// built-in one.
+	StreamsFile string
 	Exchange *Proc
 	// ExchangeURL is the simulator's base URL.
 	ExchangeURL string
@@ -88,15 +98,14 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 			f.Down()
 		}
 	}()
-	f.NATS, err = embedded.Start(embedded.Options{})
+	if err := f.startNATS(); err != nil {
+		return nil, err
+	}
+	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: f.URL(), Name: "ratefleet-fleet", StreamsFile: f.StreamsFile, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
-	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: f.NATS.ClientURL(), Name: "ratefleet-fleet", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return nil, err
-	}
-	f.log.Info("embedded NATS started, streams.yaml applied", "url", f.NATS.ClientURL(), "store", f.NATS.StoreDir())
+	f.log.Info("embedded NATS started, streams.yaml applied", "url", f.URL(), "nodes", max(cfg.Cluster, 1))
 
 	port, err := freePort()
 	if err != nil {
@@ -127,7 +136,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if interval == 0 {
 			interval = 5 * time.Second
 		}
-		args := []string{"--nats", f.NATS.ClientURL(), "--interval", interval.String()}
+		args := append(f.natsArgs(), "--interval", interval.String())
 		if cfg.MonitorHTTP != "" {
 			args = append(args, "--http", cfg.MonitorHTTP)
 		}
@@ -141,11 +150,57 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 
 func (f *Fleet) bin(name string) string { return filepath.Join(f.cfg.Bin, name) }
 
+// startNATS starts the embedded server, or the three-node cluster with a
+// streams.yaml that replicates everything three times.
+func (f *Fleet) startNATS() error {
+	if f.cfg.Cluster <= 1 {
+		var err error
+		f.NATS, err = embedded.Start(embedded.Options{})
+		return err
+	}
+	if f.cfg.Cluster != 3 {
+		return fmt.Errorf("cluster of %d nodes: the embedded cluster has 3", f.cfg.Cluster)
+	}
+	c, err := embedded.StartCluster("ratefleet")
+	if err != nil {
+		return err
+	}
+	f.Cluster = c
+	file, err := os.CreateTemp("", "ratefleet-streams-r3-*.yaml")
+	if err != nil {
+		return fmt.Errorf("write the cluster's streams.yaml: %w", err)
+	}
+	defer file.Close()
+	r3 := strings.ReplaceAll(string(ratefleet.DefaultStreams()), "replicas: 1", "replicas: 3")
+	if _, err := file.WriteString(r3); err != nil {
+		return fmt.Errorf("write the cluster's streams.yaml: %w", err)
+	}
+	f.StreamsFile = file.Name()
+	return nil
+}
+
+// URL returns the NATS URL(s) the processes connect to.
+func (f *Fleet) URL() string {
+	if f.Cluster != nil {
+		return f.Cluster.ClientURLs()
+	}
+	return f.NATS.ClientURL()
+}
+
+// natsArgs are the flags that point a process at the fleet's NATS.
+func (f *Fleet) natsArgs() []string {
+	args := []string{"--nats", f.URL()}
+	if f.StreamsFile != "" {
+		args = append(args, "--streams", f.StreamsFile)
+	}
+	return args
+}
+
 // StartWorker starts one more worker process.
 func (f *Fleet) StartWorker() (*Proc, error) {
 	f.nextWorker++
 	id := fmt.Sprintf("worker-%d", f.nextWorker)
-	args := append([]string{"--nats", f.NATS.ClientURL(), "--upstream", f.ExchangeURL, "--id", id}, f.cfg.WorkerArgs...)
+	args := append(append(f.natsArgs(), "--upstream", f.ExchangeURL, "--id", id), f.cfg.WorkerArgs...)
 	p, err := Start(id, f.bin("worker"), args, []string{keys.EnvVar + "=" + f.keyPairs()}, f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
@@ -169,7 +224,7 @@ func (f *Fleet) keyPairs() string {
 
 // StartProducer starts the producer for the configured duration.
 func (f *Fleet) StartProducer() error {
-	args := append([]string{"--nats", f.NATS.ClientURL(), "--duration", f.cfg.Duration.String()}, f.cfg.ProducerArgs...)
+	args := append(append(f.natsArgs(), "--duration", f.cfg.Duration.String()), f.cfg.ProducerArgs...)
 	p, err := Start("producer", f.bin("producer"), args, nil, f.cfg.Logs, true)
 	if err != nil {
 		return err
@@ -242,6 +297,12 @@ func (f *Fleet) Down() {
 	}
 	if f.NATS != nil {
 		f.NATS.Shutdown()
+	}
+	if f.Cluster != nil {
+		f.Cluster.Shutdown()
+	}
+	if f.StreamsFile != "" {
+		_ = os.Remove(f.StreamsFile)
 	}
 }
 
