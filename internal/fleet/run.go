@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/roles"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
@@ -48,14 +50,23 @@ type Config struct {
 	Out, Logs io.Writer
 	// Logger reports the run's progress.
 	Logger *slog.Logger
+	// NKeys gives each role's user an NKey instead of a password.
+	NKeys bool
+	// TLS makes the embedded server require TLS and client certificates from a
+	// throwaway CA.
+	TLS bool
 }
 
 // Fleet is a running fleet.
 type Fleet struct {
-	cfg      Config
-	log      *slog.Logger
-	NATS     *embedded.Server
-	Conn     *natsconn.Conn
+	cfg  Config
+	log  *slog.Logger
+	NATS *embedded.Server
+	// Conn is the run's own connection, as the admin role.
+	Conn *natsconn.Conn
+	// Access holds the per-role users of the embedded server.
+	Access   *Access
+	dir      string
 	Exchange *Proc
 	// ExchangeURL is the simulator's base URL.
 	ExchangeURL string
@@ -85,15 +96,33 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 			f.Down()
 		}
 	}()
-	f.NATS, err = embedded.Start(embedded.Options{})
+	if f.dir, err = os.MkdirTemp("", "ratefleet-access-*"); err != nil {
+		return nil, fmt.Errorf("create the folder for the run's credentials: %w", err)
+	}
+	decl, err := natsconn.LoadStreams("")
 	if err != nil {
 		return nil, err
 	}
-	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: f.NATS.ClientURL(), Name: "ratefleet-fleet", Logger: slog.New(slog.DiscardHandler)})
+	if f.Access, err = NewAccess(decl, f.dir, cfg.NKeys, cfg.TLS); err != nil {
+		return nil, err
+	}
+	users, err := f.Access.Users(decl)
 	if err != nil {
 		return nil, err
 	}
-	f.log.Info("embedded NATS started, streams.yaml applied", "url", f.NATS.ClientURL(), "store", f.NATS.StoreDir())
+	f.NATS, err = embedded.Start(embedded.Options{Users: users, TLS: f.Access.TLS()})
+	if err != nil {
+		return nil, err
+	}
+	admin, err := f.Access.Connection(f.NATS.ClientURL(), roles.Admin)
+	if err != nil {
+		return nil, err
+	}
+	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: admin.URL, Connect: admin.Options, Auth: admin.Auth, Name: "ratefleet-fleet", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	f.log.Info("embedded NATS started with a user per role, streams.yaml applied as admin", "url", f.NATS.ClientURL(), "tls", cfg.TLS, "store", f.NATS.StoreDir())
 
 	port, err := freePort()
 	if err != nil {
@@ -120,11 +149,11 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if interval == 0 {
 			interval = 5 * time.Second
 		}
-		args := []string{"--nats", f.NATS.ClientURL(), "--interval", interval.String()}
+		args := append(f.RoleArgs(roles.Monitor), "--interval", interval.String())
 		if cfg.MonitorHTTP != "" {
 			args = append(args, "--http", cfg.MonitorHTTP)
 		}
-		f.Monitor, err = Start("monitor", f.bin("monitor"), args, nil, cfg.Out, false)
+		f.Monitor, err = Start("monitor", f.bin("monitor"), args, f.Access.Env(roles.Monitor), cfg.Out, false)
 		if err != nil {
 			return nil, err
 		}
@@ -134,16 +163,24 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 
 func (f *Fleet) bin(name string) string { return filepath.Join(f.cfg.Bin, name) }
 
+// RoleArgs returns the flags that connect a command to the fleet's NATS as role;
+// RoleEnv (f.Access.Env) carries the password, if any.
+func (f *Fleet) RoleArgs(role string) []string {
+	return append([]string{"--nats", f.NATS.ClientURL()}, f.Access.Args(role)...)
+}
+
 // StartWorker starts one more worker process.
 func (f *Fleet) StartWorker() (*Proc, error) {
 	f.nextWorker++
 	id := fmt.Sprintf("worker-%d", f.nextWorker)
-	args := append([]string{"--nats", f.NATS.ClientURL(), "--upstream", f.ExchangeURL, "--id", id}, f.cfg.WorkerArgs...)
+	args := append(f.RoleArgs(roles.Worker), "--upstream", f.ExchangeURL, "--id", id)
+	args = append(args, f.cfg.WorkerArgs...)
 	var pairs []string
 	for _, k := range exchange.DefaultKeys() {
 		pairs = append(pairs, k.Name()+"="+k.Secret())
 	}
-	p, err := Start(id, f.bin("worker"), args, []string{keys.EnvVar + "=" + strings.Join(pairs, ",")}, f.cfg.Logs, true)
+	env := append(f.Access.Env(roles.Worker), keys.EnvVar+"="+strings.Join(pairs, ","))
+	p, err := Start(id, f.bin("worker"), args, env, f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -153,8 +190,9 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 
 // StartProducer starts the producer for the configured duration.
 func (f *Fleet) StartProducer() error {
-	args := append([]string{"--nats", f.NATS.ClientURL(), "--duration", f.cfg.Duration.String()}, f.cfg.ProducerArgs...)
-	p, err := Start("producer", f.bin("producer"), args, nil, f.cfg.Logs, true)
+	args := append(f.RoleArgs(roles.Producer), "--duration", f.cfg.Duration.String())
+	args = append(args, f.cfg.ProducerArgs...)
+	p, err := Start("producer", f.bin("producer"), args, f.Access.Env(roles.Producer), f.cfg.Logs, true)
 	if err != nil {
 		return err
 	}
@@ -226,6 +264,9 @@ func (f *Fleet) Down() {
 	}
 	if f.NATS != nil {
 		f.NATS.Shutdown()
+	}
+	if f.dir != "" {
+		_ = os.RemoveAll(f.dir)
 	}
 }
 
