@@ -179,6 +179,8 @@ func connectHint(err error) string {
 		return "the server refused the client certificate as expired: renew --tlscert"
 	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate"), strings.Contains(msg, "certificate required"):
 		return "the server refused the client certificate: check --tlscert/--tlskey and that the server's CA signed them"
+	case strings.Contains(msg, "closed by remote after tls handshake"), strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"):
+		return "the server closed the connection during TLS setup, as it does with a client certificate it does not accept: check --tlscert/--tlskey and that the server's CA signed them"
 	case strings.Contains(msg, "tls"), strings.Contains(msg, "x509"), errors.Is(err, nats.ErrSecureConnRequired), errors.Is(err, nats.ErrSecureConnWanted):
 		return "a TLS problem: check --tlsca, --tlscert and --tlskey against the server's TLS settings"
 	case errors.Is(err, nats.ErrNoServers):
