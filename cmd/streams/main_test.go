@@ -163,3 +163,25 @@ func TestStreams_RolesPrintsEveryFormat(t *testing.T) {
 		require.Contains(t, stdout, "$JS.API.CONSUMER.MSG.NEXT.RATEFLEET_REQUESTS.workers")
 	}
 }
+
+func TestStreams_NKeyUsersConnectByTheirSeedFile(t *testing.T) {
+	cfg, err := natsconn.LoadStreams("")
+	require.NoError(t, err)
+	acc, err := fleet.NewAccess(cfg, t.TempDir(), true, false)
+	require.NoError(t, err)
+	users, err := acc.Users(cfg)
+	require.NoError(t, err)
+	s, err := embedded.Start(embedded.Options{Users: users})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+
+	code, _, stderr := runAs(t, nil, append([]string{"apply", "--nats", s.ClientURL()}, acc.Args(roles.Admin)...)...)
+	require.Equal(t, 0, code, stderr)
+	code, stdout, stderr := runAs(t, map[string]string{"NATS_NKEY": acc.Args(roles.Monitor)[1]}, "check", "--nats", s.ClientURL())
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "matches")
+
+	code, _, stderr = runAs(t, nil, "check", "--nats", s.ClientURL())
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "Authorization Violation", "no credentials, no entry")
+}
