@@ -199,6 +199,9 @@ func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
 	if methods > 1 {
 		return c, UsageError{fmt.Errorf("more than one way to authenticate to NATS is set (--creds, --nkey, --user, --token): keep one")}
 	}
+	if v.Password != "" && v.User == "" && (v.Creds != "" || v.NKey != "" || v.Token != "") {
+		v.Password = "" // another way to authenticate was chosen over the user's
+	}
 	if v.Password != "" && v.User == "" {
 		return c, UsageError{fmt.Errorf("a NATS password is set (%s) but no user: pass --user or $NATS_USER", from["password"])}
 	}
