@@ -12,7 +12,7 @@ import (
 
 // NATS is the connection settings of a command, as the nats CLI names them.
 // Register adds its flags; Resolve merges them with the environment and a saved
-// context into a Connection.
+// context into a Connection. Each field holds its flag's value; empty means unset.
 type NATS struct {
 	URL, Context                 string
 	Creds, NKey                  string
@@ -20,7 +20,6 @@ type NATS struct {
 	Token, TokenFile             string
 	TLSCert, TLSKey, TLSCA       string
 	InboxPrefix                  string
-	registered                   bool
 }
 
 // setting names one connection setting: its flag and environment variables.
