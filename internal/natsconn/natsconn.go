@@ -1,5 +1,6 @@
-// Package natsconn connects a ratefleet command to NATS and makes sure the streams,
-// consumer and buckets of streams.yaml exist, so a fresh server needs no manual step.
+// Package natsconn connects a ratefleet command to NATS and checks the server
+// against streams.yaml, or, for the admin, applies it. Errors name the server
+// without its user information and say what to do.
 package natsconn
 
 import (
