@@ -17,9 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/roles"
 )
 
 func main() {
@@ -67,9 +69,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		monitor  = fs.Bool("monitor", true, "start the monitor and show its block")
 		web      = fs.String("http", "", "let the monitor serve its live page and /metrics here, such as 127.0.0.1:9090")
 		cluster  = fs.Int("cluster", 1, "NATS nodes: 1, or 3 for an embedded three-node cluster with every stream and bucket R3")
+		useTLS   = fs.Bool("tls", false, "make the embedded NATS require TLS and client certificates from a throwaway CA")
+		nkeys    = fs.Bool("nkeys", false, "give each role's NATS user an NKey instead of a random password")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet delays [flags]\n       fleet failover [flags]\n       fleet scale [flags]\n       fleet chaos [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet delays [flags]\n       fleet failover [flags]\n       fleet scale [flags]\n       fleet chaos [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
 		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
-		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log, Cluster: *cluster,
+		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log,
+		TLS: *useTLS, NKeys: *nkeys, Cluster: *cluster,
 	})
 	if err != nil {
 		return err
@@ -228,27 +233,59 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("fleet nats", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		port  = fs.Int("port", 4222, "client port on 127.0.0.1")
-		store = fs.String("store", "", "JetStream store folder (default: a temporary one, removed on exit)")
+		port   = fs.Int("port", 4222, "client port on 127.0.0.1")
+		store  = fs.String("store", "", "JetStream store folder (default: a temporary one, removed on exit)")
+		access = fs.String("access", "", "folder for each role's NKey seed file and, with --tls, the certificates (default: a temporary one, removed on exit)")
+		useTLS = fs.Bool("tls", false, "require TLS and client certificates from a throwaway CA written to --access")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet nats [flags]\n\nRuns an embedded NATS server with JetStream on loopback until interrupted, with streams.yaml applied.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fleet nats [flags]\n\nRuns an embedded NATS server with JetStream on loopback until interrupted, with one NKey user\nper role (`streams roles`) and streams.yaml applied as admin. Connect a command as a role\nwith --nkey ACCESS/ROLE.nk.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		return cli.Usage(err)
+	}
+	dir := *access
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "ratefleet-access-*")
+		if err != nil {
+			return fmt.Errorf("create the credentials folder: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("--access %s: %w", dir, err)
+	}
+	decl, err := natsconn.LoadStreams("")
+	if err != nil {
 		return err
 	}
-	s, err := embedded.Start(embedded.Options{Port: *port, StoreDir: *store})
+	acc, err := fleet.NewAccess(decl, dir, true, *useTLS)
+	if err != nil {
+		return err
+	}
+	users, err := acc.Users(decl)
+	if err != nil {
+		return err
+	}
+	s, err := embedded.Start(embedded.Options{Port: *port, StoreDir: *store, Users: users, TLS: acc.TLS()})
 	if err != nil {
 		return err
 	}
 	defer s.Shutdown()
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Name: "ratefleet-fleet", Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	admin, err := acc.Connection(s.ClientURL(), roles.Admin)
+	if err != nil {
+		return err
+	}
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: admin.URL, Connect: admin.Options, Auth: admin.Auth, Name: "ratefleet-fleet", Logger: slog.New(slog.NewTextHandler(stderr, nil))})
 	if err != nil {
 		return err
 	}
 	conn.Close()
 	fmt.Fprintf(stdout, "NATS with JetStream at %s (store %s); Ctrl-C to stop\n", s.ClientURL(), s.StoreDir())
+	for _, r := range roles.Names() {
+		fmt.Fprintf(stdout, "  as %-9s %s\n", r, strings.Join(acc.Args(r), " "))
+	}
 	<-ctx.Done()
 	return nil
 }

@@ -22,19 +22,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "graveyard:", err)
-		}
-		os.Exit(2)
-	}
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(cli.ExitCode("graveyard", err, os.Stderr))
 }
 
 const usage = `Usage: graveyard ls|show|replay [flags]
@@ -45,17 +42,21 @@ const usage = `Usage: graveyard ls|show|replay [flags]
 
 Filters: --reason, --key, --status, --since, --until (RFC 3339), --id (request ids or
 graveyard sequence numbers, comma-separated). Run 'graveyard CMD --help' for all flags.
+
+ls and show only read: the monitor role may run them. replay publishes requests and
+removes entries: it needs the graveyard role (see 'streams roles').
 `
 
 type common struct {
-	natsURL, streamsFile           string
+	nats                           cli.NATS
+	streamsFile                    string
 	reason, key, since, until, ids string
 	status                         int
 }
 
 func (c *common) register(fs *flag.FlagSet, filters bool) {
-	fs.StringVar(&c.natsURL, "nats", natsconn.DefaultURL, "NATS server URL(s), comma-separated")
-	fs.StringVar(&c.streamsFile, "streams", "", "streams.yaml (default: the built-in one)")
+	c.nats.Register(fs)
+	fs.StringVar(&c.streamsFile, "streams", "", "streams.yaml to check the server against (default: the built-in one)")
 	if filters {
 		fs.StringVar(&c.reason, "reason", "", "only entries buried for this reason (max_deliveries, expired, malformed, key_unusable)")
 		fs.StringVar(&c.key, "key", "", "only entries whose attempts used this key name")
@@ -91,7 +92,13 @@ func (c *common) filter() (graveyard.Filter, error) {
 }
 
 func (c *common) open(ctx context.Context, log *slog.Logger) (*natsconn.Conn, *graveyard.Graveyard, error) {
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: c.natsURL, Name: "ratefleet-graveyard", StreamsFile: c.streamsFile, Logger: log})
+	nc, err := c.nats.Resolve(os.Getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Only compare with streams.yaml: reading the graveyard must not need (or use)
+	// the rights to change the server.
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-graveyard", StreamsFile: c.streamsFile, CheckOnly: true, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -107,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {
-			return errors.New("name a command: ls, show or replay")
+			return cli.Usage(errors.New("name a command: ls, show or replay"))
 		}
 		return flag.ErrHelp
 	}
@@ -121,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return replay(ctx, args[1:], stdout, stderr, log)
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q: want ls, show or replay", args[0])
+	return cli.Usage(fmt.Errorf("unknown command %q: want ls, show or replay", args[0]))
 }
 
 func ls(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
@@ -131,7 +138,7 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.
 	c.register(fs, true)
 	count := fs.Bool("count", false, "count entries by reason, key and last status instead of listing them")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cli.Usage(err)
 	}
 	f, err := c.filter()
 	if err != nil {
@@ -208,7 +215,7 @@ func show(ctx context.Context, args []string, stdout, stderr io.Writer, log *slo
 	var pos []string
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
-			return err
+			return cli.Usage(err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -217,7 +224,7 @@ func show(ctx context.Context, args []string, stdout, stderr io.Writer, log *slo
 		rest = fs.Args()[1:]
 	}
 	if len(pos) != 1 {
-		return errors.New("show takes one graveyard sequence number or request id")
+		return cli.Usage(errors.New("show takes one graveyard sequence number or request id"))
 	}
 	conn, g, err := c.open(ctx, log)
 	if err != nil {
@@ -264,7 +271,7 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer, log *s
 	ttl := fs.Duration("ttl", 0, "time to live of the replayed requests (default: the original's)")
 	limit := fs.Int("limit", 0, "replay at most this many entries; 0 for all selected")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cli.Usage(err)
 	}
 	if *rate <= 0 {
 		return fmt.Errorf("--rate %v must be positive", *rate)

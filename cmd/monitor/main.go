@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,45 +17,46 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/monitor"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "monitor:", err)
-		}
-		os.Exit(2)
-	}
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(cli.ExitCode("monitor", err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var nopts cli.NATS
+	nopts.Register(fs)
 	var (
-		natsURL     = fs.String("nats", natsconn.DefaultURL, "NATS server URL(s), comma-separated")
-		streamsFile = fs.String("streams", "", "streams.yaml to apply (default: the built-in one)")
-		checkOnly   = fs.Bool("check-streams", false, "only check the NATS declarations, never create or update them")
+		streamsFile = fs.String("streams", "", "streams.yaml to check the server against (default: the built-in one)")
 		interval    = fs.Duration("interval", 5*time.Second, "how often to print")
 		once        = fs.Bool("once", false, "print one block (after a second of collecting) and exit")
 		asJSON      = fs.Bool("json", false, "print each snapshot as one JSON line instead of the text block")
-		httpAddr    = fs.String("http", "", "serve the live web page (/) and Prometheus /metrics on this address, such as 127.0.0.1:9090 (default: off)")
+		httpAddr    = fs.String("http", "", "serve the live web page (/) and Prometheus /metrics on this address, such as 127.0.0.1:9090 (default: off); it has no authentication: keep it on loopback, or put it behind an authenticating proxy (see README)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: monitor [flags]\n\nPrints the fleet's throughput, latency, queues and keys every --interval, and a last block on exit.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cli.Usage(err)
 	}
 	if *interval <= 0 {
-		return fmt.Errorf("--interval %s must be positive", *interval)
+		return cli.Usage(fmt.Errorf("--interval %s must be positive", *interval))
+	}
+	nc, err := nopts.Resolve(os.Getenv)
+	if err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: *natsURL, Name: "ratefleet-monitor", StreamsFile: *streamsFile, CheckOnly: *checkOnly, Logger: log})
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-monitor", StreamsFile: *streamsFile, CheckOnly: true, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -72,6 +72,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ln, err := net.Listen("tcp", *httpAddr)
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", *httpAddr, err)
+		}
+		if !loopback(ln.Addr()) {
+			log.Warn("the live page and /metrics are served beyond loopback without authentication: anyone who reaches this address sees the fleet; put an authenticating proxy in front (see README)", "addr", ln.Addr().String())
 		}
 		srv := &http.Server{Handler: metrics.WebHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
@@ -123,4 +126,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+}
+
+// loopback reports whether a listener's address is on loopback only.
+func loopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }

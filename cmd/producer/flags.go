@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/producer"
 	"github.com/ratefleet/ratefleet/internal/request"
 )
@@ -48,19 +48,19 @@ const shapeNames = "seed, rate, poisson, burst, file"
 
 // options are the command line's settings.
 type options struct {
-	natsURL, streamsFile string
-	checkOnly            bool
-	shape                string
-	rate                 float64
-	burst                int
-	every                time.Duration
-	file                 string
-	ttl                  time.Duration
-	payload              json.RawMessage
-	seed                 uint64
-	idsOut               string
-	logLevel             slog.Level
-	cfg                  producer.Config
+	nats        cli.NATS
+	streamsFile string
+	shape       string
+	rate        float64
+	burst       int
+	every       time.Duration
+	file        string
+	ttl         time.Duration
+	payload     json.RawMessage
+	seed        uint64
+	idsOut      string
+	logLevel    slog.Level
+	cfg         producer.Config
 }
 
 // usageError is a command-line mistake, already explained on stderr.
@@ -76,9 +76,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {} // parse errors get a hint below, --help the whole text
-	fs.StringVar(&o.natsURL, "nats", natsconn.DefaultURL, "NATS server `URL`s, comma-separated")
-	fs.StringVar(&o.streamsFile, "streams", "", "streams.yaml to apply (default: the built-in one)")
-	fs.BoolVar(&o.checkOnly, "check-streams", false, "only check the NATS declarations, never create or update them")
+	o.nats.Register(fs)
+	fs.StringVar(&o.streamsFile, "streams", "", "streams.yaml to check the server against (default: the built-in one)")
 	fs.StringVar(&o.shape, "shape", "", "load `shape`: "+shapeNames+" (default seed, or file with --file)")
 	fs.Float64Var(&o.rate, "rate", 95, "requests a second for --shape rate and poisson")
 	fs.IntVar(&o.burst, "burst", 100, "requests in one burst for --shape burst")

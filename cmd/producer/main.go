@@ -37,7 +37,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer closeInput()
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: o.natsURL, Name: "ratefleet-producer", StreamsFile: o.streamsFile, CheckOnly: o.checkOnly, Logger: log})
+	nc, err := o.nats.Resolve(os.Getenv)
+	if err != nil {
+		return err
+	}
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-producer", StreamsFile: o.streamsFile, CheckOnly: true, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
 )
 
 func startNATS(t *testing.T) string {
@@ -20,6 +22,10 @@ func startNATS(t *testing.T) string {
 	ns, err := embedded.Start(embedded.Options{})
 	require.NoError(t, err)
 	t.Cleanup(ns.Shutdown)
+	// The producer only checks the declarations; the admin applies them.
+	c, err := natsconn.Open(context.Background(), natsconn.Options{URL: ns.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	c.Close()
 	return ns.ClientURL()
 }
 

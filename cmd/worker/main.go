@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -26,25 +26,22 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "worker:", err)
-		}
-		os.Exit(2)
-	}
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(cli.ExitCode("worker", err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var nopts cli.NATS
+	nopts.Register(fs)
 	var (
-		natsURL     = fs.String("nats", natsconn.DefaultURL, "NATS server URL(s), comma-separated")
-		streamsFile = fs.String("streams", "", "streams.yaml to apply (default: the built-in one)")
-		checkOnly   = fs.Bool("check-streams", false, "only check the NATS declarations, never create or update them")
+		streamsFile = fs.String("streams", "", "streams.yaml to check the server against (default: the built-in one)")
 		keysFile    = fs.String("keys-file", "", "file of API keys, one `name=secret` or secret a line (default: $"+keys.EnvVar+")")
 		maxKeys     = fs.Int("keys", 1, "how many keys this process holds at once, each with its own limiter")
-		upstreamURL = fs.String("upstream", "http://127.0.0.1:8080", "base URL of the upstream API")
+		upstreamURL = fs.String("upstream", "http://127.0.0.1:8080", "base URL of the upstream API; the API keys go to it, so plain http:// is refused for a host that is not loopback")
+		insecureUp  = fs.Bool("allow-insecure-upstream", false, "allow a plain http:// --upstream on a host that is not loopback (the API keys then cross the network unencrypted)")
 		id          = fs.String("id", "", "worker id in leases and stats (default: host-pid-random)")
 		pacer       = fs.String("limiter", "adaptive", "limiter: adaptive, or a baseline for comparison: "+worker.PacerNames())
 		maxDelay    = fs.Duration("max-delay", 50*time.Millisecond, "largest one-way delay to the upstream, including the time it takes to register a request, that the limiter assumes at start (the reference exchange: 50ms; raise it if the upstream can be slower, since a 429 means it was)")
@@ -59,11 +56,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cli.Usage(err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return cli.Usage(fmt.Errorf("--log-level: %w", err))
+	}
+	if err := checkUpstream(*upstreamURL, *insecureUp); err != nil {
+		return cli.Usage(err)
+	}
+	nc, err := nopts.Resolve(os.Getenv)
+	if err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
@@ -78,7 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		host, _ := os.Hostname()
 		*id = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 	}
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: *natsURL, Name: "ratefleet-worker " + *id, StreamsFile: *streamsFile, CheckOnly: *checkOnly, Logger: log})
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-worker " + *id, StreamsFile: *streamsFile, CheckOnly: true, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -95,6 +99,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", upstream.Redact(*upstreamURL))
+	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", cli.RedactURL(*upstreamURL), "nats", nc.Redacted())
 	return w.Run(ctx)
 }

@@ -33,9 +33,27 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Log turns the server's own logging on (to stderr).
 	Log bool
+	// Users, when set, are the only clients the server accepts, each with its
+	// permissions; when empty, anyone may connect and do anything.
+	Users []User
+	// TLS, when set, makes the server speak TLS only.
+	TLS *TLS
 
 	cluster *server.ClusterOpts
 	routes  []string
+}
+
+// User is one client the server accepts: by password, or by NKey when NKey (the
+// public key, U...) is set. Publish and Subscribe are the only subjects it may use.
+type User struct {
+	Name, Password, NKey string
+	Publish, Subscribe   []string
+}
+
+// TLS is the server's TLS setup: its certificate and key, and the authority whose
+// client certificates it requires (none required when CA is empty).
+type TLS struct {
+	Cert, Key, CA string
 }
 
 // Server is a running embedded NATS server.
@@ -83,6 +101,9 @@ func (s *Server) start() error {
 		// Test and benchmark loads publish quickly; the defaults are fine for the rest.
 		MaxPayload: 8 << 20,
 	}
+	if err := secure(sopts, o); err != nil {
+		return err
+	}
 	if o.cluster != nil {
 		sopts.Cluster = *o.cluster
 		sopts.Routes = server.RoutesFromStr(joinRoutes(o.routes))
@@ -104,6 +125,30 @@ func (s *Server) start() error {
 		return fmt.Errorf("%w after %s (is port %d free?)", ErrNotReady, timeout, port)
 	}
 	s.ns = ns
+	return nil
+}
+
+// secure adds o's users and TLS to the server's options.
+func secure(sopts *server.Options, o Options) error {
+	for _, u := range o.Users {
+		perms := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: u.Publish},
+			Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+		}
+		if u.NKey != "" {
+			sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: perms})
+			continue
+		}
+		sopts.Users = append(sopts.Users, &server.User{Username: u.Name, Password: u.Password, Permissions: perms})
+	}
+	if o.TLS == nil {
+		return nil
+	}
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.Cert, KeyFile: o.TLS.Key, CaFile: o.TLS.CA, Verify: o.TLS.CA != ""})
+	if err != nil {
+		return fmt.Errorf("embedded NATS: TLS: %w", err)
+	}
+	sopts.TLSConfig, sopts.TLS, sopts.TLSVerify, sopts.TLSTimeout = tc, true, o.TLS.CA != "", 5
 	return nil
 }
 
@@ -156,7 +201,11 @@ type Cluster struct {
 // StartCluster starts a three-node JetStream cluster on loopback with fixed ports
 // chosen up front, so a node that is stopped can rejoin with StartNode. It returns
 // once the cluster has a JetStream meta leader.
-func StartCluster(name string) (*Cluster, error) {
+func StartCluster(name string) (*Cluster, error) { return StartClusterWith(name, Options{}) }
+
+// StartClusterWith is StartCluster with the users and TLS of secure on every
+// node (its other fields are ignored).
+func StartClusterWith(name string, secure Options) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "ratefleet-cluster-*")
 	if err != nil {
 		return nil, fmt.Errorf("embedded cluster: create store folder: %w", err)
@@ -180,6 +229,8 @@ func StartCluster(name string) (*Cluster, error) {
 			StoreDir: fmt.Sprintf("%s/%s", dir, nodeName),
 			cluster:  &server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: ports[n+i]},
 			routes:   routes,
+			Users:    secure.Users,
+			TLS:      secure.TLS,
 		}})
 	}
 	// Nodes are started together: a node waits for its routes before it is ready.

@@ -87,6 +87,9 @@ func copyLines(out io.Writer, r io.Reader, name string, prefix bool) {
 	}
 }
 
+// Args returns the process's command line, program first.
+func (p *Proc) Args() []string { return append([]string(nil), p.cmd.Args...) }
+
 // PID returns the process id.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 

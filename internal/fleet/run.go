@@ -21,6 +21,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/roles"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
@@ -56,19 +57,28 @@ type Config struct {
 	// Cluster, when 3, runs NATS as an embedded three-node cluster with every
 	// stream and bucket replicated three times; one node otherwise.
 	Cluster int
+	// NKeys gives each role's user an NKey instead of a password.
+	NKeys bool
+	// TLS makes the embedded server require TLS and client certificates from a
+	// throwaway CA.
+	TLS bool
 }
 
 // Fleet is a running fleet.
 type Fleet struct {
-	cfg      Config
-	log      *slog.Logger
+	cfg Config
+	log *slog.Logger
 	// NATS is the embedded server, or nil when Cluster runs the nodes.
 	NATS    *embedded.Server
 	Cluster *embedded.Cluster
-	Conn    *natsconn.Conn
-	// StreamsFile is the streams.yaml every process applies; empty for the
-	// built-in one.
+	// Conn is the run's own connection, as the admin role.
+	Conn *natsconn.Conn
+	// Access holds the per-role users of the embedded server.
+	Access *Access
+	// StreamsFile is the streams.yaml every process checks (and the run applies);
+	// empty for the built-in one.
 	StreamsFile string
+	dir         string
 	Exchange *Proc
 	// ExchangeURL is the simulator's base URL.
 	ExchangeURL string
@@ -98,14 +108,38 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 			f.Down()
 		}
 	}()
-	if err := f.startNATS(); err != nil {
-		return nil, err
+	if f.dir, err = os.MkdirTemp("", "ratefleet-access-*"); err != nil {
+		return nil, fmt.Errorf("create the folder for the run's credentials: %w", err)
 	}
-	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: f.URL(), Name: "ratefleet-fleet", StreamsFile: f.StreamsFile, Logger: slog.New(slog.DiscardHandler)})
+	if cfg.Cluster > 1 {
+		if f.StreamsFile, err = writeR3Streams(f.dir); err != nil {
+			return nil, err
+		}
+	}
+	decl, err := natsconn.LoadStreams(f.StreamsFile)
 	if err != nil {
 		return nil, err
 	}
-	f.log.Info("embedded NATS started, streams.yaml applied", "url", f.URL(), "nodes", max(cfg.Cluster, 1))
+	if f.Access, err = NewAccess(decl, f.dir, cfg.NKeys, cfg.TLS); err != nil {
+		return nil, err
+	}
+	users, err := f.Access.Users(decl)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.startNATS(embedded.Options{Users: users, TLS: f.Access.TLS()}); err != nil {
+		return nil, err
+	}
+	admin, err := f.Access.Connection(f.URL(), roles.Admin)
+	if err != nil {
+		return nil, err
+	}
+	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: admin.URL, Connect: admin.Options, Auth: admin.Auth, Name: "ratefleet-fleet",
+		StreamsFile: f.StreamsFile, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	f.log.Info("embedded NATS started with a user per role, streams.yaml applied as admin", "url", f.URL(), "nodes", max(cfg.Cluster, 1), "tls", cfg.TLS)
 
 	port, err := freePort()
 	if err != nil {
@@ -136,11 +170,11 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if interval == 0 {
 			interval = 5 * time.Second
 		}
-		args := append(f.natsArgs(), "--interval", interval.String())
+		args := append(f.RoleArgs(roles.Monitor), "--interval", interval.String())
 		if cfg.MonitorHTTP != "" {
 			args = append(args, "--http", cfg.MonitorHTTP)
 		}
-		f.Monitor, err = Start("monitor", f.bin("monitor"), args, nil, cfg.Out, false)
+		f.Monitor, err = Start("monitor", f.bin("monitor"), args, f.Access.Env(roles.Monitor), cfg.Out, false)
 		if err != nil {
 			return nil, err
 		}
@@ -150,33 +184,30 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 
 func (f *Fleet) bin(name string) string { return filepath.Join(f.cfg.Bin, name) }
 
-// startNATS starts the embedded server, or the three-node cluster with a
-// streams.yaml that replicates everything three times.
-func (f *Fleet) startNATS() error {
-	if f.cfg.Cluster <= 1 {
-		var err error
-		f.NATS, err = embedded.Start(embedded.Options{})
-		return err
+// startNATS starts the embedded server, or the three-node cluster, with the
+// users and TLS of o.
+func (f *Fleet) startNATS(o embedded.Options) error {
+	var err error
+	switch f.cfg.Cluster {
+	case 0, 1:
+		f.NATS, err = embedded.Start(o)
+	case 3:
+		f.Cluster, err = embedded.StartClusterWith("ratefleet", o)
+	default:
+		err = fmt.Errorf("cluster of %d nodes: the embedded cluster has 3", f.cfg.Cluster)
 	}
-	if f.cfg.Cluster != 3 {
-		return fmt.Errorf("cluster of %d nodes: the embedded cluster has 3", f.cfg.Cluster)
-	}
-	c, err := embedded.StartCluster("ratefleet")
-	if err != nil {
-		return err
-	}
-	f.Cluster = c
-	file, err := os.CreateTemp("", "ratefleet-streams-r3-*.yaml")
-	if err != nil {
-		return fmt.Errorf("write the cluster's streams.yaml: %w", err)
-	}
-	defer file.Close()
+	return err
+}
+
+// writeR3Streams writes the built-in streams.yaml with every stream and bucket
+// replicated three times, for the cluster, into dir.
+func writeR3Streams(dir string) (string, error) {
+	path := filepath.Join(dir, "streams-r3.yaml")
 	r3 := strings.ReplaceAll(string(ratefleet.DefaultStreams()), "replicas: 1", "replicas: 3")
-	if _, err := file.WriteString(r3); err != nil {
-		return fmt.Errorf("write the cluster's streams.yaml: %w", err)
+	if err := os.WriteFile(path, []byte(r3), 0o600); err != nil {
+		return "", fmt.Errorf("write the cluster's streams.yaml: %w", err)
 	}
-	f.StreamsFile = file.Name()
-	return nil
+	return path, nil
 }
 
 // URL returns the NATS URL(s) the processes connect to.
@@ -187,9 +218,10 @@ func (f *Fleet) URL() string {
 	return f.NATS.ClientURL()
 }
 
-// natsArgs are the flags that point a process at the fleet's NATS.
-func (f *Fleet) natsArgs() []string {
-	args := []string{"--nats", f.URL()}
+// RoleArgs returns the flags that connect a command to the fleet's NATS as role;
+// RoleEnv (f.Access.Env) carries the password, if any.
+func (f *Fleet) RoleArgs(role string) []string {
+	args := append([]string{"--nats", f.URL()}, f.Access.Args(role)...)
 	if f.StreamsFile != "" {
 		args = append(args, "--streams", f.StreamsFile)
 	}
@@ -200,8 +232,10 @@ func (f *Fleet) natsArgs() []string {
 func (f *Fleet) StartWorker() (*Proc, error) {
 	f.nextWorker++
 	id := fmt.Sprintf("worker-%d", f.nextWorker)
-	args := append(append(f.natsArgs(), "--upstream", f.ExchangeURL, "--id", id), f.cfg.WorkerArgs...)
-	p, err := Start(id, f.bin("worker"), args, []string{keys.EnvVar + "=" + f.keyPairs()}, f.cfg.Logs, true)
+	args := append(f.RoleArgs(roles.Worker), "--upstream", f.ExchangeURL, "--id", id)
+	args = append(args, f.cfg.WorkerArgs...)
+	env := append(f.Access.Env(roles.Worker), keys.EnvVar+"="+f.keyPairs())
+	p, err := Start(id, f.bin("worker"), args, env, f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -224,8 +258,9 @@ func (f *Fleet) keyPairs() string {
 
 // StartProducer starts the producer for the configured duration.
 func (f *Fleet) StartProducer() error {
-	args := append(append(f.natsArgs(), "--duration", f.cfg.Duration.String()), f.cfg.ProducerArgs...)
-	p, err := Start("producer", f.bin("producer"), args, nil, f.cfg.Logs, true)
+	args := append(f.RoleArgs(roles.Producer), "--duration", f.cfg.Duration.String())
+	args = append(args, f.cfg.ProducerArgs...)
+	p, err := Start("producer", f.bin("producer"), args, f.Access.Env(roles.Producer), f.cfg.Logs, true)
 	if err != nil {
 		return err
 	}
@@ -301,8 +336,8 @@ func (f *Fleet) Down() {
 	if f.Cluster != nil {
 		f.Cluster.Shutdown()
 	}
-	if f.StreamsFile != "" {
-		_ = os.Remove(f.StreamsFile)
+	if f.dir != "" {
+		_ = os.RemoveAll(f.dir)
 	}
 }
 

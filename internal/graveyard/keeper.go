@@ -15,9 +15,9 @@ import (
 	"github.com/ratefleet/ratefleet/internal/streams"
 )
 
-// keeperDurable names the consumer of max-deliveries advisories shared by every
+// KeeperDurable names the consumer of max-deliveries advisories shared by every
 // keeper, so each advisory is handled once.
-const keeperDurable = "graveyard-keeper"
+const KeeperDurable = "graveyard-keeper"
 
 // Keeper buries the requests that reached max deliveries without any worker seeing
 // their last failure: a worker died during the last attempt, or its ack wait ran
@@ -67,7 +67,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 	if subject != "" {
 		cons, err := k.js.CreateOrUpdateConsumer(ctx, k.cfg.Graveyard.Advisories.Name, jetstream.ConsumerConfig{
-			Durable: keeperDurable, FilterSubject: subject, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			Durable: KeeperDurable, FilterSubject: subject, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
 		})
 		if err != nil {
 			return fmt.Errorf("graveyard keeper: consume advisories: %w", err)

@@ -58,7 +58,7 @@ func (c *Config) Check(ctx context.Context, js jetstream.JetStream) (Result, err
 }
 
 // ErrDrift is wrapped by Check when the server differs from the configuration.
-var ErrDrift = errors.New("NATS differs from the declarations (run any ratefleet command without --check-streams to apply them)")
+var ErrDrift = errors.New("NATS differs from the declarations (an admin applies them with `streams apply`; see README, \"streams.yaml\")")
 
 func (r Result) pending() string {
 	var out []string

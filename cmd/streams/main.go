@@ -1,0 +1,127 @@
+// Command streams is the admin's tool for ratefleet's NATS side: it applies
+// streams.yaml (the only command that creates or updates streams, consumers and
+// buckets), checks a server against it, and prints the NATS permissions of every
+// role.
+//
+//	streams apply  [connection flags] [--streams FILE]
+//	streams check  [connection flags] [--streams FILE]
+//	streams roles  [--format table|server|nsc] [--role NAME] [--streams FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ratefleet/ratefleet/internal/cli"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/roles"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(cli.ExitCode("streams", err, os.Stderr))
+}
+
+const usage = `Usage: streams apply|check|roles [flags]
+
+  apply   create what streams.yaml declares and is missing, update what differs
+          (never delete); run it as the admin role, before the fleet starts and
+          after every change to streams.yaml
+  check   compare the server with streams.yaml and change nothing; exits 1 on a
+          difference (every other command does this check at start)
+  roles   print the NATS permissions of each role: --format table (default),
+          server (a nats-server configuration block) or nsc (nsc commands)
+
+Run 'streams CMD --help' for the flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return cli.Usage(errors.New("name a command: apply, check or roles"))
+		}
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "apply", "check":
+		return applyOrCheck(ctx, args[0], args[1:], stdout, stderr)
+	case "roles":
+		return printRoles(args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return cli.Usage(fmt.Errorf("unknown command %q: want apply, check or roles", args[0]))
+}
+
+func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("streams "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var nopts cli.NATS
+	nopts.Register(fs)
+	streamsFile := fs.String("streams", "", "streams.yaml (default: the built-in one)")
+	if err := fs.Parse(args); err != nil {
+		return cli.Usage(err)
+	}
+	if fs.NArg() > 0 {
+		return cli.Usage(fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0)))
+	}
+	nc, err := nopts.Resolve(os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-streams",
+		StreamsFile: *streamsFile, CheckOnly: cmd == "check", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if cmd == "check" {
+		fmt.Fprintf(stdout, "%s: the server at %s matches\n", conn.Streams.Source, nc.Redacted())
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s: applied to %s\n", conn.Streams.Source, nc.Redacted())
+	return nil
+}
+
+func printRoles(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("streams roles", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	format := fs.String("format", "table", "table, server (a nats-server configuration block) or nsc (nsc add user commands)")
+	role := fs.String("role", "", "only this role: producer, worker, monitor, graveyard or admin (default: all)")
+	account := fs.String("account", "RATEFLEET", "the nsc account the users go into, for --format nsc")
+	streamsFile := fs.String("streams", "", "streams.yaml whose names the permissions use (default: the built-in one)")
+	if err := fs.Parse(args); err != nil {
+		return cli.Usage(err)
+	}
+	cfg, err := natsconn.LoadStreams(*streamsFile)
+	if err != nil {
+		return err
+	}
+	rs := roles.All(cfg)
+	if *role != "" {
+		r, err := roles.Get(cfg, *role)
+		if err != nil {
+			return cli.Usage(err)
+		}
+		rs = []roles.Role{r}
+	}
+	switch *format {
+	case "table":
+		return roles.WriteTable(stdout, rs)
+	case "server":
+		return roles.WriteServerConfig(stdout, rs)
+	case "nsc":
+		return roles.WriteNSC(stdout, rs, *account)
+	}
+	return cli.Usage(fmt.Errorf("--format %q: want table, server or nsc", *format))
+}

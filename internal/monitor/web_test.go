@@ -1,0 +1,94 @@
+package monitor_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/lease"
+	"github.com/ratefleet/ratefleet/internal/monitor"
+	"github.com/ratefleet/ratefleet/internal/stats"
+)
+
+// Markup a hostile worker could put in its id (the lease holder) or a key's name.
+const (
+	holderMarkup = `<b id="injected-holder">x</b><img src=x onerror="document.title='pwned'">`
+	keyMarkup    = `<i id="injected-key">k</i>`
+)
+
+// hostileSnapshot writes markup into the leases bucket and a worker report and
+// returns the monitor's snapshot of them.
+func hostileSnapshot(t *testing.T) monitor.Snapshot {
+	t.Helper()
+	c := connect(t)
+	ctx := context.Background()
+	kv, err := c.JS.KeyValue(ctx, c.Streams.KV.Leases.Bucket)
+	require.NoError(t, err)
+	rec, err := json.Marshal(lease.Record{Holder: holderMarkup, Since: time.Now()})
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "key1", rec)
+	require.NoError(t, err)
+	r := stats.NewRecorder("w1", "h", 1, time.Now())
+	r.Key("key1", func(k *stats.KeyReport) { k.Sent = 1 })
+	r.Key(keyMarkup, func(k *stats.KeyReport) { k.Sent = 2 })
+	publishReport(t, c, r, time.Now(), false)
+
+	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), nil)
+	cctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	go func() { _ = col.Run(cctx) }()
+	var s monitor.Snapshot
+	require.Eventually(t, func() bool {
+		s = col.Snapshot(ctx)
+		holders := map[string]string{}
+		for _, k := range s.Keys {
+			holders[k.Name] = k.Holder
+		}
+		_, named := holders[keyMarkup]
+		return holders["key1"] == holderMarkup && named
+	}, 10*time.Second, 50*time.Millisecond)
+	return s
+}
+
+func TestWeb_PageNeverParsesDataAsMarkup(t *testing.T) {
+	page, err := os.ReadFile("web/index.html")
+	require.NoError(t, err)
+	for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
+		require.NotContains(t, string(page), sink, "the page shows data with textContent only")
+	}
+}
+
+func TestWeb_MarkupInHolderAndKeyNameShownAsText(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (.ci/run installs Debian's chromium)")
+	}
+	m := monitor.NewMetrics()
+	m.Set(hostileSnapshot(t))
+	srv := httptest.NewServer(m.WebHandler())
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=2500", "--dump-dom", srv.URL+"/").Output()
+	require.NoError(t, err)
+	dom := string(out)
+	row := regexp.MustCompile(`<td>key1</td><td>([^<]*)</td>`).FindStringSubmatch(dom)
+	require.NotNil(t, row, "the key table is filled")
+	require.Contains(t, dom, `&lt;b id="injected-holder"&gt;x&lt;/b&gt;`, "the holder is shown as text")
+	require.Contains(t, dom, `&lt;i id="injected-key"&gt;k&lt;/i&gt;`, "the key name is shown as text")
+	require.NotContains(t, dom, `<b id="injected-holder">`, "no element was made from the holder")
+	require.NotContains(t, dom, `<i id="injected-key">`, "no element was made from the key name")
+	require.False(t, strings.Contains(dom, "<title>pwned</title>"), "no script ran")
+}

@@ -1,0 +1,80 @@
+package roles
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteServerConfig writes rs as a nats-server configuration block: one
+// permissions variable per role and one user per role whose password comes from
+// an environment variable of the server (such as $RATEFLEET_WORKER_PASSWORD), so
+// the file holds no secret. Replace a password with `nkey: U...` to use NKeys.
+func WriteServerConfig(w io.Writer, rs []Role) error {
+	var b strings.Builder
+	b.WriteString("# ratefleet roles: include in nats-server.conf (in the account that holds\n")
+	b.WriteString("# ratefleet's streams). Each password is read from the server's environment;\n")
+	b.WriteString("# for NKeys, replace `password: $...` with `nkey: U...` and drop `user`.\n")
+	b.WriteString("authorization {\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "  # %s: %s\n", r.Name, r.Commands)
+		fmt.Fprintf(&b, "  %s = {\n", permVar(r))
+		fmt.Fprintf(&b, "    publish = { allow = %s }\n", list(r.Publish))
+		fmt.Fprintf(&b, "    subscribe = { allow = %s }\n", list(r.Subscribe))
+		b.WriteString("  }\n")
+	}
+	b.WriteString("  users = [\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "    { user: %q, password: $%s, permissions: $%s }\n", r.User, PasswordVar(r.Name), permVar(r))
+	}
+	b.WriteString("  ]\n}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// PasswordVar is the server environment variable WriteServerConfig reads the
+// role's password from.
+func PasswordVar(role string) string {
+	return "RATEFLEET_" + strings.ToUpper(role) + "_PASSWORD"
+}
+
+func permVar(r Role) string { return strings.ToUpper(r.Name) + "_PERMISSIONS" }
+
+func list(subjects []string) string {
+	q := make([]string, len(subjects))
+	for i, s := range subjects {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// WriteNSC writes rs as nsc commands that add one user per role with its
+// permissions, for an operator-mode deployment; the account is a placeholder.
+func WriteNSC(w io.Writer, rs []Role, account string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# ratefleet roles as nsc users in account %s; each writes a creds file for --creds.\n", account)
+	for _, r := range rs {
+		fmt.Fprintf(&b, "# %s: %s\n", r.Name, r.Commands)
+		fmt.Fprintf(&b, "nsc add user --account %s --name %s \\\n  --allow-pub '%s' \\\n  --allow-sub '%s'\n",
+			account, r.User, strings.Join(r.Publish, ","), strings.Join(r.Subscribe, ","))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteTable writes rs for people: each role, the commands that run as it, what
+// its subjects are for and the subjects themselves.
+func WriteTable(w io.Writer, rs []Role) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t(user %s; runs %s)\n", strings.ToUpper(r.Name), r.User, r.Commands)
+		for _, why := range r.Why {
+			fmt.Fprintf(tw, "  may\t%s\n", why)
+		}
+		fmt.Fprintf(tw, "  publish\t%s\n", strings.Join(r.Publish, " "))
+		fmt.Fprintf(tw, "  subscribe\t%s\n\n", strings.Join(r.Subscribe, " "))
+	}
+	return tw.Flush()
+}
