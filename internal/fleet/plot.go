@@ -6,8 +6,8 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // PlotScale draws the scale benchmark's costs against the number of keys into
@@ -51,4 +51,3 @@ func PlotScale(rows []ScaleRow, path string) error {
 	}
 	return nil
 }
-

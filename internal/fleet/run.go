@@ -79,7 +79,7 @@ type Fleet struct {
 	// empty for the built-in one.
 	StreamsFile string
 	dir         string
-	Exchange *Proc
+	Exchange    *Proc
 	// ExchangeURL is the simulator's base URL.
 	ExchangeURL string
 	Workers     []*Proc
