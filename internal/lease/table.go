@@ -20,13 +20,15 @@ type Table struct {
 	workers map[string]Record // by worker id
 	keys    map[string]Record // by key name
 	revs    map[string]uint64 // by key name: the revision of its last write, deletes included
-	ready   bool
-	changed chan struct{} // holds one signal at most
+	// workerNames maps a worker entry to the holder its record names.
+	workerNames map[string]string
+	ready       bool
+	changed     chan struct{} // holds one signal at most
 }
 
 // NewTable returns an empty Table; Run fills it.
 func NewTable() *Table {
-	return &Table{workers: map[string]Record{}, keys: map[string]Record{}, revs: map[string]uint64{}, changed: make(chan struct{}, 1)}
+	return &Table{workers: map[string]Record{}, keys: map[string]Record{}, revs: map[string]uint64{}, workerNames: map[string]string{}, changed: make(chan struct{}, 1)}
 }
 
 // Run watches the bucket until ctx ends or the watch fails.
@@ -72,8 +74,17 @@ func (t *Table) apply(e jetstream.KeyValueEntry) {
 	}
 	var r Record
 	if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &r) != nil {
+		if worker {
+			name = t.workerNames[e.Key()]
+			delete(t.workerNames, e.Key())
+		}
 		delete(m, name)
 		return
+	}
+	if worker && r.Holder != "" {
+		// Key entries name a worker by the holder its lease record gives.
+		t.workerNames[e.Key()] = r.Holder
+		name = r.Holder
 	}
 	m[name] = r
 }
