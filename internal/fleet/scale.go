@@ -193,7 +193,7 @@ func (f *Fleet) inMsgs() int64 {
 }
 
 // watchWaitingPulls samples the consumer's count of waiting pull requests every
-// 200 ms until stop is called; max holds the highest seen.
+// second until stop is called; max holds the highest seen.
 func (f *Fleet) watchWaitingPulls(ctx context.Context) (stop func(), highest *int) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -205,7 +205,7 @@ func (f *Fleet) watchWaitingPulls(ctx context.Context) (stop func(), highest *in
 			if c, err := f.Conn.JS.Consumer(ctx, sc.Requests.Stream.Name, sc.Requests.Consumer.Durable); err == nil {
 				*m = max(*m, c.CachedInfo().NumWaiting)
 			}
-			_ = sleepCtx(ctx, 200*time.Millisecond)
+			_ = sleepCtx(ctx, time.Second)
 		}
 	}()
 	return func() { cancel(); <-done }, m

@@ -57,9 +57,9 @@ func (t *Table) Run(ctx context.Context, kv jetstream.KeyValue) error {
 func (t *Table) apply(e jetstream.KeyValueEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	defer t.signal()
 	if e == nil { // the initial values are in
 		t.ready = true
+		t.signal()
 		return
 	}
 	name, worker, ok := ParseEntry(e.Key())
@@ -74,11 +74,12 @@ func (t *Table) apply(e jetstream.KeyValueEntry) {
 	}
 	var r Record
 	if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &r) != nil {
-		if worker {
-			name = t.workerNames[e.Key()]
+		if n, ok := t.workerNames[e.Key()]; worker && ok {
+			name = n
 			delete(t.workerNames, e.Key())
 		}
 		delete(m, name)
+		t.signal()
 		return
 	}
 	if worker && r.Holder != "" {
@@ -86,7 +87,12 @@ func (t *Table) apply(e jetstream.KeyValueEntry) {
 		t.workerNames[e.Key()] = r.Holder
 		name = r.Holder
 	}
+	if old, ok := m[name]; worker && ok && old.Session == r.Session {
+		m[name] = r
+		return // a renewal: nothing a claimer acts on changed
+	}
 	m[name] = r
+	t.signal()
 }
 
 func (t *Table) signal() {
@@ -96,7 +102,8 @@ func (t *Table) signal() {
 	}
 }
 
-// Changed signals after the table changed; it holds one signal at most.
+// Changed signals after the table changed in a way a claimer acts on (a worker
+// lease or a key entry came or went; not a renewal); it holds one signal at most.
 func (t *Table) Changed() <-chan struct{} { return t.changed }
 
 // Ready reports whether the watch has delivered the bucket's initial values.

@@ -124,6 +124,7 @@ type Recorder struct {
 	seq      uint64
 	results  map[string]uint64
 	latency  *hdrhistogram.Histogram
+	encoded  []byte // latency, encoded; nil when it changed since
 	keys     map[string]*KeyReport
 	order    []string
 	inFlight int
@@ -172,6 +173,7 @@ func (r *Recorder) Latency(d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_ = r.latency.RecordValue(min(ms, latencyMax))
+	r.encoded = nil
 }
 
 // InFlight adds delta to the number of requests this worker holds.
@@ -199,10 +201,16 @@ func (r *Recorder) Key(name string, update func(*KeyReport)) {
 func (r *Recorder) Report(now time.Time) (Report, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	lat, err := r.latency.Encode(encodingCookie)
-	if err != nil {
-		return Report{}, fmt.Errorf("encode latency histogram: %w", err)
+	if r.encoded == nil {
+		// Encoding compresses the whole histogram: done only when it changed, so
+		// an idle worker's report costs little.
+		lat, err := r.latency.Encode(encodingCookie)
+		if err != nil {
+			return Report{}, fmt.Errorf("encode latency histogram: %w", err)
+		}
+		r.encoded = lat
 	}
+	lat := r.encoded
 	r.seq++
 	rep := Report{
 		V: Version, Worker: r.worker, Host: r.host, PID: r.pid, Started: r.started, At: now, Seq: r.seq,

@@ -154,7 +154,11 @@ func (c *claimer) step(ctx context.Context, r *round, sessions *sync.WaitGroup, 
 		}
 	}
 	share := c.share(view, len(r.unusable))
-	for _, k := range c.order(view) {
+	var order []keys.Key
+	if len(r.held) < share {
+		order = c.order(view)
+	}
+	for _, k := range order {
 		if len(r.held) >= share || ctx.Err() != nil {
 			break
 		}
