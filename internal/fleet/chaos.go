@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
 // ChaosConfig describes the cluster benchmark: a fleet on the embedded three-node
@@ -92,8 +94,8 @@ func FormatChaos(r ChaosResult, cfg ChaosConfig) string {
 	for _, st := range r.Stops {
 		fmt.Fprintf(&b, "  %s\n", st)
 	}
-	fmt.Fprintf(&b, "served %.2f req/s   429: %d   400: %d   answered 200 twice: %d\n",
-		r.OKPerSec, s.Exchange.RateLimited, s.Exchange.BadNonce, s.Exchange.Duplicates)
+	fmt.Fprintf(&b, "served %.2f req/s   429: %d   400: %d   answered 200 twice: %d (acks the server did not confirm, so delivered again: %d)\n",
+		r.OKPerSec, s.Exchange.RateLimited, s.Exchange.BadNonce, s.Exchange.Duplicates, s.Results[stats.ResultAckFailed])
 	fmt.Fprintf(&b, "published %d = served %d (distinct ids the simulator answered 200) + graveyard %d + still queued %d; %s\n",
 		s.Published, s.Exchange.Distinct, s.Buried, s.InQueue, lostLine(s))
 	fmt.Fprintf(&b, "results by attempt: %v\n", s.Results)

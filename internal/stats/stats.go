@@ -39,6 +39,7 @@ const (
 	ResultBuried       = "buried"        // last allowed delivery failed: buried
 	ResultBuryFailed   = "bury_failed"   // the graveyard refused an entry: the request stays queued
 	ResultPullError    = "pull_error"    // a pull request failed (not an attempt: counted without a key)
+	ResultAckFailed    = "ack_failed"    // a request answered 200 whose ack the server did not confirm: it may be sent again (not an attempt)
 )
 
 // Latency histograms track 1 ms to 10 minutes with 3 significant digits.

@@ -229,6 +229,7 @@ func (s *session) ack(ctx context.Context, msg jetstream.Msg, req request.Reques
 		}
 	}
 	if err != nil {
+		s.w.rec.Count("", stats.ResultAckFailed)
 		s.log.Error("request sent but its ack failed; it may be sent again", "request", req.ID, "err", err)
 	}
 	if md.NumDelivered > 1 {
