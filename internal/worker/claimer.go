@@ -34,11 +34,9 @@ const unusableRecheck = 30 * time.Second
 // its share too.
 type claimer struct {
 	// Set once.
-	w      *Worker
-	table  *lease.Table
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	w     *Worker
+	table *lease.Table
+	loop
 
 	// Shared with the heartbeat.
 	mu sync.Mutex
@@ -46,22 +44,15 @@ type claimer struct {
 }
 
 func newClaimer(w *Worker, table *lease.Table) *claimer {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &claimer{w: w, table: table, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &claimer{w: w, table: table, loop: newLoop()}
 }
 
 func (c *claimer) start(wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(c.done)
-		c.run(c.ctx)
-	}()
+	c.loop.run(wg, c.run)
 }
 
 func (c *claimer) shutdown() {
-	c.cancel()
-	<-c.done
+	c.loop.stop()
 }
 
 func (c *claimer) workerLease() *lease.Lease {

@@ -29,13 +29,11 @@ const maxFetch = 256
 // it, until a key is about to be able to send it.
 type fetcher struct {
 	// Set once.
-	cons   jetstream.Consumer
-	log    *slog.Logger
-	rec    *stats.Recorder
-	wants  chan *want
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	cons  jetstream.Consumer
+	log   *slog.Logger
+	rec   *stats.Recorder
+	wants chan *want
+	loop
 }
 
 // want is one session's ask for one message. Exactly one of filled and dropped
@@ -52,22 +50,15 @@ const (
 )
 
 func newFetcher(cons jetstream.Consumer, rec *stats.Recorder, log *slog.Logger, sessions int) *fetcher {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &fetcher{cons: cons, rec: rec, log: log, wants: make(chan *want, sessions), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &fetcher{cons: cons, rec: rec, log: log, wants: make(chan *want, sessions), loop: newLoop()}
 }
 
 func (f *fetcher) start(wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(f.done)
-		f.run(f.ctx)
-	}()
+	f.loop.run(wg, f.run)
 }
 
 func (f *fetcher) shutdown() {
-	f.cancel()
-	<-f.done
+	f.loop.stop()
 }
 
 // next waits for one message until ctx ends. A message it returns is the caller's

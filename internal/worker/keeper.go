@@ -14,28 +14,21 @@ type keeperDuty struct {
 	// Set once.
 	keeper *graveyard.Keeper
 	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	loop
 }
 
 func newKeeperDuty(k *graveyard.Keeper, log *slog.Logger) *keeperDuty {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &keeperDuty{keeper: k, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &keeperDuty{keeper: k, log: log, loop: newLoop()}
 }
 
 func (k *keeperDuty) start(wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(k.done)
-		if err := k.keeper.Run(k.ctx); err != nil && k.ctx.Err() == nil {
+	k.loop.run(wg, func(ctx context.Context) {
+		if err := k.keeper.Run(ctx); err != nil && ctx.Err() == nil {
 			k.log.Error("graveyard keeper stopped", "err", err)
 		}
-	}()
+	})
 }
 
 func (k *keeperDuty) shutdown() {
-	k.cancel()
-	<-k.done
+	k.loop.stop()
 }

@@ -16,30 +16,21 @@ const finalReportTimeout = 2 * time.Second
 // last one marked stopped, so the monitor keeps this worker's final counts.
 type reporter struct {
 	// Set once.
-	w      *Worker
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	w *Worker
+	loop
 }
 
 func newReporter(w *Worker) *reporter {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &reporter{w: w, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &reporter{w: w, loop: newLoop()}
 }
 
 func (r *reporter) start(wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(r.done)
-		r.run(r.ctx)
-	}()
+	r.loop.run(wg, r.run)
 }
 
 // shutdown stops the loop and publishes the last report.
 func (r *reporter) shutdown() {
-	r.cancel()
-	<-r.done
+	r.loop.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), finalReportTimeout)
 	defer cancel()
 	r.publish(ctx, true)

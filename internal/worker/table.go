@@ -15,34 +15,27 @@ import (
 // starting the watch again if it ends (a NATS restart, say).
 type tableWatcher struct {
 	// Set once.
-	table  *lease.Table
-	kv     jetstream.KeyValue
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	table *lease.Table
+	kv    jetstream.KeyValue
+	log   *slog.Logger
+	loop
 }
 
 func newTableWatcher(t *lease.Table, kv jetstream.KeyValue, log *slog.Logger) *tableWatcher {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &tableWatcher{table: t, kv: kv, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &tableWatcher{table: t, kv: kv, log: log, loop: newLoop()}
 }
 
 func (t *tableWatcher) start(wg *sync.WaitGroup) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(t.done)
-		for t.ctx.Err() == nil {
-			if err := t.table.Run(t.ctx, t.kv); err != nil && t.ctx.Err() == nil {
+	t.loop.run(wg, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			if err := t.table.Run(ctx, t.kv); err != nil && ctx.Err() == nil {
 				t.log.Warn("lease watch ended; starting it again", "err", err)
-				_ = sleep(t.ctx, time.Second, nil)
+				_ = sleep(ctx, time.Second, nil)
 			}
 		}
-	}()
+	})
 }
 
 func (t *tableWatcher) shutdown() {
-	t.cancel()
-	<-t.done
+	t.loop.stop()
 }

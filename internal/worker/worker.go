@@ -169,6 +169,33 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 // Stats returns the worker's stats recorder.
 func (w *Worker) Stats() *stats.Recorder { return w.rec }
 
+// loop runs one duty's goroutine: run starts fn, whose context ends at stop;
+// stop returns once fn has returned.
+type loop struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newLoop() loop {
+	ctx, cancel := context.WithCancel(context.Background())
+	return loop{ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+func (l *loop) run(wg *sync.WaitGroup, fn func(ctx context.Context)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(l.done)
+		fn(l.ctx)
+	}()
+}
+
+func (l *loop) stop() {
+	l.cancel()
+	<-l.done
+}
+
 // duty is one of the worker's background loops. start runs it until shutdown,
 // which returns once it has stopped.
 type duty interface {
