@@ -37,6 +37,12 @@ type soloWorker struct {
 // or the test ends.
 func startSolo(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time.Duration, lc limiter.Config, ks []keys.Key) *soloWorker {
 	t.Helper()
+	return startSoloHolding(t, env, id, upstreamURL, skew, lc, ks, 1)
+}
+
+// startSoloHolding is startSolo for a worker holding up to maxKeys keys.
+func startSoloHolding(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time.Duration, lc limiter.Config, ks []keys.Key, maxKeys int) *soloWorker {
+	t.Helper()
 	nc, err := nats.Connect(env.NATS.ClientURL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
@@ -50,7 +56,7 @@ func startSolo(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time
 	t.Cleanup(up.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := worker.New(ctx, js, worker.Config{
-		ID: id, Keys: ks, Upstream: up, Streams: env.Conn.Streams, NewPacer: factory, Now: clock,
+		ID: id, Keys: ks, MaxKeys: maxKeys, Upstream: up, Streams: env.Conn.Streams, NewPacer: factory, Now: clock,
 		ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test_worker", id),
 	})
@@ -207,4 +213,32 @@ func TestWorkers_TheBanGuardTripsOnAKeysLifetimeCountAcrossACrash(t *testing.T) 
 	require.True(t, r.Unusable)
 	require.Equal(t, 3, r.Count429)
 	require.EqualValues(t, 3, up.answered.Load(), "the key drew three 429s in its life, no more")
+}
+
+func TestWorkers_AWorkerThatJoinsLateGetsItsShareOfTheKeys(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	ids := publishRequests(t, env, 600, time.Minute)
+	ks := exchange.DefaultKeys()
+	first := startSoloHolding(t, env, "first", env.ExchangeURL, 0, fastLimiter(), ks, 5)
+	held := func(w *soloWorker) int {
+		rep, err := w.w.Stats().Report(time.Now())
+		require.NoError(t, err)
+		n := 0
+		for _, k := range rep.Keys {
+			if k.Held {
+				n++
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return held(first) == 5 }, 10*time.Second, 10*time.Millisecond, "alone, it holds every key")
+	second := startSoloHolding(t, env, "second", env.ExchangeURL, 0, fastLimiter(), ks, 5)
+	require.Eventually(t, func() bool { return held(first) == 3 && held(second) == 2 }, 20*time.Second, 10*time.Millisecond,
+		"keys handed over one at a time until the shares are even")
+	waitDrained(t, env, 60*time.Second)
+	for _, k := range env.Exchange.Stats().Keys {
+		require.Zero(t, k.RateLimited, "no 429 on %s across the handovers", k.Name)
+		require.Zero(t, k.BadNonce, "no 400 on %s across the handovers", k.Name)
+	}
+	require.ElementsMatch(t, ids, answeredIDs(env))
 }
