@@ -41,6 +41,15 @@ const (
 	ResultPullError    = "pull_error"    // a pull request failed (not an attempt: counted without a key)
 )
 
+// AttemptResults lists the results of a try at sending a request on a key, each
+// counted once per try. The other results (expired, malformed, buried,
+// bury_failed, pull_error) are what became of a request, or of a pull, not
+// attempts.
+func AttemptResults() []string {
+	return []string{ResultOK, ResultRateLimited, ResultBadNonce, ResultServerError, ResultGatewayError,
+		ResultFenced, ResultTimeout, ResultConnError, ResultKeyUnusable}
+}
+
 // Latency histograms track 1 ms to 10 minutes with 3 significant digits.
 const (
 	latencyMin     = 1
@@ -80,6 +89,8 @@ type KeyReport struct {
 	OK          uint64    `json:"ok"`
 	RateLimited uint64    `json:"rate_limited"`
 	BadNonce    uint64    `json:"bad_nonce"`
+	// Results counts this key's attempts (and requests it let expire) by result.
+	Results map[string]uint64 `json:"results,omitempty"`
 	// Limiter state: the largest one-way delay assumed, the next free send slot.
 	MaxDelayMs float64 `json:"max_delay_ms"`
 	// What the limiter learned from evidence: the order rule's delay, how late
@@ -146,6 +157,10 @@ func (r *Recorder) Count(key, result string) {
 	defer r.mu.Unlock()
 	r.results[result]++
 	if k, ok := r.keys[key]; ok {
+		if k.Results == nil {
+			k.Results = map[string]uint64{}
+		}
+		k.Results[result]++
 		switch result {
 		case ResultOK:
 			k.OK++
@@ -209,7 +224,9 @@ func (r *Recorder) Report(now time.Time) (Report, error) {
 		InFlight: r.inFlight, Results: maps.Clone(r.results), Latency: lat,
 	}
 	for _, name := range r.order {
-		rep.Keys = append(rep.Keys, *r.keys[name])
+		k := *r.keys[name]
+		k.Results = maps.Clone(k.Results)
+		rep.Keys = append(rep.Keys, k)
 	}
 	return rep, nil
 }
