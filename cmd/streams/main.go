@@ -1,11 +1,12 @@
 // Command streams is the admin's tool for ratefleet's NATS side: it applies
 // streams.yaml (the only command that creates or updates streams, consumers and
-// buckets), checks a server against it, and prints the NATS permissions of every
-// role.
+// buckets), checks a server against it, prints the NATS permissions of every
+// role, and shows and clears the state of the API keys.
 //
 //	streams apply  [connection flags] [--streams FILE]
 //	streams check  [connection flags] [--streams FILE]
 //	streams roles  [--format table|server|nsc] [--role NAME] [--streams FILE]
+//	streams keys   ls [--json] | clear KEY... | reset KEY...   [--yes]
 package main
 
 import (
@@ -22,7 +23,7 @@ import (
 )
 
 func main() {
-	cli.Main("streams", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
+	cli.Main("streams", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) })
 }
 
 const usage = `Usage: streams apply|check|roles|keys [flags]
@@ -34,11 +35,14 @@ const usage = `Usage: streams apply|check|roles|keys [flags]
           difference (every other command does this check at start)
   roles   print the NATS permissions of each role: --format table (default),
           server (a nats-server configuration block) or nsc (nsc commands)
+  keys    ls: every API key with its holder, 429 count, L, quarantine and next
+          free slot; clear KEY / reset KEY: lift a quarantine, reset a 429 count
+          (admin role; 'streams keys --help')
 
 Run 'streams CMD --help' for the flags.
 `
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return cli.Usage(errors.New("name a command: apply, check, roles or keys"))
@@ -54,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return applyOrCheck(ctx, args[0], args[1:], stdout, stderr)
 	case "roles":
 		return printRoles(args[1:], stdout, stderr)
+	case "keys":
+		return keysCommand(ctx, args[1:], stdin, stdout, stderr)
 	}
 	return cli.Usage(fmt.Errorf("unknown command %q: want apply, check, roles or keys", args[0]))
 }

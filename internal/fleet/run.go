@@ -402,27 +402,7 @@ func (f *Fleet) Summarize(ctx context.Context, producing time.Duration) (Summary
 
 // LastReports reads the last report of every worker from the stats stream.
 func LastReports(ctx context.Context, js jetstream.JetStream, stream string) ([]stats.Report, error) {
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("read stats stream: %w", err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(stats.SubjectPrefix+".>"))
-	if err != nil {
-		return nil, fmt.Errorf("read stats stream: %w", err)
-	}
-	var out []stats.Report
-	for subj := range info.State.Subjects {
-		m, err := st.GetLastMsgForSubject(ctx, subj)
-		if err != nil {
-			return nil, fmt.Errorf("read stats of %s: %w", subj, err)
-		}
-		var r stats.Report
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return nil, fmt.Errorf("decode stats of %s: %w", subj, err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return stats.LastReports(ctx, js, stream)
 }
 
 // ExchangeTotals are the simulator's own counts over all keys.

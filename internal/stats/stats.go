@@ -5,12 +5,15 @@
 package stats
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"sync"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Version is the report schema version.
@@ -229,4 +232,29 @@ func (r *Recorder) Report(now time.Time) (Report, error) {
 		rep.Keys = append(rep.Keys, k)
 	}
 	return rep, nil
+}
+
+// LastReports reads the last report of every worker from the stats stream.
+func LastReports(ctx context.Context, js jetstream.JetStream, stream string) ([]Report, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read stats stream: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(SubjectPrefix+".>"))
+	if err != nil {
+		return nil, fmt.Errorf("read stats stream: %w", err)
+	}
+	var out []Report
+	for subj := range info.State.Subjects {
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			return nil, fmt.Errorf("read stats of %s: %w", subj, err)
+		}
+		var r Report
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return nil, fmt.Errorf("decode stats of %s: %w", subj, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
