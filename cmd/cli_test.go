@@ -103,7 +103,8 @@ func cliCases() []cliCase {
 	}
 	return append(cases,
 		cliCase{"graveyard show without entry", []string{"graveyard", "show"}, 2, "graveyard: graveyard show needs SEQ|ID..."},
-		cliCase{"graveyard replay selecting nothing", []string{"graveyard", "replay", "--nats", unreachable}, 1, "graveyard: " + connect},
+		cliCase{"graveyard replay selecting nothing", []string{"graveyard", "replay", "--nats", unreachable}, 2, "graveyard: graveyard replay acts on nothing by default"},
+		cliCase{"graveyard rm selecting nothing", []string{"graveyard", "rm", "--yes"}, 2, "graveyard: graveyard rm acts on nothing by default"},
 		cliCase{"graveyard unknown reason", []string{"graveyard", "ls", "--reason", "bogus"}, 2, `graveyard: --reason "bogus": no such reason`},
 		cliCase{"graveyard bad --since", []string{"graveyard", "ls", "--since", "yesterday"}, 2, `graveyard: --since "yesterday"`},
 		cliCase{"graveyard no command", []string{"graveyard"}, 2, "Usage: graveyard ls|show|replay|rm|purge"},

@@ -399,15 +399,22 @@ func find(ctx context.Context, g *graveyard.Graveyard, names []string) ([]gravey
 	return found, nil
 }
 
+// checkSelection returns a usage error for bad filters, or for nothing named,
+// no filter and no --all: replay and rm never act on every entry by default.
+func (c *command) checkSelection(names []string, now time.Time) error {
+	_, selects, err := c.filter(names, now)
+	if err == nil && !selects {
+		err = c.Usage(fmt.Errorf("%s acts on nothing by default: name entries (SEQ or ID), give a filter, or pass --all", c.Name))
+	}
+	return err
+}
+
 // selectEntries returns the entries named or matching the filters, at most
-// limit (0: all). Nothing named and no filter is a usage error unless --all.
+// limit (0: all).
 func (c *command) selectEntries(ctx context.Context, g *graveyard.Graveyard, names []string, now time.Time, limit int) ([]graveyard.Stored, error) {
-	f, selects, err := c.filter(names, now)
+	f, _, err := c.filter(names, now)
 	if err != nil {
 		return nil, err
-	}
-	if !selects {
-		return nil, c.Usage(fmt.Errorf("%s acts on nothing by default: name entries (SEQ or ID), give a filter, or pass --all", c.Name))
 	}
 	var out []graveyard.Stored
 	err = g.Walk(ctx, f, func(st graveyard.Stored) bool {
@@ -443,8 +450,8 @@ func replay(ctx context.Context, args []string, s stdio) error {
 	if *rate <= 0 || *limit < 0 {
 		return c.Usage(fmt.Errorf("--rate %v must be positive and --limit %d not negative", *rate, *limit))
 	}
-	if _, _, err := c.filter(names, s.now()); err != nil {
-		return err // a bad filter is a usage error before any connection
+	if err := c.checkSelection(names, s.now()); err != nil {
+		return err // before any connection
 	}
 	log := c.Logger()
 	conn, g, err := c.open(ctx, log)
@@ -508,7 +515,7 @@ func rm(ctx context.Context, args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := c.filter(names, s.now()); err != nil {
+	if err := c.checkSelection(names, s.now()); err != nil {
 		return err
 	}
 	log := c.Logger()

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"maps"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -498,7 +500,11 @@ func FormatSummary(s Summary) string {
 	fmt.Fprintf(&b, "still queued          %d\n", s.InQueue)
 	fmt.Fprintf(&b, "lost                  %s\n", lostLine(s))
 	fmt.Fprintf(&b, "latency p50/p99/max   %d / %d / %d ms (created to answered)\n", s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms)
-	fmt.Fprintf(&b, "attempts by result    %v\n", s.Results)
+	results := make([]string, 0, len(s.Results))
+	for _, r := range slices.Sorted(maps.Keys(s.Results)) {
+		results = append(results, fmt.Sprintf("%s %d", r, s.Results[r]))
+	}
+	fmt.Fprintf(&b, "attempts by result    %s\n", strings.Join(results, ", "))
 	e := s.Exchange
 	fmt.Fprintf(&b, "exchange saw          %d accepted, %d x 429, %d x 400, %d blocked keys, max %d in any window, %d ids answered 200 more than once\n",
 		e.Accepted, e.RateLimited, e.BadNonce, e.Blocked, e.MaxInWindow, e.Duplicates)

@@ -62,7 +62,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 	}
 	if len(s.Keys) > 0 {
 		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "key\tstate\tholder\tsince\tsent\tok\t429\t400\t429 life\tL ms\tlag ms\tevidence\tfree in ms\t")
+		fmt.Fprintln(tw, "key\tstate\tholder\tsince\tsent\tok\t429\t400\t429 life\tL ms\tlag ms\tevidence\tfree in ms")
 		for _, k := range s.Keys {
 			since, free := "-", "-"
 			if k.Holder != "" {
