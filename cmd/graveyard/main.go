@@ -438,7 +438,8 @@ func confirm(s stdio, question string) error {
 func replay(ctx context.Context, args []string, s stdio) error {
 	c := newCommand("replay", "Publishes a fresh request for each selected entry (new time to live, replay_of set to the original id), then removes the entry once the requests stream stored it. Rerunning an interrupted replay sends nothing twice.", s, true)
 	c.Args, c.MaxArgs = "[SEQ|ID...]", -1
-	c.Flags.BoolVar(&c.all, "all", false, "select every entry (when no entry or filter is given)")
+	c.Flags.BoolVar(&c.all, "all", false, "select every entry (when no entry or filter is given); never from the environment")
+	c.NoEnv("all")
 	dry := c.Flags.Bool("dry-run", false, "show what would be replayed, change nothing")
 	rate := c.Flags.Float64("rate", 20, "replayed requests a second at most, so live traffic keeps its share")
 	ttl := c.Flags.Duration("ttl", 0, "time to live of the replayed requests (default: the original's)")
@@ -509,7 +510,8 @@ func replay(ctx context.Context, args []string, s stdio) error {
 func rm(ctx context.Context, args []string, s stdio) error {
 	c := newCommand("rm", "Removes the selected entries from the graveyard for good, after confirmation.", s, true)
 	c.Args, c.MaxArgs = "[SEQ|ID...]", -1
-	c.Flags.BoolVar(&c.all, "all", false, "select every entry (when no entry or filter is given)")
+	c.Flags.BoolVar(&c.all, "all", false, "select every entry (when no entry or filter is given); never from the environment")
+	c.NoEnv("all")
 	yes := c.Flags.Bool("yes", false, "do not ask for confirmation")
 	names, err := c.Parse(args, os.Getenv)
 	if err != nil {

@@ -40,6 +40,7 @@ type Command struct {
 	MinArgs, MaxArgs int
 
 	usage          string
+	noEnv          map[string]bool
 	stdout, stderr io.Writer
 	level          slog.Level
 	format         string
@@ -75,13 +76,24 @@ func EnvName(prog, name string) string {
 	return "RATEFLEET_" + up(prog) + "_" + up(name)
 }
 
+// NoEnv keeps the named flags from being set by the environment: a flag that
+// widens what a destructive command acts on (graveyard rm --all) must be typed.
+func (c *Command) NoEnv(names ...string) {
+	if c.noEnv == nil {
+		c.noEnv = map[string]bool{}
+	}
+	for _, n := range names {
+		c.noEnv[n] = true
+	}
+}
+
 // program is the first word of the command's name: its binary.
 func (c *Command) program() string { return strings.Fields(c.Name + " x")[0] }
 
 // envName returns the variable of flag name, or "" for the connection flags,
 // which NATS.Resolve reads from their own variables.
 func (c *Command) envName(name string) string {
-	if name == "version" || isConnectionFlag(name) {
+	if name == "version" || c.noEnv[name] || isConnectionFlag(name) {
 		return ""
 	}
 	return EnvName(c.program(), name)

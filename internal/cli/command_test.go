@@ -28,12 +28,16 @@ func TestCommand_FlagThenEnvironmentThenDefault(t *testing.T) {
 		{"environment", nil, map[string]string{"RATEFLEET_GRAVEYARD_RATE": "5", "RATEFLEET_LOG_LEVEL": "debug"}, 5, "DEBUG"},
 		{"flag over environment", []string{"--rate", "7"}, map[string]string{"RATEFLEET_GRAVEYARD_RATE": "5"}, 7, "INFO"},
 		{"another program's variable is not read", nil, map[string]string{"RATEFLEET_PRODUCER_RATE": "5"}, 20, "INFO"},
+		{"a flag kept from the environment", nil, map[string]string{"RATEFLEET_GRAVEYARD_RATE": "5", "RATEFLEET_GRAVEYARD_ALL": "true"}, 5, "INFO"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cli.NewCommand("graveyard replay", "Replays.", &bytes.Buffer{}, &bytes.Buffer{})
 			rate := c.Flags.Float64("rate", 20, "rate")
+			all := c.Flags.Bool("all", false, "every entry")
+			c.NoEnv("all")
 			_, err := c.Parse(tc.args, func(k string) string { return tc.env[k] })
 			require.NoError(t, err)
+			require.False(t, *all, "--all must be typed")
 			require.Equal(t, tc.rate, *rate)
 			require.Equal(t, tc.level, c.LogLevel().String())
 		})
