@@ -37,8 +37,11 @@ unless given --yes, and log what they changed. ls only reads (the monitor role m
 run it). Run 'streams keys CMD --help' for the flags.
 `
 
-// writeTimeout bounds one write to key state.
-const writeTimeout = 5 * time.Second
+// writeTimeout bounds one write to key state, listTimeout the reads of ls.
+const (
+	writeTimeout = 5 * time.Second
+	listTimeout  = 10 * time.Second
+)
 
 // keyRow is one key as ls shows it.
 type keyRow struct {
@@ -108,9 +111,12 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer conn.Close()
-	rows, err := listKeys(ctx, conn, time.Now())
+	// A read the user's permissions lack gets no answer: bound the wait.
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	rows, err := listKeys(lctx, conn, time.Now())
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (listing keys needs the monitor or admin role: see `streams roles`)", err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -12,12 +12,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/keystate"
+	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/roles"
+	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
 // TestStreamsKeys_ListClearAndReset shows a quarantined key as such (from key
-// state, with its 429 count and L), then the admin clears its quarantine and
+// state, with its 429 count and L) and a held key with its holder, L and next
+// free slot (from the lease bucket and its holder's last report), then the admin clears its quarantine and
 // resets its count with --yes, each with a log line; the monitor role may
 // list but not clear; an unconfirmed change changes nothing.
 func TestStreamsKeys_ListClearAndReset(t *testing.T) {
@@ -43,6 +46,27 @@ func TestStreamsKeys_ListClearAndReset(t *testing.T) {
 	_, err = store.Update(ctx, "key2", func(r *keystate.Record) error { r.NonceReserved = 7; return nil })
 	require.NoError(t, err)
 
+	// As a worker: w1 holds key2, and its last report tells key2's next free slot.
+	wconn, err := acc.Connection(url, roles.Worker)
+	require.NoError(t, err)
+	w := connectAs(t, wconn.URL, wconn.Options)
+	leases, err := w.JS.KeyValue(ctx, w.Streams.KV.Leases.Bucket)
+	require.NoError(t, err)
+	rec, err := json.Marshal(lease.Record{Holder: "w1", Session: "s1", Since: time.Now()})
+	require.NoError(t, err)
+	for _, entry := range []string{lease.WorkerEntry("w1"), lease.KeyEntry("key2")} {
+		_, err = leases.Put(ctx, entry, rec)
+		require.NoError(t, err)
+	}
+	r := stats.NewRecorder("w1", "h", 1, time.Now())
+	r.Key("key2", func(k *stats.KeyReport) { k.Held, k.MaxDelayMs, k.NextFree = true, 60, time.Now().Add(time.Hour) })
+	rep, err := r.Report(time.Now())
+	require.NoError(t, err)
+	data, err := json.Marshal(rep)
+	require.NoError(t, err)
+	_, err = w.JS.Publish(ctx, stats.Subject("w1"), data)
+	require.NoError(t, err)
+
 	list := func(role string) map[string]keyRow {
 		code, stdout, stderr := runAs(t, roleEnv(acc, role), append([]string{"keys", "ls", "--json", "--nats", url}, acc.Args(role)...)...)
 		require.Equal(t, 0, code, stderr)
@@ -58,7 +82,11 @@ func TestStreamsKeys_ListClearAndReset(t *testing.T) {
 	require.Equal(t, "quarantined", rows["key1"].State)
 	require.Equal(t, 3, rows["key1"].Count429)
 	require.InDelta(t, 80, rows["key1"].MaxDelayMs, 1e-9)
-	require.Equal(t, "free", rows["key2"].State)
+	require.Equal(t, "held", rows["key2"].State)
+	require.Equal(t, "w1", rows["key2"].Holder)
+	require.InDelta(t, 60, rows["key2"].MaxDelayMs, 1e-9, "L from the holder's report")
+	require.NotNil(t, rows["key2"].NextFreeMs)
+	require.Greater(t, *rows["key2"].NextFreeMs, int64(59*60*1000), "the next free slot from the holder's report")
 
 	code, _, _ = runAs(t, roleEnv(acc, roles.Monitor), append([]string{"keys", "clear", "--yes", "--nats", url, "key1"}, acc.Args(roles.Monitor)...)...)
 	require.Equal(t, 1, code, "the monitor role may not change key state")

@@ -128,10 +128,10 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Monitor:
-		r.Commands = "monitor, graveyard ls, graveyard show"
-		r.Publish = cat(check, ordered(st.Name), kvRead(leases), kvWatch(leases), kvRead(keys), kvWatch(keys), streamRead(grave.Name))
+		r.Commands = "monitor, graveyard ls, graveyard show, streams keys ls"
+		r.Publish = cat(check, ordered(st.Name), streamRead(st.Name), kvRead(leases), kvWatch(leases), kvRead(keys), kvWatch(keys), streamRead(grave.Name))
 		r.Why = []string{
-			"read the workers' reports in " + st.Name + " through ordered consumers it creates and deletes (no durable)",
+			"read the workers' reports in " + st.Name + " through ordered consumers it creates and deletes (no durable), or each worker's last (streams keys ls)",
 			"follow leases in " + leases + " and key state in " + keys + " (watches: ordered consumers it creates and deletes)",
 			"read graveyard entries in " + grave.Name + " (graveyard ls and show)",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
