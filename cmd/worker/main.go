@@ -51,11 +51,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *id != "" {
 		if err := cli.CheckID("--id", *id); err != nil {
-			return cli.UsageError{Err: err}
+			return cmd.Usage(err)
 		}
 	}
 	if err := checkUpstream(*upstreamURL, *insecureUp); err != nil {
-		return cli.Usage(err)
+		return cmd.Usage(err)
 	}
 	nc, err := nopts.Resolve(os.Getenv)
 	if err != nil {

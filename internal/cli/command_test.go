@@ -147,7 +147,7 @@ func TestNotifyContext_SecondInterruptExitsAtOnce(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the second interrupt did not exit")
 	}
-	require.Contains(t, stderr.String(), "exiting at once")
+	require.Contains(t, stderr.String(), "interrupt: stopping cleanly (again to exit at once)\nsecond interrupt: exiting at once\n")
 }
 
 // syncBuffer is a bytes.Buffer safe for the signal goroutine and the test.

@@ -25,9 +25,10 @@ func Main(name string, run func(ctx context.Context) error) {
 	os.Exit(ExitCode(name, err, os.Stderr))
 }
 
-// NotifyContext returns a context cancelled by the first SIGINT or SIGTERM;
-// on the second, it tells stderr and calls exit(ExitInterrupted) without
-// waiting for anything. stop releases the signals.
+// NotifyContext returns a context cancelled by the first SIGINT or SIGTERM,
+// which it tells stderr of; on the second, it tells stderr and calls
+// exit(ExitInterrupted) without waiting for anything. stop releases the
+// signals.
 func NotifyContext(parent context.Context, stderr io.Writer, exit func(int)) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(parent)
 	sigs := make(chan os.Signal, 2)
@@ -35,7 +36,8 @@ func NotifyContext(parent context.Context, stderr io.Writer, exit func(int)) (ct
 	done := make(chan struct{})
 	go func() {
 		select {
-		case <-sigs:
+		case s := <-sigs:
+			fmt.Fprintf(stderr, "%s: stopping cleanly (again to exit at once)\n", s)
 			cancel()
 		case <-done:
 			return
