@@ -125,9 +125,9 @@ func TestCheckID(t *testing.T) {
 	}
 }
 
-// TestNotifyContext_SecondInterruptExitsAtOnce sends this process two SIGINTs:
-// the first cancels the context, the second calls exit with 130 while the
-// command is still busy.
+// TestNotifyContext_SecondInterruptExitsAtOnce sends this process a SIGINT,
+// which cancels the context, a SIGTERM, which changes nothing, then a second
+// SIGINT, which calls exit with 130 while the command is still busy.
 func TestNotifyContext_SecondInterruptExitsAtOnce(t *testing.T) {
 	exited := make(chan int, 1)
 	var stderr syncBuffer
@@ -139,6 +139,8 @@ func TestNotifyContext_SecondInterruptExitsAtOnce(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the first interrupt did not cancel the context")
 	}
+	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
+	time.Sleep(100 * time.Millisecond) // a repeated SIGTERM, unlike Ctrl-C, must not force an exit
 	require.Empty(t, exited)
 	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGINT))
 	select {
@@ -147,7 +149,7 @@ func TestNotifyContext_SecondInterruptExitsAtOnce(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the second interrupt did not exit")
 	}
-	require.Contains(t, stderr.String(), "interrupt: stopping cleanly (again to exit at once)\nsecond interrupt: exiting at once\n")
+	require.Contains(t, stderr.String(), "interrupt: stopping cleanly (Ctrl-C again to exit at once)\nsecond interrupt: exiting at once\n")
 }
 
 // syncBuffer is a bytes.Buffer safe for the signal goroutine and the test.

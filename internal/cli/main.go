@@ -26,9 +26,10 @@ func Main(name string, run func(ctx context.Context) error) {
 }
 
 // NotifyContext returns a context cancelled by the first SIGINT or SIGTERM,
-// which it tells stderr of; on the second, it tells stderr and calls
-// exit(ExitInterrupted) without waiting for anything. stop releases the
-// signals.
+// which it tells stderr of. A second SIGINT (Ctrl-C) then tells stderr and
+// calls exit(ExitInterrupted) without waiting for anything; a repeated SIGTERM
+// does not, since supervisors and process groups resend it to a command that
+// is already stopping cleanly. stop releases the signals.
 func NotifyContext(parent context.Context, stderr io.Writer, exit func(int)) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(parent)
 	sigs := make(chan os.Signal, 2)
@@ -37,16 +38,24 @@ func NotifyContext(parent context.Context, stderr io.Writer, exit func(int)) (ct
 	go func() {
 		select {
 		case s := <-sigs:
-			fmt.Fprintf(stderr, "%s: stopping cleanly (again to exit at once)\n", s)
+			if s == os.Interrupt {
+				fmt.Fprintln(stderr, "interrupt: stopping cleanly (Ctrl-C again to exit at once)")
+			}
 			cancel()
 		case <-done:
 			return
 		}
-		select {
-		case s := <-sigs:
-			fmt.Fprintf(stderr, "second %s: exiting at once\n", s)
-			exit(ExitInterrupted)
-		case <-done:
+		for {
+			select {
+			case s := <-sigs:
+				if s == os.Interrupt {
+					fmt.Fprintln(stderr, "second interrupt: exiting at once")
+					exit(ExitInterrupted)
+					return
+				}
+			case <-done:
+				return
+			}
 		}
 	}()
 	var once bool
