@@ -56,7 +56,7 @@ the graveyard: they need the graveyard role (see 'streams roles').
 // reasons lists the --reason values, for help and errors.
 var reasons = strings.Join(graveyard.Reasons(), ", ")
 
-// io bundles what a subcommand reads and writes.
+// stdio bundles what a subcommand reads and writes, and its clock.
 type stdio struct {
 	in          io.Reader
 	out, errOut io.Writer
