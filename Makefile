@@ -3,6 +3,8 @@
 
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# promtool checks the alerting rules in docs/ (a heavy first build: lint only).
+PROMTOOL    ?= github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 BIN         ?= bin
 DURATION    ?= 60s
 BENCH_TIME  ?= 60s
@@ -29,6 +31,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd docs && $(GO) run $(PROMTOOL) check rules alerts.yml && $(GO) run $(PROMTOOL) test rules alerts_test.yml
 
 HTTP        ?=
 CLUSTER     ?= 1

@@ -1,21 +1,20 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/keys"
 )
 
-const usageText = `Usage: exchange [flags]
-
-Serves the simulated rate-limited upstream API. With no flags it follows the reference
+const usageText = `Serves the simulated rate-limited upstream API. With no flags it follows the reference
 exchange exactly: its five keys, 20 accepted requests per key per more than 1000 ms,
 0..50 ms delays each way, a key blocked after 10 rate-limit rejections.
 
@@ -28,31 +27,22 @@ Endpoints:
         "down_for_ms":2000,"down_drop":false}
   POST /admin/reset-stats                         zero the counters (rules' state stays)
 
-Durations take a unit: 50ms, 1s. The base URL is printed on stdout once listening.
-
-Flags:
-`
+Durations take a unit: 50ms, 1s. The base URL is printed on stdout once listening.`
 
 // options are the command line's settings.
 type options struct {
-	listen   string
-	logLevel slog.Level
-	cfg      exchange.Config
+	listen string
+	log    *slog.Logger
+	cfg    exchange.Config
 }
 
-// usageError is a command-line mistake, already explained on stderr.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// parseFlags reads the command line into options. It returns flag.ErrHelp for --help.
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+// parseFlags reads the command line into options. It returns flag.ErrHelp for
+// --help (after printing the usage on stdout) and a cli.UsageError for a mistake.
+func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	def := exchange.DefaultConfig()
-	o := options{cfg: def, logLevel: slog.LevelInfo}
-	fs := flag.NewFlagSet("exchange", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // parse errors get a hint below, --help the whole text
+	o := options{cfg: def}
+	cmd := cli.NewCommand("exchange", usageText, stdout, stderr)
+	fs := cmd.Flags
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "`address` to serve on; port 0 picks a free one")
 	keyList := fs.String("keys", "", "comma-separated `list` of API keys, each secret or name=secret (default: the reference's five, named key1 to key5)")
 	keysFile := fs.String("keys-file", "", "read API keys from `file`, one a line: secret or name=secret; # starts a comment")
@@ -76,24 +66,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.Faults.SpikeDelay, "spike-delay", 0, "fault: extra incoming delay of a spike, such as 300ms (see --spike-share)")
 	fs.DurationVar(&o.cfg.Faults.DownFor, "down-for", 0, "fault: be down for this long from the start, answering --error-status at once")
 	fs.BoolVar(&o.cfg.Faults.DownDrop, "down-drop", false, "fault: while down, close connections without an answer")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug (one line a request), info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usageText)
-			fs.PrintDefaults()
-			return o, err
-		}
-		fmt.Fprintln(stderr, "Run exchange --help for the flags.")
-		return o, usageError{err}
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return o, err
 	}
-
+	o.log = cmd.Logger()
 	fail := func(format string, args ...any) (options, error) {
-		err := fmt.Errorf(format, args...)
-		fmt.Fprintf(stderr, "%v\nRun exchange --help for the flags.\n", err)
-		return o, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return fail("unexpected argument %q: every setting is a flag", fs.Arg(0))
+		return o, cli.UsageError{Err: fmt.Errorf(format, args...)}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/exchange"
 )
 
@@ -145,7 +146,7 @@ func TestParseFlags(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := parseFlags(tc.args, io.Discard)
+			o, err := parseFlags(tc.args, io.Discard, io.Discard)
 			require.NoError(t, err)
 			tc.check(t, o)
 		})
@@ -169,8 +170,8 @@ func TestRun_ExitCodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
-			err := run(context.Background(), tc.args, io.Discard, &stderr)
-			assert.Equal(t, tc.code, exitCode(err, &stderr))
+			err := run(context.Background(), tc.args, &stderr, &stderr)
+			assert.Equal(t, tc.code, cli.ExitCode("exchange", err, &stderr))
 			assert.Contains(t, stderr.String(), tc.stderr)
 		})
 	}
@@ -184,5 +185,5 @@ func TestRun_BusyPortFailsAtOnce(t *testing.T) {
 	err = run(context.Background(), []string{"--listen", ln.Addr().String()}, io.Discard, io.Discard)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "listen on "+ln.Addr().String())
-	assert.Equal(t, 1, exitCode(err, io.Discard))
+	assert.Equal(t, 1, cli.ExitCode("exchange", err, io.Discard))
 }

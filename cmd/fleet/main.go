@@ -5,16 +5,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
@@ -25,14 +20,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "fleet:", err)
-		}
-		os.Exit(1)
-	}
+	cli.Main("fleet", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,8 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "nats" {
 		return natsServer(ctx, args[1:], stdout, stderr)
 	}
-	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 5, "worker processes to start")
@@ -72,14 +60,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		useTLS   = fs.Bool("tls", false, "make the embedded NATS require TLS and client certificates from a throwaway CA")
 		nkeys    = fs.Bool("nkeys", false, "give each role's NATS user an NKey instead of a random password")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet delays [flags]\n       fleet failover [flags]\n       fleet scale [flags]\n       fleet chaos [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := cmd.Logger()
 	logOut := processLogs(*logs, stderr)
 	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
@@ -135,7 +119,7 @@ func (w *warnings) Write(p []byte) (int, error) {
 
 func containsLevel(p []byte) bool {
 	s := string(p)
-	for _, marker := range []string{"level=WARN", "level=ERROR", "panic:", "fatal error:"} {
+	for _, marker := range []string{"level=WARN", "level=ERROR", `"level":"WARN"`, `"level":"ERROR"`, "panic:", "fatal error:"} {
 		if strings.Contains(s, marker) {
 			return true
 		}
@@ -144,8 +128,8 @@ func containsLevel(p []byte) bool {
 }
 
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fleet bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet bench", "Saturation benchmark: for each limiter, a fresh NATS, simulator and fleet under the same\noffered load; prints one Markdown table.", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 5, "worker processes")
@@ -155,17 +139,13 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		limiters = fs.String("limiters", "adaptive,interval-ring,ring-buffer,rate-burst1,rate-burst20", "limiters to compare, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet bench [flags]\n\nSaturation benchmark: for each limiter, a fresh NATS, simulator and fleet under the same\noffered load; prints one Markdown table.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
 	logOut := processLogs(*logs, stderr)
 	cfg := fleet.BenchConfig{
 		Bin: *bin, Limiters: strings.Split(*limiters, ","), Workers: *workers, Duration: *duration, Warmup: *warmup,
-		Rate: *rate, Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil)),
+		Rate: *rate, Logs: logOut, Logger: cmd.Logger(),
 	}
 	rows, err := fleet.Bench(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))
@@ -173,8 +153,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fleet delays", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet delays", "Delay benchmark: the adaptive limiter against (a) the reference, (b) a spread wider than\nits L, (c) delay spikes and (d) many keys on this machine; prints one Markdown table.", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		duration = fs.Duration("duration", 60*time.Second, "measured time per case")
@@ -183,15 +163,11 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		only     = fs.String("cases", "a,b,c,d", "cases to run, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet delays [flags]\n\nDelay benchmark: the adaptive limiter against (a) the reference, (b) a spread wider than\nits L, (c) delay spikes and (d) many keys on this machine; prints one Markdown table.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
 	cfg := fleet.BenchConfig{Bin: *bin, Duration: *duration, Warmup: *warmup,
-		Logs: processLogs(*logs, stderr), Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	var cases []fleet.DelayCase
 	for _, c := range fleet.DelayCases(*keys) {
 		if strings.Contains(","+*only+",", ","+c.Name[1:2]+",") {
@@ -204,8 +180,8 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func failover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fleet failover", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet failover", "Failover benchmark: stops a key holder every --every, with kill -9 and SIGTERM in turn.", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 8, "worker processes at start")
@@ -214,36 +190,28 @@ func failover(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rate     = fs.Float64("rate", 200, "offered requests a second")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet failover [flags]\n\nFailover benchmark: stops a key holder every --every, with kill -9 and SIGTERM in turn.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
 	logOut := processLogs(*logs, stderr)
 	cfg := fleet.FailoverConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, Rate: *rate,
-		Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+		Logs: logOut, Logger: cmd.Logger()}
 	res, err := fleet.Failover(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatFailover(res, cfg))
 	return err
 }
 
 func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fleet nats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet nats", "Runs an embedded NATS server with JetStream on loopback until interrupted, with one NKey user\nper role (`streams roles`) and streams.yaml applied as admin. Connect a command as a role\nwith --nkey ACCESS/ROLE.nk.", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		port   = fs.Int("port", 4222, "client port on 127.0.0.1")
 		store  = fs.String("store", "", "JetStream store folder (default: a temporary one, removed on exit)")
 		access = fs.String("access", "", "folder for each role's NKey seed file and, with --tls, the certificates (default: a temporary one, removed on exit)")
 		useTLS = fs.Bool("tls", false, "require TLS and client certificates from a throwaway CA written to --access")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet nats [flags]\n\nRuns an embedded NATS server with JetStream on loopback until interrupted, with one NKey user\nper role (`streams roles`) and streams.yaml applied as admin. Connect a command as a role\nwith --nkey ACCESS/ROLE.nk.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
 	}
 	dir := *access
 	if dir == "" {
@@ -277,7 +245,7 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: admin.URL, Connect: admin.Options, Auth: admin.Auth, Name: "ratefleet-fleet", Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: admin.URL, Connect: admin.Options, Auth: admin.Auth, Name: "ratefleet-fleet", Logger: cmd.Logger()})
 	if err != nil {
 		return err
 	}
@@ -291,8 +259,8 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fleet scale", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet scale", "Scale benchmark: for each number of keys, a fresh fleet holds them all, idle, then under load;\nprints one Markdown table (claim time, idle CPU, control traffic, pulls, throughput, CPU per request).", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		bin     = fs.String("bin", "bin", "folder with the built commands (make build)")
 		keyList = fs.String("keys", "5,50,200,500,1000", "numbers of keys to measure, comma-separated")
@@ -304,15 +272,8 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		plot    = fs.String("plot", "", "also draw the rows into this file (.svg or .png)")
 		logs    = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet scale [flags]\n\nScale benchmark: for each number of keys, a fresh fleet holds them all, idle, then under load;\nprints one Markdown table (claim time, idle CPU, control traffic, pulls, throughput, CPU per request).\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	var ns []int
 	for _, p := range strings.Split(*keyList, ",") {
@@ -326,7 +287,7 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--workers %d must be at least 1", *workers)
 	}
 	cfg := fleet.ScaleConfig{Bin: *bin, Keys: ns, Workers: *workers, PerKeyRate: *perKey, Idle: *idle, Load: *load, TTL: *ttl,
-		Logs: processLogs(*logs, stderr), Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	rows, err := fleet.Scale(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatScale(rows, cfg))
 	if err != nil {
@@ -342,8 +303,8 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fleet chaos", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("fleet chaos", "Cluster benchmark: the fleet on an embedded three-node NATS cluster (R3), under load, with one\nnode stopped every --every; ends with the conservation check against the simulator's ids.", stdout, stderr)
+	fs := cmd.Flags
 	var (
 		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 5, "worker processes")
@@ -354,18 +315,11 @@ func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ttl      = fs.Duration("ttl", time.Minute, "the requests' time to live")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleet chaos [flags]\n\nCluster benchmark: the fleet on an embedded three-node NATS cluster (R3), under load, with one\nnode stopped every --every; ends with the conservation check against the simulator's ids.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
-	}
 	cfg := fleet.ChaosConfig{Bin: *bin, Workers: *workers, Rate: *rate, Duration: *duration, Every: *every, Down: *down, TTL: *ttl,
-		Logs: processLogs(*logs, stderr), Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	res, err := fleet.Chaos(ctx, cfg)
 	if err != nil {
 		return err

@@ -1,11 +1,14 @@
-// Command graveyard inspects and replays the requests ratefleet gave up on.
+// Command graveyard inspects, replays and removes the requests ratefleet gave up on.
 //
-//	graveyard ls     [filters] [--count]      list entries, or count them by reason, key and status
-//	graveyard show   SEQ|REQUEST-ID           one entry with every attempt
-//	graveyard replay [filters] [--dry-run] [--rate N] [--ttl D]
+//	graveyard ls     [filters] [--count] [--json] [--limit N]
+//	graveyard show   SEQ|ID...
+//	graveyard replay SEQ|ID... | [filters] | --all   [--dry-run] [--rate N] [--ttl D]
+//	graveyard rm     SEQ|ID... | [filters] | --all   [--yes]
+//	graveyard purge  [--reason R] [--yes]
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,11 +17,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -28,70 +30,144 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cli.ExitCode("graveyard", err, os.Stderr))
+	cli.Main("graveyard", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, time.Now)
+	})
 }
 
-const usage = `Usage: graveyard ls|show|replay [flags]
+const usage = `Usage: graveyard ls|show|replay|rm|purge [flags]
 
-  ls      [filters] [--count]                 list entries (or count them by reason, key, status)
-  show    SEQ|REQUEST-ID                      one entry with its original request and every attempt
-  replay  [filters] [--dry-run] [--rate N]    publish fresh requests for the selected entries
+  ls      [filters] [--count] [--json] [--limit N]   list entries (or count them by reason, key, status)
+  show    SEQ|ID...                                  entries with their original request and every attempt
+  replay  SEQ|ID... | filters | --all  [--dry-run]    publish fresh requests for the selected entries
+  rm      SEQ|ID... | filters | --all  [--yes]        remove the selected entries
+  purge   [--reason R] [--yes]                       remove every entry (of one reason) at once
 
-Filters: --reason, --key, --status, --since, --until (RFC 3339), --id (request ids or
-graveyard sequence numbers, comma-separated). Run 'graveyard CMD --help' for all flags.
+Entries are named by graveyard sequence number or by any id they carry (a
+malformed request is found by the id it had). Filters: --reason, --key, --status,
+--since and --until (an RFC 3339 time, or an age such as 90s, 1h or 2d), --id.
+replay and rm act on nothing unless given entries, a filter or --all; rm and purge
+ask for confirmation unless given --yes. Run 'graveyard CMD --help' for the flags.
 
-ls and show only read: the monitor role may run them. replay publishes requests and
-removes entries: it needs the graveyard role (see 'streams roles').
+ls and show only read: the monitor role may run them. replay, rm and purge change
+the graveyard: they need the graveyard role (see 'streams roles').
 `
 
-type common struct {
+// reasons lists the --reason values, for help and errors.
+var reasons = strings.Join(graveyard.Reasons(), ", ")
+
+// stdio bundles what a subcommand reads and writes, and its clock.
+type stdio struct {
+	in          io.Reader
+	out, errOut io.Writer
+	now         func() time.Time
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, now func() time.Time) error {
+	s := stdio{in: stdin, out: stdout, errOut: stderr, now: now}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return cli.Usage(errors.New("name a command: ls, show, replay, rm or purge"))
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return flag.ErrHelp
+	case "-version", "--version":
+		fmt.Fprintln(stdout, "graveyard", cli.Version())
+		return cli.ErrVersion
+	case "ls":
+		return ls(ctx, args[1:], s)
+	case "show":
+		return show(ctx, args[1:], s)
+	case "replay":
+		return replay(ctx, args[1:], s)
+	case "rm":
+		return rm(ctx, args[1:], s)
+	case "purge":
+		return purge(ctx, args[1:], s)
+	}
+	return cli.Usage(fmt.Errorf("unknown command %q: want ls, show, replay, rm or purge", args[0]))
+}
+
+// command is one subcommand's line: the shared flags and, when filters is set,
+// the filters.
+type command struct {
+	*cli.Command
 	nats                           cli.NATS
 	streamsFile                    string
 	reason, key, since, until, ids string
 	status                         int
+	all                            bool
 }
 
-func (c *common) register(fs *flag.FlagSet, filters bool) {
+func newCommand(name, what string, s stdio, filters bool) *command {
+	c := &command{Command: cli.NewCommand("graveyard "+name, what, s.out, s.errOut)}
+	fs := c.Flags
 	c.nats.Register(fs)
 	fs.StringVar(&c.streamsFile, "streams", "", "streams.yaml to check the server against (default: the built-in one)")
 	if filters {
-		fs.StringVar(&c.reason, "reason", "", "only entries buried for this reason (max_deliveries, expired, malformed, key_unusable)")
-		fs.StringVar(&c.key, "key", "", "only entries whose attempts used this key name")
+		fs.StringVar(&c.reason, "reason", "", "only entries buried for this `reason`: "+reasons)
+		fs.StringVar(&c.key, "key", "", "only entries whose attempts used this key `name`")
 		fs.IntVar(&c.status, "status", 0, "only entries whose last attempt got this HTTP status")
-		fs.StringVar(&c.since, "since", "", "only entries buried at or after this RFC 3339 time")
-		fs.StringVar(&c.until, "until", "", "only entries buried before this RFC 3339 time")
+		fs.StringVar(&c.since, "since", "", "only entries buried at or after this `time`: RFC 3339, or an age such as 1h or 2d")
+		fs.StringVar(&c.until, "until", "", "only entries buried before this `time`: RFC 3339, or an age such as 10m")
 		fs.StringVar(&c.ids, "id", "", "only these request ids or graveyard sequence numbers, comma-separated")
 	}
+	return c
 }
 
-func (c *common) filter() (graveyard.Filter, error) {
-	f := graveyard.Filter{Reason: c.reason, Key: c.key, Status: c.status}
+// parseTime reads an RFC 3339 time or an age before now: a Go duration (90s,
+// 1h30m) or a number of days (2d).
+func parseTime(flagName, v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if days, ok := strings.CutSuffix(v, "d"); ok && err != nil {
+		n, e := strconv.ParseFloat(days, 64)
+		d, err = time.Duration(n*24*float64(time.Hour)), e
+	}
+	if err != nil || d < 0 {
+		return time.Time{}, cli.UsageError{Err: fmt.Errorf("%s %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z or an age such as 90s, 1h or 2d", flagName, v)}
+	}
+	return now.Add(-d), nil
+}
+
+// filter returns the selection the flags and the named entries make. selects
+// reports whether anything narrows it (entries, a filter or --all).
+func (c *command) filter(names []string, now time.Time) (f graveyard.Filter, selects bool, err error) {
+	if c.reason != "" && !slices.Contains(graveyard.Reasons(), c.reason) {
+		return f, false, c.Usage(fmt.Errorf("--reason %q: no such reason; want one of %s", c.reason, reasons))
+	}
+	f = graveyard.Filter{Reason: c.reason, Key: c.key, Status: c.status}
 	for _, p := range []struct {
-		s   string
-		dst *time.Time
-	}{{c.since, &f.Since}, {c.until, &f.Until}} {
-		if p.s == "" {
+		flag, v string
+		dst     *time.Time
+	}{{"--since", c.since, &f.Since}, {"--until", c.until, &f.Until}} {
+		if p.v == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339, p.s)
-		if err != nil {
-			return f, fmt.Errorf("--since/--until %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z", p.s)
+		if *p.dst, err = parseTime(p.flag, p.v, now); err != nil {
+			return f, false, err
 		}
-		*p.dst = t
 	}
 	if c.ids != "" {
+		names = append(names, strings.Split(c.ids, ",")...)
+	}
+	if len(names) > 0 {
 		f.IDs = map[string]bool{}
-		for _, id := range strings.Split(c.ids, ",") {
-			f.IDs[strings.TrimSpace(id)] = true
+		for _, id := range names {
+			if id = strings.TrimSpace(id); id != "" {
+				f.IDs[id] = true
+			}
 		}
 	}
-	return f, nil
+	selects = c.all || len(f.IDs) > 0 || c.reason != "" || c.key != "" || c.status != 0 || !f.Since.IsZero() || !f.Until.IsZero()
+	return f, selects, nil
 }
 
-func (c *common) open(ctx context.Context, log *slog.Logger) (*natsconn.Conn, *graveyard.Graveyard, error) {
+func (c *command) open(ctx context.Context, log *slog.Logger) (*natsconn.Conn, *graveyard.Graveyard, error) {
 	nc, err := c.nats.Resolve(os.Getenv)
 	if err != nil {
 		return nil, nil, err
@@ -110,85 +186,121 @@ func (c *common) open(ctx context.Context, log *slog.Logger) (*natsconn.Conn, *g
 	return conn, g, nil
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return cli.Usage(errors.New("name a command: ls, show or replay"))
-		}
-		return flag.ErrHelp
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	switch args[0] {
-	case "ls":
-		return ls(ctx, args[1:], stdout, stderr, log)
-	case "show":
-		return show(ctx, args[1:], stdout, stderr, log)
-	case "replay":
-		return replay(ctx, args[1:], stdout, stderr, log)
-	}
-	fmt.Fprint(stderr, usage)
-	return cli.Usage(fmt.Errorf("unknown command %q: want ls, show or replay", args[0]))
+// row is an entry as ls --json prints it.
+type row struct {
+	Seq        uint64    `json:"seq"`
+	BuriedAt   time.Time `json:"buried_at"`
+	Reason     string    `json:"reason"`
+	RequestID  string    `json:"request_id,omitempty"`
+	IDs        []string  `json:"ids,omitempty"`
+	Key        string    `json:"key,omitempty"`
+	Deliveries uint64    `json:"deliveries"`
+	LastStatus int       `json:"last_status,omitempty"`
+	Error      string    `json:"error,omitempty"`
 }
 
-func ls(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("graveyard ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs, true)
-	count := fs.Bool("count", false, "count entries by reason, key and last status instead of listing them")
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
+func ls(ctx context.Context, args []string, s stdio) error {
+	c := newCommand("ls", "Lists the graveyard's entries, oldest first, or counts them by reason, key and last status.", s, true)
+	count := c.Flags.Bool("count", false, "count entries by reason, key and last status instead of listing them")
+	asJSON := c.Flags.Bool("json", false, "print one JSON object a line (with --count: one a group)")
+	limit := c.Flags.Int("limit", 0, "list at most this many entries; 0 for all")
+	if _, err := c.Parse(args, os.Getenv); err != nil {
+		return err
 	}
-	f, err := c.filter()
+	if *limit < 0 {
+		return c.Usage(fmt.Errorf("--limit %d must not be negative", *limit))
+	}
+	f, _, err := c.filter(nil, s.now())
 	if err != nil {
 		return err
 	}
-	conn, g, err := c.open(ctx, log)
+	conn, g, err := c.open(ctx, c.Logger())
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	counts := map[string]int{}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	if !*count {
+	type group struct {
+		Reason     string `json:"reason"`
+		Key        string `json:"key"`
+		LastStatus int    `json:"last_status"`
+		Entries    int    `json:"entries"`
+	}
+	counts := map[group]int{}
+	enc := json.NewEncoder(s.out)
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	if !*count && !*asJSON {
 		fmt.Fprintln(tw, "SEQ\tBURIED\tREASON\tREQUEST\tKEY\tDELIVERIES\tLAST ERROR")
 	}
 	total := 0
-	err = g.Walk(ctx, f, func(s graveyard.Stored) bool {
+	err = g.Walk(ctx, f, func(st graveyard.Stored) bool {
 		total++
-		e := s.Entry
-		if *count {
-			counts[fmt.Sprintf("%s\t%s\t%d", e.Reason, keyOf(e), lastStatus(e))]++
-			return true
+		e := st.Entry
+		switch {
+		case *count:
+			counts[group{Reason: e.Reason, Key: keyOf(e), LastStatus: lastStatus(e)}]++
+		case *asJSON:
+			_ = enc.Encode(row{Seq: st.Seq, BuriedAt: e.BuriedAt, Reason: e.Reason, RequestID: e.RequestID, IDs: e.IDs(),
+				Key: keyOf(e), Deliveries: e.Deliveries, LastStatus: lastStatus(e), Error: e.Error})
+		default:
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", st.Seq, e.BuriedAt.Format(time.RFC3339), e.Reason, orDash(firstID(e)), orDash(keyOf(e)), e.Deliveries, oneLine(e.Error, 60))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Seq, e.BuriedAt.Format(time.RFC3339), e.Reason, e.RequestID, keyOf(e), e.Deliveries, oneLine(e.Error, 60))
-		return true
+		return *limit == 0 || total < *limit
 	})
 	if *count {
-		fmt.Fprintln(tw, "REASON\tKEY\tLAST STATUS\tENTRIES")
-		var rows []string
-		for k := range counts {
-			rows = append(rows, k)
+		groups := make([]group, 0, len(counts))
+		for g, n := range counts {
+			g.Entries = n
+			groups = append(groups, g)
 		}
-		sort.Strings(rows)
-		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%d\n", r, counts[r])
+		sort.Slice(groups, func(i, j int) bool {
+			a, b := groups[i], groups[j]
+			if a.Reason != b.Reason {
+				return a.Reason < b.Reason
+			}
+			if a.Key != b.Key {
+				return a.Key < b.Key
+			}
+			return a.LastStatus < b.LastStatus
+		})
+		if !*asJSON {
+			fmt.Fprintln(tw, "REASON\tKEY\tLAST STATUS\tENTRIES")
+		}
+		for _, g := range groups {
+			if *asJSON {
+				_ = enc.Encode(g)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", g.Reason, orDash(g.Key), g.LastStatus, g.Entries)
 		}
 	}
-	fmt.Fprintf(tw, "\n%d entries\n", total)
-	_ = tw.Flush()
+	if !*asJSON {
+		fmt.Fprintf(tw, "\n%d entries\n", total)
+	}
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
 	return err
+}
+
+func firstID(e graveyard.Entry) string {
+	if ids := e.IDs(); len(ids) > 0 {
+		return ids[0]
+	}
+	return ""
 }
 
 func keyOf(e graveyard.Entry) string {
 	if len(e.Attempts) > 0 && e.Attempts[len(e.Attempts)-1].Key != "" {
 		return e.Attempts[len(e.Attempts)-1].Key
 	}
-	if e.Key != "" {
-		return e.Key
+	return e.Key
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
 	}
-	return "-"
+	return s
 }
 
 func lastStatus(e graveyard.Entry) int {
@@ -206,126 +318,270 @@ func oneLine(s string, n int) string {
 	return s
 }
 
-func show(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("graveyard show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs, false)
-	// Flags may come before or after the entry's name.
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return cli.Usage(err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
-	}
-	if len(pos) != 1 {
-		return cli.Usage(errors.New("show takes one graveyard sequence number or request id"))
-	}
-	conn, g, err := c.open(ctx, log)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	var found *graveyard.Stored
-	name := pos[0]
-	if seq, err := strconv.ParseUint(name, 10, 64); err == nil {
-		s, err := g.Get(ctx, seq)
-		if err != nil {
-			return err
-		}
-		found = &s
-	} else {
-		err := g.Walk(ctx, graveyard.Filter{IDs: map[string]bool{name: true}}, func(s graveyard.Stored) bool { found = &s; return false })
-		if err != nil {
-			return err
-		}
-	}
-	if found == nil {
-		return fmt.Errorf("no graveyard entry %s (try `graveyard ls`)", name)
-	}
-	out := struct {
-		Seq      uint64          `json:"seq"`
-		Entry    graveyard.Entry `json:"entry"`
-		Original json.RawMessage `json:"original_request,omitempty"`
-	}{Seq: found.Seq, Entry: found.Entry}
-	if json.Valid(found.Entry.Original) {
-		out.Original = found.Entry.Original
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+// shown is an entry as show prints it: the original once, as JSON when it is
+// JSON and as text when it is not.
+type shown struct {
+	Seq          uint64              `json:"seq"`
+	V            int                 `json:"v"`
+	Reason       string              `json:"reason"`
+	RequestID    string              `json:"request_id,omitempty"`
+	IDs          []string            `json:"ids,omitempty"`
+	Original     json.RawMessage     `json:"original,omitempty"`
+	OriginalText string              `json:"original_text,omitempty"`
+	Stream       string              `json:"stream"`
+	StreamSeq    uint64              `json:"stream_seq"`
+	Deliveries   uint64              `json:"deliveries"`
+	Attempts     []graveyard.Attempt `json:"attempts,omitempty"`
+	Error        string              `json:"error,omitempty"`
+	Worker       string              `json:"worker,omitempty"`
+	Key          string              `json:"key,omitempty"`
+	BuriedAt     time.Time           `json:"buried_at"`
 }
 
-func replay(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("graveyard replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs, true)
-	dry := fs.Bool("dry-run", false, "show what would be replayed, change nothing")
-	rate := fs.Float64("rate", 20, "replayed requests a second at most, so live traffic keeps its share")
-	ttl := fs.Duration("ttl", 0, "time to live of the replayed requests (default: the original's)")
-	limit := fs.Int("limit", 0, "replay at most this many entries; 0 for all selected")
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
-	}
-	if *rate <= 0 {
-		return fmt.Errorf("--rate %v must be positive", *rate)
-	}
-	f, err := c.filter()
+func show(ctx context.Context, args []string, s stdio) error {
+	c := newCommand("show", "Prints the named entries, each with its original request and every attempt, as JSON.", s, false)
+	c.Args, c.MinArgs, c.MaxArgs = "SEQ|ID...", 1, -1
+	names, err := c.Parse(args, os.Getenv)
 	if err != nil {
 		return err
 	}
+	conn, g, err := c.open(ctx, c.Logger())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	found, err := find(ctx, g, names)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(s.out)
+	enc.SetIndent("", "  ")
+	for _, st := range found {
+		e := st.Entry
+		out := shown{Seq: st.Seq, V: e.V, Reason: e.Reason, RequestID: e.RequestID, IDs: e.IDs(), Stream: e.Stream, StreamSeq: e.StreamSeq,
+			Deliveries: e.Deliveries, Attempts: e.Attempts, Error: e.Error, Worker: e.Worker, Key: e.Key, BuriedAt: e.BuriedAt}
+		if json.Valid(e.Original) {
+			out.Original = e.Original
+		} else {
+			out.OriginalText = string(e.Original)
+		}
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// find returns the entries the names select, in graveyard order; a name that
+// selects nothing is an error naming it.
+func find(ctx context.Context, g *graveyard.Graveyard, names []string) ([]graveyard.Stored, error) {
+	f := graveyard.Filter{IDs: map[string]bool{}}
+	for _, n := range names {
+		f.IDs[n] = true
+	}
+	var found []graveyard.Stored
+	seen := map[string]bool{}
+	if err := g.Walk(ctx, f, func(st graveyard.Stored) bool {
+		found = append(found, st)
+		seen[strconv.FormatUint(st.Seq, 10)] = true
+		for _, id := range st.Entry.IDs() {
+			seen[id] = true
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if !seen[n] {
+			return nil, fmt.Errorf("%w %s (list them with `graveyard ls`)", graveyard.ErrNoEntry, n)
+		}
+	}
+	return found, nil
+}
+
+// checkSelection returns a usage error for bad filters, or for nothing named,
+// no filter and no --all: replay and rm never act on every entry by default.
+func (c *command) checkSelection(names []string, now time.Time) error {
+	_, selects, err := c.filter(names, now)
+	if err == nil && !selects {
+		err = c.Usage(fmt.Errorf("%s acts on nothing by default: name entries (SEQ or ID), give a filter, or pass --all", c.Name))
+	}
+	return err
+}
+
+// selectEntries returns the entries named or matching the filters, at most
+// limit (0: all).
+func (c *command) selectEntries(ctx context.Context, g *graveyard.Graveyard, names []string, now time.Time, limit int) ([]graveyard.Stored, error) {
+	f, _, err := c.filter(names, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []graveyard.Stored
+	err = g.Walk(ctx, f, func(st graveyard.Stored) bool {
+		out = append(out, st)
+		return limit == 0 || len(out) < limit
+	})
+	return out, err
+}
+
+// confirm asks on stderr and reads the answer from stdin; only y or yes agrees.
+func confirm(s stdio, question string) error {
+	fmt.Fprintf(s.errOut, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(s.in).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	}
+	return errors.New("not confirmed: nothing changed (answer y, or pass --yes)")
+}
+
+func replay(ctx context.Context, args []string, s stdio) error {
+	c := newCommand("replay", "Publishes a fresh request for each selected entry (new time to live, replay_of set to the original id), then removes the entry once the requests stream stored it. Rerunning an interrupted replay sends nothing twice.", s, true)
+	c.Args, c.MaxArgs = "[SEQ|ID...]", -1
+	c.Flags.BoolVar(&c.all, "all", false, "select every entry (when no entry or filter is given); never from the environment")
+	c.NoEnv("all")
+	dry := c.Flags.Bool("dry-run", false, "show what would be replayed, change nothing")
+	rate := c.Flags.Float64("rate", 20, "replayed requests a second at most, so live traffic keeps its share")
+	ttl := c.Flags.Duration("ttl", 0, "time to live of the replayed requests (default: the original's)")
+	limit := c.Flags.Int("limit", 0, "replay at most this many entries; 0 for all selected")
+	names, err := c.Parse(args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	if *rate <= 0 || *limit < 0 {
+		return c.Usage(fmt.Errorf("--rate %v must be positive and --limit %d not negative", *rate, *limit))
+	}
+	if err := c.checkSelection(names, s.now()); err != nil {
+		return err // before any connection
+	}
+	log := c.Logger()
 	conn, g, err := c.open(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	r := graveyard.NewReplayer(g, conn.Streams.Requests.Stream.Subjects[0], *ttl, nil)
-	var selected []graveyard.Stored
-	if err := g.Walk(ctx, f, func(s graveyard.Stored) bool {
-		selected = append(selected, s)
-		return *limit == 0 || len(selected) < *limit
-	}); err != nil {
+	selected, err := c.selectEntries(ctx, g, names, s.now(), *limit)
+	if err != nil {
 		return err
 	}
+	r := graveyard.NewReplayer(g, conn.Streams.Requests.Stream.Subjects[0], *ttl, s.now)
 	gap := time.Duration(float64(time.Second) / *rate)
+	n := len(selected)
 	done, skipped := 0, 0
-	for i, s := range selected {
-		req, err := r.Plan(s)
+	for i, st := range selected {
+		req, err := r.Plan(st)
 		if err != nil {
-			fmt.Fprintf(stdout, "skip   %d: %v\n", s.Seq, err)
+			fmt.Fprintf(s.out, "%d/%d skip %d: %v\n", i+1, n, st.Seq, err)
 			skipped++
 			continue
 		}
 		if *dry {
-			fmt.Fprintf(stdout, "would replay %d (%s, %s) as %s\n", s.Seq, s.Entry.Reason, s.Entry.RequestID, req.ID)
+			fmt.Fprintf(s.out, "%d/%d would replay %d (%s, %s) as %s\n", i+1, n, st.Seq, st.Entry.Reason, orDash(firstID(st.Entry)), req.ID)
 			continue
 		}
-		if i > 0 {
+		if done > 0 {
 			t := time.NewTimer(gap)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				fmt.Fprintf(stdout, "interrupted: %d replayed, %d left in the graveyard (rerun to continue; nothing is sent twice)\n", done, len(selected)-i)
+				fmt.Fprintf(s.out, "interrupted: %d of %d replayed, %d skipped, %d left in the graveyard (rerun to continue; nothing is sent twice)\n", done, n, skipped, n-i)
 				return ctx.Err()
 			case <-t.C:
 			}
 		}
-		if _, err := r.Replay(ctx, s); err != nil {
-			return fmt.Errorf("%w; %d replayed before it", err, done)
+		if _, err := r.Replay(ctx, st); err != nil {
+			fmt.Fprintf(s.out, "stopped: %d of %d replayed, %d skipped\n", done, n, skipped)
+			return err
 		}
 		done++
-		fmt.Fprintf(stdout, "replayed %d (%s, %s) as %s\n", s.Seq, s.Entry.Reason, s.Entry.RequestID, req.ID)
+		fmt.Fprintf(s.out, "%d/%d replayed %d (%s, %s) as %s\n", i+1, n, st.Seq, st.Entry.Reason, orDash(firstID(st.Entry)), req.ID)
 	}
 	if *dry {
-		fmt.Fprintf(stdout, "dry run: %d entries would be replayed, %d cannot be (nothing changed)\n", len(selected)-skipped, skipped)
+		fmt.Fprintf(s.out, "dry run: %d of %d selected entries would be replayed, %d cannot be (nothing changed)\n", n-skipped, n, skipped)
 		return nil
 	}
-	fmt.Fprintf(stdout, "%d replayed, %d skipped\n", done, skipped)
+	fmt.Fprintf(s.out, "done: %d of %d replayed, %d skipped (cannot be replayed: see `graveyard show`)\n", done, n, skipped)
+	if done > 0 {
+		log.Info("graveyard entries replayed", "replayed", done, "skipped", skipped)
+	}
+	return nil
+}
+
+func rm(ctx context.Context, args []string, s stdio) error {
+	c := newCommand("rm", "Removes the selected entries from the graveyard for good, after confirmation.", s, true)
+	c.Args, c.MaxArgs = "[SEQ|ID...]", -1
+	c.Flags.BoolVar(&c.all, "all", false, "select every entry (when no entry or filter is given); never from the environment")
+	c.NoEnv("all")
+	yes := c.Flags.Bool("yes", false, "do not ask for confirmation")
+	names, err := c.Parse(args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	if err := c.checkSelection(names, s.now()); err != nil {
+		return err
+	}
+	log := c.Logger()
+	conn, g, err := c.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	selected, err := c.selectEntries(ctx, g, names, s.now(), 0)
+	if err != nil {
+		return err
+	}
+	if len(selected) == 0 {
+		fmt.Fprintln(s.out, "no entry selected: nothing removed")
+		return nil
+	}
+	if !*yes {
+		if err := confirm(s, fmt.Sprintf("remove %d graveyard entries for good?", len(selected))); err != nil {
+			return err
+		}
+	}
+	removed := 0
+	for _, st := range selected {
+		if err := g.Delete(ctx, st.Seq); err != nil && !errors.Is(err, graveyard.ErrNoEntry) {
+			fmt.Fprintf(s.out, "stopped: %d of %d removed\n", removed, len(selected))
+			return err
+		}
+		removed++
+	}
+	fmt.Fprintf(s.out, "removed %d of %d entries\n", removed, len(selected))
+	log.Info("graveyard entries removed", "removed", removed)
+	return nil
+}
+
+func purge(ctx context.Context, args []string, s stdio) error {
+	c := newCommand("purge", "Removes every graveyard entry, or every entry of one --reason, at once, after confirmation.", s, false)
+	c.Flags.StringVar(&c.reason, "reason", "", "only entries buried for this `reason`: "+reasons)
+	yes := c.Flags.Bool("yes", false, "do not ask for confirmation")
+	if _, err := c.Parse(args, os.Getenv); err != nil {
+		return err
+	}
+	if _, _, err := c.filter(nil, s.now()); err != nil {
+		return err
+	}
+	log := c.Logger()
+	conn, g, err := c.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	what := "every graveyard entry"
+	if c.reason != "" {
+		what = "every graveyard entry buried for " + c.reason
+	}
+	if !*yes {
+		if err := confirm(s, "remove "+what+" for good?"); err != nil {
+			return err
+		}
+	}
+	n, err := g.Purge(ctx, c.reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "purged %d entries\n", n)
+	log.Info("graveyard purged", "reason", c.reason, "removed", n)
 	return nil
 }

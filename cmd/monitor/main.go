@@ -6,15 +6,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
@@ -23,15 +19,14 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cli.ExitCode("monitor", err, os.Stderr))
+	cli.Main("monitor", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
 }
 
+const usage = "Prints the fleet's throughput, latency, queues and keys every --interval, and a last block on exit."
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.NewCommand("monitor", usage, stdout, stderr)
+	fs := cmd.Flags
 	var nopts cli.NATS
 	nopts.Register(fs)
 	var (
@@ -41,12 +36,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		asJSON      = fs.Bool("json", false, "print each snapshot as one JSON line instead of the text block")
 		httpAddr    = fs.String("http", "", "serve the live web page (/) and Prometheus /metrics on this address, such as 127.0.0.1:9090 (default: off); it has no authentication: keep it on loopback, or put it behind an authenticating proxy (see README)")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: monitor [flags]\n\nPrints the fleet's throughput, latency, queues and keys every --interval, and a last block on exit.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
 	}
 	if *interval <= 0 {
 		return cli.Usage(fmt.Errorf("--interval %s must be positive", *interval))
@@ -55,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := cmd.Logger()
 	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-monitor", StreamsFile: *streamsFile, CheckOnly: true, Logger: log})
 	if err != nil {
 		return err

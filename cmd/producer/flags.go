@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,9 +17,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/request"
 )
 
-const usageText = `Usage: producer [flags]
-
-Publishes requests to the ratefleet queue (the requests stream of streams.yaml), each
+const usageText = `Publishes requests to the ratefleet queue (the requests stream of streams.yaml), each
 with its id as Nats-Msg-Id so a retried publish is stored once. A full stream or a
 missing answer pauses publishing (doubling up to --max-backoff) and retries the same
 request; a request is never dropped without being logged with its id.
@@ -38,10 +34,7 @@ Shapes (--shape):
 The run ends at --count requests, after --duration, when the shape or file is done, or
 on SIGINT/SIGTERM (requests awaiting an ack then get --grace). The summary goes to
 stdout, logs and progress to stderr. The exit status is 0 when every request was
-stored, 1 when some were not or on an error, 2 for a usage error.
-
-Flags:
-`
+stored, 1 when some were not or on an error, 2 for a usage error.`
 
 // shapeNames lists the --shape values.
 const shapeNames = "seed, rate, poisson, burst, file"
@@ -59,23 +52,17 @@ type options struct {
 	payload     json.RawMessage
 	seed        uint64
 	idsOut      string
-	logLevel    slog.Level
+	log         *slog.Logger
 	cfg         producer.Config
 }
 
-// usageError is a command-line mistake, already explained on stderr.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// parseFlags reads the command line into options. It returns flag.ErrHelp for --help.
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+// parseFlags reads the command line into options. It returns flag.ErrHelp for
+// --help (after printing the usage on stdout) and a cli.UsageError for a mistake.
+func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	def := producer.DefaultConfig()
 	o := options{cfg: def}
-	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // parse errors get a hint below, --help the whole text
+	cmd := cli.NewCommand("producer", usageText, stdout, stderr)
+	fs := cmd.Flags
 	o.nats.Register(fs)
 	fs.StringVar(&o.streamsFile, "streams", "", "streams.yaml to check the server against (default: the built-in one)")
 	fs.StringVar(&o.shape, "shape", "", "load `shape`: "+shapeNames+" (default seed, or file with --file)")
@@ -96,24 +83,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.Grace, "grace", def.Grace, "on SIGINT/SIGTERM, wait this long for outstanding acks")
 	fs.DurationVar(&o.cfg.Progress, "progress", def.Progress, "log progress this often; 0 disables")
 	fs.StringVar(&o.idsOut, "ids-out", "", "write the id of every request the stream acknowledged to `file`, one a line")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug (one line a retry), info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usageText)
-			fs.PrintDefaults()
-			return o, err
-		}
-		fmt.Fprintln(stderr, "Run producer --help for the flags.")
-		return o, usageError{err}
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return o, err
 	}
-
+	o.log = cmd.Logger()
 	fail := func(format string, args ...any) (options, error) {
-		err := fmt.Errorf(format, args...)
-		fmt.Fprintf(stderr, "%v\nRun producer --help for the flags.\n", err)
-		return o, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return fail("unexpected argument %q: every setting is a flag", fs.Arg(0))
+		return o, cli.UsageError{Err: fmt.Errorf(format, args...)}
 	}
 	switch {
 	case o.shape == "" && o.file != "":
@@ -154,10 +129,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return fail("--count, --duration, --every and --progress must not be negative; --grace and --ack-timeout must be positive")
 	}
 	return o, nil
-}
-
-func (o options) logger(stderr io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
 }
 
 // source builds the requests' source from the shape flags. The returned function
@@ -235,18 +206,4 @@ func (o *options) openIDs() (func() error, error) {
 		}
 		return nil
 	}, nil
-}
-
-// exitCode is 0 for success and --help, 2 for a usage error (already explained), and
-// 1 for any other error, which it prints.
-func exitCode(err error, stderr io.Writer) int {
-	var usage usageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &usage):
-		return 2
-	}
-	fmt.Fprintln(stderr, "producer:", err)
-	return 1
 }

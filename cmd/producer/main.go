@@ -10,33 +10,24 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/producer"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	cli.Main("producer", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) })
 }
 
 // run publishes until the bounds are reached or ctx ends, then prints the summary
 // on stdout. stdin is read for --file -.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
-	o, err := parseFlags(args, stderr)
+	o, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	log := o.logger(stderr)
-	src, closeInput, err := o.source(ctx, stdin, log)
-	if err != nil {
-		return err
-	}
-	defer closeInput()
+	log := o.log
 	nc, err := o.nats.Resolve(os.Getenv)
 	if err != nil {
 		return err
@@ -46,6 +37,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer conn.Close()
+	src, closeInput, err := o.source(ctx, stdin, log)
+	if err != nil {
+		return err
+	}
+	defer closeInput()
 	closeIDs, err := o.openIDs()
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 )
@@ -50,7 +51,7 @@ func TestRun_BurstWritesSummaryAndIDs(t *testing.T) {
 	ids, err := os.ReadFile(idsFile)
 	require.NoError(t, err)
 	require.Len(t, strings.Fields(string(ids)), 25)
-	require.Equal(t, 0, exitCode(nil, &bytes.Buffer{}))
+	require.Equal(t, 0, cli.ExitCode("producer", nil, &bytes.Buffer{}))
 }
 
 func TestRun_SeedShapeStopsAtCount(t *testing.T) {
@@ -75,7 +76,7 @@ func TestRun_LinesFromStdin(t *testing.T) {
 	_, _, err = runProducer(t, input, "--nats", url, "--shape", "file", "--file", "-", "--progress", "0")
 	require.ErrorContains(t, err, "stdin line 2: ttl_ms -1: must be positive")
 	var msg bytes.Buffer
-	require.Equal(t, 1, exitCode(err, &msg))
+	require.Equal(t, 1, cli.ExitCode("producer", err, &msg))
 	require.Contains(t, msg.String(), "producer: read requests: stdin line 2")
 }
 
@@ -96,24 +97,25 @@ func TestRun_UsageErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			_, stderr, err := runProducer(t, "", tt.args...)
+			_, _, err := runProducer(t, "", tt.args...)
 			require.ErrorContains(t, err, tt.want)
-			require.Contains(t, stderr, "Run producer --help for the flags.")
-			require.Equal(t, 2, exitCode(err, &bytes.Buffer{}))
+			var msg bytes.Buffer
+			require.Equal(t, 2, cli.ExitCode("producer", err, &msg))
+			require.Equal(t, "producer: "+err.Error()+"\nRun 'producer --help' for the usage.\n", msg.String(), "the error once, then the hint")
 		})
 	}
 }
 
 func TestRun_Help(t *testing.T) {
-	_, stderr, err := runProducer(t, "", "--help")
+	stdout, _, err := runProducer(t, "", "--help")
 	require.ErrorIs(t, err, flag.ErrHelp)
-	require.Equal(t, 0, exitCode(err, &bytes.Buffer{}))
-	require.Contains(t, stderr, "Usage: producer [flags]")
-	require.Contains(t, stderr, "-max-pending")
+	require.Equal(t, 0, cli.ExitCode("producer", err, &bytes.Buffer{}))
+	require.Contains(t, stdout, "Usage: producer [flags]")
+	require.Contains(t, stdout, "-max-pending")
 }
 
 func TestRun_NoNATS(t *testing.T) {
 	_, _, err := runProducer(t, "", "--nats", "nats://127.0.0.1:1", "--count", "1")
 	require.ErrorContains(t, err, "connect to NATS at nats://127.0.0.1:1")
-	require.Equal(t, 1, exitCode(err, &bytes.Buffer{}))
+	require.Equal(t, 1, cli.ExitCode("producer", err, &bytes.Buffer{}))
 }

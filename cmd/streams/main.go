@@ -1,11 +1,12 @@
 // Command streams is the admin's tool for ratefleet's NATS side: it applies
 // streams.yaml (the only command that creates or updates streams, consumers and
-// buckets), checks a server against it, and prints the NATS permissions of every
-// role.
+// buckets), checks a server against it, prints the NATS permissions of every
+// role, and shows and clears the state of the API keys.
 //
 //	streams apply  [connection flags] [--streams FILE]
 //	streams check  [connection flags] [--streams FILE]
 //	streams roles  [--format table|server|nsc] [--role NAME] [--streams FILE]
+//	streams keys   ls [--json] | clear KEY... | reset KEY...   [--yes]
 package main
 
 import (
@@ -14,10 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -25,13 +23,10 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(cli.ExitCode("streams", err, os.Stderr))
+	cli.Main("streams", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) })
 }
 
-const usage = `Usage: streams apply|check|roles [flags]
+const usage = `Usage: streams apply|check|roles|keys [flags]
 
   apply   create what streams.yaml declares and is missing, update what differs
           (never delete); run it as the admin role, before the fleet starts and
@@ -40,45 +35,53 @@ const usage = `Usage: streams apply|check|roles [flags]
           difference (every other command does this check at start)
   roles   print the NATS permissions of each role: --format table (default),
           server (a nats-server configuration block) or nsc (nsc commands)
+  keys    ls: every API key with its holder, 429 count, L, quarantine and next
+          free slot; clear KEY / reset KEY: lift a quarantine, reset a 429 count
+          (admin role; 'streams keys --help')
 
 Run 'streams CMD --help' for the flags.
 `
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return cli.Usage(errors.New("name a command: apply, check or roles"))
-		}
-		return flag.ErrHelp
+		return cli.Usage(errors.New("name a command: apply, check, roles or keys"))
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return flag.ErrHelp
+	case "-version", "--version":
+		fmt.Fprintln(stdout, "streams", cli.Version())
+		return cli.ErrVersion
 	case "apply", "check":
 		return applyOrCheck(ctx, args[0], args[1:], stdout, stderr)
 	case "roles":
 		return printRoles(args[1:], stdout, stderr)
+	case "keys":
+		return keysCommand(ctx, args[1:], stdin, stdout, stderr)
 	}
-	fmt.Fprint(stderr, usage)
-	return cli.Usage(fmt.Errorf("unknown command %q: want apply, check or roles", args[0]))
+	return cli.Usage(fmt.Errorf("unknown command %q: want apply, check, roles or keys", args[0]))
 }
 
 func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("streams "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	what := map[string]string{
+		"apply": "Creates what streams.yaml declares and is missing, and updates what differs (never deletes). Run it as the admin role.",
+		"check": "Compares the server with streams.yaml and changes nothing; exits 1 on a difference.",
+	}[cmd]
+	c := cli.NewCommand("streams "+cmd, what, stdout, stderr)
+	fs := c.Flags
 	var nopts cli.NATS
 	nopts.Register(fs)
 	streamsFile := fs.String("streams", "", "streams.yaml (default: the built-in one)")
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
-	}
-	if fs.NArg() > 0 {
-		return cli.Usage(fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0)))
+	if _, err := c.Parse(args, os.Getenv); err != nil {
+		return err
 	}
 	nc, err := nopts.Resolve(os.Getenv)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := c.Logger()
 	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-streams",
 		StreamsFile: *streamsFile, CheckOnly: cmd == "check", Logger: log})
 	if err != nil {
@@ -94,14 +97,14 @@ func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr
 }
 
 func printRoles(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("streams roles", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := cli.NewCommand("streams roles", "Prints the NATS permissions of each role.", stdout, stderr)
+	fs := c.Flags
 	format := fs.String("format", "table", "table, server (a nats-server configuration block) or nsc (nsc add user commands)")
 	role := fs.String("role", "", "only this role: producer, worker, monitor, graveyard or admin (default: all)")
 	account := fs.String("account", "RATEFLEET", "the nsc account the users go into, for --format nsc")
 	streamsFile := fs.String("streams", "", "streams.yaml whose names the permissions use (default: the built-in one)")
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
+	if _, err := c.Parse(args, os.Getenv); err != nil {
+		return err
 	}
 	cfg, err := natsconn.LoadStreams(*streamsFile)
 	if err != nil {

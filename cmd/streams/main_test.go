@@ -45,7 +45,7 @@ func runAs(t *testing.T, env map[string]string, args ...string) (int, string, st
 	defer cancel()
 	var out, errOut syncBuffer
 	start := time.Now()
-	code := cli.ExitCode("streams", run(ctx, args, &out, &errOut), &errOut)
+	code := cli.ExitCode("streams", run(ctx, args, strings.NewReader(""), &out, &errOut), &errOut)
 	require.Less(t, time.Since(start), 10*time.Second, "fails fast instead of retrying")
 	return code, out.String(), errOut.String()
 }

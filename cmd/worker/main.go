@@ -5,13 +5,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,20 +22,19 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(cli.ExitCode("worker", err, os.Stderr))
+	cli.Main("worker", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+const usage = "Claims an API key and sends its requests from the queue, without ever exceeding its rate limit."
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("worker", usage, stdout, stderr)
+	fs := cmd.Flags
 	var nopts cli.NATS
 	nopts.Register(fs)
 	var (
 		streamsFile = fs.String("streams", "", "streams.yaml to check the server against (default: the built-in one)")
-		keysFile    = fs.String("keys-file", "", "file of API keys, one `name=secret` or secret a line (default: $"+keys.EnvVar+")")
+		keysFile    = fs.String("keys-file", "", "`file` of API keys, one name=secret or secret a line (default: $"+keys.EnvVar+")")
 		maxKeys     = fs.Int("keys", 1, "how many keys this process holds at once, each with its own limiter")
 		upstreamURL = fs.String("upstream", "http://127.0.0.1:8080", "base URL of the upstream API; the API keys go to it, so plain http:// is refused for a host that is not loopback")
 		insecureUp  = fs.Bool("allow-insecure-upstream", false, "allow a plain http:// --upstream on a host that is not loopback (the API keys then cross the network unencrypted)")
@@ -47,29 +43,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		maxDelay    = fs.Duration("max-delay", 50*time.Millisecond, "largest one-way delay to the upstream, including the time it takes to register a request, that the limiter assumes at start (the reference exchange: 50ms; raise it if the upstream can be slower, since a 429 means it was)")
 		timeout     = fs.Duration("request-timeout", 2*time.Second, "how long one attempt may take before it counts as a timeout")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
-		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: worker [flags]\n\nClaims an API key and sends its requests from the queue, without ever exceeding its rate limit.\n\nFlags:\n")
-		fs.PrintDefaults()
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return cli.Usage(err)
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return cli.Usage(fmt.Errorf("--log-level: %w", err))
+	if *id != "" {
+		if err := cli.CheckID("--id", *id); err != nil {
+			return cmd.Usage(err)
+		}
 	}
 	if err := checkUpstream(*upstreamURL, *insecureUp); err != nil {
-		return cli.Usage(err)
+		return cmd.Usage(err)
 	}
 	nc, err := nopts.Resolve(os.Getenv)
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := cmd.Logger()
 	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
 	if err != nil {
 		return err
@@ -79,8 +71,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if *id == "" {
-		host, _ := os.Hostname()
-		*id = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+		*id = defaultID()
 	}
 	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-worker " + *id, StreamsFile: *streamsFile, CheckOnly: true, Logger: log})
 	if err != nil {
@@ -101,4 +92,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", cli.RedactURL(*upstreamURL), "nats", nc.Redacted())
 	return w.Run(ctx)
+}
+
+// defaultID returns host-pid-random, with any character a worker id may not
+// have in the host name replaced by '-'.
+func defaultID() string {
+	host, _ := os.Hostname()
+	host = strings.Trim(strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host), "-")
+	if host == "" {
+		host = "worker"
+	}
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 }

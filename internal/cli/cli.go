@@ -1,6 +1,10 @@
-// Package cli holds the conventions every ratefleet command shares: how it connects
-// to NATS (the nats CLI's flags, environment variables and saved contexts), how
-// secrets are kept out of argv and output, and how an error becomes an exit status.
+// Package cli holds the conventions every ratefleet command shares: how it parses
+// its command line (Command: --help, --version, --log-level, --log-format, every
+// flag from the environment, stray arguments refused), how it connects to NATS
+// (the nats CLI's flags, environment variables and saved contexts), how secrets
+// are kept out of argv and output, how it stops (Main: a first interrupt stops
+// cleanly, a second exits at once), and how an error becomes an exit status: 0
+// for success (and --help), 1 for a runtime error, 2 for a usage error.
 //
 // A setting is taken from the first of: its flag, its RATEFLEET_NATS_* variable, its
 // NATS_* variable (the nats CLI's), the --context named by one of those. Every secret
@@ -22,7 +26,11 @@ import (
 const DefaultURL = "nats://127.0.0.1:4222"
 
 // UsageError is a command-line mistake: the command exits with status 2.
-type UsageError struct{ Err error }
+// Command, when set, names the (sub)command whose --help the hint points to.
+type UsageError struct {
+	Err     error
+	Command string
+}
 
 func (e UsageError) Error() string { return e.Err.Error() }
 func (e UsageError) Unwrap() error { return e.Err }
@@ -33,23 +41,57 @@ func Usage(err error) error {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return err
 	}
-	return UsageError{err}
+	return UsageError{Err: err}
 }
 
-// ExitCode returns the exit status for err: 0 for success and --help, 2 for a
-// usage error, 1 for any other error. It prints err on stderr prefixed with the
-// command's name, unless it is --help or a flag error the flag package printed.
+// ExitCode returns the exit status for err: 0 for success, --help and
+// --version, 2 for a usage error, 1 for any other error. It prints err once on
+// stderr prefixed with the command's name, and for a usage error a second line
+// saying where the usage is.
 func ExitCode(name string, err error, stderr io.Writer) int {
 	var usage UsageError
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
+	case err == nil, errors.Is(err, flag.ErrHelp), errors.Is(err, ErrVersion):
 		return 0
 	case errors.As(err, &usage):
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		help := name
+		if usage.Command != "" {
+			help = usage.Command
+		}
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for the usage.\n", name, err, help)
 		return 2
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	return 1
+}
+
+// ErrBadID is the error CheckID wraps.
+var ErrBadID = errors.New("invalid id")
+
+// CheckID checks an id that becomes part of NATS subjects and KV keys (a worker
+// id): letters, digits, '-', '_' and '.', with no dot at either end and no two
+// dots in a row, at most 128 characters. flagName names the setting for the
+// error.
+func CheckID(flagName, id string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%s %q: %w: %s (use letters, digits, '-', '_' and '.', such as worker-1)", flagName, id, ErrBadID, why)
+	}
+	switch {
+	case id == "":
+		return bad("empty")
+	case len(id) > 128:
+		return bad("longer than 128 characters")
+	case strings.HasPrefix(id, ".") || strings.HasSuffix(id, "."):
+		return bad("a dot at either end")
+	case strings.Contains(id, ".."):
+		return bad("two dots in a row")
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return bad(fmt.Sprintf("%q is not allowed", r))
+		}
+	}
+	return nil
 }
 
 // RedactURL returns the comma-separated URLs in s with their user information

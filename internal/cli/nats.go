@@ -196,13 +196,13 @@ func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
 		}
 	}
 	if methods > 1 {
-		return c, UsageError{fmt.Errorf("more than one way to authenticate to NATS is set (--creds, --nkey, --user, --token): keep one")}
+		return c, UsageError{Err: fmt.Errorf("more than one way to authenticate to NATS is set (--creds, --nkey, --user, --token): keep one")}
 	}
 	if v.Password != "" && v.User == "" && (v.Creds != "" || v.NKey != "" || v.Token != "") {
 		v.Password = "" // another way to authenticate was chosen over the user's
 	}
 	if v.Password != "" && v.User == "" {
-		return c, UsageError{fmt.Errorf("a NATS password is set (%s) but no user: pass --user or $NATS_USER", from["password"])}
+		return c, UsageError{Err: fmt.Errorf("a NATS password is set (%s) but no user: pass --user or $NATS_USER", from["password"])}
 	}
 	checkFile := func(name, path string) error {
 		if _, err := os.Stat(path); err != nil {
@@ -236,7 +236,7 @@ func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
 		c.Auth = "token"
 	}
 	if (v.TLSCert == "") != (v.TLSKey == "") {
-		return c, UsageError{fmt.Errorf("a TLS client certificate needs both --tlscert and --tlskey")}
+		return c, UsageError{Err: fmt.Errorf("a TLS client certificate needs both --tlscert and --tlskey")}
 	}
 	if v.TLSCert != "" {
 		for _, f := range []struct{ name, path string }{{"tlscert", v.TLSCert}, {"tlskey", v.TLSKey}} {

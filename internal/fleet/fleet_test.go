@@ -321,13 +321,16 @@ func TestFleet_MonitorPageShowsThroughputInABrowser(t *testing.T) {
 			parseErr = err
 			return false
 		}
-		for _, m := range fams["ratefleet_requests_total"].GetMetric() {
-			if m.GetLabel()[0].GetValue() == "ok" {
-				scraped = m.GetCounter().GetValue()
+		scraped = 0
+		for _, m := range fams["ratefleet_attempts_total"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "ok" {
+					scraped += m.GetCounter().GetValue()
+				}
 			}
 		}
 		return scraped == float64(ex.OK)
-	}, 15*time.Second, 200*time.Millisecond, "ratefleet_requests_total{result=\"ok\"} = %v, simulator = %d", scraped, ex.OK)
+	}, 15*time.Second, 200*time.Millisecond, "sum(ratefleet_attempts_total{result=\"ok\"}) = %v, simulator = %d", scraped, ex.OK)
 	require.NoError(t, parseErr, "the exposition parses")
 }
 

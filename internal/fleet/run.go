@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -402,27 +404,7 @@ func (f *Fleet) Summarize(ctx context.Context, producing time.Duration) (Summary
 
 // LastReports reads the last report of every worker from the stats stream.
 func LastReports(ctx context.Context, js jetstream.JetStream, stream string) ([]stats.Report, error) {
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("read stats stream: %w", err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(stats.SubjectPrefix+".>"))
-	if err != nil {
-		return nil, fmt.Errorf("read stats stream: %w", err)
-	}
-	var out []stats.Report
-	for subj := range info.State.Subjects {
-		m, err := st.GetLastMsgForSubject(ctx, subj)
-		if err != nil {
-			return nil, fmt.Errorf("read stats of %s: %w", subj, err)
-		}
-		var r stats.Report
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return nil, fmt.Errorf("decode stats of %s: %w", subj, err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return stats.LastReports(ctx, js, stream)
 }
 
 // ExchangeTotals are the simulator's own counts over all keys.
@@ -518,7 +500,11 @@ func FormatSummary(s Summary) string {
 	fmt.Fprintf(&b, "still queued          %d\n", s.InQueue)
 	fmt.Fprintf(&b, "lost                  %s\n", lostLine(s))
 	fmt.Fprintf(&b, "latency p50/p99/max   %d / %d / %d ms (created to answered)\n", s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms)
-	fmt.Fprintf(&b, "attempts by result    %v\n", s.Results)
+	results := make([]string, 0, len(s.Results))
+	for _, r := range slices.Sorted(maps.Keys(s.Results)) {
+		results = append(results, fmt.Sprintf("%s %d", r, s.Results[r]))
+	}
+	fmt.Fprintf(&b, "attempts by result    %s\n", strings.Join(results, ", "))
 	e := s.Exchange
 	fmt.Fprintf(&b, "exchange saw          %d accepted, %d x 429, %d x 400, %d blocked keys, max %d in any window, %d ids answered 200 more than once\n",
 		e.Accepted, e.RateLimited, e.BadNonce, e.Blocked, e.MaxInWindow, e.Duplicates)

@@ -29,6 +29,11 @@ const (
 	ReasonKeyUnusable   = "key_unusable"   // no usable key is left for it
 )
 
+// Reasons returns every reason a request may be buried for.
+func Reasons() []string {
+	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable}
+}
+
 // Version is the entry schema version.
 const Version = 1
 

@@ -28,7 +28,7 @@ type Filter struct {
 	Status int // the HTTP status of the last attempt
 	Since  time.Time
 	Until  time.Time
-	IDs    map[string]bool // request ids or graveyard sequence numbers
+	IDs    map[string]bool // request ids (any id an entry carries, see Entry.IDs) or graveyard sequence numbers
 }
 
 // Match reports whether s is selected.
@@ -45,10 +45,22 @@ func (f Filter) Match(s Stored) bool {
 		return false
 	case !f.Until.IsZero() && !e.BuriedAt.Before(f.Until):
 		return false
-	case len(f.IDs) > 0 && !f.IDs[e.RequestID] && !f.IDs[strconv.FormatUint(s.Seq, 10)]:
+	case len(f.IDs) > 0 && !f.matchID(s):
 		return false
 	}
 	return true
+}
+
+func (f Filter) matchID(s Stored) bool {
+	if f.IDs[strconv.FormatUint(s.Seq, 10)] {
+		return true
+	}
+	for _, id := range s.Entry.IDs() {
+		if f.IDs[id] {
+			return true
+		}
+	}
+	return false
 }
 
 func attemptedOn(e Entry, key string) bool {
@@ -109,6 +121,9 @@ func (g *Graveyard) Get(ctx context.Context, seq uint64) (Stored, error) {
 		return Stored{}, fmt.Errorf("open graveyard %s: %w", g.stream, err)
 	}
 	m, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Stored{}, fmt.Errorf("graveyard entry %d: %w (list them with `graveyard ls`)", seq, ErrNoEntry)
+	}
 	if err != nil {
 		return Stored{}, fmt.Errorf("graveyard entry %d: %w", seq, err)
 	}

@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -201,4 +202,60 @@ func (s *Store) Record429(ctx context.Context, key string, maxDelay time.Duratio
 		return 0, fmt.Errorf("record a 429: %w", err)
 	}
 	return r.Count429, nil
+}
+
+// Listed is one record of the bucket as List found it: Err tells why it cannot
+// be trusted (wrapping ErrInvalid), and Record is then as decoded, if at all.
+type Listed struct {
+	Name     string
+	Record   Record
+	Revision uint64
+	Err      error
+}
+
+// List returns every key's record, by name.
+func (s *Store) List(ctx context.Context) ([]Listed, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list key state: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []Listed
+	for name := range lister.Keys() {
+		e, err := s.kv.Get(ctx, name)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted since it was listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read state of key %s: %w", name, err)
+		}
+		l := Listed{Name: name, Revision: e.Revision()}
+		if err := json.Unmarshal(e.Value(), &l.Record); err != nil {
+			l.Err = fmt.Errorf("%w: %w", ErrInvalid, err)
+		} else {
+			l.Err = l.Record.Validate()
+		}
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Clear lifts the key's unusable mark and quarantine, so workers claim it again
+// (within their recheck interval); the 429 count stays (see ResetCount).
+func (s *Store) Clear(ctx context.Context, key string, now time.Time) (Record, error) {
+	return s.Update(ctx, key, func(r *Record) error {
+		r.Unusable, r.Quarantined, r.Reason, r.Updated = false, false, "", now
+		return nil
+	})
+}
+
+// ResetCount sets the key's lifetime 429 count to zero: the ban guard then
+// allows the key its full budget again. Do it only once the key's real count at
+// the upstream is known to be reset too.
+func (s *Store) ResetCount(ctx context.Context, key string, now time.Time) (Record, error) {
+	return s.Update(ctx, key, func(r *Record) error {
+		r.Count429, r.Updated = 0, now
+		return nil
+	})
 }

@@ -239,6 +239,17 @@ func (c *Collector) Add(r stats.Report) {
 	c.reports[r.Worker] = worker{Report: r, counts: counts}
 }
 
+// addResults adds the counts of from to to, returning to (made when nil).
+func addResults(to, from map[string]uint64) map[string]uint64 {
+	if to == nil {
+		to = map[string]uint64{}
+	}
+	for r, n := range from {
+		to[r] += n
+	}
+	return to
+}
+
 func forgetKey(r stats.Report) string { return r.Worker + "@" + r.Started.Format(time.RFC3339Nano) }
 
 // forgetLocked drops w, keeping its counts in the totals; its latency stays merged.
@@ -253,6 +264,7 @@ func (c *Collector) forgetLocked(w worker) {
 		d.OK += kr.OK
 		d.RateLimited += kr.RateLimited
 		d.BadNonce += kr.BadNonce
+		d.Results = addResults(d.Results, kr.Results)
 		c.departed.keys[kr.Name] = d
 	}
 	c.forgotten[forgetKey(w.Report)] = true
@@ -270,53 +282,83 @@ func (c *Collector) latencyLocked() *hdrhistogram.Histogram {
 	return hdrhistogram.Import(snap)
 }
 
-// Snapshot is the fleet at one instant.
+// Snapshot is the fleet at one instant. Its JSON names are snake_case with the
+// unit in the name.
 type Snapshot struct {
 	At      time.Time     `json:"at"`
-	Elapsed time.Duration `json:"elapsed"`
-	// Results sums attempts by result over every worker ever seen.
+	Elapsed time.Duration `json:"-"` // since the monitor started; elapsed_seconds in JSON
+	// Results sums attempts and outcomes by result over every worker ever seen.
 	Results    map[string]uint64 `json:"results"`
 	Successful uint64            `json:"successful"`
 	// Failed counts requests given up on: the graveyard's entries.
 	Failed uint64 `json:"failed"`
 	// Throughput of successful requests, per second.
-	Rate5s, Rate1m, RateAll float64
+	Rate5s  float64 `json:"rate_5s_per_second"`
+	Rate1m  float64 `json:"rate_1m_per_second"`
+	RateAll float64 `json:"rate_since_start_per_second"`
 	// Latency, created to answered, of successful requests, in ms.
-	LatencyMean                    float64 `json:"latency_mean_ms"`
-	LatencyP50, LatencyP99, LatMax int64
-	Latency                        *hdrhistogram.Histogram `json:"-"`
-	Queue                          Queue                   `json:"queue"`
-	Keys                           []Key                   `json:"keys"`
-	Workers                        []Worker                `json:"workers"`
+	LatencyMean float64                 `json:"latency_mean_ms"`
+	LatencyP50  int64                   `json:"latency_p50_ms"`
+	LatencyP99  int64                   `json:"latency_p99_ms"`
+	LatMax      int64                   `json:"latency_max_ms"`
+	Latency     *hdrhistogram.Histogram `json:"-"`
+	Queue       Queue                   `json:"queue"`
+	Keys        []Key                   `json:"keys"`
+	Workers     []Worker                `json:"workers"`
+}
+
+// MarshalJSON writes the snapshot with its elapsed time in seconds.
+func (s Snapshot) MarshalJSON() ([]byte, error) {
+	type plain Snapshot
+	return json.Marshal(struct {
+		plain
+		ElapsedSeconds float64 `json:"elapsed_seconds"`
+	}{plain(s), s.Elapsed.Seconds()})
 }
 
 // Queue is the state of the work queue and the graveyard.
 type Queue struct {
 	Waiting     uint64            `json:"waiting"`      // not yet delivered
 	AwaitingAck int               `json:"awaiting_ack"` // delivered, not yet acknowledged
-	Redelivery  int               `json:"redelivery"`   // the retry queue: delivered more than once, not yet acknowledged
+	Redelivery  int               `json:"retry"`        // the retry queue: delivered more than once, not yet acknowledged
 	Graveyard   uint64            `json:"graveyard"`
 	ByReason    map[string]uint64 `json:"graveyard_by_reason"`
 	// Averages since the monitor started.
-	AvgWaiting, AvgRedelivery, AvgGraveyard float64
-	Err                                     string `json:"error,omitempty"`
+	AvgWaiting    float64 `json:"avg_waiting"`
+	AvgRedelivery float64 `json:"avg_retry"`
+	AvgGraveyard  float64 `json:"avg_graveyard"`
+	Err           string  `json:"error,omitempty"`
 }
+
+// Key states, as the page, the text and ratefleet_key_state show them.
+const (
+	KeyHeld        = "held"        // a worker holds its lease
+	KeyFree        = "free"        // known, usable, and held by no one
+	KeyQuarantined = "quarantined" // the ban guard stopped it: too many 429s in its life
+	KeyUnusable    = "unusable"    // refused by the upstream, or its state record is invalid
+)
+
+// KeyStates lists the key states in the order they are shown.
+func KeyStates() []string { return []string{KeyHeld, KeyFree, KeyQuarantined, KeyUnusable} }
 
 // Key is one API key's view.
 type Key struct {
 	Name        string    `json:"name"`
+	State       string    `json:"state"` // one of KeyStates
 	Holder      string    `json:"holder,omitempty"`
 	Since       time.Time `json:"since,omitzero"`
 	Sent        uint64    `json:"sent"`
 	OK          uint64    `json:"ok"`
 	RateLimited uint64    `json:"rate_limited"`
 	BadNonce    uint64    `json:"bad_nonce"`
-	MaxDelayMs  float64   `json:"max_delay_ms"`
-	LagMs       float64   `json:"lag_ms,omitempty"`
-	Evidence    uint64    `json:"evidence,omitempty"` // answers that proved L wrong, and 400s
-	NextFree    time.Time `json:"next_free,omitzero"`
-	Unusable    bool      `json:"unusable,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
+	// Results counts the key's attempts by result.
+	Results    map[string]uint64 `json:"results,omitempty"`
+	MaxDelayMs float64           `json:"max_delay_ms"`
+	LagMs      float64           `json:"lag_ms,omitempty"`
+	Evidence   uint64            `json:"evidence,omitempty"` // answers that proved L wrong, and 400s
+	NextFree   time.Time         `json:"next_free,omitzero"`
+	Unusable   bool              `json:"unusable,omitempty"`
+	Reason     string            `json:"reason,omitempty"`
 	// From key state: the key's 429s over its life, whoever held it (the ban guard
 	// trips on it), the delay bound it has learned, and whether the guard
 	// quarantined it.
@@ -364,6 +406,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	for _, d := range c.departed.keys {
 		k := key(d.Name)
 		k.Sent, k.OK, k.RateLimited, k.BadNonce = d.Sent, d.OK, d.RateLimited, d.BadNonce
+		k.Results = addResults(k.Results, d.Results)
 	}
 	for _, r := range c.reports {
 		for res, n := range r.Results {
@@ -376,6 +419,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 			k.OK += kr.OK
 			k.RateLimited += kr.RateLimited
 			k.BadNonce += kr.BadNonce
+			k.Results = addResults(k.Results, kr.Results)
 			if kr.Held {
 				w.Keys = append(w.Keys, kr.Name)
 				w.State = "active"
@@ -400,6 +444,16 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	s.Failed = s.Queue.Graveyard
 	c.fillKeys(key)
 	for _, k := range keys {
+		switch {
+		case k.Quarantined:
+			k.State = KeyQuarantined
+		case k.Unusable:
+			k.State = KeyUnusable
+		case k.Holder != "":
+			k.State = KeyHeld
+		default:
+			k.State = KeyFree
+		}
 		s.Keys = append(s.Keys, *k)
 	}
 	sort.Slice(s.Keys, func(i, j int) bool { return s.Keys[i].Name < s.Keys[j].Name })
@@ -481,8 +535,8 @@ func (c *Collector) queue(ctx context.Context) Queue {
 func (c *Collector) fillKeys(key func(string) *Key) {
 	view := c.table.View()
 	for name := range view.Keys {
+		k := key(name) // every key the lease table knows of, held or not
 		if rec, ok := view.Held(name); ok {
-			k := key(name)
 			k.Holder, k.Since = rec.Holder, rec.Since
 		}
 	}

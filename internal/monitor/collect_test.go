@@ -91,8 +91,8 @@ func TestCollector_StartedLateSeesEveryWorkersLastCounts(t *testing.T) {
 
 	var text strings.Builder
 	require.NoError(t, monitor.WriteText(&text, s))
-	require.Contains(t, text.String(), "total successful:  600")
-	require.Contains(t, text.String(), "1 active, 1 standing by, 1 stopped or silent")
+	require.Regexp(t, `total successful: +600\n`, text.String())
+	require.Regexp(t, `workers: +1 active +1 standing by +1 stopped or silent\n`, text.String())
 }
 
 func TestCollector_ThroughputWindowsFromTotals(t *testing.T) {

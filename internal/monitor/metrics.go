@@ -1,28 +1,56 @@
 package monitor
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ratefleet/ratefleet/internal/cli"
+	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
 // latencyBuckets are the upper bounds, in seconds, of the latency histogram.
 var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// Metrics exposes the latest snapshot in the Prometheus exposition format. It is
-// safe for concurrent use: Set replaces the snapshot a scrape reads.
+// outcomes maps the results that say what became of a request (not an attempt)
+// to the counter and label value they are exposed under.
+var outcomes = map[string]string{
+	stats.ResultExpired:   graveyard.ReasonExpired,
+	stats.ResultMalformed: graveyard.ReasonMalformed,
+	stats.ResultBuried:    graveyard.ReasonMaxDeliveries,
+}
+
+// Metrics exposes the latest snapshot in the Prometheus exposition format, by
+// Prometheus's conventions: counters only for what happened (attempts by key
+// and result, requests buried by reason), gauges for what is (queue, graveyard
+// by reason, keys by state), a ratefleet_build_info, and the process and Go
+// collectors. Once the first snapshot is in, every series of every key the fleet
+// knows of (from its reports, the lease table and key state) is present, at 0
+// until something happens, so alerts and rate() see it from the start. Before
+// the first snapshot only the build information and the process are exposed:
+// a counter shown at 0 and then at the fleet's total would read as an increase.
+//
+// It is safe for concurrent use: Set replaces the snapshot a scrape reads.
 type Metrics struct {
 	mu      sync.Mutex
 	snap    *Snapshot
 	history []Point // the last historyLen snapshots, oldest first, for the page's charts
 
-	requests, keySent, keyOK, key429, key400 *prometheus.Desc
-	latency, queue, graveyard, rate, keyL    *prometheus.Desc
-	keyHeld, keyFree, workers                *prometheus.Desc
+	attempts, buried, buryFailed, pullErrors, latency *prometheus.Desc
+	queue, graveyard, keys, keyState                  *prometheus.Desc
+	keyL, key429Life, keyFree, workers, buildInfo     *prometheus.Desc
+	snapshotAge                                       *prometheus.Desc
+
+	// Now is the clock snapshot_age_seconds is measured with; time.Now when nil.
+	Now func() time.Time
 }
 
 // NewMetrics returns an empty exporter.
@@ -31,19 +59,21 @@ func NewMetrics() *Metrics {
 		return prometheus.NewDesc("ratefleet_"+name, help, labels, nil)
 	}
 	return &Metrics{
-		requests:  d("requests_total", "Request attempts by result, summed over every worker ever seen.", "result"),
-		latency:   d("request_latency_seconds", "Created-to-answered time of requests answered 200."),
-		queue:     d("queue_messages", "Requests in the work queue by state.", "state"),
-		graveyard: d("graveyard_messages", "Requests in the graveyard by reason.", "reason"),
-		rate:      d("throughput_requests_per_second", "Successful requests a second over a window.", "window"),
-		keySent:   d("key_sent_total", "Requests sent per key.", "key"),
-		keyOK:     d("key_ok_total", "Requests answered 200 per key.", "key"),
-		key429:    d("key_rate_limited_total", "429 answers per key.", "key"),
-		key400:    d("key_bad_nonce_total", "400 answers per key.", "key"),
-		keyL:      d("key_max_delay_seconds", "The one-way delay the key's limiter assumes.", "key"),
-		keyHeld:   d("key_held", "1 while a worker holds the key's lease.", "key", "holder"),
-		keyFree:   d("key_next_free_seconds", "Seconds until the key's limiter allows its next send, as of the snapshot.", "key"),
-		workers:   d("workers", "Workers by state.", "state"),
+		attempts:    d("attempts_total", "Tries at sending a request, by key and result (ok, rate_limited, bad_nonce, server_error, gateway_error, fenced, timeout, conn_error, key_unusable), over every worker ever seen.", "key", "result"),
+		buried:      d("requests_buried_total", "Requests given up on and written to the graveyard, by reason.", "reason"),
+		buryFailed:  d("bury_failures_total", "Graveyard entries the graveyard refused; those requests stayed in the queue."),
+		pullErrors:  d("pull_errors_total", "Pull requests to the work queue that failed."),
+		latency:     d("request_latency_seconds", "Created-to-answered time of requests answered 200."),
+		queue:       d("queue_messages", "Requests in the work queue by state: waiting (not yet delivered), awaiting_ack, retry (delivered more than once, not yet acknowledged).", "state"),
+		graveyard:   d("graveyard_messages", "Requests in the graveyard by reason.", "reason"),
+		keys:        d("keys", "API keys by state: held, free, quarantined (by the ban guard) or unusable.", "state"),
+		keyState:    d("key_state", "1 for the state the key is in (held, free, quarantined, unusable), 0 for the others.", "key", "state"),
+		keyL:        d("key_max_delay_seconds", "The one-way delay L the key's limiter assumes (0 while no worker holds it).", "key"),
+		key429Life:  d("key_rate_limited_lifetime", "429 answers the key got over its life, from key state: the ban guard quarantines the key at its limit. An operator may reset it.", "key"),
+		keyFree:     d("key_next_free_seconds", "Seconds until the key's limiter allows its next send, as of the snapshot (0 while no worker holds it).", "key"),
+		workers:     d("workers", "Workers by state: active, standby, stopped or silent.", "state"),
+		buildInfo:   d("build_info", "1, labelled with the monitor's version, commit and Go version.", "version", "revision", "goversion"),
+		snapshotAge: d("snapshot_age_seconds", "Seconds since the snapshot the other series come from was taken."),
 	}
 }
 
@@ -54,11 +84,11 @@ const historyLen = 300
 // Point is the part of a snapshot the page charts.
 type Point struct {
 	At         time.Time         `json:"at"`
-	Rate5s     float64           `json:"rate5s"`
-	P50        int64             `json:"p50"`
-	P99        int64             `json:"p99"`
+	Rate5s     float64           `json:"rate_5s_per_second"`
+	P50        int64             `json:"latency_p50_ms"`
+	P99        int64             `json:"latency_p99_ms"`
 	Waiting    uint64            `json:"waiting"`
-	Redelivery int               `json:"redelivery"`
+	Redelivery int               `json:"retry"`
 	Graveyard  uint64            `json:"graveyard"`
 	KeyOK      map[string]uint64 `json:"key_ok"`
 }
@@ -79,22 +109,31 @@ func (m *Metrics) Set(s Snapshot) {
 	}
 }
 
+// Registry returns a registry with the fleet's metrics, the process collector
+// and the Go collector.
+func (m *Metrics) Registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	return reg
+}
+
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m)
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{})
 }
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.requests, m.latency, m.queue, m.graveyard, m.rate, m.keySent, m.keyOK, m.key429, m.key400, m.keyL, m.keyHeld, m.keyFree, m.workers} {
+	for _, d := range []*prometheus.Desc{m.attempts, m.buried, m.buryFailed, m.pullErrors, m.latency, m.queue, m.graveyard,
+		m.keys, m.keyState, m.keyL, m.key429Life, m.keyFree, m.workers, m.buildInfo, m.snapshotAge} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	version, revision, goVersion := cli.BuildInfo()
+	ch <- prometheus.MustNewConstMetric(m.buildInfo, prometheus.GaugeValue, 1, version, revision, goVersion)
 	m.mu.Lock()
 	s := m.snap
 	m.mu.Unlock()
@@ -107,14 +146,22 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	results := make([]string, 0, len(s.Results))
-	for r := range s.Results {
-		results = append(results, r)
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
 	}
-	sort.Strings(results)
-	for _, r := range results {
-		counter(m.requests, float64(s.Results[r]), r)
+	gauge(m.snapshotAge, max(now().Sub(s.At).Seconds(), 0))
+
+	for _, k := range s.Keys {
+		for _, r := range stats.AttemptResults() {
+			counter(m.attempts, float64(k.Results[r]), k.Name, r)
+		}
 	}
+	for _, r := range slices.Sorted(maps.Keys(outcomes)) {
+		counter(m.buried, float64(s.Results[r]), outcomes[r])
+	}
+	counter(m.buryFailed, float64(s.Results[stats.ResultBuryFailed]))
+	counter(m.pullErrors, float64(s.Results[stats.ResultPullError]))
 	if s.Latency != nil {
 		buckets := make(map[float64]uint64, len(latencyBuckets))
 		for _, b := range latencyBuckets {
@@ -136,33 +183,48 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		sum := s.Latency.Mean() * float64(count) / 1000
 		ch <- prometheus.MustNewConstHistogram(m.latency, count, sum, buckets)
 	}
+
 	gauge(m.queue, float64(s.Queue.Waiting), "waiting")
 	gauge(m.queue, float64(s.Queue.AwaitingAck), "awaiting_ack")
-	gauge(m.queue, float64(s.Queue.Redelivery), "redelivery")
-	for reason, n := range s.Queue.ByReason {
-		gauge(m.graveyard, float64(n), reason)
-	}
-	gauge(m.rate, s.Rate5s, "5s")
-	gauge(m.rate, s.Rate1m, "1m")
-	gauge(m.rate, s.RateAll, "since_start")
-	for _, k := range s.Keys {
-		counter(m.keySent, float64(k.Sent), k.Name)
-		counter(m.keyOK, float64(k.OK), k.Name)
-		counter(m.key429, float64(k.RateLimited), k.Name)
-		counter(m.key400, float64(k.BadNonce), k.Name)
-		gauge(m.keyL, k.MaxDelayMs/1000, k.Name)
-		if k.Holder != "" {
-			gauge(m.keyHeld, 1, k.Name, k.Holder)
-			if !k.NextFree.IsZero() {
-				gauge(m.keyFree, max(k.NextFree.Sub(s.At).Seconds(), 0), k.Name)
-			}
+	gauge(m.queue, float64(s.Queue.Redelivery), "retry")
+	reasons := graveyard.Reasons()
+	for r := range s.Queue.ByReason {
+		if !slices.Contains(reasons, r) {
+			reasons = append(reasons, r)
 		}
 	}
-	states := map[string]int{"active": 0, "standby": 0, "stopped": 0, "silent": 0}
-	for _, w := range s.Workers {
-		states[w.State]++
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		gauge(m.graveyard, float64(s.Queue.ByReason[r]), r)
 	}
-	for st, n := range states {
+
+	byState := map[string]int{}
+	for _, k := range s.Keys {
+		byState[k.State]++
+		for _, st := range KeyStates() {
+			v := 0.0
+			if k.State == st {
+				v = 1
+			}
+			gauge(m.keyState, v, k.Name, st)
+		}
+		gauge(m.keyL, k.MaxDelayMs/1000, k.Name)
+		gauge(m.key429Life, float64(k.Count429Lifetime), k.Name)
+		free := 0.0
+		if k.Holder != "" && !k.NextFree.IsZero() {
+			free = max(k.NextFree.Sub(s.At).Seconds(), 0)
+		}
+		gauge(m.keyFree, free, k.Name)
+	}
+	for _, st := range KeyStates() {
+		gauge(m.keys, float64(byState[st]), st)
+	}
+
+	workers := map[string]int{"active": 0, "standby": 0, "stopped": 0, "silent": 0}
+	for _, w := range s.Workers {
+		workers[w.State]++
+	}
+	for st, n := range workers {
 		gauge(m.workers, float64(n), st)
 	}
 }

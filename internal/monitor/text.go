@@ -3,53 +3,41 @@ package monitor
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 )
 
-// WriteText writes the snapshot as the fleet's text block.
+// WriteText writes the snapshot as the fleet's text block: a label column and
+// value columns, then one row a key, every column aligned to its widest cell.
 func WriteText(w io.Writer, s Snapshot) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "---- ratefleet %s (elapsed %s) ----\n", s.At.Format("15:04:05"), s.Elapsed.Round(time.Second))
-	fmt.Fprintf(&b, "total successful:  %d\n", s.Successful)
-	fmt.Fprintf(&b, "total failed:      %d (in the graveyard)\n", s.Failed)
-	fmt.Fprintf(&b, "throughput:        %.2f req/s (last 5 s)   %.2f (last min)   %.2f (since start)\n", s.Rate5s, s.Rate1m, s.RateAll)
-	fmt.Fprintf(&b, "average latency:   %.1f ms   p50 %d ms   p99 %d ms   max %d ms\n", s.LatencyMean, s.LatencyP50, s.LatencyP99, s.LatMax)
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
+	f := func(format string, v ...any) string { return fmt.Sprintf(format, v...) }
 	q := s.Queue
-	fmt.Fprintf(&b, "queue sizes:       main %d   DLQ %d   graveyard %d   (awaiting ack %d)\n", q.Waiting, q.Redelivery, q.Graveyard, q.AwaitingAck)
-	fmt.Fprintf(&b, "average queues:    main %.1f   DLQ %.1f   graveyard %.1f\n", q.AvgWaiting, q.AvgRedelivery, q.AvgGraveyard)
+	row("total successful:", f("%d", s.Successful))
+	row("total failed:", f("%d", s.Failed), "(in the graveyard)")
+	row("throughput:", f("%.2f req/s last 5 s", s.Rate5s), f("%.2f last min", s.Rate1m), f("%.2f since start", s.RateAll))
+	row("latency:", f("mean %.1f ms", s.LatencyMean), f("p50 %d ms", s.LatencyP50), f("p99 %d ms", s.LatencyP99), f("max %d ms", s.LatMax))
+	row("queues now:", f("waiting %d", q.Waiting), f("retry %d", q.Redelivery), f("graveyard %d", q.Graveyard), f("awaiting ack %d", q.AwaitingAck))
+	row("queues average:", f("waiting %.1f", q.AvgWaiting), f("retry %.1f", q.AvgRedelivery), f("graveyard %.1f", q.AvgGraveyard))
 	if len(q.ByReason) > 0 {
-		fmt.Fprintf(&b, "graveyard by reason: %v\n", q.ByReason)
-	}
-	if q.Err != "" {
-		fmt.Fprintf(&b, "queue state unavailable: %s\n", q.Err)
-	}
-	if n := s.Results["bury_failed"]; n > 0 {
-		fmt.Fprintf(&b, "WARNING:           the graveyard refused %d entries; those requests stay in the queue (is the graveyard stream full?)\n", n)
+		reasons := make([]string, 0, len(q.ByReason))
+		for r := range q.ByReason {
+			reasons = append(reasons, r)
+		}
+		sort.Strings(reasons)
+		var cells []string
+		for _, r := range reasons {
+			cells = append(cells, f("%s %d", r, q.ByReason[r]))
+		}
+		row(append([]string{"graveyard by reason:"}, cells...)...)
 	}
 	if failed := failedAttempts(s.Results); failed != "" {
-		fmt.Fprintf(&b, "failed attempts:   %s\n", failed)
-	}
-	if len(s.Keys) > 0 {
-		fmt.Fprintf(&b, "%-8s %-22s %8s %8s %5s %5s %6s %6s %8s %9s  %s\n", "key", "holder", "sent", "ok", "429", "400", "L ms", "lag ms", "evidence", "free in", "state")
-		for _, k := range s.Keys {
-			state := "idle"
-			switch {
-			case k.Unusable:
-				state = "UNUSABLE: " + k.Reason
-			case k.Holder != "":
-				state = "held since " + k.Since.Format("15:04:05")
-			}
-			holder := k.Holder
-			if holder == "" {
-				holder = "-"
-			}
-			free := "-"
-			if k.Holder != "" && !k.NextFree.IsZero() {
-				free = fmt.Sprintf("%dms", max(k.NextFree.Sub(s.At).Milliseconds(), 0))
-			}
-			fmt.Fprintf(&b, "%-8s %-22s %8d %8d %5d %5d %6.0f %6.0f %8d %9s  %s\n", k.Name, holder, k.Sent, k.OK, k.RateLimited, k.BadNonce, k.MaxDelayMs, k.LagMs, k.Evidence, free, state)
-		}
+		row("failed attempts:", failed)
 	}
 	var active, standby, gone int
 	for _, wk := range s.Workers {
@@ -62,14 +50,53 @@ func WriteText(w io.Writer, s Snapshot) error {
 			gone++
 		}
 	}
-	fmt.Fprintf(&b, "workers:           %d active, %d standing by, %d stopped or silent\n", active, standby, gone)
+	row("workers:", f("%d active", active), f("%d standing by", standby), f("%d stopped or silent", gone))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if q.Err != "" {
+		fmt.Fprintf(&b, "queue state unavailable: %s\n", q.Err)
+	}
+	if n := s.Results["bury_failed"]; n > 0 {
+		fmt.Fprintf(&b, "WARNING: the graveyard refused %d entries; those requests stay in the queue (is the graveyard stream full?)\n", n)
+	}
+	if len(s.Keys) > 0 {
+		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "key\tstate\tholder\tsince\tsent\tok\t429\t400\t429 life\tL ms\tlag ms\tevidence\tfree in ms")
+		for _, k := range s.Keys {
+			since, free := "-", "-"
+			if k.Holder != "" {
+				since = k.Since.Format("15:04:05")
+				if !k.NextFree.IsZero() {
+					free = fmt.Sprint(max(k.NextFree.Sub(s.At).Milliseconds(), 0))
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%d\t%s\n", k.Name, k.State, orDash(k.Holder), since,
+				k.Sent, k.OK, k.RateLimited, k.BadNonce, k.Count429Lifetime, k.MaxDelayMs, k.LagMs, k.Evidence, free)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, k := range s.Keys {
+			if k.Reason != "" {
+				fmt.Fprintf(&b, "%s %s: %s\n", k.Name, k.State, k.Reason)
+			}
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func failedAttempts(results map[string]uint64) string {
 	var parts []string
-	for _, r := range []string{"rate_limited", "bad_nonce", "server_error", "timeout", "conn_error", "key_unusable", "expired", "malformed", "buried"} {
+	for _, r := range []string{"rate_limited", "bad_nonce", "server_error", "gateway_error", "fenced", "timeout", "conn_error", "key_unusable", "expired", "malformed", "buried"} {
 		if n := results[r]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", r, n))
 		}

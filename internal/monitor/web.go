@@ -4,13 +4,18 @@ import (
 	_ "embed"
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 //go:embed web/index.html
 var page []byte
 
 // WebHandler serves the live web page at /, the latest snapshot as JSON at
-// /api/snapshot, the charts' history at /api/history and Prometheus metrics at /metrics. Every asset is in the binary.
+// /api/snapshot (with its age in milliseconds, on the monitor's clock, in the
+// Ratefleet-Snapshot-Age-Ms header: the page shows a stale-data banner when it
+// grows or a poll fails), the charts' history at /api/history and Prometheus
+// metrics at /metrics. Every asset is in the binary.
 func (m *Metrics) WebHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
@@ -24,6 +29,11 @@ func (m *Metrics) WebHandler() http.Handler {
 			http.Error(w, `{"error":"no snapshot yet"}`, http.StatusServiceUnavailable)
 			return
 		}
+		now := time.Now
+		if m.Now != nil {
+			now = m.Now
+		}
+		w.Header().Set("Ratefleet-Snapshot-Age-Ms", strconv.FormatInt(max(now().Sub(s.At).Milliseconds(), 0), 10))
 		_ = json.NewEncoder(w).Encode(s)
 	})
 	mux.HandleFunc("/api/history", func(w http.ResponseWriter, _ *http.Request) {

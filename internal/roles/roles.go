@@ -128,26 +128,30 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Monitor:
-		r.Commands = "monitor, graveyard ls, graveyard show"
-		r.Publish = cat(check, ordered(st.Name), kvRead(leases), kvWatch(leases), kvRead(keys), kvWatch(keys), streamRead(grave.Name))
+		r.Commands = "monitor, graveyard ls, graveyard show, streams keys ls"
+		r.Publish = cat(check, ordered(st.Name), streamRead(st.Name), kvRead(leases), kvWatch(leases), kvRead(keys), kvWatch(keys), streamRead(grave.Name))
 		r.Why = []string{
-			"read the workers' reports in " + st.Name + " through ordered consumers it creates and deletes (no durable)",
+			"read the workers' reports in " + st.Name + " through ordered consumers it creates and deletes (no durable), or each worker's last (streams keys ls)",
 			"follow leases in " + leases + " and key state in " + keys + " (watches: ordered consumers it creates and deletes)",
 			"read graveyard entries in " + grave.Name + " (graveyard ls and show)",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Graveyard:
-		r.Commands = "graveyard ls, show and replay"
-		r.Publish = cat(check, streamRead(grave.Name), req.Subjects, []string{api("STREAM.MSG.DELETE.%s", grave.Name)})
+		r.Commands = "graveyard ls, show, replay, rm and purge"
+		r.Publish = cat(check, streamRead(grave.Name), req.Subjects, []string{api("STREAM.MSG.DELETE.%s", grave.Name), api("STREAM.PURGE.%s", grave.Name)})
 		r.Why = []string{
 			"read graveyard entries in " + grave.Name,
 			"replay: publish fresh requests to " + req.Subjects[0] + ", then remove the replayed entry from " + grave.Name,
+			"rm and purge: remove entries from " + grave.Name + " (one by one, or all of one reason at once); no other stream",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Admin:
-		r.Commands = "streams apply (and any other command)"
-		r.Publish = []string{"$JS.API.>"}
-		r.Why = []string{"every JetStream API call: create, update and delete streams, consumers and buckets, and read them all"}
+		r.Commands = "streams apply, streams keys (and any other command)"
+		r.Publish = cat([]string{"$JS.API.>", "$JS.FC.>"}, kvWrite(keys))
+		r.Why = []string{
+			"every JetStream API call: create, update and delete streams, consumers and buckets, and read them all",
+			"streams keys: clear a key's quarantine or reset its 429 count in " + keys + " (a compare-and-set write)",
+		}
 	default:
 		return Role{}, fmt.Errorf("unknown role %q: want one of %v", name, Names())
 	}

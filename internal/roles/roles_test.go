@@ -139,7 +139,8 @@ func TestRoles_EachRoleIsRefusedWhatItMustNotDo(t *testing.T) {
 			return err
 		}},
 		{roles.Graveyard, "claim a lease", "$KV.ratefleet_leases.key1", kvPut("ratefleet_leases")},
-		{roles.Graveyard, "purge the graveyard", "$JS.API.STREAM.PURGE.RATEFLEET_GRAVEYARD", purge("RATEFLEET_GRAVEYARD")},
+		{roles.Graveyard, "purge the requests stream", "$JS.API.STREAM.PURGE.RATEFLEET_REQUESTS", purge("RATEFLEET_REQUESTS")},
+		{roles.Graveyard, "change key state", "$KV.ratefleet_keys.key1", kvPut("ratefleet_keys")},
 		{roles.Graveyard, "publish stats", "ratefleet.stats.worker.x", publish("ratefleet.stats.worker.x")},
 	} {
 		t.Run(tc.role+" may not "+tc.what, func(t *testing.T) {

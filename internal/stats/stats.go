@@ -5,12 +5,15 @@
 package stats
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"sync"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Version is the report schema version.
@@ -41,6 +44,15 @@ const (
 	ResultPullError    = "pull_error"    // a pull request failed (not an attempt: counted without a key)
 	ResultAckFailed    = "ack_failed"    // a request answered 200 whose ack the server did not confirm: it may be sent again (not an attempt)
 )
+
+// AttemptResults lists the results of a try at sending a request on a key, each
+// counted once per try. The other results (expired, malformed, buried,
+// bury_failed, pull_error) are what became of a request, or of a pull, not
+// attempts.
+func AttemptResults() []string {
+	return []string{ResultOK, ResultRateLimited, ResultBadNonce, ResultServerError, ResultGatewayError,
+		ResultFenced, ResultTimeout, ResultConnError, ResultKeyUnusable}
+}
 
 // Latency histograms track 1 ms to 10 minutes with 3 significant digits.
 const (
@@ -81,6 +93,8 @@ type KeyReport struct {
 	OK          uint64    `json:"ok"`
 	RateLimited uint64    `json:"rate_limited"`
 	BadNonce    uint64    `json:"bad_nonce"`
+	// Results counts this key's attempts (and requests it let expire) by result.
+	Results map[string]uint64 `json:"results,omitempty"`
 	// Limiter state: the largest one-way delay assumed, the next free send slot.
 	MaxDelayMs float64 `json:"max_delay_ms"`
 	// What the limiter learned from evidence: the order rule's delay, how late
@@ -148,6 +162,10 @@ func (r *Recorder) Count(key, result string) {
 	defer r.mu.Unlock()
 	r.results[result]++
 	if k, ok := r.keys[key]; ok {
+		if k.Results == nil {
+			k.Results = map[string]uint64{}
+		}
+		k.Results[result]++
 		switch result {
 		case ResultOK:
 			k.OK++
@@ -218,7 +236,34 @@ func (r *Recorder) Report(now time.Time) (Report, error) {
 		InFlight: r.inFlight, Results: maps.Clone(r.results), Latency: lat,
 	}
 	for _, name := range r.order {
-		rep.Keys = append(rep.Keys, *r.keys[name])
+		k := *r.keys[name]
+		k.Results = maps.Clone(k.Results)
+		rep.Keys = append(rep.Keys, k)
 	}
 	return rep, nil
+}
+
+// LastReports reads the last report of every worker from the stats stream.
+func LastReports(ctx context.Context, js jetstream.JetStream, stream string) ([]Report, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read stats stream: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(SubjectPrefix+".>"))
+	if err != nil {
+		return nil, fmt.Errorf("read stats stream: %w", err)
+	}
+	var out []Report
+	for subj := range info.State.Subjects {
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			return nil, fmt.Errorf("read stats of %s: %w", subj, err)
+		}
+		var r Report
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return nil, fmt.Errorf("decode stats of %s: %w", subj, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -36,7 +36,8 @@ func TestRecorder_ReportRoundTripsThroughJSON(t *testing.T) {
 	require.Equal(t, 2, got.InFlight)
 	require.Equal(t, map[string]uint64{"ok": 1, "rate_limited": 1, "malformed": 1}, got.Results)
 	require.Len(t, got.Keys, 1)
-	require.Equal(t, stats.KeyReport{Name: "key1", Fingerprint: "abc123", Held: true, Sent: 2, OK: 1, RateLimited: 1}, got.Keys[0])
+	require.Equal(t, stats.KeyReport{Name: "key1", Fingerprint: "abc123", Held: true, Sent: 2, OK: 1, RateLimited: 1,
+		Results: map[string]uint64{"ok": 1, "rate_limited": 1}}, got.Keys[0], "each key counts its attempts by result")
 	h, err := got.DecodeLatency()
 	require.NoError(t, err)
 	require.Equal(t, int64(5), h.TotalCount())

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+)
+
+// ExitInterrupted is the exit status after a second interrupt: 128 + SIGINT.
+const ExitInterrupted = 130
+
+// Main runs a command the way every ratefleet command runs: run gets a context
+// that the first SIGINT or SIGTERM cancels (the command then stops cleanly); a
+// second one exits at once with status 130. Main exits with ExitCode's status
+// for run's error, and does not return.
+func Main(name string, run func(ctx context.Context) error) {
+	ctx, stop := NotifyContext(context.Background(), os.Stderr, os.Exit)
+	err := run(ctx)
+	stop()
+	os.Exit(ExitCode(name, err, os.Stderr))
+}
+
+// NotifyContext returns a context cancelled by the first SIGINT or SIGTERM,
+// which it tells stderr of. A second SIGINT (Ctrl-C) then tells stderr and
+// calls exit(ExitInterrupted) without waiting for anything; a repeated SIGTERM
+// does not, since supervisors and process groups resend it to a command that
+// is already stopping cleanly. stop releases the signals.
+func NotifyContext(parent context.Context, stderr io.Writer, exit func(int)) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			if s == os.Interrupt {
+				fmt.Fprintln(stderr, "interrupt: stopping cleanly (Ctrl-C again to exit at once)")
+			}
+			cancel()
+		case <-done:
+			return
+		}
+		for {
+			select {
+			case s := <-sigs:
+				if s == os.Interrupt {
+					fmt.Fprintln(stderr, "second interrupt: exiting at once")
+					exit(ExitInterrupted)
+					return
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once bool
+	return ctx, func() {
+		if once {
+			return
+		}
+		once = true
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}
+
+// Version describes the running binary from its build information: the
+// module's version, the commit and whether the tree was modified (when the build
+// recorded them), and the Go version.
+func Version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown version: built without module information)"
+	}
+	parts := []string{info.Main.Version}
+	if parts[0] == "" {
+		parts[0] = "(devel)"
+	}
+	vcs := map[string]string{}
+	for _, s := range info.Settings {
+		vcs[s.Key] = s.Value
+	}
+	if rev := vcs["vcs.revision"]; rev != "" {
+		commit := "commit " + rev[:min(12, len(rev))]
+		if vcs["vcs.modified"] == "true" {
+			commit += " (modified)"
+		}
+		if t := vcs["vcs.time"]; t != "" {
+			commit += " of " + t
+		}
+		parts = append(parts, commit)
+	}
+	parts = append(parts, info.GoVersion)
+	return strings.Join(parts, ", ")
+}
+
+// BuildInfo returns the module version, the commit (empty when not recorded)
+// and the Go version of the running binary, for ratefleet_build_info.
+func BuildInfo() (version, revision, goVersion string) {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown", "", "unknown"
+	}
+	version = info.Main.Version
+	if version == "" {
+		version = "(devel)"
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			revision = s.Value
+		}
+	}
+	return version, revision, info.GoVersion
+}
