@@ -117,6 +117,7 @@ const orderGap = time.Millisecond
 type Ticket struct {
 	owner *Limiter
 	seq   uint64
+	units uint64 // the send's weight (weight.go); 0 means 1
 }
 
 // Rejection describes one 429, for the caller's warning.
@@ -290,6 +291,7 @@ func (l *Limiter) Wrote(t Ticket, at time.Time) {
 		return
 	}
 	at = later(at, r.sent)
+	defer l.spread(t)
 	if r.hasLeft {
 		if !at.After(r.left) {
 			return
@@ -309,6 +311,7 @@ func (l *Limiter) Answered(t Ticket, at time.Time) {
 	l.observe(at)
 	if r := l.open(t); r != nil {
 		l.arrivedBy(r, at)
+		l.spread(t)
 	}
 }
 
@@ -330,6 +333,7 @@ func (l *Limiter) Lost(t Ticket, at time.Time) {
 	l.observe(at)
 	if r := l.open(t); r != nil {
 		l.lost(r, at)
+		l.spread(t)
 	}
 }
 
@@ -359,6 +363,7 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 		widen = l.last == nil || r.sent.After(l.last.At)
 		if !r.ended {
 			l.arrivedBy(r, at)
+			l.spread(t)
 		}
 	}
 	if widen {

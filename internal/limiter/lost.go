@@ -16,5 +16,6 @@ func (l *Limiter) LostUntil(t Ticket, at, until time.Time) {
 	}
 	l.lost(r, at)
 	r.floor = later(r.floor, until)
+	l.spread(t)
 	l.keepBoundsGrowing()
 }
