@@ -20,6 +20,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
 )
@@ -52,6 +53,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
+		profileFile = fs.String("profile", "", "upstream profile (YAML): what to call, where the key and nonce go, how to sign, what answers mean (default: the reference exchange)")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
 	fs.Usage = func() {
@@ -66,12 +68,31 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	prof := profile.Reference()
+	if *profileFile != "" {
+		var err error
+		if prof, err = profile.Load(*profileFile); err != nil {
+			return err
+		}
+	}
+	if set["upstream"] || *profileFile == "" {
+		prof.BaseURL = *upstreamURL
+	}
+	lc := limiter.Config{}
+	if set["max-delay"] || prof.Rate.MaxDelay == 0 {
+		lc.MaxDelay = *maxDelay
+	}
+	factory, err := worker.NewPacerFactory(*pacer, prof.LimiterConfig(lc))
 	if err != nil {
 		return err
 	}
 	ks, err := keys.Load(*keysFile, os.Getenv)
 	if err != nil {
+		return err
+	}
+	if err := prof.CheckKeys(ks); err != nil {
 		return err
 	}
 	if *id == "" {
@@ -83,7 +104,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	up, err := upstream.New(*upstreamURL, *timeout, *inFlight**maxKeys, nil)
+	up, err := upstream.NewProfile(prof, *timeout, *inFlight**maxKeys, nil)
 	if err != nil {
 		return err
 	}
@@ -95,6 +116,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", upstream.Redact(*upstreamURL))
+	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "profile", prof.Name, "upstream", upstream.Redact(prof.BaseURL))
 	return w.Run(ctx)
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+
+	"github.com/ratefleet/ratefleet/internal/keys"
 )
 
 // Sign says how a request is signed: an HMAC, keyed by the key's secret, over a
@@ -164,6 +166,25 @@ func (p *Profile) CheckSecret(secret string) error {
 	}
 	_, err := p.Sign.key(secret)
 	return err
+}
+
+// CheckKeys reports a key the profile cannot use: where requests are signed,
+// every key needs an id (the public key sent; without one the secret itself
+// would leave) and a secret written as sign.secret says. Errors name the key,
+// never its secret.
+func (p *Profile) CheckKeys(ks []keys.Key) error {
+	if p.Sign == nil {
+		return nil
+	}
+	for _, k := range ks {
+		if k.ID() == "" {
+			return fmt.Errorf("%s: profile %q signs requests: key %s needs an id (keys file line: `%s id=PUBLIC_KEY secret=SECRET`), so that only the signature leaves, never the secret", p.Source, p.Name, k, k.Name())
+		}
+		if err := p.CheckSecret(k.Secret()); err != nil {
+			return fmt.Errorf("%s: key %s: %w", p.Source, k, err)
+		}
+	}
+	return nil
 }
 
 func (s *Sign) validate(v *validator, p *Profile) {
