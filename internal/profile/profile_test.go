@@ -234,3 +234,12 @@ func override(base, edit string) string {
 	}
 	return strings.Join(out, "\n") + "\n" + edit + "\n"
 }
+
+func TestExamples_AreValid(t *testing.T) {
+	for name, doc := range map[string]string{"signed": profile.SignedYAML, "per-minute": profile.PerMinuteYAML} {
+		t.Run(name, func(t *testing.T) {
+			_, err := profile.Parse(name, []byte(doc))
+			require.NoError(t, err)
+		})
+	}
+}

@@ -218,7 +218,7 @@ func (c *Config) Validate() error {
 		"requests.stream": c.Requests.Stream.Name, "graveyard.stream": c.Graveyard.Stream.Name,
 		"graveyard.advisories": c.Graveyard.Advisories.Name, "stats.stream": c.Stats.Stream.Name,
 		"results.stream": c.Results.Stream.Name,
-		"kv.leases": "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
+		"kv.leases":      "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
 		"kv.attempts": "KV_" + c.KV.Attempts.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
