@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rate     = fs.Float64("rate", 95, "requests a second, for the rate and poisson shapes")
 		monitor  = fs.Bool("monitor", true, "start the monitor and show its block")
 		web      = fs.String("http", "", "let the monitor serve its live page and /metrics here, such as 127.0.0.1:9090")
+		prof     = fs.String("profile", "reference", "the upstream's shape: reference, signed, per-minute, or a profile file")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fleet [flags]\n       fleet bench [flags]\n       fleet failover [flags]\n       fleet nats [flags]\n\nRuns NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. `fleet bench --help` describes the benchmark.\n\nFlags:\n")
@@ -66,7 +67,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	logOut := processLogs(*logs, stderr)
+	setup, err := fleet.SetupFor(*prof)
+	if err != nil {
+		return err
+	}
+	defer setup.Close()
 	f, err := fleet.Up(ctx, fleet.Config{
+		Keys: setup.Keys, Profile: setup.Profile, ExchangeArgs: setup.ExchangeArgs,
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
 		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
 		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log,
@@ -138,6 +145,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rate     = fs.Float64("rate", 200, "offered requests a second, far above capacity")
 		limiters = fs.String("limiters", "adaptive,interval-ring,ring-buffer,rate-burst1,rate-burst20", "limiters to compare, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+		prof     = fs.String("profile", "reference", "the upstream's shape: reference, signed, per-minute, or a profile file")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fleet bench [flags]\n\nSaturation benchmark: for each limiter, a fresh NATS, simulator and fleet under the same\noffered load; prints one Markdown table.\n\nFlags:\n")
@@ -147,9 +155,14 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	logOut := processLogs(*logs, stderr)
+	setup, err := fleet.SetupFor(*prof)
+	if err != nil {
+		return err
+	}
+	defer setup.Close()
 	cfg := fleet.BenchConfig{
 		Bin: *bin, Limiters: strings.Split(*limiters, ","), Workers: *workers, Duration: *duration, Warmup: *warmup,
-		Rate: *rate, Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil)),
+		Rate: *rate, Setup: setup, Logs: logOut, Logger: slog.New(slog.NewTextHandler(stderr, nil)),
 	}
 	rows, err := fleet.Bench(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))

@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/profile"
 )
 
@@ -214,4 +216,15 @@ func (s *Server) handleThrottle(w http.ResponseWriter, r *http.Request) {
 	b := throttleBody{ForMs: left.Milliseconds(), RetryAfterS: s.modes.retryAfter}
 	s.modes.mu.Unlock()
 	writeJSON(w, http.StatusOK, b)
+}
+
+// SignedKeys returns the reference's five keys as signing keys, for the signed
+// mode: named key1 to key5, with ids pub-key1 to pub-key5, and as secret the
+// base64 of the reference secret's bytes.
+func SignedKeys() []keys.Key {
+	var out []keys.Key
+	for _, k := range DefaultKeys() {
+		out = append(out, keys.NewSigning(k.Name(), "pub-"+k.Name(), base64.StdEncoding.EncodeToString([]byte(k.Secret())), ""))
+	}
+	return out
 }

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -26,15 +25,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/worker"
 )
 
-// signedKeys are the reference keys as signing keys: a public id, and the
-// reference secret's bytes in base64 as the secret.
-func signedKeys() []keys.Key {
-	var out []keys.Key
-	for _, k := range exchange.DefaultKeys() {
-		out = append(out, keys.NewSigning(k.Name(), "pub-"+k.Name(), base64.StdEncoding.EncodeToString([]byte(k.Secret())), ""))
-	}
-	return out
-}
+func signedKeys() []keys.Key { return exchange.SignedKeys() }
 
 // loadProfile parses a built-in profile pointed at baseURL, with its rules
 // replaced by rules.
