@@ -66,6 +66,8 @@ type options struct {
 	payload              json.RawMessage
 	seed                 uint64
 	idsOut               string
+	resultsOut           string
+	resultsWait          time.Duration
 	call                 *request.Call
 	weight               int
 	logLevel             slog.Level
@@ -113,6 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Var(&header, "header", "a header of the call, `Name: value`; repeat for more")
 	body := fs.String("body", "", "the call's `body`, sent as given")
 	contentType := fs.String("content-type", "", "the body's media `type` (default application/x-www-form-urlencoded)")
+	fs.StringVar(&o.resultsOut, "results-out", "", "after publishing, write each request's result (served: status, headers, body; or buried: reason) to `file` as JSON lines, - for stdout")
+	fs.DurationVar(&o.resultsWait, "results-wait", 30*time.Second, "how long --results-out waits for the last results")
 	fs.IntVar(&o.weight, "weight", 0, "units of the key's rate windows each request takes, where the upstream counts weights (default 1)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug (one line a retry), info, warn or error")
 	if err := fs.Parse(args); err != nil {

@@ -64,7 +64,7 @@ func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(cfg.Rate), "--ttl", "10m", "--progress", "0"},
 		WorkerArgs:   []string{"--limiter", lim},
 		Keys:         cfg.Setup.Keys, Profile: cfg.Setup.Profile, ExchangeArgs: cfg.Setup.ExchangeArgs,
-		Logs:         cfg.Logs, Logger: cfg.Logger,
+		Logs: cfg.Logs, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return row, err

@@ -373,6 +373,9 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 	pause := at.Add(l.set.longest + time.Millisecond + l.set.margin)
 	if retryAfter > 0 {
 		pause = later(pause, at.Add(retryAfter))
+		if l.set.trustRA {
+			pause = at.Add(retryAfter)
+		}
 	}
 	l.pauseUntil = later(l.pauseUntil, pause)
 	l.rejections++

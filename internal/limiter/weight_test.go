@@ -46,3 +46,24 @@ func TestLimiter_AWeightedSendTakesItsWeightInEveryWindow(t *testing.T) {
 	_, err = l.SentN(ms(111), 3)
 	require.NoError(t, err)
 }
+
+func TestLimiter_TrustRetryAfterPausesExactlyThatLong(t *testing.T) {
+	rule := []limiter.Rule{{Limit: 60, Window: time.Minute}}
+	tests := []struct {
+		name  string
+		trust bool
+		want  time.Time
+	}{
+		{"the longest window by default", false, ms(10 + 60_000 + 1 + 1)},
+		{"the Retry-After when trusted", true, ms(10 + 2_000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := mustNew(t, limiter.Config{Rules: rule, BanThreshold: 100, TrustRetryAfter: tt.trust})
+			tk, err := l.Sent(ms(0))
+			require.NoError(t, err)
+			l.Rejected(tk, ms(10), 2*time.Second)
+			require.Equal(t, tt.want, l.Next(ms(10)))
+		})
+	}
+}

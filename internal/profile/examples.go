@@ -49,7 +49,8 @@ key: {in: bearer}
 rate:
   rules: [{limit: 60, window: 1m}]
   max_delay: 50ms
-  ban_after: 0                       # a 429 costs a pause (Retry-After), never the key
+  ban_after: 0                       # a 429 costs a pause, never the key
+  trust_retry_after: true            # the pause is the 429's Retry-After, not the whole minute
 answers:
   own_json: true
   rules:

@@ -113,6 +113,9 @@ type Rate struct {
 	// BanAfter; the limiter's default when 0. Where the upstream never bans,
 	// 0 means never.
 	GuardAfter int `yaml:"guard_after"`
+	// TrustRetryAfter: a 429's Retry-After says when the key may send again,
+	// and the key waits exactly that long (not the longest window).
+	TrustRetryAfter bool `yaml:"trust_retry_after"`
 }
 
 // Rule is one rate window.
@@ -247,6 +250,7 @@ func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	for _, r := range p.Rate.Rules {
 		base.Rules = append(base.Rules, limiter.Rule{Limit: r.Limit, Window: r.Window})
 	}
+	base.TrustRetryAfter = p.Rate.TrustRetryAfter
 	if p.Rate.MaxDelay > 0 && base.MaxDelay == 0 {
 		base.MaxDelay = p.Rate.MaxDelay
 	}
