@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/client"
@@ -82,7 +83,7 @@ func CollectResults(ctx context.Context, js jetstream.JetStream, sc *streams.Con
 		case ctx.Err() != nil:
 			t.Missing = want - len(seen)
 			return t, nil
-		case errors.Is(err, jetstream.ErrNoMessages), errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, jetstream.ErrNoMessages), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 			continue
 		case err != nil:
 			return t, fmt.Errorf("read results: %w", err)
