@@ -162,7 +162,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	default:
 		s.retryOrBury(finish, msg, md, req, graveyard.Attempt{
 			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Key: s.key.Name(),
-			Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(),
+			Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(), RetryAfter: ans.RetryAfter,
 		})
 	}
 }
@@ -255,7 +255,8 @@ func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstr
 	if err := s.w.attempts.Record(rctx, req.ID, a); err != nil {
 		s.log.Warn("could not record the attempt", "request", req.ID, "err", err)
 	}
-	if err := msg.NakWithDelay(cons.RetryDelay(int(md.NumDelivered))); err != nil {
+	// The upstream's Retry-After holds the request back too, not only its key.
+	if err := msg.NakWithDelay(max(cons.RetryDelay(int(md.NumDelivered)), a.RetryAfter)); err != nil {
 		s.log.Warn("could not NAK; the request is redelivered after its ack wait", "request", req.ID, "err", err)
 	}
 }
