@@ -20,6 +20,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/profile"
+	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
@@ -196,4 +197,26 @@ func TestWorkers_ARequestOfANewerVersionIsLeftThenBuriedNeverSent(t *testing.T) 
 	require.Len(t, rs, 1)
 	require.Equal(t, client.Buried, rs[0].Outcome)
 	require.Contains(t, rs[0].Error, "a newer worker must serve it")
+}
+
+func TestWorker_AWeightedRequestTakesItsWeightOfTheWindow(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	var ids []string
+	for range 40 {
+		r := request.New(time.Now(), time.Minute, nil)
+		r.Weight = 5
+		b, err := r.Encode()
+		require.NoError(t, err)
+		publish(t, env, b, r.ID)
+		ids = append(ids, r.ID)
+	}
+	p := loadProfile(t, profile.ReferenceYAML, env.ExchangeURL, profile.Rule{Limit: 20, Window: 100 * time.Millisecond})
+	p.Rate.MaxWeight = 5
+	startProfiled(t, env, 1, exchange.DefaultKeys()[:1], p, limiter.Config{MaxDelay: 250 * time.Millisecond})
+
+	waitDrained(t, env, 30*time.Second)
+	k := env.Exchange.Stats().Keys[0]
+	require.EqualValues(t, 40, k.OK)
+	require.LessOrEqual(t, k.MaxInWindow, 4, "weight 5 of 20 units: at most 4 requests in any window")
+	require.Len(t, results(t, env), len(ids))
 }
