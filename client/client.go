@@ -182,7 +182,8 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 }
 
 // Do submits r with a reply subject of its own and waits for its result until
-// ctx ends. Should the reply be missed, Await(ctx, id) still finds the result.
+// ctx ends. When the request was submitted but no result came in time, the
+// returned Result still carries its ID: Await(ctx, id) keeps waiting.
 func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
 	inbox := c.streams.Results.ReplyPrefix + uuid.NewString()
 	sub, err := c.nc.SubscribeSync(inbox)
@@ -196,7 +197,7 @@ func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
 	}
 	msg, err := sub.NextMsgWithContext(ctx)
 	if err != nil {
-		return Result{}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
+		return Result{ID: id}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
 	}
 	return DecodeResult(msg.Data)
 }
