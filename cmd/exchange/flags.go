@@ -20,6 +20,13 @@ exchange exactly: its five keys, 20 accepted requests per key per more than 1000
 
 Endpoints:
   GET  /api/request?api_key=K&nonce=N&req_id=R   the API (a form body on the GET works too)
+  POST /api/private                               signed mode: API-Key (a key's id), form nonce and req_id,
+                                                  API-Sign as Kraken signs (keys: name id=ID secret=BASE64)
+  POST /v1/complete                               per-minute mode: Authorization: Bearer SECRET,
+                                                  X-Request-Id, no nonce, 429s with Retry-After
+                                                  (run with --limit 60 --window 1m --block-after 0)
+  GET|POST|DELETE /admin/throttle                 answer per-minute requests 429 with Retry-After for a while:
+       {"for_ms":5000,"retry_after_s":2}
   GET  /stats[?ids=1]                             counters per key (by fingerprint) and totals
   GET|POST|DELETE /admin/faults                   faults in force; POST changes the fields sent:
        {"error_rate":0.3,"error_status":503,"error_after":false,"extra_delay_ms":200,

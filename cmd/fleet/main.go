@@ -59,13 +59,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cluster  = fs.Int("cluster", 1, "NATS nodes: 1, or 3 for an embedded three-node cluster with every stream and bucket R3")
 		useTLS   = fs.Bool("tls", false, "make the embedded NATS require TLS and client certificates from a throwaway CA")
 		nkeys    = fs.Bool("nkeys", false, "give each role's NATS user an NKey instead of a random password")
+		prof     = fs.String("profile", "reference", "the upstream's shape: reference, signed, per-minute, or a profile file")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
 	log := cmd.Logger()
 	logOut := processLogs(*logs, stderr)
+	setup, err := fleet.SetupFor(*prof)
+	if err != nil {
+		return err
+	}
+	defer setup.Close()
 	f, err := fleet.Up(ctx, fleet.Config{
+		Keys: setup.Keys, Profile: setup.Profile, ExchangeArgs: setup.ExchangeArgs,
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
 		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
 		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log,
@@ -138,14 +145,20 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rate     = fs.Float64("rate", 200, "offered requests a second, far above capacity")
 		limiters = fs.String("limiters", "adaptive,interval-ring,ring-buffer,rate-burst1,rate-burst20", "limiters to compare, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+		prof     = fs.String("profile", "reference", "the upstream's shape: reference, signed, per-minute, or a profile file")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
 	logOut := processLogs(*logs, stderr)
+	setup, err := fleet.SetupFor(*prof)
+	if err != nil {
+		return err
+	}
+	defer setup.Close()
 	cfg := fleet.BenchConfig{
 		Bin: *bin, Limiters: strings.Split(*limiters, ","), Workers: *workers, Duration: *duration, Warmup: *warmup,
-		Rate: *rate, Logs: logOut, Logger: cmd.Logger(),
+		Rate: *rate, Setup: setup, Logs: logOut, Logger: cmd.Logger(),
 	}
 	rows, err := fleet.Bench(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))

@@ -29,7 +29,14 @@ Shapes (--shape):
   burst     --burst requests at once, repeated every --every (0: once)
   file      one JSON object a line from --file (- for stdin), as fast as the stream
             takes them: {"id":"a1","ttl_ms":1000,"payload":{...},"created":"2026-01-02T03:04:05Z"}
-            every field optional (id: a new UUID, ttl_ms: --ttl, created: when read)
+            every field optional (id: a new UUID, ttl_ms: --ttl, created: when read);
+            "call":{"method":"POST","path":"/x","query":[{"name":"a","value":"1"}],
+            "header":[...],"body":"...","content_type":"..."}, "weight":2 and
+            "reply_to":"ratefleet.reply.<your inbox>" are optional too
+
+The call (--path with --method, --query, --header, --body) is what each request asks of
+the upstream; without --path the worker's profile makes its default call (the reference
+exchange's GET /api/request). The worker adds the key, the nonce and the signature.
 
 The run ends at --count requests, after --duration, when the shape or file is done, or
 on SIGINT/SIGTERM (requests awaiting an ack then get --grace). The summary goes to
@@ -52,6 +59,10 @@ type options struct {
 	payload     json.RawMessage
 	seed        uint64
 	idsOut      string
+	resultsOut  string
+	resultsWait time.Duration
+	call        *request.Call
+	weight      int
 	log         *slog.Logger
 	cfg         producer.Config
 }
@@ -83,6 +94,16 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.Grace, "grace", def.Grace, "on SIGINT/SIGTERM, wait this long for outstanding acks")
 	fs.DurationVar(&o.cfg.Progress, "progress", def.Progress, "log progress this often; 0 disables")
 	fs.StringVar(&o.idsOut, "ids-out", "", "write the id of every request the stream acknowledged to `file`, one a line")
+	method := fs.String("method", "", "the upstream call's HTTP `method` (default GET; the profile's default call when no --path)")
+	path := fs.String("path", "", "the upstream call's `path` under the profile's base URL, such as /0/private/Balance (default: the profile's default call)")
+	var query, header params
+	fs.Var(&query, "query", "a query parameter of the call, `name=value`; repeat for more")
+	fs.Var(&header, "header", "a header of the call, `Name: value`; repeat for more")
+	body := fs.String("body", "", "the call's `body`, sent as given")
+	contentType := fs.String("content-type", "", "the body's media `type` (default application/x-www-form-urlencoded)")
+	fs.StringVar(&o.resultsOut, "results-out", "", "after publishing, write each request's result (served: status, headers, body; or buried: reason) to `file` as JSON lines, - for stdout")
+	fs.DurationVar(&o.resultsWait, "results-wait", 30*time.Second, "how long --results-out waits for the last results")
+	fs.IntVar(&o.weight, "weight", 0, "units of the key's rate windows each request takes, where the upstream counts weights (default 1)")
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return o, err
 	}
@@ -115,6 +136,18 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 			return fail("--payload %q: not valid JSON (quote a string: '\"text\"')", *payload)
 		}
 		o.payload = json.RawMessage(*payload)
+	}
+	switch {
+	case *path != "":
+		o.call = &request.Call{Method: strings.ToUpper(*method), Path: *path, Query: query.list, Header: header.list, Body: *body, ContentType: *contentType}
+		if err := o.call.Validate(); err != nil {
+			return fail("the call (--method, --path, --query, --header, --body): %w", err)
+		}
+	case *method != "" || len(query.list) > 0 || len(header.list) > 0 || *body != "" || *contentType != "":
+		return fail("--method, --query, --header, --body and --content-type describe a call: give its --path too")
+	}
+	if o.weight < 0 || o.weight > request.MaxWeight {
+		return fail("--weight %d: must be from 1 to %d", o.weight, request.MaxWeight)
 	}
 	if o.ttl < time.Millisecond {
 		return fail("--ttl %s: must be at least 1ms", o.ttl)
@@ -174,6 +207,9 @@ func (o options) source(ctx context.Context, stdin io.Reader, log *slog.Logger) 
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := gen.SetCall(o.call, o.weight); err != nil {
+		return nil, nil, err
+	}
 	attrs := []any{"shape", o.shape, "ttl", o.ttl, "count", o.cfg.Count, "duration", o.cfg.Duration}
 	switch o.shape {
 	case "seed":
@@ -206,4 +242,23 @@ func (o *options) openIDs() (func() error, error) {
 		}
 		return nil
 	}, nil
+}
+
+// params is a repeatable flag of name=value (or "Name: value") pairs.
+type params struct{ list []request.Param }
+
+func (p *params) String() string { return fmt.Sprint(len(p.list), " set") }
+
+// Set reads name=value or "Name: value".
+func (p *params) Set(v string) error {
+	sep := "="
+	if i, j := strings.Index(v, ":"), strings.Index(v, "="); i >= 0 && (j < 0 || i < j) {
+		sep = ":"
+	}
+	name, value, ok := strings.Cut(v, sep)
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%q: want name=value (or Name: value for a header)", v)
+	}
+	p.list = append(p.list, request.Param{Name: strings.TrimSpace(name), Value: strings.TrimLeft(value, " ")})
+	return nil
 }

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"time"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -47,11 +49,49 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer func() { err = errors.Join(err, closeIDs()) }()
+	var ids *producer.IDSet
+	if o.resultsOut != "" {
+		ids = producer.NewIDSet()
+		o.cfg.IDs = multi(o.cfg.IDs, ids)
+	}
 	p, err := producer.New(conn.NC, conn.Streams.Requests.Stream.Subjects[0], o.cfg, log)
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	sum, err := p.Run(ctx, src)
+	if ids != nil {
+		err = errors.Join(err, o.collect(context.WithoutCancel(ctx), conn, ids, start, stdout, log))
+	}
 	fmt.Fprint(stdout, sum)
 	return err
+}
+
+// collect writes the results of the published requests to --results-out.
+func (o options) collect(ctx context.Context, conn *natsconn.Conn, ids *producer.IDSet, since time.Time, stdout io.Writer, log *slog.Logger) error {
+	w, closeOut := stdout, func() error { return nil }
+	if o.resultsOut != "-" {
+		f, err := os.Create(o.resultsOut)
+		if err != nil {
+			return fmt.Errorf("--results-out: %w", err)
+		}
+		w, closeOut = f, f.Close
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.resultsWait)
+	defer cancel()
+	t, err := producer.CollectResults(ctx, conn.JS, conn.Streams, ids, since.Add(-time.Second), w)
+	err = errors.Join(err, closeOut())
+	log.Info("results", "served", t.Served, "buried", t.Buried, "missing", t.Missing)
+	if t.Missing > 0 {
+		err = errors.Join(err, fmt.Errorf("%d requests have no result after --results-wait %s (still queued, or no worker running)", t.Missing, o.resultsWait))
+	}
+	return err
+}
+
+// multi writes to both writers, either of which may be nil.
+func multi(a, b io.Writer) io.Writer {
+	if a == nil {
+		return b
+	}
+	return io.MultiWriter(a, b)
 }

@@ -94,6 +94,12 @@ func TestRun_UsageErrors(t *testing.T) {
 		{[]string{"--max-pending", "0"}, "--max-pending 0"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"--method", "POST"}, "give its --path too"},
+		{[]string{"--path", "//other.example/x"}, "must not start with //"},
+		{[]string{"--path", "/x", "--header", "Host: evil"}, `call header "Host" may not be set`},
+		{[]string{"--path", "/x", "--body", "a=1"}, "call body on a GET"},
+		{[]string{"--path", "/x", "--query", "novalue"}, "want name=value"},
+		{[]string{"--weight", "-1"}, "--weight -1"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

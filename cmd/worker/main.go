@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
 )
@@ -44,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		timeout     = fs.Duration("request-timeout", 2*time.Second, "how long one attempt may take before it counts as a timeout")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
+		profileFile = fs.String("profile", "", "upstream profile (YAML): what to call, where the key and nonce go, how to sign, what answers mean (default: the reference exchange)")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -54,7 +57,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return cmd.Usage(err)
 		}
 	}
-	if err := checkUpstream(*upstreamURL, *insecureUp); err != nil {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	prof := profile.Reference()
+	if *profileFile != "" {
+		var err error
+		if prof, err = profile.Load(*profileFile); err != nil {
+			return err
+		}
+	}
+	if set["upstream"] || *profileFile == "" {
+		prof.BaseURL = *upstreamURL
+	}
+	if err := checkUpstream(prof.BaseURL, *insecureUp); err != nil {
 		return cmd.Usage(err)
 	}
 	nc, err := nopts.Resolve(os.Getenv)
@@ -62,12 +77,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := cmd.Logger()
-	factory, err := worker.NewPacerFactory(*pacer, limiter.Config{MaxDelay: *maxDelay})
+	lc := limiter.Config{}
+	if set["max-delay"] || prof.Rate.MaxDelay == 0 {
+		lc.MaxDelay = *maxDelay
+	}
+	factory, err := worker.NewPacerFactory(*pacer, prof.LimiterConfig(lc))
 	if err != nil {
 		return err
 	}
 	ks, err := keys.Load(*keysFile, os.Getenv)
 	if err != nil {
+		return err
+	}
+	if err := prof.CheckKeys(ks); err != nil {
 		return err
 	}
 	if *id == "" {
@@ -78,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	up, err := upstream.New(*upstreamURL, *timeout, *inFlight**maxKeys, nil)
+	up, err := upstream.NewProfile(prof, *timeout, *inFlight**maxKeys, nil)
 	if err != nil {
 		return err
 	}
@@ -90,7 +112,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "upstream", cli.RedactURL(*upstreamURL), "nats", nc.Redacted())
+	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "profile", prof.Name,
+		"upstream", upstream.Redact(prof.BaseURL), "nats", nc.Redacted())
 	return w.Run(ctx)
 }
 

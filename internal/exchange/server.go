@@ -30,6 +30,7 @@ type Server struct {
 	rng   *rand.Rand
 
 	faults     faultState
+	modes      modes // the signed and per-minute shapes (modes.go)
 	ids        *idLedger
 	unknownKey atomic.Uint64
 	faultCount atomic.Uint64
@@ -92,6 +93,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /admin/faults", s.handleSetFaults)
 	mux.HandleFunc("DELETE /admin/faults", s.handleClearFaults)
 	mux.HandleFunc("POST /admin/reset-stats", s.handleResetStats)
+	s.routesExtra(mux)
 	return mux
 }
 

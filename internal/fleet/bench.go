@@ -18,7 +18,9 @@ type BenchConfig struct {
 	// Duration is each limiter's measured time; Warmup runs before it.
 	Duration, Warmup time.Duration
 	// Rate is the offered load, far above what five keys allow.
-	Rate   float64
+	Rate float64
+	// Setup is the upstream's shape; the reference when zero.
+	Setup  Setup
 	Logs   io.Writer
 	Logger *slog.Logger
 }
@@ -61,7 +63,8 @@ func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error
 		// unused is its own, not a request that went stale at the head of the queue.
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(cfg.Rate), "--ttl", "10m", "--progress", "0"},
 		WorkerArgs:   []string{"--limiter", lim},
-		Logs:         cfg.Logs, Logger: cfg.Logger,
+		Keys:         cfg.Setup.Keys, Profile: cfg.Setup.Profile, ExchangeArgs: cfg.Setup.ExchangeArgs,
+		Logs: cfg.Logs, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return row, err

@@ -43,9 +43,11 @@ type Config struct {
 	WorkerArgs []string
 	// ExchangeArgs are extra simulator flags.
 	ExchangeArgs []string
-	// Keys are the API keys the simulator accepts and the workers use; the
-	// reference's five when empty.
+	// Keys are the API keys the simulator knows and the workers hold;
+	// exchange.DefaultKeys() when nil.
 	Keys []keys.Key
+	// Profile is the workers' upstream profile file; the reference when empty.
+	Profile string
 	// Monitor starts the monitor, its block printed to Out every MonitorInterval.
 	Monitor         bool
 	MonitorInterval time.Duration
@@ -89,6 +91,7 @@ type Fleet struct {
 	Producer    *Proc
 	started     time.Time
 	nextWorker  int
+	keysFile    string // the keys of Config.Keys, removed by Down
 }
 
 // Up starts NATS, applies the declarations, and starts the simulator, the workers
@@ -149,11 +152,14 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	f.ExchangeURL = "http://" + addr
-	exArgs := []string{"--listen", addr}
-	if len(cfg.Keys) > 0 {
-		exArgs = append(exArgs, "--keys", f.keyPairs())
+	exArgs := append([]string{"--listen", addr}, cfg.ExchangeArgs...)
+	if cfg.Keys != nil {
+		if f.keysFile, err = writeKeys(cfg.Keys); err != nil {
+			return nil, err
+		}
+		exArgs = append(exArgs, "--keys-file", f.keysFile)
 	}
-	f.Exchange, err = Start("exchange", f.bin("exchange"), append(exArgs, cfg.ExchangeArgs...), nil, cfg.Logs, true)
+	f.Exchange, err = Start("exchange", f.bin("exchange"), exArgs, nil, cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +243,12 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	args := append(f.RoleArgs(roles.Worker), "--upstream", f.ExchangeURL, "--id", id)
 	args = append(args, f.cfg.WorkerArgs...)
 	env := append(f.Access.Env(roles.Worker), keys.EnvVar+"="+f.keyPairs())
+	if f.keysFile != "" {
+		args, env = append(args, "--keys-file", f.keysFile), f.Access.Env(roles.Worker)
+	}
+	if f.cfg.Profile != "" {
+		args = append(args, "--profile", f.cfg.Profile)
+	}
 	p, err := Start(id, f.bin("worker"), args, env, f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
@@ -341,6 +353,31 @@ func (f *Fleet) Down() {
 	if f.dir != "" {
 		_ = os.RemoveAll(f.dir)
 	}
+	if f.keysFile != "" {
+		_ = os.RemoveAll(filepath.Dir(f.keysFile))
+	}
+}
+
+// writeKeys writes ks to a keys file of its own folder, readable by its owner
+// only, one key a line.
+func writeKeys(ks []keys.Key) (string, error) {
+	dir, err := os.MkdirTemp("", "ratefleet-keys-")
+	if err != nil {
+		return "", fmt.Errorf("keys file: %w", err)
+	}
+	var b strings.Builder
+	for _, k := range ks {
+		if k.ID() != "" {
+			fmt.Fprintf(&b, "%s id=%s secret=%s\n", k.Name(), k.ID(), k.Secret())
+		} else {
+			fmt.Fprintf(&b, "%s=%s\n", k.Name(), k.Secret())
+		}
+	}
+	path := filepath.Join(dir, "keys")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return "", fmt.Errorf("keys file: %w", err)
+	}
+	return path, nil
 }
 
 // Summary is what a run did, from NATS's and the simulator's own records.
@@ -355,6 +392,7 @@ type Summary struct {
 	LatencyP99ms int64             `json:"latency_p99_ms"`
 	LatencyMaxms int64             `json:"latency_max_ms"`
 	Exchange     ExchangeTotals    `json:"exchange"`
+	ResultCheck  ResultCheck       `json:"result_check"`
 }
 
 // Lost returns how many published requests the upstream never answered 200 and
@@ -398,7 +436,10 @@ func (f *Fleet) Summarize(ctx context.Context, producing time.Duration) (Summary
 	}
 	s.Successful = s.Results[stats.ResultOK]
 	s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms = lat.ValueAtQuantile(50), lat.ValueAtQuantile(99), lat.Max()
-	s.Exchange, err = FetchExchangeTotals(ctx, f.ExchangeURL)
+	if s.Exchange, err = FetchExchangeTotals(ctx, f.ExchangeURL); err != nil {
+		return s, err
+	}
+	s.ResultCheck, err = CheckResults(ctx, js, sc, f.ExchangeURL)
 	return s, err
 }
 
@@ -508,5 +549,8 @@ func FormatSummary(s Summary) string {
 	e := s.Exchange
 	fmt.Fprintf(&b, "exchange saw          %d accepted, %d x 429, %d x 400, %d blocked keys, max %d in any window, %d ids answered 200 more than once\n",
 		e.Accepted, e.RateLimited, e.BadNonce, e.Blocked, e.MaxInWindow, e.Duplicates)
+	r := s.ResultCheck
+	fmt.Fprintf(&b, "results stream        %d results for %d ids (%d served, %d buried), %d ids with a repeated result, %d ids not matching the exchange's\n",
+		r.Results, r.Distinct, r.Served, r.Buried, r.Repeated, r.Unmatched)
 	return b.String()
 }

@@ -55,6 +55,9 @@ type Attempt struct {
 	// Unknown is set when the request left but no answer came back: the upstream
 	// may or may not have processed it.
 	Unknown bool `json:"unknown,omitempty"`
+	// RetryAfter is the upstream's Retry-After with the answer, if any: the
+	// request is not tried again before it.
+	RetryAfter time.Duration `json:"retry_after_ns,omitempty"`
 }
 
 // Entry is one buried request.

@@ -170,6 +170,11 @@ func (k *Keeper) Resolve(ctx context.Context, seq, deliveries uint64, why string
 	if err := k.grave.Bury(ctx, e); err != nil {
 		return err // the request stays in the stream; the next pass retries
 	}
+	if e.RequestID != "" {
+		if err := k.publishResult(ctx, e); err != nil {
+			k.log.Warn("buried a request but could not write its result; the graveyard has it", "request", e.RequestID, "err", err)
+		}
+	}
 	if err := st.DeleteMsg(ctx, seq); err != nil && !gone(ctx, st, seq) {
 		return fmt.Errorf("buried request %d but could not remove it from the queue: %w", seq, err)
 	}

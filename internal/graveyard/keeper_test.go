@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -80,6 +81,15 @@ func TestKeeper_BuriesARequestWhoseLastAttemptNoWorkerReported(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, r.ID, got.ID)
 	require.Zero(t, requestsLeft(t, c), "removed from the queue once buried")
+
+	st, err := c.JS.Stream(context.Background(), c.Streams.Results.Stream.Name)
+	require.NoError(t, err)
+	m, err := st.GetLastMsgForSubject(context.Background(), client.ResultSubject(c.Streams.Results.Prefix(), r.ID))
+	require.NoError(t, err, "the caller learns of it from the results stream too")
+	res, err := client.DecodeResult(m.Data)
+	require.NoError(t, err)
+	require.Equal(t, client.Buried, res.Outcome)
+	require.Equal(t, graveyard.ReasonMaxDeliveries, res.Reason)
 }
 
 func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {

@@ -159,7 +159,8 @@ func ReplayID(s Stored) string {
 }
 
 // Plan returns the request that would replay s: a fresh request with a new time
-// to live, the original payload, linked to the original id.
+// to live, the original payload, call, weight and reply subject, linked to the
+// original id.
 func (r *Replayer) Plan(s Stored) (request.Request, error) {
 	orig, err := request.Decode(s.Entry.Original)
 	if err != nil {
@@ -169,10 +170,13 @@ func (r *Replayer) Plan(s Stored) (request.Request, error) {
 	if ttl <= 0 {
 		ttl = orig.TTL()
 	}
-	return request.Request{
-		V: request.Version, ID: ReplayID(s), Created: r.now(), TTLms: ttl.Milliseconds(),
+	rep := request.Request{
+		ID: ReplayID(s), Created: r.now(), TTLms: ttl.Milliseconds(),
 		Payload: orig.Payload, ReplayOf: orig.ID,
-	}, nil
+		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo,
+	}
+	rep.V = rep.NeededVersion()
+	return rep, nil
 }
 
 // Replay publishes the replaying request of s, waits for the requests stream to

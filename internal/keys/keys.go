@@ -24,18 +24,47 @@ const EnvVar = "RATEFLEET_KEYS"
 // ErrNoKeys is returned when no key could be loaded.
 var ErrNoKeys = errors.New("no API keys")
 
-// Key is one upstream API key.
+// Key is one upstream API key: its name here, and what the upstream knows it by.
+// Where the upstream signs requests, the key has an id (the public API key, sent
+// with every request), a secret that only signs, and perhaps a passphrase; where
+// it does not, the secret itself is the API key sent.
 type Key struct {
 	name        string
 	fingerprint string
 	secret      string
+	id          string
+	passphrase  string
 }
 
-// New returns a key with the given name and secret.
+// New returns a key with the given name and secret, and no id: the secret is the
+// API key sent.
 func New(name, secret string) Key {
 	sum := sha256.Sum256([]byte(secret))
 	return Key{name: name, fingerprint: hex.EncodeToString(sum[:4]), secret: secret}
 }
+
+// NewSigning returns a key with an id (the public API key), a secret for
+// signing, and an optional passphrase.
+func NewSigning(name, id, secret, passphrase string) Key {
+	k := New(name, secret)
+	k.id, k.passphrase = id, passphrase
+	return k
+}
+
+// ID returns the key's public id, or "" when it has none.
+func (k Key) ID() string { return k.id }
+
+// APIKey returns what the upstream is sent as the API key: the id, or the secret
+// when the key has no id.
+func (k Key) APIKey() string {
+	if k.id != "" {
+		return k.id
+	}
+	return k.secret
+}
+
+// Passphrase returns the key's passphrase, "" when none; for signing only.
+func (k Key) Passphrase() string { return k.passphrase }
 
 // Name returns the key's name, such as key1.
 func (k Key) Name() string { return k.name }
@@ -72,12 +101,21 @@ func Load(path string, getenv func(string) string) ([]Key, error) {
 	return Parse(EnvVar, strings.NewReader(strings.ReplaceAll(v, ",", "\n")))
 }
 
-// Parse reads one key a line: `name=secret`, or a bare secret named key<N> after its
-// position. Blank lines and lines starting with # are skipped. Names must be unique
-// and usable as NATS KV keys.
+// Parse reads one key a line, in one of three forms:
+//
+//	name=secret
+//	secret
+//	name id=PUBLIC_KEY secret=SECRET [passphrase=PASSPHRASE]
+//
+// A bare secret is named key<N> after its position; a bare base64 secret ending
+// in padding (abc==) is read whole. The third form is for upstreams that sign
+// requests: fields are separated by spaces, and each value is read whole (a base64
+// secret may hold '='). Blank lines and lines starting with # are skipped. Names
+// must be unique and usable as NATS KV keys; secrets and ids must be unique too.
 func Parse(source string, r io.Reader) ([]Key, error) {
 	var out []Key
 	seen := map[string]bool{}
+	secrets, ids := map[string]string{}, map[string]string{}
 	sc := bufio.NewScanner(r)
 	line := 0
 	for sc.Scan() {
@@ -86,21 +124,28 @@ func Parse(source string, r io.Reader) ([]Key, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		name, secret, named := strings.Cut(text, "=")
-		if !named {
-			name, secret = fmt.Sprintf("key%d", len(out)+1), text
+		k, err := parseLine(text, len(out)+1)
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", source, line, err)
 		}
-		name, secret = strings.TrimSpace(name), strings.TrimSpace(secret)
+		name := k.name
 		switch {
-		case secret == "":
+		case k.secret == "":
 			return nil, fmt.Errorf("%s line %d: key %q has an empty secret", source, line, name)
 		case !validName(name):
 			return nil, fmt.Errorf("%s line %d: key name %q may hold only letters, digits, '-' and '_'", source, line, name)
 		case seen[name]:
 			return nil, fmt.Errorf("%s line %d: key name %q is used twice; names must be unique", source, line, name)
+		case secrets[k.secret] != "":
+			return nil, fmt.Errorf("%s line %d: key %q repeats the secret of key %q; each key needs its own", source, line, name, secrets[k.secret])
+		case k.id != "" && ids[k.id] != "":
+			return nil, fmt.Errorf("%s line %d: key %q repeats the id of key %q; each key needs its own", source, line, name, ids[k.id])
 		}
-		seen[name] = true
-		out = append(out, New(name, secret))
+		seen[name], secrets[k.secret] = true, name
+		if k.id != "" {
+			ids[k.id] = name
+		}
+		out = append(out, k)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read API keys from %s: %w", source, err)
@@ -109,6 +154,37 @@ func Parse(source string, r io.Reader) ([]Key, error) {
 		return nil, fmt.Errorf("%w in %s", ErrNoKeys, source)
 	}
 	return out, nil
+}
+
+// parseLine reads one non-blank line; n is the key's position, for a bare secret's
+// name.
+func parseLine(text string, n int) (Key, error) {
+	if fields := strings.Fields(text); len(fields) > 1 && !strings.Contains(fields[0], "=") && strings.Trim(fields[1], "=") != "" {
+		k := Key{name: fields[0]}
+		var secret string
+		for _, f := range fields[1:] {
+			field, value, ok := strings.Cut(f, "=")
+			switch {
+			case !ok || value == "":
+				return Key{}, fmt.Errorf("key %q: %q is not field=value (fields: id, secret, passphrase)", k.name, field)
+			case field == "id":
+				k.id = value
+			case field == "secret":
+				secret = value
+			case field == "passphrase":
+				k.passphrase = value
+			default:
+				return Key{}, fmt.Errorf("key %q: unknown field %q (fields: id, secret, passphrase)", k.name, field)
+			}
+		}
+		return NewSigning(k.name, k.id, secret, k.passphrase), nil
+	}
+	name, secret, named := strings.Cut(text, "=")
+	// A bare base64 secret's padding is not a name=secret separator.
+	if !named || (secret != "" && strings.Trim(secret, "=") == "") {
+		name, secret = fmt.Sprintf("key%d", n), text
+	}
+	return New(strings.TrimSpace(name), strings.TrimSpace(secret)), nil
 }
 
 func validName(s string) bool {

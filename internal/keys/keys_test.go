@@ -29,6 +29,12 @@ func TestParse(t *testing.T) {
 		{"empty secret", "a=", nil, `line 1: key "a" has an empty secret`},
 		{"bad name", "a.b=x", nil, `line 1: key name "a.b"`},
 		{"nothing", "# none\n", nil, "no API keys"},
+		{"bare base64 secret with padding", "abc==\nk2=def=", []string{"key1", "k2"}, ""},
+		{"signing key", "kr id=PUB1 secret=kQH5HW/8p1uGOVjb== passphrase=pp", []string{"kr"}, ""},
+		{"duplicate secret", "a=x\nb=x", nil, `line 2: key "b" repeats the secret of key "a"`},
+		{"duplicate id", "a id=P secret=x\nb id=P secret=y", nil, `line 2: key "b" repeats the id of key "a"`},
+		{"unknown field", "a id=P secrt=x", nil, `unknown field "secrt"`},
+		{"signing key without secret", "a id=P", nil, `key "a" has an empty secret`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,4 +83,26 @@ func TestKey_NeverPrintsItsSecret(t *testing.T) {
 	require.Contains(t, buf.String(), `"name":"key1"`)
 	require.Len(t, k.Fingerprint(), 8)
 	require.NotEqual(t, k.Fingerprint(), keys.New("key2", "other").Fingerprint())
+}
+
+func TestParse_ReadsEveryPartOfASigningKey(t *testing.T) {
+	tests := []struct {
+		line                         string
+		name, id, secret, passphrase string
+		apiKey                       string
+	}{
+		{"abc==", "key1", "", "abc==", "", "abc=="},
+		{"k=abc==", "k", "", "abc==", "", "abc=="},
+		{"k id=PUB secret=c2VjcmV0== passphrase=p=q", "k", "PUB", "c2VjcmV0==", "p=q", "PUB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			ks, err := keys.Parse("test", strings.NewReader(tt.line))
+			require.NoError(t, err)
+			k := ks[0]
+			require.Equal(t, []string{tt.name, tt.id, tt.secret, tt.passphrase, tt.apiKey},
+				[]string{k.Name(), k.ID(), k.Secret(), k.Passphrase(), k.APIKey()})
+			require.NotContains(t, fmt.Sprintf("%v %+v", k, k), tt.secret)
+		})
+	}
 }

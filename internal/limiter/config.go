@@ -86,6 +86,11 @@ type Config struct {
 	// send (ErrQuarantined); at least 1 and below BanThreshold;
 	// DefaultGuardThreshold (or BanThreshold-1, if lower) when 0.
 	GuardThreshold int
+	// TrustRetryAfter makes a 429 that carries a Retry-After pause the key for
+	// exactly that long instead of at least the longest window: for upstreams
+	// whose Retry-After says when the key may send again (LLM APIs, whose
+	// windows are minutes long). The windows themselves are kept all the same.
+	TrustRetryAfter bool
 }
 
 // settings is a validated Config with its defaults filled in.
@@ -99,6 +104,7 @@ type settings struct {
 	longest   time.Duration // the longest Window
 	ban       int
 	guard     int
+	trustRA   bool
 }
 
 func (c Config) settings() (settings, error) {
@@ -110,6 +116,7 @@ func (c Config) settings() (settings, error) {
 		tolerance: c.Tolerance,
 		ban:       c.BanThreshold,
 		guard:     c.GuardThreshold,
+		trustRA:   c.TrustRetryAfter,
 	}
 	if len(s.rules) == 0 {
 		s.rules = []Rule{DefaultRule}

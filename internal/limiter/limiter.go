@@ -181,6 +181,7 @@ const orderGap = time.Millisecond
 type Ticket struct {
 	owner *Limiter
 	seq   uint64
+	units uint64 // the send's weight (weight.go); 0 means 1
 }
 
 // Rejection describes one 429, for the caller's warning.
@@ -408,6 +409,7 @@ func (l *Limiter) Wrote(t Ticket, at time.Time) {
 		return
 	}
 	at = later(at, r.sent)
+	defer l.spread(t)
 	if r.hasLeft {
 		if !at.After(r.left) {
 			return
@@ -439,6 +441,7 @@ func (l *Limiter) answer(t Ticket, at time.Time, kind answerKind) {
 	l.observe(at)
 	if r := l.open(t); r != nil {
 		l.arrivedBy(r, t.seq, at, kind)
+		l.spread(t)
 	}
 }
 
@@ -463,6 +466,7 @@ func (l *Limiter) Lost(t Ticket, at time.Time) {
 	l.observe(at)
 	if r := l.open(t); r != nil {
 		l.lost(r, t.seq, at)
+		l.spread(t)
 	}
 }
 
@@ -494,6 +498,7 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 		widen = l.last == nil || r.sent.After(l.last.At)
 		if !r.ended {
 			l.arrivedBy(r, t.seq, at, rejected)
+			l.spread(t)
 		}
 	}
 	if widen {
@@ -507,6 +512,9 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 	pause := at.Add(l.set.longest + time.Millisecond + l.set.margin)
 	if retryAfter > 0 {
 		pause = later(pause, at.Add(retryAfter))
+		if l.set.trustRA {
+			pause = at.Add(retryAfter)
+		}
 	}
 	l.pauseUntil = later(l.pauseUntil, pause)
 	l.rejections++

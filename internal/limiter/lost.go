@@ -17,4 +17,5 @@ func (l *Limiter) LostUntil(t Ticket, at, until time.Time) {
 	l.lost(r, t.seq, at)
 	r.by, r.late = later(until, r.left.Add(l.maxDelay)), true
 	l.refloor(t.seq)
+	l.spread(t)
 }

@@ -44,7 +44,12 @@ func (e *BadLineError) Unwrap() error { return e.Err }
 //
 // Every field is optional: a missing id is a new UUID, a missing ttl_ms the default
 // time to live, a missing created the time the line is read; payload is any JSON
-// value, carried as it is. Blank lines are ignored. Other fields are an error, so a
+// value, carried as it is. A line may name the upstream call, its weight and a
+// reply subject (request.Call; the profile's default call when left out):
+//
+//	{"id":"o-2","call":{"method":"POST","path":"/0/private/AddOrder","body":"pair=XBTUSD&type=buy"},"weight":2}
+//
+// Blank lines are ignored. Other fields are an error, so a
 // misspelt field is caught instead of silently defaulted.
 type Lines struct {
 	r     *bufio.Reader
@@ -69,6 +74,9 @@ type lineRecord struct {
 	TTLms   *int64          `json:"ttl_ms"`
 	Payload json.RawMessage `json:"payload"`
 	Created *time.Time      `json:"created"`
+	Call    *request.Call   `json:"call"`
+	Weight  int             `json:"weight"`
+	ReplyTo string          `json:"reply_to"`
 }
 
 var errLineTooLong = fmt.Errorf("longer than %d bytes", MaxLineBytes)
@@ -135,6 +143,8 @@ func (l *Lines) parse(raw []byte, now time.Time) (request.Request, error) {
 	if len(rec.Payload) > 0 && !bytes.Equal(rec.Payload, []byte("null")) {
 		req.Payload = rec.Payload
 	}
+	req.Call, req.Weight, req.ReplyTo = rec.Call, rec.Weight, rec.ReplyTo
+	req.V = req.NeededVersion()
 	if err := req.Validate(); err != nil {
 		return request.Request{}, err
 	}

@@ -106,3 +106,19 @@ func TestLines_TooLongLineIsBadAndSkipped(t *testing.T) {
 	require.Len(t, items, 2)
 	require.Equal(t, "after", items[1].Request.ID)
 }
+
+func TestLines_CallWeightAndReplyAreCheckedWhenRead(t *testing.T) {
+	in := `{"id":"c1","call":{"method":"POST","path":"/0/private/AddOrder","body":"pair=XBTUSD"},"weight":3,"reply_to":"ratefleet.reply.me"}
+{"id":"c2","call":{"path":"/a/../admin"}}
+{"id":"c3","reply_to":"ratefleet.reply.*"}
+{"id":"c4"}`
+	items, bad := readAll(t, in)
+	require.Equal(t, []int{2, 3}, bad)
+	require.Len(t, items, 2)
+	c1 := items[0].Request
+	require.Equal(t, 2, c1.V, "a call needs version 2")
+	require.Equal(t, "POST", c1.Call.Method)
+	require.Equal(t, 3, c1.Units())
+	require.Equal(t, "ratefleet.reply.me", c1.ReplyTo)
+	require.Equal(t, 1, items[1].Request.V, "a plain request stays version 1, which every worker reads")
+}

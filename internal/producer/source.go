@@ -36,6 +36,8 @@ type Generator struct {
 	shape   Shape
 	ttl     time.Duration
 	payload json.RawMessage
+	call    *request.Call
+	weight  int
 }
 
 // NewGenerator returns a source of requests with the given time to live and
@@ -57,5 +59,28 @@ func (g *Generator) Next(now time.Time) (Item, error) {
 	if !ok {
 		return Item{}, io.EOF
 	}
-	return Item{Due: due, Request: request.New(due, g.ttl, g.payload)}, nil
+	r := request.New(due, g.ttl, g.payload)
+	if g.call != nil {
+		c := *g.call
+		r.Call = &c
+	}
+	r.Weight = g.weight
+	r.V = r.NeededVersion()
+	return Item{Due: due, Request: r}, nil
+}
+
+// SetCall makes every later request carry call (nil for the profile's default
+// call) and weight (0 for 1). It fails, saying why, for a call that could not be
+// sent.
+func (g *Generator) SetCall(call *request.Call, weight int) error {
+	if call != nil {
+		if err := call.Validate(); err != nil {
+			return fmt.Errorf("the requests' call: %w", err)
+		}
+	}
+	if weight < 0 || weight > request.MaxWeight {
+		return fmt.Errorf("weight %d: must be from 1 to %d", weight, request.MaxWeight)
+	}
+	g.call, g.weight = call, weight
+	return nil
 }

@@ -1,6 +1,16 @@
 // Package request defines the request record that travels from the producer through
 // the requests stream to a worker: versioned JSON with an id, a creation time, a time
-// to live and an optional opaque payload.
+// to live, an optional opaque payload and, from version 2, the upstream call itself
+// (Call), a weight and a reply subject.
+//
+// # Versions
+//
+// A record is written in the lowest version that carries its fields: a request
+// with neither a call, a weight nor a reply subject is still version 1, which every
+// worker reads, so a rolling upgrade serves it wherever it lands. A worker meeting
+// a record of a version above its own gets ErrUnsupportedVersion from Decode,
+// whatever fields the record holds: it leaves the request for a newer worker (and
+// buries it, with that reason, at its last delivery), never half-reads it.
 package request
 
 import (
@@ -13,14 +23,18 @@ import (
 	"github.com/google/uuid"
 )
 
-// Version is the schema version this package writes and reads.
-const Version = 1
+// Version is the highest schema version this package writes and reads.
+const Version = 2
 
 // DefaultTTL is the time to live of a request that names none.
 const DefaultTTL = time.Second
 
-// Errors returned by Decode; a worker sends a message that fails with either to the
-// graveyard as malformed.
+// MaxWeight bounds a request's weight.
+const MaxWeight = 1000
+
+// Errors returned by Decode and Validate; a worker sends a message that fails with
+// ErrMalformed to the graveyard as malformed, and leaves one that fails with
+// ErrUnsupportedVersion for a newer worker.
 var (
 	ErrMalformed          = errors.New("malformed request")
 	ErrUnsupportedVersion = errors.New("unsupported request version")
@@ -41,11 +55,21 @@ type Request struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// ReplayOf is the id of the graveyard entry this request replays, if any.
 	ReplayOf string `json:"replay_of,omitempty"`
+
+	// Call is the upstream call to make (version 2); nil makes the upstream
+	// profile's default call.
+	Call *Call `json:"call,omitempty"`
+	// Weight is how many units of the key's rate windows the call takes, where
+	// the upstream counts weights (version 2); 0 means 1.
+	Weight int `json:"weight,omitempty"`
+	// ReplyTo is a NATS subject the result is also published to, for a caller
+	// that waits (version 2); it must lie under the declared reply prefix.
+	ReplyTo string `json:"reply_to,omitempty"`
 }
 
 // New returns a request with a fresh id, created at now.
 func New(now time.Time, ttl time.Duration, payload json.RawMessage) Request {
-	return Request{V: Version, ID: uuid.NewString(), Created: now, TTLms: ttl.Milliseconds(), Payload: payload}
+	return Request{V: 1, ID: uuid.NewString(), Created: now, TTLms: ttl.Milliseconds(), Payload: payload}
 }
 
 // TTL returns the request's time to live.
@@ -57,23 +81,50 @@ func (r Request) Deadline() time.Time { return r.Created.Add(r.TTL()) }
 // Expired reports whether the request is stale at now.
 func (r Request) Expired(now time.Time) bool { return !now.Before(r.Deadline()) }
 
+// Units returns the request's weight, at least 1.
+func (r Request) Units() int { return max(r.Weight, 1) }
+
+// NeededVersion is the lowest version that carries the request's fields.
+func (r Request) NeededVersion() int {
+	if r.Call != nil || r.Weight != 0 || r.ReplyTo != "" {
+		return 2
+	}
+	return 1
+}
+
 // Validate checks the fields a worker relies on.
 func (r Request) Validate() error {
 	switch {
-	case r.V != Version:
-		return fmt.Errorf("%w: version %d, this ratefleet reads version %d", ErrUnsupportedVersion, r.V, Version)
+	case r.V > Version || r.V < 1:
+		return fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, r.V, Version)
+	case r.V < r.NeededVersion():
+		return fmt.Errorf("%w: request %s is version %d but has call, weight or reply_to, which need version 2", ErrMalformed, r.ID, r.V)
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
 	case r.Created.IsZero():
 		return fmt.Errorf("%w: request %s has no created time", ErrMalformed, r.ID)
 	case r.TTLms <= 0:
 		return fmt.Errorf("%w: request %s has ttl_ms %d, must be positive", ErrMalformed, r.ID, r.TTLms)
+	case r.Weight < 0 || r.Weight > MaxWeight:
+		return fmt.Errorf("%w: request %s has weight %d, must be from 1 to %d (0 means 1)", ErrMalformed, r.ID, r.Weight, MaxWeight)
+	}
+	if r.Call != nil {
+		if err := r.Call.Validate(); err != nil {
+			return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
+		}
+	}
+	if r.ReplyTo != "" {
+		if err := ValidSubject(r.ReplyTo); err != nil {
+			return fmt.Errorf("%w: request %s: reply_to: %w", ErrMalformed, r.ID, err)
+		}
 	}
 	return nil
 }
 
-// Encode returns the request as JSON.
+// Encode returns the request as JSON, in version V or, if higher, the lowest
+// version that carries its fields.
 func (r Request) Encode() ([]byte, error) {
+	r.V = max(r.V, r.NeededVersion())
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,9 +135,18 @@ func (r Request) Encode() ([]byte, error) {
 	return b, nil
 }
 
-// Decode parses and validates a request. Unknown fields are an error, so a message
-// written by something else is caught rather than half-read.
+// Decode parses and validates a request. The version is read first, so a record
+// of a newer version fails with ErrUnsupportedVersion whatever it holds; then
+// unknown fields are an error, so a message written by something else is caught
+// rather than half-read.
 func Decode(data []byte) (Request, error) {
+	var head struct {
+		V  int    `json:"v"`
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(data, &head); err == nil && head.V > Version {
+		return Request{ID: head.ID}, fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, head.V, Version)
+	}
 	var r Request
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -46,12 +46,50 @@ func TestDecode_Rejects(t *testing.T) {
 		{"zero ttl", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":0}`, request.ErrMalformed},
 		{"unknown field", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"x":1}`, request.ErrMalformed},
 		{"trailing", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5} {}`, request.ErrMalformed},
-		{"future version", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, request.ErrUnsupportedVersion},
+		{"future version", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, request.ErrUnsupportedVersion},
+		{"future version with fields unknown here", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call2":{}}`, request.ErrUnsupportedVersion},
+		{"version 1 with a call", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/x"}}`, request.ErrMalformed},
+		{"call path with a host", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"//evil.example/x"}}`, request.ErrMalformed},
+		{"call path going up", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/a/../b"}}`, request.ErrMalformed},
+		{"call method", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"method":"CONNECT","path":"/x"}}`, request.ErrMalformed},
+		{"call host header", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/x","header":[{"name":"Host","value":"h"}]}}`, request.ErrMalformed},
+		{"call body on a GET", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/x","body":"a=1"}}`, request.ErrMalformed},
+		{"reply wildcard", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"reply_to":"x.>"}`, request.ErrMalformed},
+		{"weight too high", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"weight":100000}`, request.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := request.Decode([]byte(tt.in))
 			require.ErrorIs(t, err, tt.want)
+		})
+	}
+}
+
+func TestEncode_WritesTheLowestVersionThatCarriesTheFields(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tests := []struct {
+		name string
+		mod  func(*request.Request)
+		want int
+	}{
+		{"plain request: every worker reads it", func(*request.Request) {}, 1},
+		{"with a call", func(r *request.Request) {
+			r.Call = &request.Call{Method: "POST", Path: "/0/private/Balance", Body: "a=1"}
+		}, 2},
+		{"with a weight", func(r *request.Request) { r.Weight = 5 }, 2},
+		{"with a reply subject", func(r *request.Request) { r.ReplyTo = "ratefleet.reply.x" }, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := request.New(now, time.Second, nil)
+			r.V = 0
+			tt.mod(&r)
+			b, err := r.Encode()
+			require.NoError(t, err)
+			got, err := request.Decode(b)
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got.V)
+			require.Equal(t, r.Call, got.Call)
 		})
 	}
 }

@@ -61,9 +61,13 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 	// check is what every role but the admin needs to compare the server with
 	// streams.yaml: read the configuration of each object, nothing more.
 	var check []string
-	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts} {
-		check = append(check, api("STREAM.INFO.%s", s))
+	res := cfg.Results.Stream
+	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts} {
+		if s != "" {
+			check = append(check, api("STREAM.INFO.%s", s))
+		}
 	}
+	reply := cfg.Results.ReplyPrefix + ">"
 	check = append(check, api("CONSUMER.INFO.%s.%s", req.Name, durable))
 	inbox := []string{"_INBOX.>"}
 
@@ -98,10 +102,12 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 	r := Role{Name: name, User: "ratefleet-" + name, Subscribe: inbox}
 	switch name {
 	case Producer:
-		r.Commands = "producer"
-		r.Publish = cat(check, req.Subjects)
+		r.Commands = "producer, and Go services using the client package"
+		r.Publish = cat(check, req.Subjects, ordered(res.Name))
+		r.Subscribe = cat(inbox, []string{reply})
 		r.Why = []string{
 			"publish requests to " + req.Subjects[0] + " (the stream's acks come back on _INBOX)",
+			"await results: read " + res.Name + " through ordered consumers it creates and deletes, and receive replies on " + reply,
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Worker:
@@ -114,6 +120,7 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			kvRead(attempts), kvWrite(attempts),
 			[]string{cfg.Stats.Stream.Subjects[0]},
 			grave.Subjects,
+			res.Subjects, []string{reply}, streamRead(res.Name),
 			[]string{
 				api("CONSUMER.CREATE.%s.%s", adv.Name, keeper), api("CONSUMER.CREATE.%s.%s.>", adv.Name, keeper),
 				api("CONSUMER.INFO.%s.%s", adv.Name, keeper), api("CONSUMER.MSG.NEXT.%s.%s", adv.Name, keeper),
@@ -124,6 +131,7 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			"pull from the consumer " + req.Name + "/" + durable + " and ack, NAK or terminate its messages",
 			"claim, renew, release and watch leases in " + leases + "; read and reserve nonces in " + keys + "; record attempts in " + attempts,
 			"publish its counters to " + cfg.Stats.Stream.Subjects[0] + " and buried requests to " + grave.Subjects[0],
+			"publish every final outcome to " + cfg.Results.Prefix() + "<id> (reading an earlier one first) and to a request's reply subject under " + reply,
 			"the graveyard keeper: create and read its own durable " + keeper + " on " + adv.Name + " (its only consumer creation), read and remove requests given up on in " + req.Name,
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}

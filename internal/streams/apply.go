@@ -72,7 +72,7 @@ func (r Result) pending() string {
 
 func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (Result, error) {
 	var res Result
-	for _, s := range []Stream{c.Requests.Stream, c.Graveyard.Stream, c.Graveyard.Advisories, c.Stats.Stream} {
+	for _, s := range []Stream{c.Requests.Stream, c.Graveyard.Stream, c.Graveyard.Advisories, c.Stats.Stream, c.Results.Stream} {
 		a, err := applyStream(ctx, js, s, dry)
 		if err != nil {
 			return res, err

@@ -31,7 +31,28 @@ type Config struct {
 	Requests  Requests  `yaml:"requests"`
 	Graveyard Graveyard `yaml:"graveyard"`
 	Stats     Stats     `yaml:"stats"`
+	Results   Results   `yaml:"results"`
 	KV        KV        `yaml:"kv"`
+}
+
+// Results declares the stream every request's final outcome is published to, one
+// subject per request (the stream's subject with its last token the encoded id),
+// and the subjects a request may ask its result to be sent to as well.
+type Results struct {
+	Stream Stream `yaml:"stream"`
+	// ReplyPrefix is the prefix every request's reply subject must start with,
+	// ending in a dot: a request cannot reply into $JS., $KV. or the fleet's own
+	// subjects.
+	ReplyPrefix string `yaml:"reply_prefix"`
+}
+
+// Prefix returns the results subject without its final wildcard, ending in a
+// dot: "ratefleet.results.".
+func (r Results) Prefix() string {
+	if len(r.Stream.Subjects) == 0 {
+		return ""
+	}
+	return strings.TrimSuffix(r.Stream.Subjects[0], ">")
 }
 
 // Requests declares the work queue and the consumer the workers share.
@@ -175,6 +196,7 @@ func (c *Config) Validate() error {
 	if c.Stats.Stream.MaxMsgsPerSubject < 1 {
 		v.addf("stats.stream.max_msgs_per_subject", "must be at least 1 (1 keeps each worker's last report)")
 	}
+	v.results(c)
 	v.bucket("kv.leases", c.KV.Leases)
 	if c.KV.Leases.LeaseTTL < time.Second || c.KV.Leases.LeaseTTL%time.Second != 0 {
 		v.addf("kv.leases.lease_ttl", "%s must be a whole number of seconds, at least 1s (NATS per-key TTLs have 1 s granularity)", c.KV.Leases.LeaseTTL)
@@ -195,7 +217,8 @@ func (c *Config) Validate() error {
 	for field, name := range map[string]string{
 		"requests.stream": c.Requests.Stream.Name, "graveyard.stream": c.Graveyard.Stream.Name,
 		"graveyard.advisories": c.Graveyard.Advisories.Name, "stats.stream": c.Stats.Stream.Name,
-		"kv.leases": "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
+		"results.stream": c.Results.Stream.Name,
+		"kv.leases":      "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
 		"kv.attempts": "KV_" + c.KV.Attempts.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
@@ -240,6 +263,37 @@ func (v *validator) stream(field string, s Stream, retention string) {
 	}
 	if s.MaxAge < 0 || s.DuplicateWindow < 0 {
 		v.addf(field, "max_age and duplicate_window must not be negative")
+	}
+}
+
+// results checks the results stream (bounded, one subject a request) and the
+// reply prefix (confined, clear of every stream's subjects).
+func (v *validator) results(c *Config) {
+	r := c.Results
+	v.stream("results.stream", r.Stream, "limits")
+	if len(r.Stream.Subjects) != 1 || !strings.HasSuffix(r.Stream.Subjects[0], ".>") {
+		v.addf("results.stream.subjects", "%q must be one subject ending in .> (the last token is the request id, encoded)", r.Stream.Subjects)
+	}
+	if r.Stream.MaxAge <= 0 || r.Stream.MaxBytes <= 0 {
+		v.addf("results.stream", "max_age and max_bytes must be positive: results are kept for a bounded time and size (for example 24h and 1073741824)")
+	}
+	if r.Stream.Discard != "old" {
+		v.addf("results.stream.discard", "is %q; use `old`: a full results stream drops its oldest results, never a new one", r.Stream.Discard)
+	}
+	p := r.ReplyPrefix
+	switch {
+	case p == "" || !strings.HasSuffix(p, ".") || strings.ContainsAny(p, " *>\t"):
+		v.addf("results.reply_prefix", "%q must be a subject prefix ending in a dot, without wildcards, such as ratefleet.reply.", p)
+	case strings.HasPrefix(p, "$") || strings.HasPrefix(p, "_"):
+		v.addf("results.reply_prefix", "%q must not start with $ or _: a request must not reply into $JS., $KV. or inboxes", p)
+	}
+	for _, s := range [][]string{c.Requests.Stream.Subjects, c.Graveyard.Stream.Subjects, c.Stats.Stream.Subjects, r.Stream.Subjects} {
+		for _, subj := range s {
+			base := strings.TrimSuffix(strings.TrimSuffix(subj, ">"), "*")
+			if p != "" && (strings.HasPrefix(subj, p) || strings.HasPrefix(p, base)) {
+				v.addf("results.reply_prefix", "%q overlaps the stream subject %q: a reply must not land in a stream", p, subj)
+			}
+		}
 	}
 }
 

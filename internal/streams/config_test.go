@@ -57,6 +57,12 @@ func TestValidate_SaysWhatIsWrongAndHowToFix(t *testing.T) {
 			"kv.leases.lease_ttl: 500ms must be a whole number of seconds"},
 		{"bad storage", func(c *streams.Config) { c.KV.KeyState.Storage = "disk" },
 			"kv.key_state.storage: is \"disk\"; use `file`"},
+		{"reply into JetStream", func(c *streams.Config) { c.Results.ReplyPrefix = "$JS." },
+			"results.reply_prefix: \"$JS.\" must not start with $ or _"},
+		{"reply into the requests stream", func(c *streams.Config) { c.Results.ReplyPrefix = "ratefleet." },
+			"overlaps the stream subject \"ratefleet.requests\""},
+		{"unbounded results", func(c *streams.Config) { c.Results.Stream.MaxAge = 0 },
+			"results.stream: max_age and max_bytes must be positive"},
 		{"shared stream name", func(c *streams.Config) { c.Stats.Stream.Name = c.Graveyard.Stream.Name },
 			"uses the same stream name \"RATEFLEET_GRAVEYARD\""},
 		{"wrong version", func(c *streams.Config) { c.Version = 2 }, "version: is 2"},
@@ -94,7 +100,7 @@ func TestApply_TwiceChangesNothing(t *testing.T) {
 
 	first, err := c.Apply(ctx, js)
 	require.NoError(t, err)
-	require.Len(t, first, 8)
+	require.Len(t, first, 9)
 	for _, ch := range first {
 		require.Equal(t, streams.Created, ch.Action, ch.Name)
 	}

@@ -1,5 +1,8 @@
 // Package upstream sends one request to the rate-limited HTTP API and classifies
-// the answer. It never puts a key's secret in an error or a log line.
+// the answer, both as the upstream's profile says (internal/profile): the call is
+// built there (the key, the nonce, the signature placed), and the answer's class,
+// its chosen headers and its body up to a limit come back. It never puts a key's
+// secret in an error or a log line.
 //
 // # Every arrival counted
 //
@@ -23,7 +26,6 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ratefleet/ratefleet/internal/profile"
+	"github.com/ratefleet/ratefleet/internal/request"
 )
 
 // Class is what an answer means for the request and the key.
@@ -85,6 +90,12 @@ type Answer struct {
 	// Answered is when an answer came back; zero if none did. Whether it proves
 	// the request's arrival is Class.Arrived.
 	Answered time.Time
+	// Header holds the answer's headers the profile keeps (answers.keep_headers).
+	Header http.Header
+	// Body is the answer's body, up to the profile's answers.max_body bytes;
+	// Truncated says whether more came.
+	Body      []byte
+	Truncated bool
 }
 
 // Unknown reports whether the upstream may have processed the request although no
@@ -95,8 +106,16 @@ func (a Answer) Unknown() bool {
 
 // Call is one request to send.
 type Call struct {
-	// Secret is the API key, sent as the api_key parameter.
+	// Secret is the key's secret: it signs, or, where the key has no id
+	// (APIKey empty), it is the API key sent.
 	Secret string
+	// APIKey is the key's public id, sent where the profile places the key;
+	// Secret when empty.
+	APIKey string
+	// Passphrase is the key's passphrase, if it has one.
+	Passphrase string
+	// Target is the request's call; nil makes the profile's default call.
+	Target *request.Call
 	// Nonce is the key's next nonce.
 	Nonce int64
 	// RequestID names the request to the upstream.
@@ -111,17 +130,26 @@ type Call struct {
 
 // Client sends requests to one upstream.
 type Client struct {
-	base *url.URL
+	prof *profile.Profile
 	http *http.Client
 	now  func() time.Time
 }
 
-// New returns a client for the API at baseURL (such as http://127.0.0.1:8080),
-// with a per-attempt timeout and room for maxConns parallel connections.
+// New returns a client for the reference exchange at baseURL (such as
+// http://127.0.0.1:8080), with a per-attempt timeout and room for maxConns
+// parallel connections.
 func New(baseURL string, timeout time.Duration, maxConns int, now func() time.Time) (*Client, error) {
-	u, err := url.Parse(baseURL)
+	p := *profile.Reference()
+	p.BaseURL = baseURL
+	return NewProfile(&p, timeout, maxConns, now)
+}
+
+// NewProfile returns a client for the upstream p describes; a profile's
+// base_url is checked here again, as a flag may have replaced it.
+func NewProfile(p *profile.Profile, timeout time.Duration, maxConns int, now func() time.Time) (*Client, error) {
+	u, err := url.Parse(p.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("upstream URL %q: want http://host:port or https://host:port", Redact(baseURL))
+		return nil, fmt.Errorf("upstream URL %q: want http://host:port or https://host:port", Redact(p.BaseURL))
 	}
 	if now == nil {
 		now = time.Now
@@ -149,23 +177,27 @@ func New(baseURL string, timeout time.Duration, maxConns int, now func() time.Ti
 		// A redirect would send the request (and the key) once more, uncounted.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Client{base: u.JoinPath("api", "request"), http: hc, now: now}, nil
+	return &Client{prof: p, http: hc, now: now}, nil
 }
+
+// Profile returns the profile the client follows.
+func (c *Client) Profile() *profile.Profile { return c.prof }
 
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
-type body struct {
-	Status   *string `json:"status"`
-	ErrorMsg string  `json:"error_msg"`
-	ReqID    string  `json:"req_id"`
-}
-
 // Send makes one request. It writes the request at most once, on one connection,
 // and only while call.Fence allows.
 func (c *Client) Send(ctx context.Context, call Call) Answer {
-	u := *c.base
-	u.RawQuery = url.Values{"api_key": {call.Secret}, "nonce": {strconv.FormatInt(call.Nonce, 10)}, "req_id": {call.RequestID}}.Encode()
+	apiKey := call.APIKey
+	if apiKey == "" {
+		apiKey = call.Secret
+	}
+	built, err := c.prof.Build(call.Target, profile.Creds{APIKey: apiKey, Secret: call.Secret, Passphrase: call.Passphrase},
+		profile.Send{Nonce: call.Nonce, RequestID: call.RequestID, Now: c.now()})
+	if err != nil {
+		return Answer{Class: ConnError, Msg: "build request: " + err.Error()}
+	}
 	f := &sendFence{allow: call.Fence, now: c.now, wrote: call.Wrote}
 	trace := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) { f.bind(info.Conn) },
@@ -177,10 +209,15 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 			}
 		},
 	}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, u.String(), nil)
+	var body io.Reader
+	if built.Body != "" {
+		body = strings.NewReader(built.Body)
+	}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), built.Method, built.URL.String(), body)
 	if err != nil {
 		return Answer{Class: ConnError, Msg: "build request: " + scrub(err)}
 	}
+	req.Header = built.Header
 	resp, err := c.http.Do(req)
 	f.settle()
 	a := Answer{Wrote: f.wroteAt()}
@@ -197,48 +234,65 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 		return a
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	limit := c.prof.MaxBody()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	a.Answered = c.now()
 	a.Status = resp.StatusCode
 	if err != nil {
 		a.Class, a.Msg = ConnError, "read answer: "+scrub(err)
 		return a
 	}
-	if s := resp.Header.Get("Retry-After"); s != "" {
-		if secs, err := strconv.Atoi(s); err == nil && secs > 0 {
-			a.RetryAfter = time.Duration(secs) * time.Second
+	if len(raw) > limit {
+		raw, a.Truncated = raw[:limit], true
+	}
+	a.Body = raw
+	a.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), a.Answered)
+	a.Header = http.Header{}
+	for _, h := range c.prof.Answers.KeepHeaders {
+		if v := resp.Header.Values(h); len(v) > 0 {
+			a.Header[http.CanonicalHeaderKey(h)] = v
 		}
 	}
-	a.Class, a.Msg = classify(resp, raw)
+	a.Class, a.Msg = c.classify(resp, raw)
 	return a
 }
 
-// classify reads an answer. Only an answer in the upstream's own format (a JSON
-// object with a status) proves that the request arrived; anything else may come
-// from something in between that has not passed it on yet.
-func classify(resp *http.Response, raw []byte) (Class, string) {
-	status := resp.StatusCode
-	var b body
-	own := json.Unmarshal(raw, &b) == nil && b.Status != nil
-	switch {
-	case status >= 300 && status < 400:
-		return Gateway, fmt.Sprintf("upstream answered %d with a redirect to %s; redirects are not followed: point --upstream at the final address",
-			status, Redact(resp.Header.Get("Location")))
-	case status == http.StatusTooManyRequests && strings.Contains(b.ErrorMsg, "blocked"):
-		return KeyUnusable, b.ErrorMsg
-	case status == http.StatusTooManyRequests:
-		// A 429 from anything in front of the upstream is a rate limit all the same.
-		return RateLimited, msgOr(b.ErrorMsg, status)
-	case !own:
-		return Gateway, fmt.Sprintf("%d %s, not in the upstream's format (a gateway's answer?)", status, http.StatusText(status))
-	case status == http.StatusOK && *b.Status == "OK":
-		return OK, ""
-	case status == http.StatusBadRequest && strings.Contains(b.ErrorMsg, "nonce"):
-		return BadNonce, b.ErrorMsg
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return KeyUnusable, msgOr(b.ErrorMsg, status)
+// retryAfter reads a Retry-After header: whole seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
 	}
-	return ServerError, msgOr(b.ErrorMsg, status)
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		return max(time.Duration(secs)*time.Second, 0)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}
+
+// classify reads an answer as the profile says. Only an answer in the upstream's
+// own format proves that the request arrived; anything else may come from
+// something in between that has not passed it on yet.
+func (c *Client) classify(resp *http.Response, raw []byte) (Class, string) {
+	class, msg := c.prof.Classify(resp.StatusCode, raw)
+	switch class {
+	case profile.Done:
+		return OK, ""
+	case profile.RateLimited:
+		return RateLimited, msg
+	case profile.BadNonce:
+		return BadNonce, msg
+	case profile.KeyUnusable:
+		return KeyUnusable, msg
+	case profile.Gateway:
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			return Gateway, fmt.Sprintf("upstream answered %d with a redirect to %s; redirects are not followed: point --upstream at the final address",
+				resp.StatusCode, Redact(resp.Header.Get("Location")))
+		}
+		return Gateway, msg
+	}
+	return ServerError, msgOr(msg, resp.StatusCode)
 }
 
 func msgOr(msg string, status int) string {

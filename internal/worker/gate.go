@@ -61,7 +61,10 @@ func newGate(p Pacer, valid func(time.Time) bool, now func() time.Time, n nonceS
 // acquire waits for the right to send. It fails when ctx ends (the request's time
 // to live, or the session), when the lease is no longer valid, when no nonce can be
 // had, or when the key is quarantined.
-func (g *gate) acquire(ctx context.Context) (slot, error) {
+func (g *gate) acquire(ctx context.Context) (slot, error) { return g.acquireN(ctx, 1) }
+
+// acquireN is acquire for a send of weight w: the limiter must allow w units.
+func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 	turn := make(chan struct{})
 	g.mu.Lock()
 	g.expected = max(g.expected-1, 0)
@@ -90,10 +93,10 @@ func (g *gate) acquire(ctx context.Context) (slot, error) {
 		}
 		wait := time.Duration(-1) // wait for a wake-up only
 		if g.leaving == 0 && g.held == 0 {
-			next := g.pacer.Next(now)
+			next := g.next(now, w)
 			if !next.After(now) {
 				if haveOne {
-					s, err := g.grantLocked(now, nonce)
+					s, err := g.grantLocked(now, nonce, w)
 					g.mu.Unlock()
 					return s, err
 				}
@@ -124,8 +127,26 @@ func (g *gate) acquire(ctx context.Context) (slot, error) {
 	}
 }
 
-func (g *gate) grantLocked(now time.Time, nonce int64) (slot, error) {
-	tk, err := g.pacer.Sent(now)
+// weighted is a pacer that counts weights (limiter.Limiter).
+type weighted interface {
+	NextN(now time.Time, w int) time.Time
+	SentN(now time.Time, w int) (limiter.Ticket, error)
+}
+
+// next is the pacer's Next for w units; a pacer without weights counts one.
+func (g *gate) next(now time.Time, w int) time.Time {
+	if wp, ok := g.pacer.(weighted); ok && w > 1 {
+		return wp.NextN(now, w)
+	}
+	return g.pacer.Next(now)
+}
+
+func (g *gate) grantLocked(now time.Time, nonce int64, w int) (slot, error) {
+	sent := g.pacer.Sent
+	if wp, ok := g.pacer.(weighted); ok && w > 1 {
+		sent = func(t time.Time) (limiter.Ticket, error) { return wp.SentN(t, w) }
+	}
+	tk, err := sent(now)
 	if errors.Is(err, limiter.ErrQuarantined) {
 		return slot{}, errQuarantined
 	}

@@ -3,10 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/request"
@@ -34,11 +36,38 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	req, err := request.Decode(msg.Data())
+	if errors.Is(err, request.ErrUnsupportedVersion) {
+		// Written by a newer producer: leave it for a newer worker, and bury it
+		// with the reason at its last delivery. It is never half-read or sent.
+		s.gate.unexpect()
+		s.log.Warn("request of a newer version; leaving it for a newer worker", "request", req.ID, "err", err)
+		s.retryOrBury(finish, msg, md, req, graveyard.Attempt{
+			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Result: "unsupported_version", Error: err.Error(),
+		})
+		return
+	}
 	if err != nil {
 		s.gate.unexpect() // free the key for the next request before burying this one
 		w.rec.Count("", stats.ResultMalformed)
 		s.bury(finish, msg, md, request.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
 		return
+	}
+	units, err := s.check(req)
+	if err != nil {
+		s.gate.unexpect()
+		w.rec.Count(s.key.Name(), stats.ResultMalformed)
+		s.bury(finish, msg, md, req, graveyard.ReasonMalformed, err.Error(), nil)
+		return
+	}
+	if md.NumDelivered > 1 {
+		if res, ok := s.resultOf(finish, req.ID); ok {
+			// An earlier delivery ended (its result is written) but was not
+			// acknowledged: acknowledge it now, never send it again.
+			s.gate.unexpect()
+			s.log.Info("request already has a result; acknowledging it without sending again", "request", req.ID, "outcome", res.Outcome, "delivery", res.Delivery)
+			s.ack(finish, msg, req, md)
+			return
+		}
 	}
 	if req.Expired(w.cfg.Now()) {
 		s.gate.unexpect()
@@ -51,7 +80,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	// the wait ends at the request's deadline.
 	waitCtx, cancel := context.WithDeadline(ctx, req.Deadline())
 	stopKeepAlive := keepAlive(waitCtx, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
-	sl, err := s.gate.acquire(waitCtx)
+	sl, err := s.gate.acquireN(waitCtx, units)
 	stopKeepAlive()
 	cancel()
 	switch {
@@ -79,7 +108,8 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	// left, or is leaving, and only the fence can stop its bytes.
 	w.rec.Sent(s.key.Name())
 	ans := w.cfg.Upstream.Send(finish, upstream.Call{
-		Secret: s.key.Secret(), Nonce: sl.nonce, RequestID: req.ID,
+		Secret: s.key.Secret(), APIKey: s.key.ID(), Passphrase: s.key.Passphrase(), Target: req.Call,
+		Nonce: sl.nonce, RequestID: req.ID,
 		Fence: s.fence(sl.maxDelay),
 		Wrote: func(t time.Time) { s.gate.wrote(sl, t) },
 	})
@@ -121,15 +151,37 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	switch out.msg {
 	case msgAck:
 		w.rec.Latency(ans.Answered.Sub(req.Created))
+		if err := s.publishResult(finish, req, s.served(req, md, ans)); err != nil {
+			// Not acknowledged without its result: it is delivered again, and
+			// sent again, unless a later delivery finds the result written.
+			s.log.Error("the upstream answered but its result could not be written; the request is not acknowledged", "request", req.ID, "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
 		s.ack(finish, msg, req, md)
 	case msgBack:
 		s.nakNow(msg, req)
 	default:
 		s.retryOrBury(finish, msg, md, req, graveyard.Attempt{
 			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Key: s.key.Name(),
-			Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(),
+			Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(), RetryAfter: ans.RetryAfter,
 		})
 	}
+}
+
+// check returns the units of the key's windows req takes, or why the upstream's
+// profile cannot make its call, which no retry would change.
+func (s *session) check(req request.Request) (int, error) {
+	p := s.w.cfg.Upstream.Profile()
+	if req.Call != nil {
+		if err := p.CheckCall(req.Call); err != nil {
+			return 0, err
+		}
+	}
+	if req.ReplyTo != "" && !s.replyAllowed(req.ReplyTo) {
+		return 0, fmt.Errorf("reply_to %q is outside the declared reply prefix %q (streams.yaml results.reply_prefix)", req.ReplyTo, s.w.cfg.Streams.Results.ReplyPrefix)
+	}
+	return p.Weight(req.Weight)
 }
 
 // fence returns the check the upstream client makes before writing each byte of a
@@ -205,7 +257,8 @@ func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstr
 	if err := s.w.attempts.Record(rctx, req.ID, a); err != nil {
 		s.log.Warn("could not record the attempt", "request", req.ID, "err", err)
 	}
-	if err := msg.NakWithDelay(cons.RetryDelay(int(md.NumDelivered))); err != nil {
+	// The upstream's Retry-After holds the request back too, not only its key.
+	if err := msg.NakWithDelay(max(cons.RetryDelay(int(md.NumDelivered)), a.RetryAfter)); err != nil {
 		s.log.Warn("could not NAK; the request is redelivered after its ack wait", "request", req.ID, "err", err)
 	}
 }
@@ -254,6 +307,18 @@ func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		s.w.rec.Count(s.key.Name(), stats.ResultBuryFailed)
 		_ = msg.NakWithDelay(time.Second)
 		return
+	}
+	if req.ID != "" {
+		res := client.Result{ID: req.ID, Outcome: client.Buried, Reason: reason, Error: why,
+			Key: s.key.Name(), Worker: s.w.cfg.ID, Delivery: md.NumDelivered, At: s.w.cfg.Now()}
+		if n := len(attempts); n > 0 {
+			res.Status = attempts[n-1].Status
+		}
+		if err := s.publishResult(ctx, req, res); err != nil {
+			// Buried, so a later delivery would bury it again (once): the
+			// caller learns of it from the graveyard.
+			s.log.Error("buried request's result could not be written", "request", req.ID, "err", err)
+		}
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
 		s.log.Warn("buried request not acknowledged; it is buried again on redelivery (once)", "request", req.ID, "err", err)

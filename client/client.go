@@ -1,0 +1,203 @@
+// Package client lets a Go service hand requests to a ratefleet fleet and get
+// the upstream's answers back.
+//
+// A request names the upstream call to make (or none, for the upstream profile's
+// default call); the fleet's workers send it through a key's rate limiter, sign
+// it as the profile says, and publish its final outcome to the results stream:
+// served (status, chosen headers and body) or buried (with the reason). Submit
+// publishes a request and returns its id; Await waits for the result of an id,
+// however long ago it was submitted (within the results stream's retention); Do
+// submits with a reply subject and waits for the answer, the simplest call for a
+// caller that waits anyway.
+//
+//	nc, _ := nats.Connect(nats.DefaultURL)
+//	c, _ := client.New(nc)
+//	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+//	defer cancel()
+//	res, err := c.Do(ctx, client.Request{Call: &client.Call{Method: "POST", Path: "/api/private", Body: "pair=XBTUSD"}})
+//	if err != nil { ... }
+//	fmt.Println(res.Status, res.Body)
+//
+// Results are written before the request is acknowledged, so an answer the
+// upstream gave is never lost; a request's result may rarely be published twice
+// (see Result), and Await returns the first.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet"
+	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/internal/streams"
+)
+
+// Errors callers may branch on.
+var (
+	// ErrInvalidRequest: the request cannot be sent as it is; the message says why.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrBadResult: a message on a results subject is not a result this client reads.
+	ErrBadResult = errors.New("not a ratefleet result")
+)
+
+// Call is the HTTP call a request makes upstream, relative to the profile's base
+// URL: Method (GET when empty), Path, Query, Header, Body and ContentType. The
+// worker adds the key, the nonce, the request id and the signature as the
+// profile says, and refuses a call that sets any of them itself.
+type Call = request.Call
+
+// Param is one query parameter or header of a Call.
+type Param = request.Param
+
+// Request is what to submit.
+type Request struct {
+	// ID names the request end to end; a new UUID when empty. Submitting one ID
+	// twice within the requests stream's duplicate window stores it once.
+	ID string
+	// TTL is how long the request may wait for a key; one second when 0. A
+	// request not sent by then is buried as expired.
+	TTL time.Duration
+	// Call is the upstream call; nil makes the profile's default call.
+	Call *Call
+	// Weight is the units of the key's rate windows the call takes, where the
+	// upstream counts weights; 0 means 1.
+	Weight int
+	// Payload is carried along, opaque to ratefleet.
+	Payload json.RawMessage
+}
+
+// Client submits requests and awaits their results. It is safe for concurrent
+// use.
+type Client struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	streams *streams.Config
+	now     func() time.Time
+}
+
+// Option changes a Client's defaults.
+type Option func(*Client) error
+
+// WithStreams uses the declarations of a streams.yaml other than the built-in
+// one (the same file the fleet runs with).
+func WithStreams(yaml []byte) Option {
+	return func(c *Client) error {
+		sc, err := streams.Parse("streams.yaml", yaml)
+		if err != nil {
+			return err
+		}
+		c.streams = sc
+		return nil
+	}
+}
+
+// New returns a client over nc. It does not create streams: the fleet's commands
+// apply streams.yaml when they start.
+func New(nc *nats.Conn, opts ...Option) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("ratefleet client: open JetStream: %w", err)
+	}
+	c := &Client{nc: nc, js: js, now: time.Now}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("ratefleet client: %w", err)
+		}
+	}
+	if c.streams == nil {
+		if c.streams, err = streams.Parse("built-in streams.yaml", ratefleet.DefaultStreams()); err != nil {
+			return nil, fmt.Errorf("ratefleet client: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Submit publishes r to the requests stream and returns its id once the stream
+// has stored it. An invalid request fails with ErrInvalidRequest and is not
+// published.
+func (c *Client) Submit(ctx context.Context, r Request) (string, error) {
+	return c.submit(ctx, r, "")
+}
+
+func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string, error) {
+	ttl := r.TTL
+	if ttl == 0 {
+		ttl = request.DefaultTTL
+	}
+	if ttl < time.Millisecond {
+		return "", fmt.Errorf("%w: TTL %v must be at least 1ms", ErrInvalidRequest, ttl)
+	}
+	rec := request.New(c.now(), ttl, r.Payload)
+	if r.ID != "" {
+		rec.ID = r.ID
+	}
+	rec.Call, rec.Weight, rec.ReplyTo = r.Call, r.Weight, replyTo
+	data, err := rec.Encode()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	msg := nats.NewMsg(c.streams.Requests.Stream.Subjects[0])
+	msg.Data = data
+	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(rec.ID)); err != nil {
+		return "", fmt.Errorf("submit request %s: %w (is the fleet's NATS up, and the requests stream not full?)", rec.ID, err)
+	}
+	return rec.ID, nil
+}
+
+// Await waits for the result of request id until ctx ends. A result published
+// before the call is found at once.
+func (c *Client) Await(ctx context.Context, id string) (Result, error) {
+	rs := c.streams.Results
+	cons, err := c.js.OrderedConsumer(ctx, rs.Stream.Name, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{ResultSubject(rs.Prefix(), id)},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("await result of %s: %w", id, err)
+	}
+	for {
+		wait := 5 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, max(time.Until(dl), time.Millisecond))
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(wait))
+		switch {
+		case err == nil:
+			return DecodeResult(msg.Data())
+		case ctx.Err() != nil:
+			return Result{}, fmt.Errorf("await result of %s: %w (the request may still be waiting for a key; call Await again)", id, ctx.Err())
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+			continue
+		default:
+			return Result{}, fmt.Errorf("await result of %s: %w", id, err)
+		}
+	}
+}
+
+// Do submits r with a reply subject of its own and waits for its result until
+// ctx ends. When the request was submitted but no result came in time, the
+// returned Result still carries its ID: Await(ctx, id) keeps waiting.
+func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
+	inbox := c.streams.Results.ReplyPrefix + uuid.NewString()
+	sub, err := c.nc.SubscribeSync(inbox)
+	if err != nil {
+		return Result{}, fmt.Errorf("subscribe to the reply subject: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	id, err := c.submit(ctx, r, inbox)
+	if err != nil {
+		return Result{}, err
+	}
+	msg, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return Result{ID: id}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
+	}
+	return DecodeResult(msg.Data)
+}

@@ -1,0 +1,149 @@
+package profile
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Class is what an answer means.
+type Class string
+
+// The answer classes a profile may name.
+const (
+	Done        Class = "done"         // the final answer: give it to the caller
+	RateLimited Class = "rate_limited" // the key went over the upstream's limit
+	BadNonce    Class = "bad_nonce"    // a nonce arrived out of order: retry with a new one
+	KeyUnusable Class = "key_unusable" // the key is refused for good
+	RetryLater  Class = "retry_later"  // the upstream could not serve it now: retry
+	// Gateway is not a profile's to name: an answer not in the upstream's own
+	// format, which does not prove the request arrived.
+	Gateway Class = "gateway"
+)
+
+var classes = []Class{Done, RateLimited, BadNonce, KeyUnusable, RetryLater}
+
+// Answers says what the upstream's answers mean and what of them is kept.
+type Answers struct {
+	// OwnJSONField, when set, is a field every answer of the upstream's own
+	// carries in a JSON object body. Only the upstream's own answers prove that
+	// a request arrived; anything else (a proxy's error page) may come from
+	// something in between. OwnJSON alone asks for a JSON body; neither takes
+	// every answer as the upstream's own.
+	OwnJSONField string `yaml:"own_json_field"`
+	OwnJSON      bool   `yaml:"own_json"`
+	// Rules are tried in order; the first whose status and body match classes
+	// the answer.
+	Rules []AnswerRule `yaml:"rules"`
+	// Otherwise classes an answer no rule matched; retry_later when empty.
+	Otherwise Class `yaml:"otherwise"`
+	// KeepHeaders are the answer headers the result keeps.
+	KeepHeaders []string `yaml:"keep_headers"`
+	// MaxBody bounds the body the result keeps, in bytes; 64 KiB when 0.
+	MaxBody int `yaml:"max_body"`
+}
+
+// AnswerRule classes the answers with one of Status whose body holds Body.
+type AnswerRule struct {
+	Status []int  `yaml:"status"`
+	Body   string `yaml:"body"`
+	Class  Class  `yaml:"class"`
+}
+
+// DefaultMaxBody is Answers.MaxBody's default.
+const DefaultMaxBody = 64 << 10
+
+// Classify returns what an answer means, and the upstream's error message for
+// the log (its error_msg, error or message field, else the status text).
+//
+// A redirect is never followed and a gateway's answer, as an answer not in the
+// upstream's format, proves nothing: both are Gateway. A 429 is RateLimited
+// unless a rule says otherwise, whoever sent it: a proxy's rate limit counts too.
+func (p *Profile) Classify(status int, body []byte) (Class, string) {
+	a := p.Answers
+	msg := message(body, status)
+	if status >= 300 && status < 400 {
+		return Gateway, fmt.Sprintf("%s: a redirect, not followed", statusText(status))
+	}
+	own := true
+	switch {
+	case a.OwnJSONField != "":
+		var obj map[string]json.RawMessage
+		own = false
+		if json.Unmarshal(body, &obj) == nil {
+			_, own = obj[a.OwnJSONField]
+		}
+	case a.OwnJSON:
+		own = json.Valid(body)
+	}
+	for _, r := range a.Rules {
+		if slices.Contains(r.Status, status) && strings.Contains(string(body), r.Body) && (own || r.Class == RateLimited) {
+			return r.Class, msg
+		}
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		return RateLimited, msg
+	case !own:
+		return Gateway, fmt.Sprintf("%s, not in the upstream's format (a gateway's answer?)", statusText(status))
+	case a.Otherwise != "":
+		return a.Otherwise, msg
+	}
+	return RetryLater, msg
+}
+
+// MaxBody returns the body size a result keeps.
+func (p *Profile) MaxBody() int {
+	if p.Answers.MaxBody > 0 {
+		return p.Answers.MaxBody
+	}
+	return DefaultMaxBody
+}
+
+// message finds the error message of an answer.
+func message(body []byte, status int) string {
+	var b map[string]any
+	if json.Unmarshal(body, &b) == nil {
+		for _, f := range []string{"error_msg", "error", "message"} {
+			switch v := b[f].(type) {
+			case string:
+				if v != "" {
+					return v
+				}
+			case map[string]any:
+				if m, ok := v["message"].(string); ok {
+					return m
+				}
+			case []any:
+				if len(v) > 0 {
+					return fmt.Sprint(v...)
+				}
+			}
+		}
+	}
+	return http.StatusText(status)
+}
+
+func (a *Answers) validate(v *validator) {
+	for i, r := range a.Rules {
+		if len(r.Status) == 0 {
+			v.addf(fmt.Sprintf("answers.rules[%d].status", i), "must list at least one status")
+		}
+		for _, s := range r.Status {
+			if s < 100 || s > 599 || (s >= 300 && s < 400) {
+				v.addf(fmt.Sprintf("answers.rules[%d].status", i), "%d: a status from 100 to 599, not a redirect (redirects are never followed)", s)
+			}
+		}
+		if !slices.Contains(classes, r.Class) {
+			v.addf(fmt.Sprintf("answers.rules[%d].class", i), "is %q; use done, rate_limited, bad_nonce, key_unusable or retry_later", r.Class)
+		}
+	}
+	if a.Otherwise != "" && !slices.Contains(classes, a.Otherwise) {
+		v.addf("answers.otherwise", "is %q; use done, rate_limited, bad_nonce, key_unusable or retry_later", a.Otherwise)
+	}
+	if a.MaxBody < 0 || a.MaxBody > 1<<20 {
+		v.addf("answers.max_body", "%d must be from 0 (64 KiB) to 1048576 bytes", a.MaxBody)
+	}
+}

@@ -1,0 +1,245 @@
+package profile_test
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/profile"
+	"github.com/ratefleet/ratefleet/internal/request"
+)
+
+func TestReference_IsValidAndMakesTheReferenceCall(t *testing.T) {
+	p := profile.Reference()
+	b, err := p.Build(nil, profile.Creds{APIKey: "SECRETKEY"}, profile.Send{Nonce: 7, RequestID: "r 1"})
+	require.NoError(t, err)
+	require.Equal(t, "GET", b.Method)
+	require.Equal(t, "/api/request", b.URL.Path)
+	q, err := url.ParseQuery(b.URL.RawQuery)
+	require.NoError(t, err)
+	require.Equal(t, url.Values{"api_key": {"SECRETKEY"}, "nonce": {"7"}, "req_id": {"r 1"}}, q)
+	require.Empty(t, b.Body)
+
+	cfg := p.LimiterConfig(limiter.Config{})
+	require.Equal(t, []limiter.Rule{{Limit: 20, Window: time.Second}}, cfg.Rules)
+	require.Equal(t, 10, cfg.BanThreshold)
+}
+
+// krakenProfile signs as Kraken's private REST API does.
+const krakenProfile = `
+version: 1
+name: kraken
+base_url: https://api.kraken.com
+default_call: {method: POST, path: /0/private/Balance}
+key: {in: header, name: API-Key}
+nonce: {in: form, name: nonce}
+sign:
+  algorithm: hmac-sha512
+  secret: base64
+  message: [path, sha256(nonce body)]
+  output: base64
+  in: header
+  name: API-Sign
+rate:
+  rules: [{limit: 15, window: 45s}]
+  ban_after: 0
+answers:
+  own_json: true
+  rules:
+    - {status: [200], body: EAPI:Invalid nonce, class: bad_nonce}
+    - {status: [200], body: EAPI:Rate limit, class: rate_limited}
+    - {status: [200], body: EAPI:Invalid key, class: key_unusable}
+    - {status: [200], class: done}
+`
+
+// binanceProfile signs as Binance's SIGNED endpoints do.
+const binanceProfile = `
+version: 1
+name: binance
+base_url: https://api.binance.com
+default_call: {method: GET, path: /api/v3/account}
+key: {in: header, name: X-MBX-APIKEY}
+sign:
+  algorithm: hmac-sha256
+  message: [query, body]
+  output: hex
+  in: query
+  name: signature
+rate:
+  rules: [{limit: 6000, window: 1m}]
+  max_weight: 100
+  ban_after: 0
+answers:
+  own_json: true
+  rules:
+    - {status: [200], class: done}
+    - {status: [418], class: key_unusable}
+`
+
+// TestBuild_ReproducesPublishedSignatures checks two exchanges' published
+// examples byte for byte: Kraken's API-Sign (docs.kraken.com, "Authentication")
+// and Binance's HMAC signature (binance-spot-api-docs, "SIGNED endpoint
+// examples for POST /api/v3/order").
+func TestBuild_ReproducesPublishedSignatures(t *testing.T) {
+	tests := []struct {
+		name    string
+		profile string
+		call    request.Call
+		creds   profile.Creds
+		nonce   int64
+		where   func(profile.Built) string
+		want    string
+	}{
+		{
+			name:    "kraken API-Sign",
+			profile: krakenProfile,
+			call:    request.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25"},
+			creds:   profile.Creds{APIKey: "PUBLIC", Secret: "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="},
+			nonce:   1616492376594,
+			where:   func(b profile.Built) string { return b.Header.Get("API-Sign") },
+			want:    "4/dpxb3iT4tp/ZCVEwSnEsLxx0bqyhLpdfOpc6fn7OR8+UClSV5n9E6aSS8MPtnRfp32bAb0nmbRn6H8ndwLUQ==",
+		},
+		{
+			name:    "binance signature",
+			profile: binanceProfile,
+			call: request.Call{Method: "POST", Path: "/api/v3/order", Query: []request.Param{
+				{Name: "symbol", Value: "LTCBTC"}, {Name: "side", Value: "BUY"}, {Name: "type", Value: "LIMIT"},
+				{Name: "timeInForce", Value: "GTC"}, {Name: "quantity", Value: "1"}, {Name: "price", Value: "0.1"},
+				{Name: "recvWindow", Value: "5000"}, {Name: "timestamp", Value: "1499827319559"},
+			}},
+			creds: profile.Creds{APIKey: "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A", Secret: "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"},
+			where: func(b profile.Built) string { return b.URL.Query().Get("signature") },
+			want:  "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := profile.Parse(tt.name, []byte(tt.profile))
+			require.NoError(t, err)
+			b, err := p.Build(&tt.call, tt.creds, profile.Send{Nonce: tt.nonce})
+			require.NoError(t, err)
+			require.Equal(t, tt.want, tt.where(b))
+			all := b.URL.String() + b.Body + strings.Join(b.Header.Values("API-Sign"), "")
+			for _, v := range b.Header {
+				all += strings.Join(v, "")
+			}
+			require.NotContains(t, all, tt.creds.Secret, "the secret never leaves: only the signature does")
+		})
+	}
+}
+
+func TestBuild_KrakenPutsTheNonceFirstInTheForm(t *testing.T) {
+	p, err := profile.Parse("kraken", []byte(krakenProfile))
+	require.NoError(t, err)
+	b, err := p.Build(&request.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "pair=XBTUSD"},
+		profile.Creds{APIKey: "PUB", Secret: "c2VjcmV0"}, profile.Send{Nonce: 42})
+	require.NoError(t, err)
+	require.Equal(t, "nonce=42&pair=XBTUSD", b.Body)
+	require.Equal(t, "application/x-www-form-urlencoded", b.Header.Get("Content-Type"))
+	require.Equal(t, "PUB", b.Header.Get("API-Key"))
+}
+
+func TestBuild_RefusesACallThatSetsWhatTheProfileSets(t *testing.T) {
+	p, err := profile.Parse("kraken", []byte(krakenProfile))
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		call request.Call
+		want string
+	}{
+		{"key header", request.Call{Method: "POST", Path: "/x", Header: []request.Param{{Name: "api-key", Value: "x"}}}, `header "API-Key" is the profile's key`},
+		{"signature", request.Call{Method: "POST", Path: "/x", Header: []request.Param{{Name: "API-Sign", Value: "x"}}}, "the profile's sign"},
+		{"nonce in the form", request.Call{Method: "POST", Path: "/x", Body: "nonce=1&a=b"}, `form field "nonce"`},
+		{"form fields on a GET", request.Call{Path: "/x"}, "a GET does not have"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := p.Build(&tt.call, profile.Creds{APIKey: "P", Secret: "c2VjcmV0"}, profile.Send{Nonce: 1})
+			require.ErrorIs(t, err, profile.ErrCall)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+func TestClassify(t *testing.T) {
+	ref := profile.Reference()
+	tests := []struct {
+		status int
+		body   string
+		want   profile.Class
+	}{
+		{200, `{"status":"OK","req_id":"a"}`, profile.Done},
+		{429, `{"status":"error","error_msg":"exceeded rate limit"}`, profile.RateLimited},
+		{429, `{"status":"error","error_msg":"too many rate limit errors: blocked"}`, profile.KeyUnusable},
+		{400, `{"status":"error","error_msg":"invalid nonce"}`, profile.BadNonce},
+		{401, `{"status":"error","error_msg":"invalid api key"}`, profile.KeyUnusable},
+		{503, `{"status":"error","error_msg":"injected fault"}`, profile.RetryLater},
+		{502, `<html>bad gateway</html>`, profile.Gateway},
+		{429, `<html>slow down</html>`, profile.RateLimited},
+		{302, ``, profile.Gateway},
+	}
+	for _, tt := range tests {
+		t.Run(tt.body, func(t *testing.T) {
+			got, _ := ref.Classify(tt.status, []byte(tt.body))
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestParse_SaysWhatIsWrong(t *testing.T) {
+	tests := []struct {
+		name, edit, want string
+	}{
+		{"unknown field", "name: reference\nnmae: x", "unknown field"},
+		{"bad key place", "key: {in: cookie, name: k}", `key.in: is "cookie"`},
+		{"weight above a rule", "rate: {rules: [{limit: 5, window: 1s}], max_weight: 10, ban_after: 10}", "limit 5 is below max_weight 10"},
+		{"ban after one", "rate: {rules: [{limit: 5, window: 1s}], ban_after: 1}", "ban_after: 1"},
+		{"two values in one place", "nonce: {in: query, name: api_key}", "same place"},
+		{"unknown class", "answers: {rules: [{status: [200], class: fine}]}", `class: is "fine"`},
+		{"signs a nonce it does not place", "nonce: null\nsign: {algorithm: hmac-sha256, message: [nonce], output: hex, in: header, name: S}", "places none"},
+		{"window not whole ms", "rate: {rules: [{limit: 5, window: 1500us}], ban_after: 10}", "whole number of milliseconds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := profile.Parse("p.yaml", []byte(override(profile.ReferenceYAML, tt.edit)))
+			require.True(t, errors.Is(err, profile.ErrInvalid), "%v", err)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+// override replaces the top-level fields of base that edit sets.
+func override(base, edit string) string {
+	set := map[string]bool{}
+	for _, l := range strings.Split(edit, "\n") {
+		if k, _, ok := strings.Cut(l, ":"); ok && !strings.HasPrefix(l, " ") {
+			set[k] = true
+		}
+	}
+	var out []string
+	skip := false
+	for _, l := range strings.Split(base, "\n") {
+		if !strings.HasPrefix(l, " ") && !strings.HasPrefix(l, "#") {
+			k, _, _ := strings.Cut(l, ":")
+			skip = set[k]
+		}
+		if !skip {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n") + "\n" + edit + "\n"
+}
+
+func TestExamples_AreValid(t *testing.T) {
+	for name, doc := range map[string]string{"signed": profile.SignedYAML, "per-minute": profile.PerMinuteYAML} {
+		t.Run(name, func(t *testing.T) {
+			_, err := profile.Parse(name, []byte(doc))
+			require.NoError(t, err)
+		})
+	}
+}
