@@ -89,7 +89,7 @@ func (g *Graveyard) Walk(ctx context.Context, f Filter, fn func(Stored) bool) er
 		if err != nil {
 			return fmt.Errorf("read graveyard at %d: %w", seq, err)
 		}
-		e, err := Decode(m.Data)
+		e, err := DecodeMsg(m.Header, m.Data)
 		if err != nil {
 			return fmt.Errorf("graveyard entry %d: %w", m.Sequence, err)
 		}
@@ -112,7 +112,7 @@ func (g *Graveyard) Get(ctx context.Context, seq uint64) (Stored, error) {
 	if err != nil {
 		return Stored{}, fmt.Errorf("graveyard entry %d: %w", seq, err)
 	}
-	e, err := Decode(m.Data)
+	e, err := DecodeMsg(m.Header, m.Data)
 	if err != nil {
 		return Stored{}, fmt.Errorf("graveyard entry %d: %w", seq, err)
 	}
