@@ -259,4 +259,3 @@ func TestKeeper_BuriesExpiredRequestsOnlyOnceNoKeyWasHeldForStall(t *testing.T) 
 		})
 	}
 }
-
