@@ -78,6 +78,10 @@ type Config struct {
 	// Keeper also runs the graveyard keeper, which buries requests the server
 	// gave up on without a worker seeing it; safe in every worker.
 	Keeper bool
+	// NoKeyStall is how long no key may be held anywhere in the fleet before the
+	// keeper buries expired requests as key_unusable: longer than a failover.
+	// 15 s when 0.
+	NoKeyStall time.Duration
 	// ClockSkew is how far the worker's clock may be from the NATS server's
 	// before it warns; DefaultClockSkew when 0.
 	ClockSkew time.Duration
@@ -162,6 +166,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if cfg.Keeper {
 		if keeper, err = graveyard.NewKeeper(ctx, js, sc, cfg.Logger); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
+		}
+		if cfg.NoKeyStall > 0 {
+			keeper.Stall = cfg.NoKeyStall
 		}
 	}
 	host, _ := os.Hostname()
