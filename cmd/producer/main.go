@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer func() { err = errors.Join(err, closeIDs()) }()
+	o.cfg.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
 	p, err := producer.New(conn.NC, conn.Streams.Requests.Stream.Subjects[0], o.cfg, log)
 	if err != nil {
 		return err
