@@ -286,6 +286,10 @@ func replay(ctx context.Context, args []string, stdout, stderr io.Writer, log *s
 	}
 	defer conn.Close()
 	r := graveyard.NewReplayer(g, conn.Streams.Requests.Stream.Subjects[0], *ttl, nil)
+	if r.Ledger, err = graveyard.OpenLedger(ctx, conn.JS, conn.Streams.KV.Replays.Bucket); err != nil {
+		return err
+	}
+	r.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
 	var selected []graveyard.Stored
 	if err := g.Walk(ctx, f, func(s graveyard.Stored) bool {
 		selected = append(selected, s)

@@ -259,3 +259,41 @@ func TestKeeper_BuriesExpiredRequestsOnlyOnceNoKeyWasHeldForStall(t *testing.T) 
 		})
 	}
 }
+
+// Edge 5: a replay interrupted after publishing and rerun after the requests
+// stream's duplicate window stores its request once: the ledger remembers it.
+func TestReplay_RerunAfterTheDuplicateWindowStoresNothingTwice(t *testing.T) {
+	const window = time.Second
+	c, _ := open(t, func(cfg *streams.Config) { cfg.Requests.Stream.DuplicateWindow = window })
+	ctx := context.Background()
+	g, err := graveyard.New(c.JS, c.Streams.Graveyard.Stream.Name, c.Streams.Graveyard.Stream.Subjects[0])
+	require.NoError(t, err)
+	ids := bury(t, c, g, 2)
+	var all []graveyard.Stored
+	require.NoError(t, g.Walk(ctx, graveyard.Filter{}, func(s graveyard.Stored) bool { all = append(all, s); return true }))
+	r := graveyard.NewReplayer(g, c.Streams.Requests.Stream.Subjects[0], time.Minute, nil)
+	r.DuplicateWindow = window
+	r.Ledger, err = graveyard.OpenLedger(ctx, c.JS, c.Streams.KV.Replays.Bucket)
+	require.NoError(t, err)
+
+	// The first run publishes both, and is interrupted before removing either
+	// entry (as if it could not reach the graveyard).
+	for _, s := range all {
+		interrupted := s
+		interrupted.Seq = 0
+		_, err := r.Replay(ctx, interrupted)
+		require.Error(t, err)
+	}
+	require.Equal(t, uint64(2), graveyardCount(t, c))
+	time.Sleep(window + 100*time.Millisecond) // the stream forgets the ids
+
+	for _, s := range all {
+		_, err := r.Replay(ctx, s)
+		require.NoError(t, err)
+	}
+	require.Zero(t, graveyardCount(t, c))
+	got := replayedIDs(t, c)
+	for _, id := range ids {
+		require.Equal(t, 1, got[id], "request %s stored once", id)
+	}
+}

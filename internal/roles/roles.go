@@ -55,13 +55,13 @@ func All(cfg *streams.Config) []Role {
 func Get(cfg *streams.Config, name string) (Role, error) {
 	req, grave, adv, st := cfg.Requests.Stream, cfg.Graveyard.Stream, cfg.Graveyard.Advisories, cfg.Stats.Stream
 	durable := cfg.Requests.Consumer.Durable
-	leases, keys, attempts := cfg.KV.Leases.Bucket, cfg.KV.KeyState.Bucket, cfg.KV.Attempts.Bucket
+	leases, keys, attempts, replays := cfg.KV.Leases.Bucket, cfg.KV.KeyState.Bucket, cfg.KV.Attempts.Bucket, cfg.KV.Replays.Bucket
 	api := func(format string, args ...any) string { return "$JS.API." + fmt.Sprintf(format, args...) }
 
 	// check is what every role but the admin needs to compare the server with
 	// streams.yaml: read the configuration of each object, nothing more.
 	var check []string
-	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts} {
+	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts, "KV_" + replays} {
 		check = append(check, api("STREAM.INFO.%s", s))
 	}
 	check = append(check, api("CONSUMER.INFO.%s.%s", req.Name, durable))
@@ -138,10 +138,12 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 		}
 	case Graveyard:
 		r.Commands = "graveyard ls, show and replay"
-		r.Publish = cat(check, streamRead(grave.Name), req.Subjects, []string{api("STREAM.MSG.DELETE.%s", grave.Name)})
+		r.Publish = cat(check, streamRead(grave.Name), req.Subjects, []string{api("STREAM.MSG.DELETE.%s", grave.Name)},
+			kvRead(replays), kvWrite(replays))
 		r.Why = []string{
 			"read graveyard entries in " + grave.Name,
 			"replay: publish fresh requests to " + req.Subjects[0] + ", then remove the replayed entry from " + grave.Name,
+			"note each replay in " + replays + " before publishing it, and once stored, so a rerun stores nothing twice",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Admin:

@@ -87,7 +87,7 @@ func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (R
 	for _, b := range []struct {
 		bucket Bucket
 		ttl    bool
-	}{{c.KV.Leases, true}, {c.KV.KeyState, false}, {c.KV.Attempts, false}} {
+	}{{c.KV.Leases, true}, {c.KV.KeyState, false}, {c.KV.Attempts, false}, {c.KV.Replays, false}} {
 		a, err := applyBucket(ctx, js, b.bucket, b.ttl, dry)
 		if err != nil {
 			return res, err

@@ -57,6 +57,9 @@ type KV struct {
 	Leases   Bucket `yaml:"leases"`
 	KeyState Bucket `yaml:"key_state"`
 	Attempts Bucket `yaml:"attempts"`
+	// Replays remembers each replay published, so a rerun after the requests
+	// stream's duplicate window stores nothing twice.
+	Replays Bucket `yaml:"replays"`
 }
 
 // Stream declares one JetStream stream. Zero numeric limits mean unlimited.
@@ -184,10 +187,17 @@ func (c *Config) Validate() error {
 	}
 	v.bucket("kv.key_state", c.KV.KeyState)
 	v.bucket("kv.attempts", c.KV.Attempts)
+	v.bucket("kv.replays", c.KV.Replays)
+	if c.KV.Replays.MaxAge < 24*time.Hour {
+		v.addf("kv.replays.max_age", "is %s; must be at least 24h: a replay is stored once for this long", c.KV.Replays.MaxAge)
+	}
+	if c.KV.Replays.MaxBytes <= 0 {
+		v.addf("kv.replays.max_bytes", "must be set (for example 67108864)")
+	}
 	if c.KV.Attempts.MaxBytes <= 0 {
 		v.addf("kv.attempts.max_bytes", "must be set (for example 67108864): every request that fails once writes here, and a crash can leave its log behind until max_age")
 	}
-	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts} {
+	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays} {
 		if b.LeaseTTL != 0 {
 			v.addf(field+".lease_ttl", "applies to kv.leases only; remove it")
 		}
@@ -202,7 +212,7 @@ func (c *Config) Validate() error {
 		"requests.stream": c.Requests.Stream.Name, "graveyard.stream": c.Graveyard.Stream.Name,
 		"graveyard.advisories": c.Graveyard.Advisories.Name, "stats.stream": c.Stats.Stream.Name,
 		"kv.leases": "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
-		"kv.attempts": "KV_" + c.KV.Attempts.Bucket,
+		"kv.attempts": "KV_" + c.KV.Attempts.Bucket, "kv.replays": "KV_" + c.KV.Replays.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
 			a, b := min(field, other), max(field, other)
