@@ -300,6 +300,8 @@ type Queue struct {
 	// Averages since the monitor started.
 	AvgWaiting, AvgRedelivery, AvgGraveyard float64
 	Err                                     string `json:"error,omitempty"`
+	// Stalled says why requests wait and nothing takes them, when that is so.
+	Stalled string `json:"stalled,omitempty"`
 }
 
 // Key is one API key's view.
@@ -404,6 +406,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	}
 	sort.Slice(s.Keys, func(i, j int) bool { return s.Keys[i].Name < s.Keys[j].Name })
 	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
+	s.Queue.Stalled = stalled(s)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
