@@ -290,7 +290,7 @@ func (s *soak) apply(ctx context.Context, kind string) (string, time.Time, error
 		r, largest := padded(size)
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if _, err := s.pub.JS.Publish(pctx, f.Conn.Streams.Requests.Stream.Subjects[0], largest, jetstream.WithMsgID(r.ID)); err != nil {
+		if _, err := s.pub.JS.Publish(pctx, f.Conn.Streams.Requests.Stream.Subjects[0], largest); err != nil {
 			return "", time.Time{}, fmt.Errorf("publish a request of the largest size: %w", err)
 		}
 		s.own[r.ID] = true
