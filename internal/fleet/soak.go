@@ -83,7 +83,11 @@ type Audit struct {
 	Served          int // answered by the upstream, and only that
 	Buried          map[string]int
 	Queued          int
-	ServedAndBuried []string // done upstream, then buried: every answer lost after processing
+	// ServedAndBuried are requests done upstream and then buried, by why: an
+	// answer lost after the upstream did it (the 5xx recorded among its attempts),
+	// or an ack lost (worker killed or paused, NATS restarted) with the
+	// redelivery found stale or out of attempts.
+	ServedAndBuried map[string]int
 	Lost            []string // acknowledged and nowhere
 	Twice           []Repeat // done upstream more than once
 	Malformed       int      // graveyard entries with no request id
@@ -396,7 +400,7 @@ func admin(ctx context.Context, method, url string, body []byte) error {
 // audit reconciles the producers' acknowledged ids, the simulator's answered ids,
 // the graveyard and the queue.
 func (s *soak) audit(ctx context.Context) (Audit, error) {
-	a := Audit{Buried: map[string]int{}, Refused: s.refused}
+	a := Audit{Buried: map[string]int{}, ServedAndBuried: map[string]int{}, Refused: s.refused}
 	published := map[string]bool{}
 	for _, path := range s.idFiles {
 		if err := readLines(path, func(id string) { published[id] = true }); err != nil {
@@ -424,7 +428,10 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 		return a, err
 	}
 	buried := map[string]string{}
+	entries := map[string]graveyard.Entry{}
 	err = g.Walk(ctx, graveyard.Filter{}, func(e graveyard.Stored) bool {
+		e.Entry.Original = nil
+		entries[e.Entry.RequestID] = e.Entry
 		if e.Entry.RequestID == "" {
 			a.Malformed++
 			a.Buried[e.Entry.Reason]++
@@ -476,7 +483,7 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 		}
 		switch {
 		case served[id] && isBuried:
-			a.ServedAndBuried = append(a.ServedAndBuried, id)
+			a.ServedAndBuried[servedAndBuried(entries[id])]++
 			a.Buried[buried[id]]++
 		case served[id] && queued[id]:
 			a.Queued++ // done, its ack lost: it is delivered again
@@ -491,12 +498,24 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 		}
 	}
 	sort.Strings(a.Lost)
-	sort.Strings(a.ServedAndBuried)
 	for _, id := range st.DuplicateIDs {
 		times := st.DuplicateTimes[id]
 		a.Twice = append(a.Twice, Repeat{ID: id, Times: times, Cause: s.explain(times)})
 	}
 	return a, nil
+}
+
+// servedAndBuried says why a request the upstream did was buried.
+func servedAndBuried(e graveyard.Entry) string {
+	for _, at := range e.Attempts {
+		if at.Status >= 500 {
+			return e.Reason + " after an answer lost after processing (5xx after processing)"
+		}
+	}
+	if e.Deliveries > 1 {
+		return e.Reason + " on redelivery after an ack lost (worker killed or paused, NATS restarted)"
+	}
+	return e.Reason + " with nothing to explain it"
 }
 
 // explain names the fault that can have made the upstream do a request again at
@@ -581,7 +600,14 @@ func FormatSoak(r SoakResult, cfg SoakConfig) string {
 	fmt.Fprintf(&b, "  plus stored without a recorded ack        %d (a producer killed mid-publish)\n", a.Unacked)
 	fmt.Fprintf(&b, "served (answered 200 by the upstream)      %d\n", a.Served)
 	fmt.Fprintf(&b, "buried                                     %d %v (+%d malformed without id)\n", buried-a.Malformed, withoutZero(a.Buried, a.Malformed), a.Malformed)
-	fmt.Fprintf(&b, "  of them served before every answer was lost %d\n", len(a.ServedAndBuried))
+	sb := 0
+	for _, n := range a.ServedAndBuried {
+		sb += n
+	}
+	fmt.Fprintf(&b, "  of them done by the upstream first        %d\n", sb)
+	for why, n := range a.ServedAndBuried {
+		fmt.Fprintf(&b, "    %5d  %s\n", n, why)
+	}
 	fmt.Fprintf(&b, "queued                                     %d\n", a.Queued)
 	fmt.Fprintf(&b, "lost                                       %d\n", len(a.Lost))
 	fmt.Fprintf(&b, "every id once: %d = served %d + buried %d + queued %d + lost %d\n",
