@@ -78,11 +78,11 @@ type SoakResult struct {
 // Audit accounts for every request id: the producer's acknowledged ids, the
 // simulator's answered ids, the graveyard and the queue.
 type Audit struct {
-	Published       int // acknowledged to a producer (its --ids-out) or to the soak
-	Unacked         int // stored, though no producer recorded the ack (a producer killed mid-publish)
-	Served          int // answered by the upstream, and only that
-	Buried          map[string]int
-	Queued          int
+	Published int // acknowledged to a producer (its --ids-out) or to the soak
+	Unacked   int // stored, though no producer recorded the ack (a producer killed mid-publish)
+	Served    int // answered by the upstream, and only that
+	Buried    map[string]int
+	Queued    int
 	// ServedAndBuried are requests done upstream and then buried, by why: an
 	// answer lost after the upstream did it (the 5xx recorded among its attempts),
 	// or an ack lost (worker killed or paused, NATS restarted) with the
