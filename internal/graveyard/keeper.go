@@ -221,11 +221,11 @@ func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Sweep buries, as key_unusable, expired requests among the next max messages of
+// Sweep buries, as key_unusable, expired requests among the next limit messages of
 // the requests stream (continuing where the last sweep stopped), and returns how
 // many it buried. Run calls it only when no key has been held for Stall, so no
 // worker holds these requests; it goes on past a request it cannot bury.
-func (k *Keeper) Sweep(ctx context.Context, max int) (int, error) {
+func (k *Keeper) Sweep(ctx context.Context, limit int) (int, error) {
 	rc := k.cfg.Requests
 	st, err := k.js.Stream(ctx, rc.Stream.Name)
 	if err != nil {
@@ -234,14 +234,14 @@ func (k *Keeper) Sweep(ctx context.Context, max int) (int, error) {
 	state := st.CachedInfo().State
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	seq := max64(k.cursor, state.FirstSeq)
+	seq := max(k.cursor, state.FirstSeq)
 	if seq > state.LastSeq {
 		seq = state.FirstSeq
 	}
 	now := k.Now()
 	var failed []error
 	n := 0
-	for range max {
+	for range limit {
 		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Subjects[0]))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			seq = 0 // end of the stream: start again from the first next time
@@ -267,13 +267,6 @@ func (k *Keeper) Sweep(ctx context.Context, max int) (int, error) {
 		return n, fmt.Errorf("%w: %w", ErrUnresolved, errors.Join(failed...))
 	}
 	return n, nil
-}
-
-func max64(a, b uint64) uint64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // Resolve buries the request at seq as max_deliveries, if it is still in the
