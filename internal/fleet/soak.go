@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -65,8 +64,15 @@ const (
 	FaultUnusableKey = "key made unusable"
 )
 
-// repeats lists the faults that can make the upstream do a request twice.
-var repeats = []string{FaultBurstAfter, FaultKill, FaultPause, FaultNATS}
+// repeats reports whether a fault of kind can make the upstream do a request
+// twice: its answer lost after processing, or its ack lost.
+func repeats(kind string) bool {
+	switch kind {
+	case FaultBurstAfter, FaultKill, FaultPause, FaultNATS:
+		return true
+	}
+	return false
+}
 
 // SoakResult is the soak's faults and its audit.
 type SoakResult struct {
@@ -528,7 +534,7 @@ func (s *soak) explain(times []time.Time) string {
 	first, last := times[0], times[len(times)-1]
 	slack := s.f.Conn.Streams.Requests.Consumer.AckWait + 5*time.Second
 	for _, ft := range s.faults {
-		if !slices.Contains(repeats, ft.Kind) {
+		if !repeats(ft.Kind) {
 			continue
 		}
 		if !ft.At.Add(-slack).After(first) && !ft.End.Add(slack).Before(first) && !ft.At.After(last) {
