@@ -10,7 +10,7 @@ DURATION    ?= 60s
 BENCH_TIME  ?= 60s
 FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster clean
+.PHONY: all build test test-short lint run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster bench-soak clean
 
 all: build
 
@@ -69,3 +69,9 @@ bench-scale: build
 # The fleet on an embedded three-node cluster, one node stopped every 20 s.
 bench-cluster: build
 	$(BIN)/fleet chaos --bin $(BIN) --duration 2m
+
+# The conservation soak (minutes; not part of `make test` or `make bench`): the seed
+# load with a random fault every 20 s, then an audit of every request id.
+SOAK_TIME   ?= 10m
+bench-soak: build
+	$(BIN)/fleet soak --bin $(BIN) --duration $(SOAK_TIME)

@@ -39,10 +39,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "chaos" {
 		return chaos(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "soak" {
+		return soak(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "nats" {
 		return natsServer(ctx, args[1:], stdout, stderr)
 	}
-	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
+	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
 	fs := cmd.Flags
 	var (
 		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
@@ -211,6 +214,38 @@ func failover(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Logs: logOut, Logger: cmd.Logger()}
 	res, err := fleet.Failover(ctx, cfg)
 	fmt.Fprint(stdout, fleet.FormatFailover(res, cfg))
+	return err
+}
+
+func soak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("fleet soak", "Conservation soak: the seed load with a random fault every --every (upstream 5xx bursts,\n"+
+		"upstream down, a worker killed or paused, NATS restarted, a producer killed mid-publish, an oversize\n"+
+		"and a malformed request, a key made unusable), then an audit of every request id.", stdout, stderr)
+	fs := cmd.Flags
+	var (
+		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
+		workers  = fs.Int("workers", 6, "worker processes at start (five keys, one of which is made unusable)")
+		duration = fs.Duration("duration", 10*time.Minute, "how long the producers publish")
+		every    = fs.Duration("every", 20*time.Second, "how often a fault is injected")
+		ttl      = fs.Duration("ttl", 10*time.Second, "the requests' time to live")
+		seed     = fs.Uint64("seed", 1, "random seed of the fault schedule")
+		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	)
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
+	}
+	cfg := fleet.SoakConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, TTL: *ttl, Seed: *seed,
+		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
+	res, err := fleet.Soak(ctx, cfg)
+	fmt.Fprint(stdout, fleet.FormatSoak(res, cfg))
+	if err == nil && (len(res.Audit.Lost) > 0 || res.Audit.Untracked > 0) {
+		err = fmt.Errorf("%d requests lost", len(res.Audit.Lost))
+	}
+	for _, t := range res.Audit.Twice {
+		if err == nil && t.Cause == "" {
+			err = fmt.Errorf("request %s answered twice with no fault to explain it", t.ID)
+		}
+	}
 	return err
 }
 

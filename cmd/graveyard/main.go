@@ -465,6 +465,10 @@ func replay(ctx context.Context, args []string, s stdio) error {
 		return err
 	}
 	r := graveyard.NewReplayer(g, conn.Streams.Requests.Stream.Subjects[0], *ttl, s.now)
+	if r.Ledger, err = graveyard.OpenLedger(ctx, conn.JS, conn.Streams.KV.Replays.Bucket); err != nil {
+		return err
+	}
+	r.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
 	gap := time.Duration(float64(time.Second) / *rate)
 	n := len(selected)
 	done, skipped := 0, 0

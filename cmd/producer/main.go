@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer func() { err = errors.Join(err, closeIDs()) }()
+	o.cfg.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
 	var ids *producer.IDSet
 	if o.resultsOut != "" {
 		ids = producer.NewIDSet()

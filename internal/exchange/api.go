@@ -81,7 +81,7 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	switch v {
 	case verdictOK:
-		s.ids.record(reqID)
+		s.ids.record(reqID, s.cfg.Now())
 		status, body = http.StatusOK, okBody(reqID)
 	case verdictBlocked:
 		status, body = http.StatusTooManyRequests, []byte(bodyBlocked)

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 )
 
 // idLedger counts, per req_id, the requests that passed every check, to tell whether
@@ -16,13 +17,18 @@ type idLedger struct {
 	done       map[string]int
 	duplicates int // ids done more than once
 	untracked  uint64
+	// first is when each id was first done (Unix ns), and again when each id
+	// done more than once was done after that: an audit matches them with the
+	// faults that can cause a repeat.
+	first map[string]int64
+	again map[string][]time.Time
 }
 
 func newIDLedger(limit int) *idLedger {
-	return &idLedger{max: limit, done: map[string]int{}}
+	return &idLedger{max: limit, done: map[string]int{}, first: map[string]int64{}, again: map[string][]time.Time{}}
 }
 
-func (l *idLedger) record(id string) {
+func (l *idLedger) record(id string, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n, ok := l.done[id]
@@ -31,9 +37,26 @@ func (l *idLedger) record(id string) {
 		return
 	}
 	l.done[id] = n + 1
+	if n == 0 {
+		l.first[id] = at.UnixNano()
+		return
+	}
 	if n == 1 {
 		l.duplicates++
+		l.again[id] = []time.Time{time.Unix(0, l.first[id])}
 	}
+	l.again[id] = append(l.again[id], at)
+}
+
+// duplicateTimes returns, for each id done more than once, when it was done.
+func (l *idLedger) duplicateTimes() map[string][]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]time.Time, len(l.again))
+	for id, ts := range l.again {
+		out[id] = slices.Clone(ts)
+	}
+	return out
 }
 
 // totals returns the number of distinct ids, of ids done more than once, and of ids
@@ -71,4 +94,5 @@ func (l *idLedger) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.done, l.duplicates, l.untracked = map[string]int{}, 0, 0
+	l.first, l.again = map[string]int64{}, map[string][]time.Time{}
 }

@@ -140,7 +140,7 @@ func (s *Server) handlePerMinute(w http.ResponseWriter, r *http.Request) {
 	status, body := http.StatusOK, perMinuteOK(reqID)
 	switch v {
 	case verdictOK:
-		s.ids.record(reqID)
+		s.ids.record(reqID, s.cfg.Now())
 	case verdictBlocked, verdictRateLimited:
 		status, body = http.StatusTooManyRequests, []byte(bodyPerMinute429)
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))

@@ -3,6 +3,7 @@ package exchange
 import (
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Stats is the server's view of what it was asked and what it answered, since it
@@ -32,6 +33,8 @@ type Stats struct {
 	// Only GET /stats?ids=1 fills them; Server.IDCounts gives the same.
 	IDs          []string `json:"ids,omitempty"`
 	DuplicateIDs []string `json:"duplicate_ids,omitempty"`
+	// DuplicateTimes gives, with ?ids=1, when each id in DuplicateIDs was done.
+	DuplicateTimes map[string][]time.Time `json:"duplicate_times,omitempty"`
 }
 
 // KeyStats is one key's part of Stats.
@@ -99,6 +102,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	st := s.Stats()
 	if withIDs, _ := strconv.ParseBool(r.URL.Query().Get("ids")); withIDs {
 		st.IDs, st.DuplicateIDs = s.ids.lists()
+		st.DuplicateTimes = s.ids.duplicateTimes()
 	}
 	writeJSON(w, http.StatusOK, st)
 }

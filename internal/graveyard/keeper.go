@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,21 +20,53 @@ import (
 // keeper, so each advisory is handled once.
 const KeeperDurable = "graveyard-keeper"
 
-// Keeper buries the requests that reached max deliveries without any worker seeing
-// their last failure: a worker died during the last attempt, or its ack wait ran
-// out. It acts on the server's max-deliveries advisories, kept in the advisories
-// stream, and, since advisories are fire-and-forget, also reconciles: under
-// work-queue retention, a request still in the stream below the consumer's ack
-// floor was given up on by the server.
+// ErrUnresolved is wrapped by Reconcile's error when some requests given up on
+// could not be buried; the rest were, and the next pass tries those again.
+var ErrUnresolved = errors.New("requests given up on could not be buried")
+
+// Keeper buries the requests no worker will end: those that reached max
+// deliveries without any worker seeing their last failure (a worker died during
+// the last attempt, or its ack wait ran out), and, when no key has been held for
+// Stall, those whose time to live ran out in the queue (Sweep).
+//
+// For the first it acts on the server's max-deliveries advisories, kept in the
+// advisories stream, and, since advisories are fire-and-forget, also reconciles:
+// under work-queue retention, a request still in the stream below the consumer's
+// ack floor was given up on by the server, once it has stayed there for Settle.
+// (On a replicated stream the ack floor moves before the stream removes an
+// acknowledged message: one sighting proves nothing.)
 type Keeper struct {
+	// Set once.
 	js       jetstream.JetStream
 	cfg      *streams.Config
 	grave    *Graveyard
 	attempts *Attempts
 	log      *slog.Logger
-	now      func() time.Time
-	// Every is how often Run reconciles.
+
+	// Every is how often Run reconciles; 30 s by default.
 	Every time.Duration
+	// Settle is how long a request must stay below the ack floor before
+	// Reconcile buries it; 10 s by default.
+	Settle time.Duration
+	// Serving reports whether some key is held and can send; nil means always.
+	// Run sweeps expired requests only after it has reported false for Stall.
+	Serving func() bool
+	// Stall is how long no key may be held before expired requests are buried
+	// as key_unusable: longer than a failover (lease TTL and a claim); 15 s by
+	// default.
+	Stall time.Duration
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
+
+	mu     sync.Mutex
+	seen   map[sighting]time.Time // below the ack floor, first seen at
+	cursor uint64                 // where the next sweep starts
+}
+
+// sighting names one message of one incarnation of the requests stream.
+type sighting struct {
+	seq    uint64
+	stored int64
 }
 
 // NewKeeper returns a keeper for the declarations in cfg.
@@ -46,7 +79,11 @@ func NewKeeper(ctx context.Context, js jetstream.JetStream, cfg *streams.Config,
 	if err != nil {
 		return nil, err
 	}
-	return &Keeper{js: js, cfg: cfg, grave: g, attempts: a, log: log, now: time.Now, Every: 30 * time.Second}, nil
+	return &Keeper{
+		js: js, cfg: cfg, grave: g, attempts: a, log: log,
+		Every: 30 * time.Second, Settle: 10 * time.Second, Stall: 15 * time.Second, Now: time.Now,
+		seen: map[sighting]time.Time{},
+	}, nil
 }
 
 // advisory is the part of a max-deliveries advisory the keeper reads.
@@ -57,7 +94,8 @@ type advisory struct {
 	Deliveries uint64 `json:"deliveries"`
 }
 
-// Run handles advisories and reconciles every Every until ctx ends.
+// Run handles advisories, reconciles every Every and, while no key is held,
+// sweeps expired requests every second, until ctx ends.
 func (k *Keeper) Run(ctx context.Context) error {
 	subject := ""
 	for _, s := range k.cfg.Graveyard.Advisories.Subjects {
@@ -80,8 +118,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 				return
 			}
 			if err := k.Resolve(ctx, a.StreamSeq, a.Deliveries, "max-deliveries advisory"); err != nil {
+				// Reconciliation finds it later if this keeps failing.
 				k.log.Warn("could not bury a request given up on; retrying", "seq", a.StreamSeq, "err", err)
-				_ = m.NakWithDelay(time.Second)
+				_ = m.NakWithDelay(5 * time.Second)
 				return
 			}
 			_ = m.Ack()
@@ -91,22 +130,44 @@ func (k *Keeper) Run(ctx context.Context) error {
 		}
 		defer cc.Stop()
 	}
-	t := time.NewTicker(k.Every)
-	defer t.Stop()
+	reconcile := time.NewTicker(k.Every)
+	defer reconcile.Stop()
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	var idleSince time.Time // when Serving last turned false
+	k.reconcile(ctx)
 	for {
-		if _, err := k.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			k.log.Warn("graveyard reconciliation failed", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-reconcile.C:
+			k.reconcile(ctx)
+		case <-sweep.C:
+			if k.Serving == nil || k.Serving() {
+				idleSince = time.Time{}
+				continue
+			}
+			if now := k.Now(); idleSince.IsZero() {
+				idleSince = now
+			} else if now.Sub(idleSince) >= k.Stall {
+				if _, err := k.Sweep(ctx, 1000); err != nil && ctx.Err() == nil {
+					k.log.Warn("could not bury expired requests while no key is held", "err", err)
+				}
+			}
 		}
 	}
 }
 
-// Reconcile buries every request still in the requests stream below the workers'
-// consumer's ack floor, and returns how many it buried.
+func (k *Keeper) reconcile(ctx context.Context) {
+	if _, err := k.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		k.log.Warn("graveyard reconciliation incomplete", "err", err)
+	}
+}
+
+// Reconcile buries every request that has stayed in the requests stream below the
+// workers' consumer's ack floor for Settle, and returns how many it buried. It
+// goes on past a request it cannot bury; the error then wraps ErrUnresolved and
+// names each.
 func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 	rc := k.cfg.Requests
 	cons, err := k.js.Consumer(ctx, rc.Stream.Name, rc.Consumer.Durable)
@@ -118,6 +179,11 @@ func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", rc.Stream.Name, err)
 	}
+	now := k.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	seen := map[sighting]time.Time{}
+	var failed []error
 	n := 0
 	for seq := st.CachedInfo().State.FirstSeq; seq > 0 && seq <= floor; {
 		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Subjects[0]))
@@ -125,28 +191,97 @@ func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 			break
 		}
 		if err != nil {
-			return n, fmt.Errorf("read request %d: %w", seq, err)
+			failed = append(failed, fmt.Errorf("read request %d: %w", seq, err))
+			break
 		}
 		if m.Sequence > floor {
 			break
 		}
-		if err := k.Resolve(ctx, m.Sequence, uint64(rc.Consumer.MaxDeliver), "found below the ack floor"); err != nil {
-			return n, err
+		seq = m.Sequence + 1
+		s := sighting{m.Sequence, m.Time.UnixNano()}
+		first, ok := k.seen[s]
+		if !ok {
+			first = now
+		}
+		if now.Sub(first) < k.Settle {
+			seen[s] = first // maybe acknowledged, not yet removed: look again later
+			continue
+		}
+		if err := k.resolve(ctx, st, m.Sequence, uint64(rc.Consumer.MaxDeliver), ReasonMaxDeliveries, "found below the ack floor"); err != nil {
+			seen[s] = first
+			failed = append(failed, err)
+			continue
 		}
 		n++
-		seq = m.Sequence + 1
+	}
+	k.seen = seen // forget what has left the stream
+	if len(failed) > 0 {
+		return n, fmt.Errorf("%w: %d left in the queue for the next pass: %w", ErrUnresolved, len(failed), errors.Join(failed...))
 	}
 	return n, nil
 }
 
-// Resolve buries the request at seq, if it is still in the requests stream, with
-// the attempts recorded for it, then removes it from the stream.
+// Sweep buries, as key_unusable, expired requests among the next limit messages of
+// the requests stream (continuing where the last sweep stopped), and returns how
+// many it buried. Run calls it only when no key has been held for Stall, so no
+// worker holds these requests; it goes on past a request it cannot bury.
+func (k *Keeper) Sweep(ctx context.Context, limit int) (int, error) {
+	rc := k.cfg.Requests
+	st, err := k.js.Stream(ctx, rc.Stream.Name)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", rc.Stream.Name, err)
+	}
+	state := st.CachedInfo().State
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	seq := max(k.cursor, state.FirstSeq)
+	if seq > state.LastSeq {
+		seq = state.FirstSeq
+	}
+	now := k.Now()
+	var failed []error
+	n := 0
+	for range limit {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Subjects[0]))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			seq = 0 // end of the stream: start again from the first next time
+			break
+		}
+		if err != nil {
+			failed = append(failed, fmt.Errorf("read request %d: %w", seq, err))
+			break
+		}
+		seq = m.Sequence + 1
+		r, err := request.Decode(m.Data)
+		if err == nil && !r.ExpiredAt(m.Time, now) {
+			continue
+		}
+		if err := k.resolve(ctx, st, m.Sequence, 0, ReasonKeyUnusable, "no key was held to send it before its time to live ran out"); err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		n++
+	}
+	k.cursor = seq
+	if len(failed) > 0 {
+		return n, fmt.Errorf("%w: %w", ErrUnresolved, errors.Join(failed...))
+	}
+	return n, nil
+}
+
+// Resolve buries the request at seq as max_deliveries, if it is still in the
+// requests stream, with the attempts recorded for it, then removes it from the
+// stream.
 func (k *Keeper) Resolve(ctx context.Context, seq, deliveries uint64, why string) error {
 	rc := k.cfg.Requests
 	st, err := k.js.Stream(ctx, rc.Stream.Name)
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", rc.Stream.Name, err)
 	}
+	return k.resolve(ctx, st, seq, deliveries, ReasonMaxDeliveries, why)
+}
+
+func (k *Keeper) resolve(ctx context.Context, st jetstream.Stream, seq, deliveries uint64, reason, why string) error {
 	m, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil // acknowledged or buried meanwhile
@@ -155,9 +290,13 @@ func (k *Keeper) Resolve(ctx context.Context, seq, deliveries uint64, why string
 		return fmt.Errorf("read request %d: %w", seq, err)
 	}
 	e := Entry{
-		Reason: ReasonMaxDeliveries, Original: m.Data, Stream: rc.Stream.Name, StreamSeq: seq,
-		Deliveries: deliveries, BuriedAt: k.now(),
-		Error: "no worker reported the last attempt (" + why + "): the worker died or its ack wait ran out",
+		Reason: reason, Original: m.Data, Stream: k.cfg.Requests.Stream.Name, StreamSeq: seq, Stored: m.Time,
+		Deliveries: deliveries, BuriedAt: k.Now(),
+	}
+	if reason == ReasonMaxDeliveries {
+		e.Error = "no worker reported the last attempt (" + why + "): the worker died or its ack wait ran out"
+	} else {
+		e.Error = why
 	}
 	if r, err := request.Decode(m.Data); err == nil {
 		e.RequestID = r.ID
@@ -178,9 +317,9 @@ func (k *Keeper) Resolve(ctx context.Context, seq, deliveries uint64, why string
 	if err := st.DeleteMsg(ctx, seq); err != nil && !gone(ctx, st, seq) {
 		return fmt.Errorf("buried request %d but could not remove it from the queue: %w", seq, err)
 	}
-	if e.RequestID != "" {
+	if e.RequestID != "" && len(e.Attempts) > 0 {
 		_ = k.attempts.Forget(ctx, e.RequestID)
 	}
-	k.log.Info("buried a request given up on by the server", "request", e.RequestID, "seq", seq, "why", why)
+	k.log.Info("buried a request no worker will end", "request", e.RequestID, "seq", seq, "reason", e.Reason, "why", why)
 	return nil
 }

@@ -122,7 +122,13 @@ func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {
 	require.NoError(t, adv.Purge(ctx))
 	require.Equal(t, uint64(1), requestsLeft(t, c), "still in the stream below the ack floor")
 
+	t0 := time.Now()
+	k.Now = func() time.Time { return t0 }
 	n, err := k.Reconcile(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "seen once below the ack floor: not yet")
+	k.Now = func() time.Time { return t0.Add(k.Settle) }
+	n, err = k.Reconcile(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	es := entries(t, c)

@@ -101,7 +101,7 @@ func (g *Graveyard) Walk(ctx context.Context, f Filter, fn func(Stored) bool) er
 		if err != nil {
 			return fmt.Errorf("read graveyard at %d: %w", seq, err)
 		}
-		e, err := Decode(m.Data)
+		e, err := DecodeMsg(m.Header, m.Data)
 		if err != nil {
 			return fmt.Errorf("graveyard entry %d: %w", m.Sequence, err)
 		}
@@ -127,7 +127,7 @@ func (g *Graveyard) Get(ctx context.Context, seq uint64) (Stored, error) {
 	if err != nil {
 		return Stored{}, fmt.Errorf("graveyard entry %d: %w", seq, err)
 	}
-	e, err := Decode(m.Data)
+	e, err := DecodeMsg(m.Header, m.Data)
 	if err != nil {
 		return Stored{}, fmt.Errorf("graveyard entry %d: %w", seq, err)
 	}
@@ -140,6 +140,14 @@ type Replayer struct {
 	subject string // the requests subject
 	ttl     time.Duration
 	now     func() time.Time
+
+	// Ledger, when set, makes a replay stored once for as long as the ledger
+	// remembers it (its bucket's max_age), not only within the requests
+	// stream's duplicate window.
+	Ledger *Ledger
+	// DuplicateWindow is the requests stream's duplicate_window: an unconfirmed
+	// replay is published again only within it. 2 minutes when 0.
+	DuplicateWindow time.Duration
 }
 
 // NewReplayer returns a replayer that publishes to the requests subject with a
@@ -180,20 +188,35 @@ func (r *Replayer) Plan(s Stored) (request.Request, error) {
 }
 
 // Replay publishes the replaying request of s, waits for the requests stream to
-// store it, and only then removes the entry from the graveyard.
+// store it, and only then removes the entry from the graveyard. With a Ledger, a
+// replay already stored (by an earlier, interrupted run) is not published again,
+// and one whose storing was never confirmed is published again only within the
+// duplicate window, otherwise it returns ErrReplayUnconfirmed and keeps the entry.
 func (r *Replayer) Replay(ctx context.Context, s Stored) (request.Request, error) {
 	req, err := r.Plan(s)
 	if err != nil {
 		return req, err
 	}
-	data, err := req.Encode()
+	publish, err := r.mayPublish(ctx, s, req.ID)
 	if err != nil {
 		return req, err
 	}
-	msg := nats.NewMsg(r.subject)
-	msg.Data = data
-	if _, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.ID)); err != nil {
-		return req, fmt.Errorf("replay entry %d: publish: %w (the entry stays in the graveyard)", s.Seq, err)
+	if publish {
+		data, err := req.Encode()
+		if err != nil {
+			return req, err
+		}
+		msg := nats.NewMsg(r.subject)
+		msg.Data = data
+		ack, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.ID))
+		if err != nil {
+			return req, fmt.Errorf("replay entry %d: publish: %w (the entry stays in the graveyard; replay it again)", s.Seq, err)
+		}
+		if r.Ledger != nil {
+			if err := r.Ledger.stored(ctx, req.ID, ack.Sequence); err != nil {
+				return req, fmt.Errorf("replay entry %d: published as %s: %w (the entry stays; replay it again within %s)", s.Seq, req.ID, err, r.window())
+			}
+		}
 	}
 	st, err := r.g.js.Stream(ctx, r.g.stream)
 	if err != nil {
@@ -203,6 +226,47 @@ func (r *Replayer) Replay(ctx context.Context, s Stored) (request.Request, error
 		return req, fmt.Errorf("replay entry %d: published as %s, but the entry could not be removed: %w", s.Seq, req.ID, err)
 	}
 	return req, nil
+}
+
+func (r *Replayer) window() time.Duration {
+	if r.DuplicateWindow > 0 {
+		return r.DuplicateWindow
+	}
+	return 2 * time.Minute
+}
+
+// mayPublish consults the ledger: false if the replay is stored already, true if
+// it may be published (never noted, or noted within the duplicate window, where
+// the stream stores it once).
+func (r *Replayer) mayPublish(ctx context.Context, s Stored, id string) (bool, error) {
+	if r.Ledger == nil {
+		return true, nil
+	}
+	for range 3 {
+		m, since, rev, err := r.Ledger.state(ctx, id)
+		if err != nil {
+			return false, fmt.Errorf("replay entry %d: %w (the entry stays in the graveyard)", s.Seq, err)
+		}
+		switch {
+		case rev == 0:
+			err := r.Ledger.begin(ctx, id)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // another run noted it meanwhile: read again
+			}
+			if err != nil {
+				return false, fmt.Errorf("replay entry %d: %w (the entry stays in the graveyard)", s.Seq, err)
+			}
+			return true, nil
+		case m.Stored:
+			return false, nil
+		case r.now().Sub(since) < r.window()-min(10*time.Second, r.window()/4):
+			return true, nil
+		default:
+			return false, fmt.Errorf("replay entry %d: %w: it was published as %s at %s without confirmation; "+
+				"if request %s was not served, remove the entry and publish it afresh", s.Seq, ErrReplayUnconfirmed, id, since.Format(time.RFC3339), id)
+		}
+	}
+	return false, fmt.Errorf("replay entry %d: the ledger entry of %s keeps changing: is another replay running?", s.Seq, id)
 }
 
 // gone reports whether the entry at seq is no longer there, as when a replay is

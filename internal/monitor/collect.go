@@ -328,6 +328,8 @@ type Queue struct {
 	AvgRedelivery float64 `json:"avg_retry"`
 	AvgGraveyard  float64 `json:"avg_graveyard"`
 	Err           string  `json:"error,omitempty"`
+	// Stalled says why requests wait and nothing takes them, when that is so.
+	Stalled string `json:"stalled,omitempty"`
 }
 
 // Key states, as the page, the text and ratefleet_key_state show them.
@@ -458,6 +460,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	}
 	sort.Slice(s.Keys, func(i, j int) bool { return s.Keys[i].Name < s.Keys[j].Name })
 	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
+	s.Queue.Stalled = stalled(s)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -57,6 +57,9 @@ func WriteText(w io.Writer, s Snapshot) error {
 	if q.Err != "" {
 		fmt.Fprintf(&b, "queue state unavailable: %s\n", q.Err)
 	}
+	if q.Stalled != "" {
+		fmt.Fprintf(&b, "QUEUE NOT MOVING: %s\n", q.Stalled)
+	}
 	if n := s.Results["bury_failed"]; n > 0 {
 		fmt.Fprintf(&b, "WARNING: the graveyard refused %d entries; those requests stay in the queue (is the graveyard stream full?)\n", n)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratefleet/ratefleet"
 	"github.com/ratefleet/ratefleet/internal/cli"
+	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/streams"
 )
 
@@ -111,6 +112,10 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w (%s)", shown, err, connectHint(err))
+	}
+	if err := cfg.CheckPayload(nc.MaxPayload(), graveyard.EntryOverhead); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("NATS at %s: %w", shown, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

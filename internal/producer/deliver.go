@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,6 +14,12 @@ import (
 
 // errNoAck reports an attempt still unanswered when the shutdown grace ended.
 var errNoAck = errors.New("no ack before the shutdown grace ended")
+
+// ErrDedupeWindowPassed is wrapped in the log of a request given up on because an
+// earlier attempt, whose answer was lost, may have been stored and the stream's
+// duplicate window since that attempt has (nearly) passed: another attempt could
+// store it twice.
+var ErrDedupeWindowPassed = errors.New("the duplicate window since an attempt whose answer was lost has passed")
 
 // deliver publishes one request until the stream stores it or the producer gives
 // up on it, and counts how it ended. Every attempt carries the request's id as
@@ -25,7 +32,10 @@ func (r *run) deliver(req request.Request) {
 		r.failed(req, 0, err)
 		return
 	}
-	var lastErr error
+	var (
+		lastErr error
+		unknown time.Time // when the first attempt whose answer was lost left
+	)
 	for attempt := 0; ; attempt++ {
 		// A request made is published at least once unless a pause holds it back;
 		// no retry starts once the run is interrupted.
@@ -36,6 +46,11 @@ func (r *run) deliver(req request.Request) {
 			} else {
 				r.gaveUp(req, attempt, fmt.Errorf("the run was interrupted while it waited to retry: %w", lastErr))
 			}
+			return
+		}
+		if !unknown.IsZero() && r.p.cfg.Now().Sub(unknown) >= r.p.cfg.DuplicateWindow-dedupeMargin(r.p.cfg.DuplicateWindow) {
+			r.unconfirmed(req, attempt, fmt.Errorf("%w (window %s, first such attempt at %s): not retried, so it is stored at most once: %w",
+				ErrDedupeWindowPassed, r.p.cfg.DuplicateWindow, unknown.Format(time.RFC3339Nano), lastErr))
 			return
 		}
 		if attempt > 0 {
@@ -65,6 +80,9 @@ func (r *run) deliver(req request.Request) {
 			return
 		}
 		lastErr = err
+		if unknown.IsZero() && outcomeUnknown(err) {
+			unknown = sent
+		}
 		pause, change := r.pause.failed(sent, r.p.cfg.Now())
 		if change == pauseStarted {
 			log.Warn("the stream refused a request or did not answer: pausing publishes, then retrying with the same ids",

@@ -67,6 +67,12 @@ type Config struct {
 	SkipBadLines bool
 	// Progress is the interval between progress logs; 0 for none.
 	Progress time.Duration
+	// DuplicateWindow is the requests stream's duplicate_window: a retry with
+	// the same id is stored once only within it. Once an attempt's fate is
+	// unknown (its answer was lost), the request is retried only until this long
+	// after that attempt, less a margin, and then given up as unconfirmed: a later
+	// retry could store it a second time. DefaultDuplicateWindow when 0.
+	DuplicateWindow time.Duration
 	// IDs, when not nil, receives the id of every request the stream
 	// acknowledged, stored or duplicate, one a line.
 	IDs io.Writer
@@ -89,8 +95,19 @@ func DefaultConfig() Config {
 	}
 }
 
+// DefaultDuplicateWindow is the duplicate window of the shipped streams.yaml.
+const DefaultDuplicateWindow = 2 * time.Minute
+
+// dedupeMargin is how long before the end of the duplicate window retries stop
+// (a quarter of the window, at most 10 s): an attempt sent just in time must also
+// be stored in time.
+func dedupeMargin(window time.Duration) time.Duration { return min(10*time.Second, window/4) }
+
 func (c Config) withDefaults() Config {
 	def := DefaultConfig()
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
 	if c.MaxPending == 0 {
 		c.MaxPending = def.MaxPending
 	}

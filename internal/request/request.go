@@ -92,6 +92,22 @@ func (r Request) NeededVersion() int {
 	return 1
 }
 
+// StaleAt returns the instant after which the request is stale, given when the
+// server stored it: its time to live counts from the earlier of its created time
+// (the producer's clock) and stored (the server's), so a producer clock running
+// ahead cannot extend a request's life.
+func (r Request) StaleAt(stored time.Time) time.Time {
+	from := r.Created
+	if !stored.IsZero() && stored.Before(from) {
+		from = stored
+	}
+	return from.Add(r.TTL())
+}
+
+// ExpiredAt reports whether the request, stored by the server at stored, is
+// stale at now.
+func (r Request) ExpiredAt(stored, now time.Time) bool { return !now.Before(r.StaleAt(stored)) }
+
 // Validate checks the fields a worker relies on.
 func (r Request) Validate() error {
 	switch {

@@ -55,14 +55,14 @@ func All(cfg *streams.Config) []Role {
 func Get(cfg *streams.Config, name string) (Role, error) {
 	req, grave, adv, st := cfg.Requests.Stream, cfg.Graveyard.Stream, cfg.Graveyard.Advisories, cfg.Stats.Stream
 	durable := cfg.Requests.Consumer.Durable
-	leases, keys, attempts := cfg.KV.Leases.Bucket, cfg.KV.KeyState.Bucket, cfg.KV.Attempts.Bucket
+	leases, keys, attempts, replays := cfg.KV.Leases.Bucket, cfg.KV.KeyState.Bucket, cfg.KV.Attempts.Bucket, cfg.KV.Replays.Bucket
 	api := func(format string, args ...any) string { return "$JS.API." + fmt.Sprintf(format, args...) }
 
 	// check is what every role but the admin needs to compare the server with
 	// streams.yaml: read the configuration of each object, nothing more.
 	var check []string
 	res := cfg.Results.Stream
-	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts} {
+	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts, "KV_" + replays} {
 		if s != "" {
 			check = append(check, api("STREAM.INFO.%s", s))
 		}
@@ -146,10 +146,12 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 		}
 	case Graveyard:
 		r.Commands = "graveyard ls, show, replay, rm and purge"
-		r.Publish = cat(check, streamRead(grave.Name), req.Subjects, []string{api("STREAM.MSG.DELETE.%s", grave.Name), api("STREAM.PURGE.%s", grave.Name)})
+		r.Publish = cat(check, streamRead(grave.Name), req.Subjects, []string{api("STREAM.MSG.DELETE.%s", grave.Name), api("STREAM.PURGE.%s", grave.Name)},
+			kvRead(replays), kvWrite(replays))
 		r.Why = []string{
 			"read graveyard entries in " + grave.Name,
 			"replay: publish fresh requests to " + req.Subjects[0] + ", then remove the replayed entry from " + grave.Name,
+			"note each replay in " + replays + " before publishing it, and once stored, so a rerun stores nothing twice",
 			"rm and purge: remove entries from " + grave.Name + " (one by one, or all of one reason at once); no other stream",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}

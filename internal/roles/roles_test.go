@@ -142,6 +142,9 @@ func TestRoles_EachRoleIsRefusedWhatItMustNotDo(t *testing.T) {
 		{roles.Graveyard, "purge the requests stream", "$JS.API.STREAM.PURGE.RATEFLEET_REQUESTS", purge("RATEFLEET_REQUESTS")},
 		{roles.Graveyard, "change key state", "$KV.ratefleet_keys.key1", kvPut("ratefleet_keys")},
 		{roles.Graveyard, "publish stats", "ratefleet.stats.worker.x", publish("ratefleet.stats.worker.x")},
+		{roles.Producer, "forge a replay's ledger entry", "$KV.ratefleet_replays.key1", kvPut("ratefleet_replays")},
+		{roles.Worker, "forge a replay's ledger entry", "$KV.ratefleet_replays.key1", kvPut("ratefleet_replays")},
+		{roles.Monitor, "forge a replay's ledger entry", "$KV.ratefleet_replays.key1", kvPut("ratefleet_replays")},
 	} {
 		t.Run(tc.role+" may not "+tc.what, func(t *testing.T) {
 			t.Parallel()
@@ -208,6 +211,24 @@ func TestRoles_EveryRoleMayCheckTheDeclarations(t *testing.T) {
 			require.Empty(t, refused)
 		})
 	}
+}
+
+// The graveyard role notes each replay in the replays ledger and reads it back.
+func TestRoles_GraveyardMayKeepTheReplaysLedger(t *testing.T) {
+	s, acc := secured(t)
+	c, refused := connect(t, s, acc, roles.Graveyard)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := c.JS.KeyValue(ctx, c.Streams.KV.Replays.Bucket)
+	require.NoError(t, err)
+	_, err = kv.Create(ctx, "replay1", []byte(`{"stored":false}`))
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "replay1", []byte(`{"stored":true,"seq":1}`))
+	require.NoError(t, err)
+	e, err := kv.Get(ctx, "replay1")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"stored":true,"seq":1}`, string(e.Value()))
+	require.Empty(t, refused)
 }
 
 func TestRoles_ServerConfigBlockGivesTheSamePermissions(t *testing.T) {

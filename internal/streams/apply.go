@@ -87,7 +87,7 @@ func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (R
 	for _, b := range []struct {
 		bucket Bucket
 		ttl    bool
-	}{{c.KV.Leases, true}, {c.KV.KeyState, false}, {c.KV.Attempts, false}} {
+	}{{c.KV.Leases, true}, {c.KV.KeyState, false}, {c.KV.Attempts, false}, {c.KV.Replays, false}} {
 		a, err := applyBucket(ctx, js, b.bucket, b.ttl, dry)
 		if err != nil {
 			return res, err
@@ -245,6 +245,7 @@ func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTT
 		Storage:  storageType(b.Storage),
 		Replicas: b.Replicas,
 		TTL:      b.MaxAge,
+		MaxBytes: unlimited(b.MaxBytes),
 	}
 	if perKeyTTL {
 		want.LimitMarkerTTL = limitMarkerTTL
@@ -276,10 +277,11 @@ func applyBucket(ctx context.Context, js jetstream.JetStream, b Bucket, perKeyTT
 			"delete the bucket (nats kv del %s) while no worker runs, and run again",
 			b.Bucket, have.Storage, have.LimitMarkerTTL, want.Storage, want.LimitMarkerTTL, ErrIncompatible, b.Bucket)
 	}
-	if have.History == want.History && have.Replicas == want.Replicas && have.LimitMarkerTTL == want.LimitMarkerTTL && have.TTL == want.TTL {
+	if have.History == want.History && have.Replicas == want.Replicas && have.LimitMarkerTTL == want.LimitMarkerTTL && have.TTL == want.TTL &&
+		unlimited(have.MaxBytes) == want.MaxBytes {
 		return Unchanged, nil
 	}
-	have.History, have.Replicas, have.LimitMarkerTTL, have.TTL = want.History, want.Replicas, want.LimitMarkerTTL, want.TTL
+	have.History, have.Replicas, have.LimitMarkerTTL, have.TTL, have.MaxBytes = want.History, want.Replicas, want.LimitMarkerTTL, want.TTL, want.MaxBytes
 	if dry {
 		return Updated, nil
 	}

@@ -78,6 +78,9 @@ type KV struct {
 	Leases   Bucket `yaml:"leases"`
 	KeyState Bucket `yaml:"key_state"`
 	Attempts Bucket `yaml:"attempts"`
+	// Replays remembers each replay published, so a rerun after the requests
+	// stream's duplicate window stores nothing twice.
+	Replays Bucket `yaml:"replays"`
 }
 
 // Stream declares one JetStream stream. Zero numeric limits mean unlimited.
@@ -127,6 +130,9 @@ type Bucket struct {
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// MaxAge removes entries older than this (attempts bucket); 0 keeps them.
 	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes bounds the bucket's size; -1 or 0 is unlimited. A full bucket
+	// refuses new entries.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Load reads and validates the file at path.
@@ -203,7 +209,17 @@ func (c *Config) Validate() error {
 	}
 	v.bucket("kv.key_state", c.KV.KeyState)
 	v.bucket("kv.attempts", c.KV.Attempts)
-	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts} {
+	v.bucket("kv.replays", c.KV.Replays)
+	if c.KV.Replays.MaxAge < 24*time.Hour {
+		v.addf("kv.replays.max_age", "is %s; must be at least 24h: a replay is stored once for this long", c.KV.Replays.MaxAge)
+	}
+	if c.KV.Replays.MaxBytes <= 0 {
+		v.addf("kv.replays.max_bytes", "must be set (for example 67108864)")
+	}
+	if c.KV.Attempts.MaxBytes <= 0 {
+		v.addf("kv.attempts.max_bytes", "must be set (for example 67108864): every request that fails once writes here, and a crash can leave its log behind until max_age")
+	}
+	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays} {
 		if b.LeaseTTL != 0 {
 			v.addf(field+".lease_ttl", "applies to kv.leases only; remove it")
 		}
@@ -219,7 +235,7 @@ func (c *Config) Validate() error {
 		"graveyard.advisories": c.Graveyard.Advisories.Name, "stats.stream": c.Stats.Stream.Name,
 		"results.stream": c.Results.Stream.Name,
 		"kv.leases":      "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
-		"kv.attempts": "KV_" + c.KV.Attempts.Bucket,
+		"kv.attempts": "KV_" + c.KV.Attempts.Bucket, "kv.replays": "KV_" + c.KV.Replays.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
 			a, b := min(field, other), max(field, other)
@@ -319,4 +335,26 @@ func (v *validator) replicas(field string, n int) {
 
 func validName(s string) bool {
 	return s != "" && !strings.ContainsAny(s, " \t.*>/\\")
+}
+
+// ErrPayload is wrapped by CheckPayload when a request the requests stream may
+// store could not be buried whole.
+var ErrPayload = errors.New("requests stream allows messages its graveyard entries could not hold")
+
+// CheckPayload checks c against the connected server's max payload: every request
+// the requests stream accepts must fit in a graveyard entry, which adds up to
+// overhead bytes, so max_msg_size must be set and at most maxPayload - overhead.
+func (c *Config) CheckPayload(maxPayload, overhead int64) error {
+	limit := maxPayload - overhead
+	size := int64(c.Requests.Stream.MaxMsgSize)
+	if size > 0 && size <= limit {
+		return nil
+	}
+	shown := "unset"
+	if size > 0 {
+		shown = fmt.Sprint(size)
+	}
+	return fmt.Errorf("%s: requests.stream.max_msg_size: %w: it is %s, and the server's max payload %d less %d for the graveyard entry's metadata is %d; "+
+		"set max_msg_size to at most %d (or raise max_payload in the server's configuration)",
+		c.Source, ErrPayload, shown, maxPayload, overhead, limit, max(limit, 0))
 }

@@ -188,3 +188,37 @@ func TestCheck_ReportsDriftWithoutChangingAnything(t *testing.T) {
 	_, err = c.Check(ctx, js)
 	require.NoError(t, err)
 }
+
+// Edge 1: every request the requests stream takes must fit in a graveyard entry,
+// so max_msg_size is checked against the connected server's max payload.
+func TestCheckPayload_LeavesRoomForTheGraveyardEntry(t *testing.T) {
+	const overhead = 64 << 10
+	tests := []struct {
+		name       string
+		maxMsgSize int32
+		maxPayload int64
+		ok         bool
+	}{
+		{"the shipped file on a default server", 0, 1 << 20, true},
+		{"the whole max payload", 1 << 20, 1 << 20, false},
+		{"unset: the server's max payload", -1, 1 << 20, false},
+		{"exactly the room left", 1<<20 - overhead, 1 << 20, true},
+		{"a server with 8 MiB", 4 << 20, 8 << 20, true},
+		{"a server with 64 KiB", 32 << 10, 64 << 10, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := defaultConfig(t)
+			if tt.maxMsgSize != 0 {
+				c.Requests.Stream.MaxMsgSize = tt.maxMsgSize
+			}
+			err := c.CheckPayload(tt.maxPayload, overhead)
+			if tt.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, streams.ErrPayload)
+			require.Contains(t, err.Error(), "set max_msg_size to at most")
+		})
+	}
+}

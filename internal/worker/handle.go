@@ -69,7 +69,10 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 	}
-	if req.Expired(w.cfg.Now()) {
+	// Its time to live counts from the earlier of the producer's clock and the
+	// server's: a producer running ahead cannot keep a request alive.
+	deadline := req.StaleAt(md.Timestamp)
+	if !w.cfg.Now().Before(deadline) {
 		s.gate.unexpect()
 		w.rec.Count(s.key.Name(), stats.ResultExpired)
 		s.bury(finish, msg, md, req, graveyard.ReasonExpired, "stale before it could be sent", nil)
@@ -78,7 +81,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 
 	// 1. Wait at the gate. Waiting is not failing: the message is kept alive and
 	// the wait ends at the request's deadline.
-	waitCtx, cancel := context.WithDeadline(ctx, req.Deadline())
+	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	stopKeepAlive := keepAlive(waitCtx, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	sl, err := s.gate.acquireN(waitCtx, units)
 	stopKeepAlive()
@@ -299,7 +302,7 @@ func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 	defer cancel()
 	e := graveyard.Entry{
 		Reason: reason, RequestID: req.ID, Original: msg.Data(),
-		Stream: md.Stream, StreamSeq: md.Sequence.Stream, Deliveries: md.NumDelivered,
+		Stream: md.Stream, StreamSeq: md.Sequence.Stream, Stored: md.Timestamp, Deliveries: md.NumDelivered,
 		Attempts: attempts, Error: why, Worker: s.w.cfg.ID, Key: s.key.Name(), BuriedAt: s.w.cfg.Now(),
 	}
 	if err := s.w.grave.Bury(ctx, e); err != nil {

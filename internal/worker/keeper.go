@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/lease"
 )
 
 // keeperDuty runs the graveyard keeper, which buries requests the server gave up
@@ -31,4 +32,20 @@ func (k *keeperDuty) start(wg *sync.WaitGroup) {
 
 func (k *keeperDuty) shutdown() {
 	k.loop.stop()
+}
+
+// serving reports whether the lease table shows some key held by a live worker,
+// or cannot tell yet: the keeper buries expired requests as key_unusable only
+// after this has been false for its Stall.
+func serving(t *lease.Table) bool {
+	if !t.Ready() {
+		return true
+	}
+	v := t.View()
+	for name := range v.Keys {
+		if _, ok := v.Held(name); ok {
+			return true
+		}
+	}
+	return false
 }

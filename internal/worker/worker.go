@@ -14,7 +14,9 @@
 //   - fetcher.go: the process's one pull loop, feeding the sessions that can send.
 //   - reporter.go: publishes the worker's stats every StatsInterval, and a last
 //     report at the end.
-//   - keeper.go: runs the graveyard keeper (requests the server gave up on).
+//   - keeper.go: runs the graveyard keeper (requests the server gave up on, and
+//     expired ones while no key is held anywhere).
+//   - clock.go: warns when the worker's clock and the server's disagree.
 //   - session.go: one held key: claim, lease renewal, pulling, handoff, release.
 //   - handle.go: the life of one request, top to bottom: decode, time to live,
 //     the gate, the send, the answer, ack / NAK / bury.
@@ -76,6 +78,13 @@ type Config struct {
 	// Keeper also runs the graveyard keeper, which buries requests the server
 	// gave up on without a worker seeing it; safe in every worker.
 	Keeper bool
+	// NoKeyStall is how long no key may be held anywhere in the fleet before the
+	// keeper buries expired requests as key_unusable: longer than a failover.
+	// 15 s when 0.
+	NoKeyStall time.Duration
+	// ClockSkew is how far the worker's clock may be from the NATS server's
+	// before it warns; DefaultClockSkew when 0.
+	ClockSkew time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Logger; slog.Default() when nil.
@@ -123,6 +132,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if cfg.GatewayHold <= 0 {
 		cfg.GatewayHold = DefaultGatewayHold
 	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = DefaultClockSkew
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -154,6 +166,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if cfg.Keeper {
 		if keeper, err = graveyard.NewKeeper(ctx, js, sc, cfg.Logger); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
+		}
+		if cfg.NoKeyStall > 0 {
+			keeper.Stall = cfg.NoKeyStall
 		}
 	}
 	host, _ := os.Hostname()
@@ -211,8 +226,9 @@ type duty interface {
 // claiming last, once all it relies on runs) and stops them in the reverse order.
 func (w *Worker) Run(ctx context.Context) error {
 	table := lease.NewTable()
-	duties := []duty{newReporter(w)}
+	duties := []duty{newReporter(w), newClockWatch(w)}
 	if w.keeper != nil {
+		w.keeper.Serving = func() bool { return serving(table) }
 		duties = append(duties, newKeeperDuty(w.keeper, w.log))
 	}
 	duties = append(duties, newTableWatcher(table, w.leases, w.log), w.fetcher, newClaimer(w, table))

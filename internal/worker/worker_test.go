@@ -115,7 +115,7 @@ func graveyardEntries(t *testing.T, env *testenv.Env) []graveyard.Entry {
 	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		require.NoError(t, err)
-		e, err := graveyard.Decode(m.Data)
+		e, err := graveyard.DecodeMsg(m.Header, m.Data)
 		require.NoError(t, err)
 		out = append(out, e)
 	}
