@@ -219,7 +219,7 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	}
 	req.Header = built.Header
 	resp, err := c.http.Do(req)
-	f.settle()
+	f.settle(c.now())
 	a := Answer{Wrote: f.wroteAt()}
 	if err != nil {
 		a.Msg = scrub(err)
@@ -384,14 +384,20 @@ func (f *sendFence) written(t time.Time) {
 	}
 }
 
-// settle reports the request as left at its last write if no write followed the
-// transport's buffering (its bytes had already gone out).
-func (f *sendFence) settle() {
-	if f.buffered.Load() {
-		if ns := f.lastByte.Load(); ns != 0 {
-			f.finish(ns)
-		}
+// settle reports, once the round trip is over at end, a request that began to
+// leave as left, if that was not reported yet: at its last write if no write
+// followed the transport's buffering (its bytes had already gone out), or at end
+// when the write has not been seen to return yet (the answer may come back before
+// the writing goroutine runs again; the request surely left before its answer).
+func (f *sendFence) settle(end time.Time) {
+	if !f.started.Load() {
+		return
 	}
+	ns := f.lastByte.Load()
+	if ns == 0 || !f.buffered.Load() {
+		ns = end.UnixNano()
+	}
+	f.finish(ns)
 }
 
 func (f *sendFence) finish(ns int64) {
