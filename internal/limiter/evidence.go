@@ -152,8 +152,9 @@ func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
 
 // settle sets L from the horizon: the promise (base) while no evidence is in
 // sight; the longest recent round trip (a one-way delay is never longer) once
-// evidence spreads or 400s have moved the order rule's delay; unchanged for a
-// lone spike. The order rule's delay comes down as the round trips do.
+// evidence spreads; unchanged for a lone spike or a lone 400 (whose own request is
+// bound by its answer), but never below the order rule's delay, which a 400
+// raises. The order rule's delay comes down as the round trips do.
 func (l *Limiter) settle() {
 	longest := l.learn.longest()
 	if l.learn.answers >= horizon {
@@ -162,7 +163,7 @@ func (l *Limiter) settle() {
 	l.orderDelay = max(l.orderDelay, l.base)
 	target := l.maxDelay
 	switch {
-	case l.learn.recent >= spreadAt || l.orderDelay > l.base:
+	case l.learn.recent >= spreadAt:
 		target = max(l.base, l.orderDelay, longest)
 		l.learn.spread = true
 	case l.learn.recent == 0:

@@ -174,7 +174,10 @@ func TestLimiter_InversionRaisesTheOrderDelay(t *testing.T) {
 	l.Inverted(tk, ms(25)) // rt 25 ≤ 2·10 + 10: not explained by its own lateness
 	ev := l.Evidence()
 	assert.Equal(t, 12500*time.Microsecond, ev.OrderDelay, "raised by a quarter")
-	assert.Equal(t, 25*time.Millisecond, ev.MaxDelay, "the window covers the longest round trip")
+	assert.Equal(t, 12500*time.Microsecond, ev.MaxDelay, "a lone 400 is not a spread: the window follows the order rule's delay only")
+	assert.False(t, ev.Spread)
+	// Its own request is bound by its answer: the next window partner waits for it.
+	assert.Equal(t, ms(25).Add(time.Millisecond), l.Next(ms(25)), "the order rule waits for the late request's answer, not its left + L")
 	assert.Equal(t, uint64(1), ev.Inversions)
 }
 
