@@ -70,34 +70,11 @@ func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error
 		return row, err
 	}
 	defer f.Down()
-	produced := make(chan error, 1)
-	go func() { produced <- f.Produce(ctx) }()
-
-	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
-		return row, err
-	}
-	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	m, err := f.measure(ctx, cfg.Warmup, cfg.Duration)
 	if err != nil {
 		return row, err
 	}
-	t0 := time.Now()
-	if err := sleepCtx(ctx, cfg.Duration); err != nil {
-		return row, err
-	}
-	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
-	if err != nil {
-		return row, err
-	}
-	row.OKPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
-	if err := <-produced; err != nil {
-		return row, err
-	}
-	f.StopWorkers() // what is still queued stays there, and is counted as such
-	for _, w := range f.Workers {
-		cpu, rss := w.Usage()
-		row.WorkerCPU += cpu
-		row.WorkerRSS = max(row.WorkerRSS, rss)
-	}
+	row.OKPerSecond, row.WorkerCPU, row.WorkerRSS = m.okPerSecond, m.workerCPU, m.workerRSS
 	sum, err := f.Summarize(ctx, 0)
 	if err != nil {
 		return row, err
@@ -133,3 +110,45 @@ const HardCeiling = 5 * 20 / 1.001
 // a limiter that is safe for every such delay can reach at best, before the cost
 // of keeping arrivals in nonce order.
 const SafeBound = 5 * 20 / 1.0437
+
+// measured is what measure saw.
+type measured struct {
+	okPerSecond float64       // answered 200 a second over the measured time, as the simulator counted
+	workerCPU   time.Duration // the workers' CPU over the whole run
+	workerRSS   int64         // the largest peak RSS of one worker, bytes
+}
+
+// measure runs the producer, counts the simulator's 200s over duration after
+// warmup, waits for the producer to end and stops the workers (what is still
+// queued stays there, and is counted as such).
+func (f *Fleet) measure(ctx context.Context, warmup, duration time.Duration) (measured, error) {
+	var m measured
+	produced := make(chan error, 1)
+	go func() { produced <- f.Produce(ctx) }()
+	if err := sleepCtx(ctx, warmup); err != nil {
+		return m, err
+	}
+	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return m, err
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, duration); err != nil {
+		return m, err
+	}
+	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	if err != nil {
+		return m, err
+	}
+	m.okPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
+	if err := <-produced; err != nil {
+		return m, err
+	}
+	f.StopWorkers()
+	for _, w := range f.Workers {
+		cpu, rss := w.Usage()
+		m.workerCPU += cpu
+		m.workerRSS = max(m.workerRSS, rss)
+	}
+	return m, nil
+}

@@ -117,33 +117,12 @@ func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, er
 		return row, err
 	}
 	defer f.Down()
-	produced := make(chan error, 1)
-	go func() { produced <- f.Produce(ctx) }()
-	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
-		return row, err
-	}
-	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	m, err := f.measure(ctx, cfg.Warmup, cfg.Duration)
 	if err != nil {
 		return row, err
 	}
-	t0 := time.Now()
-	if err := sleepCtx(ctx, cfg.Duration); err != nil {
-		return row, err
-	}
-	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
-	if err != nil {
-		return row, err
-	}
-	row.OKPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
-	if err := <-produced; err != nil {
-		return row, err
-	}
-	f.StopWorkers()
-	var cpu time.Duration
-	for _, w := range f.Workers {
-		c, _ := w.Usage()
-		cpu += c
-	}
+	row.OKPerSecond = m.okPerSecond
+	cpu := m.workerCPU
 	total, err := FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return row, err
