@@ -115,14 +115,22 @@ func (s *Store) Get(ctx context.Context, key string) (Record, uint64, error) {
 	if err != nil {
 		return Record{}, 0, fmt.Errorf("read state of key %s: %w", key, err)
 	}
-	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Record{}, 0, fmt.Errorf("read state of key %s: %w: %w", key, ErrInvalid, err)
-	}
-	if err := r.Validate(); err != nil {
+	r, err := Decode(e.Value())
+	if err != nil {
 		return Record{}, 0, fmt.Errorf("read state of key %s (revision %d): %w", key, e.Revision(), err)
 	}
 	return r, e.Revision(), nil
+}
+
+// Decode reads a record as the bucket holds it and validates it; a record that
+// cannot be read or trusted is an error wrapping ErrInvalid. The record is
+// returned as far as it could be read.
+func Decode(data []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return r, r.Validate()
 }
 
 // Update applies change to the key's record by compare-and-set, retrying when
@@ -230,11 +238,7 @@ func (s *Store) List(ctx context.Context) ([]Listed, error) {
 			return nil, fmt.Errorf("read state of key %s: %w", name, err)
 		}
 		l := Listed{Name: name, Revision: e.Revision()}
-		if err := json.Unmarshal(e.Value(), &l.Record); err != nil {
-			l.Err = fmt.Errorf("%w: %w", ErrInvalid, err)
-		} else {
-			l.Err = l.Record.Validate()
-		}
+		l.Record, l.Err = Decode(e.Value())
 		out = append(out, l)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

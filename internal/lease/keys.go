@@ -46,9 +46,6 @@ type Owned struct {
 	lost   atomic.Bool
 }
 
-// Name returns the key's name.
-func (o *Owned) Name() string { return o.name }
-
 // Revision returns the revision of the key's entry this hold wrote.
 func (o *Owned) Revision() uint64 { return o.rev }
 
@@ -59,19 +56,12 @@ func (o *Owned) Valid(now time.Time) bool { return !o.lost.Load() && o.worker.Va
 // without changing any state.
 func (o *Owned) Covers(t time.Time) bool { return !o.lost.Load() && o.worker.Covers(t) }
 
-// ValidUntil returns the instant the holder must stop acting unless the worker
-// lease is renewed.
-func (o *Owned) ValidUntil() time.Time { return o.worker.ValidUntil() }
-
 // Margin returns the worker lease's margin (Config.Margin).
 func (o *Owned) Margin() time.Duration { return o.worker.Margin() }
 
 // Lose marks the hold lost for good: the key's entry was seen naming another
 // holder, or deleted by someone else.
 func (o *Owned) Lose() { o.lost.Store(true) }
-
-// Lost reports whether Lose was called.
-func (o *Owned) Lost() bool { return o.lost.Load() }
 
 // Release gives the key up at once, so another worker can claim it; the entry is
 // deleted only if it is still this hold's.

@@ -187,11 +187,7 @@ func (c *Collector) watchKeyState(ctx context.Context, kv jetstream.KeyValue) er
 				delete(c.keyState, e.Key())
 			} else {
 				var r keyRecord
-				if err := json.Unmarshal(e.Value(), &r.Record); err != nil {
-					r.err = fmt.Errorf("%w: %w", keystate.ErrInvalid, err)
-				} else {
-					r.err = r.Validate()
-				}
+				r.Record, r.err = keystate.Decode(e.Value())
 				c.keyState[e.Key()] = r
 			}
 			c.mu.Unlock()
