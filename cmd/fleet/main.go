@@ -176,6 +176,7 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		duration = fs.Duration("duration", 60*time.Second, "measured time per case")
 		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
 		keys     = fs.Int("many-keys", 200, "keys in the many-keys case (d)")
+		workers  = fs.Int("many-workers", fleet.DefaultManyWorkers, "worker processes in the many-keys case (d), which share its keys")
 		only     = fs.String("cases", "a,b,c,d", "cases to run, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
@@ -185,7 +186,10 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := fleet.BenchConfig{Bin: *bin, Duration: *duration, Warmup: *warmup,
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	var cases []fleet.DelayCase
-	for _, c := range fleet.DelayCases(*keys) {
+	if *keys < 1 || *workers < 1 {
+		return cmd.Usage(fmt.Errorf("--many-keys and --many-workers must be at least 1"))
+	}
+	for _, c := range fleet.DelayCases(*keys, *workers) {
 		if strings.Contains(","+*only+",", ","+c.Name[1:2]+",") {
 			cases = append(cases, c)
 		}

@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 )
@@ -18,11 +20,45 @@ const ExitInterrupted = 130
 // that the first SIGINT or SIGTERM cancels (the command then stops cleanly); a
 // second one exits at once with status 130. Main exits with ExitCode's status
 // for run's error, and does not return.
+//
+// When $RATEFLEET_CPU_PROFILE_DIR names a folder, the command writes a CPU
+// profile of its whole run there, as <name>-<pid>.pprof, for `go tool pprof`.
 func Main(name string, run func(ctx context.Context) error) {
 	ctx, stop := NotifyContext(context.Background(), os.Stderr, os.Exit)
+	stopProfile := startCPUProfile(os.Getenv(CPUProfileEnv), name, os.Stderr)
 	err := run(ctx)
+	stopProfile()
 	stop()
 	os.Exit(ExitCode(name, err, os.Stderr))
+}
+
+// CPUProfileEnv names the variable of the folder Main writes CPU profiles to.
+const CPUProfileEnv = "RATEFLEET_CPU_PROFILE_DIR"
+
+// startCPUProfile starts a CPU profile in dir, if dir is set, and returns what
+// stops it. A profile that cannot start is reported and skipped: it is a
+// diagnostic, never a reason not to run.
+func startCPUProfile(dir, name string, stderr io.Writer) (stop func()) {
+	if dir == "" {
+		return func() {}
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", strings.ReplaceAll(name, " ", "-"), os.Getpid()))
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: no CPU profile: %v\n", name, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(stderr, "%s: CPU profile: %v\n", name, err)
+		}
+	}
 }
 
 // NotifyContext returns a context cancelled by the first SIGINT or SIGTERM,

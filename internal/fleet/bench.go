@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 )
@@ -116,6 +117,7 @@ type measured struct {
 	okPerSecond float64       // answered 200 a second over the measured time, as the simulator counted
 	workerCPU   time.Duration // the workers' CPU over the whole run
 	workerRSS   int64         // the largest peak RSS of one worker, bytes
+	boxBusy     float64       // the machine's busy share of its cores over the measured time
 }
 
 // measure runs the producer, counts the simulator's 200s over duration after
@@ -133,6 +135,7 @@ func (f *Fleet) measure(ctx context.Context, warmup, duration time.Duration) (me
 		return m, err
 	}
 	t0 := time.Now()
+	busy0, total0 := BoxCPU()
 	if err := sleepCtx(ctx, duration); err != nil {
 		return m, err
 	}
@@ -141,6 +144,10 @@ func (f *Fleet) measure(ctx context.Context, warmup, duration time.Duration) (me
 		return m, err
 	}
 	m.okPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
+	if busy1, total1 := BoxCPU(); total1 > total0 {
+		m.boxBusy = float64(busy1-busy0) / float64(total1-total0)
+	}
+	f.logLimiters(ctx)
 	if err := <-produced; err != nil {
 		return m, err
 	}
@@ -151,4 +158,38 @@ func (f *Fleet) measure(ctx context.Context, warmup, duration time.Duration) (me
 		m.workerRSS = max(m.workerRSS, rss)
 	}
 	return m, nil
+}
+
+// logLimiters logs what the workers' limiters have learned, from their last
+// reports: how late the processes were and how many keys assume a wider delay
+// than they started on. It explains a rate below the bound.
+func (f *Fleet) logLimiters(ctx context.Context) {
+	reports, err := LastReports(ctx, f.Conn.JS, f.Conn.Streams.Stats.Stream.Name)
+	if err != nil {
+		f.cfg.Logger.Warn("benchmark: no worker reports", "err", err)
+		return
+	}
+	var lags []float64
+	var widened, held int
+	var outliers, inversions uint64
+	for _, r := range reports {
+		for _, k := range r.Keys {
+			if !k.Held {
+				continue
+			}
+			held++
+			lags = append(lags, k.LagMs)
+			if k.MaxDelayMs > 50 {
+				widened++
+			}
+			outliers += k.Outliers
+			inversions += k.Inversions
+		}
+	}
+	if len(lags) == 0 {
+		return
+	}
+	slices.Sort(lags)
+	f.cfg.Logger.Info("benchmark: limiters", "keys_held", held, "lag_ms_p50", lags[len(lags)/2], "lag_ms_max", lags[len(lags)-1],
+		"keys_with_L_over_50ms", widened, "outliers", outliers, "inversions", inversions)
 }

@@ -34,6 +34,8 @@ type DelayRow struct {
 	BadNonce    uint64
 	// CPUPerRequest is the workers' CPU time per request answered 200.
 	CPUPerRequest time.Duration
+	// BoxBusy is the machine's busy share of its cores over the measured time.
+	BoxBusy float64
 }
 
 // Oracle returns the sends a second of keys limiters that know the true largest
@@ -54,9 +56,14 @@ func Oracle(keys int, in, out time.Duration, requests int) float64 {
 	return total
 }
 
+// DefaultManyWorkers is how many worker processes share the many-keys case's
+// keys.
+const DefaultManyWorkers = 5
+
 // DelayCases returns the benchmark's rows: (a) the reference, (b) a spread
-// wider than L, (c) spikes, (d) many keys on one machine.
-func DelayCases(manyKeys int) []DelayCase {
+// wider than L, (c) spikes, (d) manyKeys keys on one machine, shared by
+// manyWorkers worker processes.
+func DelayCases(manyKeys, manyWorkers int) []DelayCase {
 	perKey := 20 / 1.0435 // 20 per 1000 + 1 + 1 ms + E[min(50, in + out)] = 41.5 ms
 	return []DelayCase{
 		{Name: "(a) reference, 5 keys", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
@@ -68,8 +75,8 @@ func DelayCases(manyKeys int) []DelayCase {
 		{Name: "(c) 1% of requests +300 ms on the way in", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
 			ExchangeArgs: []string{"--spike-share", "0.01", "--spike-delay", "300ms"},
 			BoundNote:    "(a)'s measured rate"},
-		{Name: fmt.Sprintf("(d) %d keys on this machine", manyKeys), Keys: manyKeys, Workers: 5,
-			KeysPerWorker: (manyKeys + 4) / 5, Rate: float64(manyKeys) * 21,
+		{Name: fmt.Sprintf("(d) %d keys on this machine", manyKeys), Keys: manyKeys, Workers: manyWorkers,
+			KeysPerWorker: (manyKeys + manyWorkers - 1) / manyWorkers, Rate: float64(manyKeys) * 21,
 			Bound: float64(manyKeys) * perKey, BoundNote: fmt.Sprintf("safe bound %d × 20 / 1043.5 ms", manyKeys)},
 	}
 }
@@ -121,7 +128,7 @@ func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, er
 	if err != nil {
 		return row, err
 	}
-	row.OKPerSecond = m.okPerSecond
+	row.OKPerSecond, row.BoxBusy = m.okPerSecond, m.boxBusy
 	cpu := m.workerCPU
 	total, err := FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
@@ -140,8 +147,8 @@ func FormatDelays(rows []DelayRow, cfg BenchConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Delays: the adaptive limiter started on L = 50 ms against delays it may not bound; %s measured after %s warm-up per row, offered load above the bound (time to live 10 min). 429 and 400 over the whole run.\n\n",
 		cfg.Duration, cfg.Warmup)
-	fmt.Fprintf(&b, "| case | 429 | 400 | ok req/s | bound req/s | ratio | bound | worker CPU ms/req |\n")
-	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n")
+	fmt.Fprintf(&b, "| case | 429 | 400 | ok req/s | bound req/s | ratio | bound | worker CPU ms/req | machine busy |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
 	for _, r := range rows {
 		bound := r.Case.Bound
 		if bound == 0 && len(rows) > 0 {
@@ -151,8 +158,8 @@ func FormatDelays(rows []DelayRow, cfg BenchConfig) string {
 		if bound > 0 {
 			ratio = r.OKPerSecond / bound
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %.2f | %.2f | %.3f | %s | %.2f |\n", r.Case.Name, r.RateLimited, r.BadNonce,
-			r.OKPerSecond, bound, ratio, r.Case.BoundNote, float64(r.CPUPerRequest)/float64(time.Millisecond))
+		fmt.Fprintf(&b, "| %s | %d | %d | %.2f | %.2f | %.3f | %s | %.2f | %.0f%% |\n", r.Case.Name, r.RateLimited, r.BadNonce,
+			r.OKPerSecond, bound, ratio, r.Case.BoundNote, float64(r.CPUPerRequest)/float64(time.Millisecond), 100*r.BoxBusy)
 	}
 	return b.String()
 }

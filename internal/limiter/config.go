@@ -91,6 +91,10 @@ type Config struct {
 	// whose Retry-After says when the key may send again (LLM APIs, whose
 	// windows are minutes long). The windows themselves are kept all the same.
 	TrustRetryAfter bool
+	// Lateness, when set, is shared by the limiters of one process: each notes
+	// its own lateness there, and each takes the machine as busy (its answers
+	// then bound its sends; see the package doc) when any of them was late.
+	Lateness *Lateness
 }
 
 // settings is a validated Config with its defaults filled in.
@@ -105,6 +109,7 @@ type settings struct {
 	ban       int
 	guard     int
 	trustRA   bool
+	lateness  *Lateness
 }
 
 func (c Config) settings() (settings, error) {
@@ -117,6 +122,7 @@ func (c Config) settings() (settings, error) {
 		ban:       c.BanThreshold,
 		guard:     c.GuardThreshold,
 		trustRA:   c.TrustRetryAfter,
+		lateness:  c.Lateness,
 	}
 	if len(s.rules) == 0 {
 		s.rules = []Rule{DefaultRule}

@@ -94,9 +94,12 @@ func (e *learner) addLag(d time.Duration) {
 // lagged notes how late the process was at one send. Lateness beyond a quarter
 // of MaxDelayCeiling is not taken for scheduling: a caller that came back after
 // an idle spell, or a slow connect.
-func (l *Limiter) lagged(d time.Duration) {
+func (l *Limiter) lagged(at time.Time, d time.Duration) {
 	if d < l.set.ceiling/4 {
 		l.learn.addLag(d)
+		if l.set.lateness != nil {
+			l.set.lateness.Add(at, d)
+		}
 	}
 }
 
@@ -112,6 +115,18 @@ const (
 // slack is what the limiter adds to both delays for its own lateness: the lag
 // beyond the tolerance, which ordinary scheduling noise stays within.
 func (l *Limiter) slack() time.Duration { return max(0, l.learn.lag-l.set.tolerance) }
+
+// stressed reports whether the process (this key's sends, or any key's when the
+// limiters share a Lateness) has been late by more than half the tolerance of
+// late: not enough to widen the delays, but the sign of a busy machine, where
+// whatever registers arrivals may be late by more.
+func (l *Limiter) stressed(at time.Time) bool {
+	lag := l.learn.lag
+	if l.set.lateness != nil {
+		lag = max(lag, l.set.lateness.Max(at))
+	}
+	return 2*lag > l.set.tolerance
+}
 
 // window and order return the delays the two rules assume now.
 func (l *Limiter) window() time.Duration { return l.maxDelay + l.slack() }
@@ -135,7 +150,10 @@ func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
 	if kind == inverted {
 		l.learn.inversions++
 	}
-	r.late = outlier || kind == inverted
+	// A process that is late (slack) shares its box, or its network, with
+	// whatever registers arrivals late too, by amounts its own lateness does not
+	// bound: its answers then bound its requests, whatever L says.
+	r.late = outlier || kind == inverted || l.stressed(at)
 	// The horizon judges against the promise (base), not against an L already
 	// raised: a raised L must not hide the evidence that raised it.
 	l.learn.add(note{rt: rt, evidence: rt > 2*(l.base+l.slack())+tol || kind == inverted})

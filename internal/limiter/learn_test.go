@@ -68,6 +68,21 @@ func wrongModels() []wrongModel {
 				return func(int) time.Duration { return time.Duration(rng.Int64N(41)) * ms }
 			},
 			max400: few, minRate: 10.0},
+		{name: "busy machine: client late by 0..8 ms, upstream registers arrivals 0..15 ms late", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays {
+				u := uniform(seed)
+				rng := rand.New(rand.NewPCG(seed, 5))
+				return func(i int) limitertest.Trip {
+					t := u(i)
+					t.In += time.Duration(rng.Int64N(16)) * ms // later than the client's own lateness shows
+					return t
+				}
+			},
+			late: func(seed uint64) func(int) time.Duration {
+				rng := rand.New(rand.NewPCG(seed, 6))
+				return func(int) time.Duration { return time.Duration(rng.Int64N(9)) * ms }
+			},
+			max400: few, minRate: 17.0},
 	}
 }
 

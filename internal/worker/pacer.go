@@ -50,6 +50,10 @@ func NewPacerFactory(name string, cfg limiter.Config) (PacerFactory, error) {
 		if _, err := limiter.New(cfg); err != nil {
 			return nil, err
 		}
+		if cfg.Lateness == nil {
+			// One process's keys share how late it has been.
+			cfg.Lateness = new(limiter.Lateness)
+		}
 		return func(_ keys.Key, start KeyStart) (Pacer, error) {
 			return newAdaptive(cfg, start)
 		}, nil
