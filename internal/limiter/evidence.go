@@ -128,9 +128,13 @@ func (l *Limiter) stressed(at time.Time) bool {
 	return 2*lag > l.set.tolerance
 }
 
-// window and order return the delays the two rules assume now.
+// window and order return the delays the two rules assume now. The window
+// takes the slack; the order rule does not: an inversion costs a 400, which
+// raises Lo, where a broken window costs a 429. Measured at 200 keys on a
+// saturated 2-core machine, slack in the order rule cost a tenth of the rate
+// (0.86 of the bound against 0.95) to spare about 90 × 400 in 30 s.
 func (l *Limiter) window() time.Duration { return l.maxDelay + l.slack() }
-func (l *Limiter) order() time.Duration  { return l.orderDelay + l.slack() }
+func (l *Limiter) order() time.Duration  { return l.orderDelay }
 
 // learnFrom takes the answer to r, which came back at at, as evidence. It is
 // called before r is ended.

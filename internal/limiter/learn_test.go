@@ -208,7 +208,9 @@ func TestLimiter_LateProcessWidensItsDelays(t *testing.T) {
 	require.NoError(t, err)
 	l.Wrote(tk, ms(31))
 	assert.Equal(t, 25*time.Millisecond, l.Evidence().Lag)
-	assert.Equal(t, ms(31+10+15+1), l.Next(ms(31)), "L + lag beyond the tolerance + 1 ms")
+	st := l.State()
+	assert.Equal(t, ms(31+10+15), st.UpperBounds[len(st.UpperBounds)-1], "the window takes L + lag beyond the tolerance")
+	assert.Equal(t, ms(31+10+1), l.Next(ms(31)), "the order rule takes L: an inversion costs a 400, which it learns from")
 }
 
 func TestLimiter_UndetectableDelaysAreCaughtByTheBanGuard(t *testing.T) {

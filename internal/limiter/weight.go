@@ -73,13 +73,13 @@ func (l *Limiter) earliestN(now time.Time, w int) time.Time {
 	if l.sends == 0 {
 		return t
 	}
-	t = later(t, l.record(l.sends).bound(l.maxDelay, now).Add(orderGap))
+	t = later(t, l.record(l.sends).bound(l.order(), now).Add(orderGap))
 	for _, r := range l.set.rules {
 		n := uint64(r.Limit)
 		if l.sends+uint64(w) <= n {
 			continue
 		}
-		ub := l.record(l.sends+uint64(w)-n).bound(l.maxDelay, now)
+		ub := l.record(l.sends+uint64(w)-n).bound(l.window(), now)
 		t = later(t, ub.Add(r.Window+time.Millisecond+l.set.margin))
 	}
 	return t

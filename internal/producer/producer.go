@@ -313,10 +313,15 @@ func (r *run) generate(src Source) error {
 	return nil
 }
 
-// sleepUntil waits until t by the clock now, and reports false if ctx ended first.
+// coalesce is how early a request may go out: requests due within it of each
+// other leave together, one wake-up and one write for several at high rates.
+const coalesce = time.Millisecond
+
+// sleepUntil waits until t by the clock now, less coalesce, and reports false if
+// ctx ended first.
 func sleepUntil(ctx context.Context, t time.Time, now func() time.Time) bool {
 	d := t.Sub(now())
-	if d <= 0 {
+	if d <= coalesce {
 		return ctx.Err() == nil
 	}
 	timer := time.NewTimer(d)
