@@ -59,6 +59,9 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if plan.spike {
+		s.spikes.Add(1)
+	}
 	// Step 2: the incoming delay; the arrival time is read in check, under the key's
 	// lock. The delays run on the server's context, not the request's: a client
 	// that gives up does not stop its request.

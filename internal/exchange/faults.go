@@ -158,6 +158,7 @@ type faultPlan struct {
 	status     int
 	extraIn    time.Duration
 	extraDelay time.Duration
+	spike      bool // extraIn holds a spike
 }
 
 // plan decides the faults for a request received at now; draw gives a uniform number
@@ -179,6 +180,7 @@ func (s *faultState) plan(now time.Time, draw func() float64) faultPlan {
 	}
 	if !down && f.SpikeShare > 0 && draw() < f.SpikeShare {
 		p.extraIn += f.SpikeDelay
+		p.spike = true
 	}
 	return p
 }

@@ -166,9 +166,11 @@ func TestFaults_SpikesLengthenTheIncomingDelayOfEveryRequestAtShareOne(t *testin
 	cfg.InDelay = exchange.DelayRange{Min: 3 * time.Millisecond, Max: 3 * time.Millisecond}
 	cfg.OutDelay = exchange.DelayRange{Min: 5 * time.Millisecond, Max: 5 * time.Millisecond}
 	cfg.Faults = exchange.Faults{SpikeShare: 1, SpikeDelay: 300 * time.Millisecond}
-	_, c := start(t, cfg)
+	ex, c := start(t, cfg)
 	assert.Equal(t, ansOK("a"), c.Request(secret(0), 1, "a"))
 	assert.Equal(t, []time.Duration{303 * time.Millisecond, 5 * time.Millisecond}, log.Take())
+	assert.Equal(t, ansOK("b"), c.Request(secret(0), 2, "b"))
+	assert.EqualValues(t, 2, ex.Stats().Spikes, "every spike is counted")
 }
 
 func TestFaults_JSONRoundTrip(t *testing.T) {

@@ -34,6 +34,7 @@ type Server struct {
 	ids        *idLedger
 	unknownKey atomic.Uint64
 	faultCount atomic.Uint64
+	spikes     atomic.Uint64
 
 	mu        sync.Mutex // guards the listener and the HTTP server
 	ln        net.Listener

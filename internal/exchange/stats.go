@@ -22,6 +22,9 @@ type Stats struct {
 	UnknownKey uint64 `json:"unknown_key"`
 	// Faults is the number of requests answered or dropped by an injected fault.
 	Faults uint64 `json:"faults"`
+	// Spikes is the number of known keys' requests whose incoming delay a spike
+	// lengthened (spike_share).
+	Spikes uint64 `json:"spikes"`
 	// DistinctIDs is the number of distinct req_ids that passed every check.
 	DistinctIDs int `json:"distinct_ids"`
 	// Duplicates is the number of req_ids that passed every check more than once.
@@ -71,6 +74,7 @@ func (s *Server) Stats() Stats {
 		Keys:       make([]KeyStats, len(s.accounts)),
 		UnknownKey: s.unknownKey.Load(),
 		Faults:     s.faultCount.Load(),
+		Spikes:     s.spikes.Load(),
 		Limit:      s.cfg.Limit,
 		WindowMS:   s.cfg.Window.Milliseconds(),
 		BlockAfter: s.cfg.BlockAfter,
@@ -94,6 +98,7 @@ func (s *Server) ResetStats() {
 	}
 	s.unknownKey.Store(0)
 	s.faultCount.Store(0)
+	s.spikes.Store(0)
 	s.ids.reset()
 }
 

@@ -457,6 +457,7 @@ type ExchangeTotals struct {
 	Blocked     uint64 `json:"blocked"`
 	MaxInWindow int    `json:"max_in_window"`
 	Duplicates  uint64 `json:"duplicates"`
+	Spikes      uint64 `json:"spikes"`   // requests whose incoming delay a spike lengthened
 	Distinct    uint64 `json:"distinct"` // request ids answered 200
 }
 
@@ -522,7 +523,7 @@ func FetchExchangeTotals(ctx context.Context, baseURL string) (ExchangeTotals, e
 		}
 		t.MaxInWindow = max(t.MaxInWindow, k.MaxInWindow)
 	}
-	t.Duplicates, t.Distinct = uint64(st.Duplicates), uint64(st.DistinctIDs)
+	t.Duplicates, t.Distinct, t.Spikes = uint64(st.Duplicates), uint64(st.DistinctIDs), st.Spikes
 	return t, nil
 }
 
