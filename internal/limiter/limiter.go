@@ -29,29 +29,38 @@
 //
 // With M the margin (Config.Margin), the limiter keeps, for every send j:
 //
-// (a) Window, for every rule (N, W): s_{j+N} ≥ ub_j + W + 1 ms + M. Then
+// (a) Window, for every rule (N, W): s_m ≥ U + W + 1 ms + M, where U is the N-th
+// latest of the bounds ub_i of all the sends i before m. Then at most N-1 earlier
+// sends may arrive after U, and every other earlier send i arrived by
 //
-//	a_{j+N} ≥ s_{j+N} ≥ ub_j + W + 1 ms + M ≥ a_j + W + 1 ms,
+//	a_i ≤ ub_i ≤ U ≤ s_m − W − 1 ms − M ≤ a_m − W − 1 ms,
 //
-// and as W is a whole number of milliseconds,
+// so, as W is a whole number of milliseconds,
 //
-//	floor(a_{j+N}) ≥ floor(a_j + W + 1 ms) = floor(a_j) + W + 1 ms > floor(a_j) + W,
+//	floor(a_m) ≥ floor(a_i + W + 1 ms) = floor(a_i) + W + 1 ms > floor(a_i) + W.
 //
-// which is the upstream's test. Every send is counted, also those rejected, lost
-// or never arrived: the upstream's N-th previous accepted request before send k is
-// then some send j' ≤ k-N, and since bounds grow with j (below), ub_{j'} ≤ ub_{k-N}.
-// Counting sends the upstream did not record only makes the limiter wait longer.
+// Any N+1 of the key's arrivals therefore span more than W: take m the latest
+// send among them; of the N others, at most N-1 may arrive after U, so one
+// arrived more than W before a_m. That is the upstream's test, in whatever order
+// the requests arrived. Every send is counted, also those rejected, lost or never
+// arrived: counting sends the upstream did not record only makes the limiter wait
+// longer. A late request (a spike, below) thus holds one of the N places until
+// its bound, not every send after it: where the bounds grow with the sends, U is
+// simply the bound of send m−N.
 //
 // (b) Order: s_{j+1} ≥ ub_j + 1 ms (with the order rule's delay, below), so
 // a_{j+1} ≥ a_j + 1 ms. Several requests of a
 // key may be in flight at once, but each arrives a whole millisecond after the one
 // before, so nonces taken in send order arrive in order even where the upstream
-// compares in whole milliseconds. It also gives ub_{j+1} ≥ s_{j+1} > ub_j: bounds
-// grow with j, which (a) relies on. When a 429 widens L after the fact, the bounds
-// already recorded are raised where needed so that they keep growing.
+// compares in whole milliseconds. Here ub_j is raised to the bounds of the sends
+// before it (its floor), which is also what a handoff carries: bounds that grow.
 //
-// (c) Every rule is checked with the same arithmetic against its own N-th previous
-// send; the limiter keeps the last max(N) sends.
+// (c) Every rule is checked with the same arithmetic against its own N. The
+// limiter keeps the last 2·max(N) sends, and the bounds of older ones for as long
+// as they may still count (a window after them). A written request not yet
+// answered is taken to arrive as late as MaxDelayCeiling allows: it holds one
+// place until its answer, and by the time a send could rely on it having arrived
+// (about a window later) a round trip that long has proven L wrong anyway.
 //
 // The margin M (1 ms by default) is not needed by this arithmetic: it absorbs what
 // the model leaves out, such as the client's and the upstream's clocks running at
@@ -80,9 +89,8 @@
 // HTTP and scheduling add a few ms), rt_j > 2L + τ proves that one way took longer
 // than L. Such an outlier's bound becomes its answer time r_j (always an upper
 // bound of its arrival), so a lone late request is bound by its own answer and
-// costs only the slots up to r_j. An outlier, or any request still unanswered
-// when its window partner is due (it is then taken to arrive by left + the
-// ceiling), never relies on L.
+// costs only its own place in the window, up to r_j. An outlier, or any request
+// still unanswered (taken to arrive by left + the ceiling), never relies on L.
 //
 // 400s. Inverted reports a nonce that arrived after a later one: a_j > s_{j+1}, so
 // the order rule's delay was short for it. Unless its own round trip explains it
@@ -141,8 +149,10 @@
 // so nothing moves and the rate is that of the invariants (the property tests
 // check both). A spread costs what its delays cost (in 0..100 ms, out 0..50 ms:
 // 0.975 of a limiter that knows L = 100 ms, a few 400s while Lo learns); a 1 %
-// share of 300 ms spikes costs about 4 % (each spike holds the window slots up to
-// its answer) and one 400 per spike.
+// share of 300 ms spikes costs about 1.5 % in simulation (each spike holds one
+// place of the window until its answer, and is overtaken: one 400 per spike).
+// Keeping the N-th latest bound instead of the partner's costs a sort of 2·N
+// bounds when the bounds do not grow, and is cached until the records change.
 //
 // What no evidence shows. A model whose round trips look like the reference's
 // and whose requests never overtake each other shows nothing: all of the delay on
@@ -177,6 +187,7 @@ package limiter
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -233,6 +244,12 @@ type record struct {
 	hasLeft bool
 	ended   bool // answered, rejected or lost: later reports are ignored
 	late    bool // its answer proved it slower than L allows (or it was a 400): by is its bound
+
+	// wb caches windowBound for the window delay wbWin, when wbOK; any change to
+	// the record clears wbOK (refloor is called after every change).
+	wb    time.Time
+	wbWin time.Duration
+	wbOK  bool
 }
 
 // raw returns the latest instant the request may arrive, with l the assumed
@@ -271,10 +288,14 @@ type Limiter struct {
 	base        time.Duration // the least L comes back to: the configured delay, or as 429s widened it
 	ring        []record      // the last len(ring) sends; send seq is at (seq-1) % len(ring)
 	sends       uint64        // sends so far, including those restored
-	inflight    []uint64      // sends written and not yet ended, oldest first (pruned lazily)
-	latest      time.Time     // the latest time reported to the limiter
-	pauseUntil  time.Time     // set by 429s
-	notBefore   time.Time     // the previous holder's next free slot, after a Restore
+	spilled     []time.Time   // window bounds of sends gone from the ring that may still count
+	scratch     []time.Time   // reused by nth
+	changes     uint64        // counts changes to the records, for nth's cache
+	floorWin    time.Duration // the window delay the floors were computed with
+	nthCache    []nthEntry
+	latest      time.Time // the latest time reported to the limiter
+	pauseUntil  time.Time // set by 429s
+	notBefore   time.Time // the previous holder's next free slot, after a Restore
 	rejections  int
 	quarantined bool
 	last        *Rejection
@@ -292,7 +313,7 @@ func New(cfg Config) (*Limiter, error) {
 }
 
 func newLimiter(s settings) *Limiter {
-	return &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay, ring: make([]record, s.capacity)}
+	return &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay, ring: make([]record, ringSpan*s.capacity)}
 }
 
 // init makes the zero Limiter New(Config{}).
@@ -357,32 +378,128 @@ func (l *Limiter) earliest(now time.Time) time.Time {
 		if l.sends < n {
 			break // rules are sorted by Limit
 		}
-		p := l.sends + 1 - n
-		ub := later(l.record(p).bound(win, now), l.unansweredUpTo(p))
-		t = later(t, ub.Add(r.Window+time.Millisecond+l.set.margin))
+		t = later(t, l.nth(r.Limit, win, now).Add(r.Window+time.Millisecond+l.set.margin))
 	}
 	return t
 }
 
-// unansweredUpTo returns the latest bound of the sends up to seq p that are
-// written but still unanswered when their window would let p's successor leave:
-// a round trip that long proves L wrong whichever way the time went, so such a
-// request is taken to arrive as late as the ceiling allows, until it is
-// answered (its answer is then its bound) or given up (Lost).
-func (l *Limiter) unansweredUpTo(p uint64) time.Time {
-	keep := l.inflight[:0]
-	var ub time.Time
-	for _, seq := range l.inflight {
-		if !l.owns(Ticket{owner: l, seq: seq}) || l.record(seq).ended {
-			continue
-		}
-		keep = append(keep, seq)
-		if seq <= p {
-			ub = later(ub, l.record(seq).left.Add(l.set.ceiling))
+// ringSpan is how many times the largest Limit the ring keeps: a late request
+// keeps its own slot (see nth) while it may still count, about one window after
+// its answer, and the sends of two windows cover that at full rate.
+const ringSpan = 2
+
+// nth returns the n-th latest window bound among the earlier sends, with win the
+// window's delay: no more than n-1 earlier sends may arrive after it. A request
+// written and still unanswered is taken to arrive as late as the ceiling allows,
+// until it is answered (its answer is then its bound) or given up (Lost): while
+// it is among the n-1 latest this changes nothing, and by the time a send could
+// rely on it having arrived, about a window later, a round trip that long has
+// proven L wrong whichever way the time went.
+func (l *Limiter) nth(n int, win time.Duration, now time.Time) time.Time {
+	for _, e := range l.nthCache {
+		if e.n == n && e.win == win && e.changes == l.changes {
+			return e.ub
 		}
 	}
-	l.inflight = keep
+	ub, cacheable := l.nthFast(n, win, now)
+	if ub.IsZero() {
+		ub, cacheable = l.nthFull(n, win, now)
+	}
+	if cacheable {
+		// Spilled bounds that stop counting stay in the cached value until the
+		// records change: that only errs on the side of waiting.
+		e := nthEntry{n: n, win: win, changes: l.changes, ub: ub}
+		if i := slices.IndexFunc(l.nthCache, func(e nthEntry) bool { return e.n == n }); i >= 0 {
+			l.nthCache[i] = e
+		} else {
+			l.nthCache = append(l.nthCache, e)
+		}
+	}
 	return ub
+}
+
+// nthFast returns nth in the usual case, the bound of the n-th latest send,
+// where every send after it may arrive no earlier and every send before it no
+// later; zero otherwise.
+func (l *Limiter) nthFast(n int, win time.Duration, now time.Time) (ub time.Time, cacheable bool) {
+	if l.sends < uint64(n) {
+		return time.Time{}, false
+	}
+	cacheable = true
+	p := l.sends + 1 - uint64(n)
+	v := l.windowBound(l.record(p), win, now)
+	for seq := p + 1; seq <= l.sends; seq++ {
+		r := l.record(seq)
+		cacheable = cacheable && (r.hasLeft || r.ended || !r.by.IsZero())
+		if l.windowBound(r, win, now).Before(v) {
+			return time.Time{}, false
+		}
+	}
+	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq < p && seq > 0; seq++ {
+		if l.windowBound(l.record(seq), win, now).After(v) {
+			return time.Time{}, false
+		}
+	}
+	for _, s := range l.spilled {
+		if s.After(v) {
+			return time.Time{}, false
+		}
+	}
+	return v, cacheable
+}
+
+// nthFull computes nth from every bound that may count.
+func (l *Limiter) nthFull(n int, win time.Duration, now time.Time) (ub time.Time, cacheable bool) {
+	vals := l.scratch[:0]
+	cacheable = true
+	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq <= l.sends && seq > 0; seq++ {
+		r := l.record(seq)
+		cacheable = cacheable && (r.hasLeft || r.ended || !r.by.IsZero()) // else its bound moves with now
+		vals = append(vals, l.windowBound(r, win, now))
+	}
+	keep := l.spilled[:0]
+	for _, v := range l.spilled {
+		if l.counts(v, now) {
+			keep = append(keep, v)
+			vals = append(vals, v)
+		}
+	}
+	l.spilled = keep
+	l.scratch = vals
+	if len(vals) >= n {
+		slices.SortFunc(vals, func(a, b time.Time) int { return b.Compare(a) })
+		ub = vals[n-1]
+	}
+	return ub, cacheable
+}
+
+// nthEntry is one cached result of nth, valid while the records are unchanged.
+type nthEntry struct {
+	n       int
+	win     time.Duration
+	changes uint64
+	ub      time.Time
+}
+
+// windowBound is the latest instant r may arrive, for the window rule.
+func (l *Limiter) windowBound(r *record, win time.Duration, now time.Time) time.Time {
+	if r.wbOK && r.wbWin == win {
+		return r.wb
+	}
+	ub := r.raw(win, now)
+	if r.hasLeft && !r.ended {
+		ub = later(ub, r.left.Add(l.set.ceiling))
+	}
+	if r.hasLeft || r.ended || !r.by.IsZero() { // else it moves with now
+		r.wb, r.wbWin, r.wbOK = ub, win, true
+	}
+	return ub
+}
+
+// counts reports whether an arrival by ub may still share a window with a send
+// at now or later.
+func (l *Limiter) counts(ub, now time.Time) bool {
+	return !now.After(ub.Add(l.set.longest + time.Millisecond + l.set.margin))
 }
 
 // Sent records a send at now and returns its Ticket, to report on with Wrote and
@@ -402,9 +519,15 @@ func (l *Limiter) Sent(now time.Time) (Ticket, error) {
 		l.lagged(now, now.Sub(p)) // woke later than it was told: the process is late
 	}
 	l.learn.promised = time.Time{}
-	if n := uint64(len(l.ring)); l.sends >= n && n > 1 {
-		// The oldest send falls out of the ring: the next one's floor keeps its bound.
-		l.refloor(l.sends + 1 - n)
+	if n := uint64(len(l.ring)); l.sends >= n {
+		// The oldest send falls out of the ring: the next one's floor keeps its
+		// bound, and its window bound is kept for as long as it may count.
+		if ub := l.windowBound(l.record(l.sends+1-n), l.window(), later(now, l.latest)); l.counts(ub, now) {
+			l.spilled = append(l.spilled, ub)
+		}
+		if n > 1 {
+			l.refloor(l.sends + 1 - n)
+		}
 	}
 	var floor time.Time
 	if l.sends > 0 {
@@ -412,6 +535,7 @@ func (l *Limiter) Sent(now time.Time) (Ticket, error) {
 		floor = prev.bound(l.window(), later(now, l.latest))
 	}
 	l.sends++
+	l.changes++
 	*l.record(l.sends) = record{sent: now, floor: floor}
 	l.latest = later(l.latest, now)
 	return Ticket{owner: l, seq: l.sends}, nil
@@ -438,7 +562,6 @@ func (l *Limiter) Wrote(t Ticket, at time.Time) {
 	}
 	r.left, r.hasLeft = at, true
 	l.lagged(at, at.Sub(r.sent)) // departure time: how long leaving took
-	l.openSeqs(t.seq)
 	l.refloor(t.seq)
 }
 
@@ -547,17 +670,30 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 // each is the largest window bound of the sends before it. The oldest kept send's
 // floor keeps the bounds of the sends that fell out of the ring.
 func (l *Limiter) refloor(seq uint64) {
+	l.changes++
+	if seq == 0 {
+		for i := range l.ring {
+			l.ring[i].wbOK = false
+		}
+	} else if l.owns(Ticket{owner: l, seq: seq}) {
+		l.record(seq).wbOK = false
+	}
 	oldest := l.sends - min(l.sends, uint64(len(l.ring))) + 1
+	// Only send seq changed, with the window delay the floors were computed
+	// with: once a floor comes out as it was, those after it are as they were.
+	settled := seq > 0 && l.window() == l.floorWin
 	seq = max(seq, oldest)
 	win := l.window()
+	l.floorWin = win
 	for ; seq < l.sends && seq > 0; seq++ {
-		r := l.record(seq)
-		l.record(seq + 1).floor = r.bound(win, l.latest)
+		f := l.record(seq).bound(win, l.latest)
+		next := l.record(seq + 1)
+		if settled && f.Equal(next.floor) {
+			break
+		}
+		next.floor = f
 	}
 }
-
-// openSeqs notes that send seq is written and not yet ended.
-func (l *Limiter) openSeqs(seq uint64) { l.inflight = append(l.inflight, seq) }
 
 // LastRejection returns the latest 429 and true, or false if there was none.
 func (l *Limiter) LastRejection() (Rejection, bool) {

@@ -196,7 +196,9 @@ func TestSimulatedUpstream_CatchesALimiterThatUnderestimatesTheDelay(t *testing.
 			assert.LessOrEqual(t, res.RateLimited, tc.max429, "well before the upstream blocks the key at %d", limiter.DefaultBanThreshold)
 			assert.Equal(t, tc.wantQuarantined, res.Quarantined)
 			assert.Equal(t, tc.wantMaxDelay, l.MaxDelay())
-			assert.Zero(t, res.BadNonce)
+			// A delay bound too short also lets a fast request overtake a slow one
+			// at the blocks' seams: a 400, the order rule's evidence.
+			assert.LessOrEqual(t, res.BadNonce, 2)
 			if !tc.wantQuarantined {
 				assert.Equal(t, 10_000, res.Sent)
 			}

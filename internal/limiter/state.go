@@ -52,7 +52,7 @@ type State struct {
 // State returns what the limiter knows.
 func (l *Limiter) State() State {
 	l.init()
-	n := min(l.sends, uint64(len(l.ring)))
+	n := min(l.sends, uint64(l.set.capacity))
 	st := State{
 		Version:     StateVersion,
 		MaxDelay:    l.maxDelay,

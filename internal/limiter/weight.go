@@ -91,6 +91,7 @@ func (l *Limiter) spread(t Ticket) {
 		return
 	}
 	r := *l.record(t.seq)
+	l.changes++
 	for k := uint64(1); k < t.units && k < t.seq; k++ {
 		seq := t.seq - k
 		if l.sends-seq >= uint64(len(l.ring)) {
