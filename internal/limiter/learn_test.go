@@ -56,36 +56,33 @@ func wrongModels() []wrongModel {
 			},
 			max400: few, minRate: 5.0},
 		{name: "overloaded scheduler: client and upstream late by 0..40 ms", requests: 20_000,
-			delays: func(seed uint64) limitertest.Delays {
-				u := uniform(seed)
-				rng := rand.New(rand.NewPCG(seed, 3))
-				return func(i int) limitertest.Trip {
-					t := u(i)
-					t.In += time.Duration(rng.Int64N(41)) * ms // the upstream registers it late
-					return t
-				}
-			},
-			late: func(seed uint64) func(int) time.Duration {
-				rng := rand.New(rand.NewPCG(seed, 4))
-				return func(int) time.Duration { return time.Duration(rng.Int64N(41)) * ms }
-			},
+			delays: func(seed uint64) limitertest.Delays { return registeredLate(uniform(seed), seed, 40*ms) },
+			late:   func(seed uint64) func(int) time.Duration { return lateClient(seed, 40*ms) },
 			max400: few, minRate: 10.0},
+		// The upstream later than the client's own lateness shows.
 		{name: "busy machine: client late by 0..8 ms, upstream registers arrivals 0..15 ms late", requests: 20_000,
-			delays: func(seed uint64) limitertest.Delays {
-				u := uniform(seed)
-				rng := rand.New(rand.NewPCG(seed, 5))
-				return func(i int) limitertest.Trip {
-					t := u(i)
-					t.In += time.Duration(rng.Int64N(16)) * ms // later than the client's own lateness shows
-					return t
-				}
-			},
-			late: func(seed uint64) func(int) time.Duration {
-				rng := rand.New(rand.NewPCG(seed, 6))
-				return func(int) time.Duration { return time.Duration(rng.Int64N(9)) * ms }
-			},
+			delays: func(seed uint64) limitertest.Delays { return registeredLate(uniform(seed), seed, 15*ms) },
+			late:   func(seed uint64) func(int) time.Duration { return lateClient(seed, 8*ms) },
 			max400: few, minRate: 17.0},
 	}
+}
+
+// registeredLate is d with every arrival registered up to most later, in whole
+// milliseconds: an upstream on a busy machine.
+func registeredLate(d limitertest.Delays, seed uint64, most time.Duration) limitertest.Delays {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	return func(i int) limitertest.Trip {
+		t := d(i)
+		t.In += time.Duration(rng.Int64N(most.Milliseconds()+1)) * time.Millisecond
+		return t
+	}
+}
+
+// lateClient is a client whose timers fire up to most late, in whole
+// milliseconds: an overloaded scheduler.
+func lateClient(seed uint64, most time.Duration) func(int) time.Duration {
+	rng := rand.New(rand.NewPCG(seed, 4))
+	return func(int) time.Duration { return time.Duration(rng.Int64N(most.Milliseconds()+1)) * time.Millisecond }
 }
 
 func TestLimiter_LearnsFromEvidenceWithoutA429(t *testing.T) {
