@@ -525,7 +525,7 @@ func (l *Limiter) Sent(now time.Time) (Ticket, error) {
 		// The oldest send falls out of the ring: the next one's floor keeps its
 		// bound, and its window bound is kept for as long as it may count.
 		if ub := l.windowBound(l.record(l.sends+1-n), l.window(), later(now, l.latest)); l.counts(ub, now) {
-			l.spilled = append(l.spilled, ub)
+			l.spilled = append(slices.DeleteFunc(l.spilled, func(v time.Time) bool { return !l.counts(v, now) }), ub)
 		}
 		if n > 1 {
 			l.refloor(l.sends + 1 - n)

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
@@ -34,5 +35,34 @@ func TestLimiter_AGatewaysAnswerHoldsTheNextSendUntilTheRequestCanNoLongerArrive
 			tt.report(l, tk)
 			require.Equal(t, tt.wantNext, l.Next(ms(10)))
 		})
+	}
+}
+
+func TestLimiter_AnUnansweredRequestKeepsItsPlaceAfterItLeavesTheRing(t *testing.T) {
+	// small(): 3 per >100 ms, L = 10 ms, ceiling 1 s; the ring keeps 6 sends.
+	// #0 is written at 0 and never answered: it may arrive until 1000, and holds
+	// one of the 3 places until 1000 + 101, long after later sends have pushed it
+	// out of the ring. Every other send must leave at least 101 ms after the
+	// answer of the one two before it until then.
+	l := mustNew(t, small())
+	tk, err := l.Sent(ms(0))
+	require.NoError(t, err)
+	l.Wrote(tk, ms(0))
+	var sent, answered []time.Time
+	at := ms(0)
+	for len(sent) < 30 {
+		at = l.Next(at)
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		l.Answered(tk, at.Add(time.Millisecond))
+		sent, answered = append(sent, at), append(answered, at.Add(time.Millisecond))
+	}
+	require.True(t, sent[6].Before(ms(1000)), "#0 left the ring while it could still arrive")
+	for k := 2; k < len(sent); k++ {
+		if sent[k].Before(ms(1101)) {
+			assert.False(t, sent[k].Before(answered[k-2].Add(101*time.Millisecond)),
+				"send %d at %s: a fourth arrival within 100 ms while #0 may still arrive", k+1, sent[k].Sub(ms(0)))
+		}
 	}
 }
