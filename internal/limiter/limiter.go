@@ -105,8 +105,8 @@
 // incoming delay is at most its round trip, so at most R; raising L raises every
 // kept bound (the bounds are computed from L when asked), which covers every send
 // still to leave, and the evidence comes back within a round trip, long before a
-// send that relies on that request having arrived (about W later). Safe for the order rule: Lo
-// only rises on a 400 and L ≥ Lo.
+// send that relies on that request having arrived (about W later). Safe for the
+// order rule: Lo only rises on a 400 and L ≥ Lo.
 //
 // L down, only on evidence: as long round trips leave the horizon, L falls with R
 // (never below base or Lo); once the horizon holds no evidence at all (64 answers
@@ -116,10 +116,9 @@
 // Two delays. The window uses L; the order rule uses Lo ≤ L. A too-short Lo costs a
 // 400 (a slot and a retry, reported, so it learns), a too-short L a 429 (a tenth of
 // the key's life): so L is the conservative R, and Lo is learned from 400s. The
-// window's proof needs no arrival order, only bounds that grow: any N+1 accepted
-// arrivals hold sends i < m with m ≥ i + N, and s_m ≥ ub_{m-N} + W + 1 ms ≥
-// ub_i + W + 1 ms, so their span exceeds W. Each send's floor is the largest
-// bound of the sends before it; it is recomputed whenever a bound changes.
+// window's proof (a) needs no arrival order, so a 400 never costs a 429. Each
+// send's floor, the largest bound of the sends before it, is recomputed whenever
+// a bound changes.
 //
 // Lateness. The limiter sees how late its process is: a Sent later than the
 // instant the last Next told the caller to wait for (the timer fired late), and
