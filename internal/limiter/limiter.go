@@ -272,7 +272,12 @@ func (r *record) raw(l time.Duration, now time.Time) time.Time {
 	return now.Add(l)
 }
 
-// bound is raw raised to the bounds of the sends before it, as invariant (a) needs.
+// fixed reports whether r's bounds no longer move with now: it was written,
+// answered or given up.
+func (r *record) fixed() bool { return r.hasLeft || r.ended || !r.by.IsZero() }
+
+// bound is raw raised to the bounds of the sends before it: the order rule (b)
+// and the handoff take bounds that grow.
 func (r *record) bound(l time.Duration, now time.Time) time.Time {
 	return later(r.raw(l, now), r.floor)
 }
@@ -431,7 +436,7 @@ func (l *Limiter) nthFast(n int, win time.Duration, now time.Time) (ub time.Time
 	v := l.windowBound(l.record(p), win, now)
 	for seq := p + 1; seq <= l.sends; seq++ {
 		r := l.record(seq)
-		cacheable = cacheable && (r.hasLeft || r.ended || !r.by.IsZero())
+		cacheable = cacheable && r.fixed()
 		if l.windowBound(r, win, now).Before(v) {
 			return time.Time{}, false
 		}
@@ -455,7 +460,7 @@ func (l *Limiter) nthFull(n int, win time.Duration, now time.Time) (ub time.Time
 	cacheable = true
 	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq <= l.sends && seq > 0; seq++ {
 		r := l.record(seq)
-		cacheable = cacheable && (r.hasLeft || r.ended || !r.by.IsZero()) // else its bound moves with now
+		cacheable = cacheable && r.fixed()
 		vals = append(vals, l.windowBound(r, win, now))
 	}
 	keep := l.spilled[:0]
@@ -491,7 +496,7 @@ func (l *Limiter) windowBound(r *record, win time.Duration, now time.Time) time.
 	if r.hasLeft && !r.ended {
 		ub = later(ub, r.left.Add(l.set.ceiling))
 	}
-	if r.hasLeft || r.ended || !r.by.IsZero() { // else it moves with now
+	if r.fixed() {
 		r.wb, r.wbWin, r.wbOK = ub, win, true
 	}
 	return ub
@@ -669,7 +674,9 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 
 // refloor recomputes the floors of the sends after seq (all kept sends for 0):
 // each is the largest window bound of the sends before it. The oldest kept send's
-// floor keeps the bounds of the sends that fell out of the ring.
+// floor keeps the bounds of the sends that fell out of the ring. It is called
+// after every change to send seq (to every send, for 0), so it also drops what
+// windowBound and nth cached.
 func (l *Limiter) refloor(seq uint64) {
 	l.changes++
 	if seq == 0 {
