@@ -14,6 +14,11 @@ const (
 	DefaultMaxDelay = 50 * time.Millisecond
 	// DefaultMaxDelayCeiling caps how far 429s may widen the assumed delay.
 	DefaultMaxDelayCeiling = time.Second
+	// DefaultMaxArrival is the arrival horizon H: how long after it left a
+	// request with no answer may still arrive. Servers and load balancers end
+	// requests queued for longer (their request timeouts are typically 30 to 60
+	// s), and exchanges refuse requests older than their receive window.
+	DefaultMaxArrival = 30 * time.Second
 	// DefaultMargin is the extra time added to every window; see Config.Margin.
 	DefaultMargin = time.Millisecond
 	// DefaultTolerance is the scheduling noise a round trip may carry beyond 2 L
@@ -67,6 +72,14 @@ type Config struct {
 	// MaxDelayCeiling caps how far 429s widen MaxDelay; DefaultMaxDelayCeiling (or
 	// MaxDelay, if larger) when 0.
 	MaxDelayCeiling time.Duration
+	// MaxArrival is the arrival horizon H: a request given up without an answer
+	// (Lost) is taken to arrive as late as it left plus H (or plus the longest
+	// round trip the key has seen, if longer), and keeps its place in every
+	// window until then. DefaultMaxArrival when 0; at least MaxDelayCeiling.
+	MaxArrival time.Duration
+	// Unordered says the upstream takes requests in any order (it checks no
+	// nonce): the order rule (b) is off, and sends leave as the windows allow.
+	Unordered bool
 	// Margin is added to every window. The window arithmetic is exact without it
 	// (see the package doc); the margin absorbs what the model leaves out: the
 	// client's and the upstream's clocks ticking at slightly different rates (1 ms
@@ -103,6 +116,8 @@ type settings struct {
 	capacity  int    // the largest Limit: how many sends the ring keeps
 	maxDelay  time.Duration
 	ceiling   time.Duration
+	arrival   time.Duration
+	unordered bool
 	margin    time.Duration
 	tolerance time.Duration
 	longest   time.Duration // the longest Window
@@ -117,6 +132,8 @@ func (c Config) settings() (settings, error) {
 		rules:     slices.Clone(c.Rules),
 		maxDelay:  c.MaxDelay,
 		ceiling:   c.MaxDelayCeiling,
+		arrival:   c.MaxArrival,
+		unordered: c.Unordered,
 		margin:    c.Margin,
 		tolerance: c.Tolerance,
 		ban:       c.BanThreshold,
@@ -160,6 +177,16 @@ func (c Config) settings() (settings, error) {
 	case s.ceiling < s.maxDelay:
 		return settings{}, fmt.Errorf("%w: max delay ceiling %v is below the max delay %v it caps",
 			ErrInvalidConfig, s.ceiling, s.maxDelay)
+	}
+	switch {
+	case s.arrival < 0:
+		return settings{}, fmt.Errorf("%w: max arrival %v is negative; use 0 for the default %v",
+			ErrInvalidConfig, s.arrival, DefaultMaxArrival)
+	case s.arrival == 0:
+		s.arrival = max(DefaultMaxArrival, s.ceiling)
+	case s.arrival < s.ceiling:
+		return settings{}, fmt.Errorf("%w: max arrival %v is below the max delay ceiling %v: a request may take longer than that one way, so one given up must be held at least as long",
+			ErrInvalidConfig, s.arrival, s.ceiling)
 	}
 	switch {
 	case s.margin == 0:

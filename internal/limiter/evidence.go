@@ -42,25 +42,46 @@ type note struct {
 
 // learner keeps the horizon of evidence.
 type learner struct {
-	notes    [horizon]note
-	answers  uint64
-	recent   int // notes with evidence
-	lags     [horizon]time.Duration
-	lagN     uint64
-	lag      time.Duration // max of lags
-	promised time.Time     // the last instant Next told the caller to wait for
-	spread   bool
+	notes   [horizon]note
+	answers uint64
+	recent  int // notes with evidence
+	lags    [horizon]time.Duration
+	lagN    uint64
+	lag     time.Duration // max of lags
+	spread  bool
+
+	// longestEver is the longest round trip since start: a one-way delay that
+	// long has been seen possible, so a lost request is held at least as long.
+	longestEver time.Duration
 
 	outliers, inversions uint64
 }
 
-func (e *learner) add(n note) {
+// add notes n and returns its index, for update.
+func (e *learner) add(n note) uint64 {
 	slot := &e.notes[e.answers%horizon]
 	if e.answers >= horizon && slot.evidence {
 		e.recent--
 	}
 	*slot = n
 	e.answers++
+	if n.evidence {
+		e.recent++
+	}
+	return e.answers - 1
+}
+
+// update replaces note i with n, if it is still in the horizon.
+func (e *learner) update(i uint64, n note) {
+	if e.answers-i > horizon {
+		e.add(n)
+		return
+	}
+	slot := &e.notes[i%horizon]
+	if slot.evidence {
+		e.recent--
+	}
+	*slot = n
 	if n.evidence {
 		e.recent++
 	}
@@ -107,9 +128,9 @@ func (l *Limiter) lagged(at time.Time, d time.Duration) {
 type answerKind int
 
 const (
-	answered answerKind = iota // 200 and any other answer that says nothing of order
-	inverted                   // 400: a later nonce arrived first
-	rejected                   // 429
+	answeredKind answerKind = iota // 200 and any other answer that says nothing of order
+	inverted                       // 400: a later nonce arrived first
+	rejected                       // 429
 )
 
 // slack is what the limiter adds to both delays for its own lateness: the lag
@@ -121,6 +142,9 @@ func (l *Limiter) slack() time.Duration { return max(0, l.learn.lag-l.set.tolera
 // late: not enough to widen the delays, but the sign of a busy machine, where
 // whatever registers arrivals may be late by more.
 func (l *Limiter) stressed(at time.Time) bool {
+	if l.off.has(offBusy) {
+		return false
+	}
 	lag := l.learn.lag
 	if l.set.lateness != nil {
 		lag = max(lag, l.set.lateness.Max(at))
@@ -154,13 +178,20 @@ func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
 	if kind == inverted {
 		l.learn.inversions++
 	}
+	l.learn.longestEver = max(l.learn.longestEver, rt)
 	// A process that is late (slack) shares its box, or its network, with
 	// whatever registers arrivals late too, by amounts its own lateness does not
 	// bound: its answers then bound its requests, whatever L says.
-	r.late = outlier || kind == inverted || l.stressed(at)
+	r.late = (outlier && !l.off.has(offOutlier)) || kind == inverted || l.stressed(at) || r.overdue
 	// The horizon judges against the promise (base), not against an L already
-	// raised: a raised L must not hide the evidence that raised it.
-	l.learn.add(note{rt: rt, evidence: rt > 2*(l.base+l.slack())+tol || kind == inverted})
+	// raised: a raised L must not hide the evidence that raised it. A request
+	// already noted while it was overdue has its note brought up to date.
+	n := note{rt: rt, evidence: rt > 2*(l.base+l.slack())+tol || kind == inverted}
+	if r.overdue {
+		l.learn.update(r.note, n)
+	} else {
+		l.learn.add(n)
+	}
 
 	// A 400 that the request's own round trip does not explain (it was not an
 	// outlier against the order rule's delay) shows that the order rule's delay is
@@ -170,6 +201,29 @@ func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
 		l.orderDelay = min(max(l.orderDelay, min(rt, l.orderDelay+l.orderDelay/4)), l.set.ceiling)
 	}
 	l.settle()
+}
+
+// overdue notes, at now, every request still unanswered 2·base + τ (and the
+// slack) after it left: evidence before its answer comes, at its age so far. Its
+// answer later brings the note up to date.
+func (l *Limiter) overdue(now time.Time) {
+	if l.off.has(offOverdue) || len(l.inFlight) == 0 {
+		return
+	}
+	limit := 2*(l.base+l.slack()) + l.set.tolerance
+	noted := false
+	for _, seq := range l.inFlight {
+		r := l.find(Ticket{owner: l, seq: seq})
+		if r == nil || !r.hasLeft || r.overdue || now.Sub(r.left) <= limit {
+			continue
+		}
+		r.overdue = true
+		r.note = l.learn.add(note{rt: now.Sub(r.left), evidence: true})
+		noted = true
+	}
+	if noted {
+		l.settle()
+	}
 }
 
 // settle sets L from the horizon: the promise (base) while no evidence is in
@@ -185,7 +239,7 @@ func (l *Limiter) settle() {
 	l.orderDelay = max(l.orderDelay, l.base)
 	target := l.maxDelay
 	switch {
-	case l.learn.recent >= spreadAt:
+	case l.learn.recent >= spreadAt && !l.off.has(offSpread):
 		target = max(l.base, l.orderDelay, longest)
 		l.learn.spread = true
 	case l.learn.recent == 0:
@@ -195,7 +249,7 @@ func (l *Limiter) settle() {
 	target = max(min(target, l.set.ceiling), l.orderDelay)
 	if target != l.maxDelay {
 		l.maxDelay = target
-		l.refloor(0)
+		l.changes++
 	}
 }
 

@@ -56,7 +56,8 @@ func TestLimiter_OnABusyMachineAnswersBoundTheWindow(t *testing.T) {
 			require.NoError(t, err)
 			other.Wrote(tk, ms(0))
 			require.Equal(t, ms(11), other.Next(ms(0)))
-			_, err = other.Sent(ms(11).Add(c.late)) // its timer fired late
+			other.Late(ms(11).Add(c.late), c.late) // its timer fired late
+			_, err = other.Sent(ms(11).Add(c.late))
 			require.NoError(t, err)
 
 			l := mustNew(t, cfg)

@@ -6,32 +6,56 @@
 // # The upstream's rule
 //
 // Per key, the upstream records the arrival time, floored to whole milliseconds,
-// of every request it accepts, and accepts a request only if its arrival minus the
-// arrival of the N-th previous accepted request is more than W (a Rule; N = 20,
-// W = 1000 ms by default). Rejections (429) do not enter its record. Nonces must
-// arrive in increasing order. Several rules may hold at once.
+// of every unit it accepts (a request of weight w is w units arriving together),
+// and accepts a request only if, for each of its units, that unit's arrival minus
+// the arrival of the N-th previous accepted unit is more than W (a Rule; N = 20,
+// W = 1000 ms by default). Rejections (429) do not enter its record. Where the
+// upstream takes a nonce, nonces must arrive in increasing order. Several rules
+// may hold at once.
 //
 // # What the client knows
 //
-// The client never sees an arrival time a_j. Of request j it knows
+// The client never sees an arrival time a_j. Of send j it knows s_j ≤ a_j ≤ ub_j,
+// where s_j is when it was Sent (the request cannot arrive before) and ub_j, its
+// bound, depends on what happened to it:
 //
-//	s_j ≤ a_j ≤ ub_j,  ub_j = min(left_j + L, r_j)
+//   - not yet reported written (Wrote): it may still leave at any moment, so
+//     ub_j = now + L keeps moving with now;
+//   - written at left_j, no answer yet: ub_j is open. A request in flight may
+//     arrive at any moment until its answer, however late that is: it keeps one
+//     place (w places, for a weight w) of every window for as long as it is open;
+//   - answered at r_j (Answered, Inverted, Rejected): ub_j = min(left_j + L_j, r_j),
+//     or r_j where the answer proved the request slower than L (below); L_j is the
+//     largest L since the answer, so L going down never tightens an earlier bound;
+//   - given up at g_j with no answer (Lost, a client timeout or a broken
+//     connection): the request may still arrive. Its bound is the latest instant
+//     the limiter can justify: ub_j = max(g_j + L, left_j + H), with H the arrival
+//     horizon (Config.MaxArrival, 30 s by default; raised to the longest round
+//     trip the key has seen, since a one-way delay that long has been seen
+//     possible). Past H an upstream has dropped the request: servers and load
+//     balancers end requests queued that long, and exchanges refuse requests
+//     older than their receive window. A timeout therefore costs its request's
+//     place for H, never a 429;
+//   - answered by a gateway, not the upstream (LostUntil): the gateway may pass it
+//     on until a hold it allows: ub_j = max(until, left_j + L);
+//   - never left (Unsent: the transport refused before writing a byte): it cannot
+//     arrive, and counts nowhere.
 //
-// where s_j is when it was Sent (the request cannot arrive before), left_j when it
-// finished leaving (Wrote), L the largest one-way delay (Config.MaxDelay) and r_j
-// when an answer came back (Answered, Rejected; no r_j when Lost). Until a request
-// is reported written or ended it may still leave at any moment, so its ub is
-// "now + L" and keeps moving: nothing else may leave meanwhile. A request ended as
-// Lost before it was reported written may have left as late as the moment it was
-// given up. An answer can only lower ub_j; it never moves a later slot later.
+// An answer only moves ub_j earlier than an open bound; a report after the
+// request ended is ignored. Every time is compared with Go's monotonic readings
+// where the caller's clock has them (time.Now does): a wall-clock step moves no
+// bound.
 //
 // # The invariants
 //
-// With M the margin (Config.Margin), the limiter keeps, for every send j:
+// With M the margin (Config.Margin), the limiter keeps, for every send m of w_m
+// units:
 //
-// (a) Window, for every rule (N, W): s_m ≥ U + W + 1 ms + M, where U is the N-th
-// latest of the bounds ub_i of all the sends i before m. Then at most N-1 earlier
-// sends may arrive after U, and every other earlier send i arrived by
+// (a) Window, for every rule (N, W): s_m ≥ U + W + 1 ms + M, where U is the
+// (N − w_m + 1)-th latest unit bound of all the sends before m (a send of w units
+// counts its bound w times; U is the zero time when they hold fewer units). Then
+// at most N − w_m units of earlier sends may arrive after U, and every other unit,
+// of an earlier send i, arrived by
 //
 //	a_i ≤ ub_i ≤ U ≤ s_m − W − 1 ms − M ≤ a_m − W − 1 ms,
 //
@@ -39,28 +63,36 @@
 //
 //	floor(a_m) ≥ floor(a_i + W + 1 ms) = floor(a_i) + W + 1 ms > floor(a_i) + W.
 //
-// Any N+1 of the key's arrivals therefore span more than W: take m the latest
-// send among them; of the N others, at most N-1 may arrive after U, so one
-// arrived more than W before a_m. That is the upstream's test, in whatever order
-// the requests arrived. Every send is counted, also those rejected, lost or never
-// arrived: counting sends the upstream did not record only makes the limiter wait
-// longer. A late request (a spike, below) thus holds one of the N places until
-// its bound, not every send after it: where the bounds grow with the sends, U is
-// simply the bound of send m−N.
+// Any N+1 of the key's units therefore span more than W: take m the latest send
+// among them; it holds at most w_m of them, so at least N + 1 − w_m belong to
+// earlier sends, of which at most N − w_m arrive after U: one arrived more than W
+// before a_m. That is the upstream's test, in whatever order the requests arrived.
+// Every send is counted, also those rejected, lost or never arrived: counting
+// sends the upstream did not record only makes the limiter wait longer. A late
+// request (a spike) holds its own places until its bound, not every send after
+// it: where the bounds grow with the sends, U is simply the bound of the send
+// N − w_m + 1 units back.
 //
-// (b) Order: s_{j+1} ≥ ub_j + 1 ms (with the order rule's delay, below), so
-// a_{j+1} ≥ a_j + 1 ms. Several requests of a
-// key may be in flight at once, but each arrives a whole millisecond after the one
-// before, so nonces taken in send order arrive in order even where the upstream
-// compares in whole milliseconds. Here ub_j is raised to the bounds of the sends
-// before it (its floor), which is also what a handoff carries: bounds that grow.
+// The proof needs each ub_j to hold until the request can no longer arrive: that
+// is why an open request's bound is open and a lost one's reaches H. It holds for
+// every rule at once (each has its own N and W, long windows included), for any
+// weights, and whichever way L moves: L going up raises every bound it enters,
+// and a bound computed with L never falls when L does (L_j above).
 //
-// (c) Every rule is checked with the same arithmetic against its own N. The
-// limiter keeps the last 2·max(N) sends, and the bounds of older ones for as long
-// as they may still count (a window after them). A written request not yet
-// answered is taken to arrive as late as MaxDelayCeiling allows: it holds one
-// place until its answer, and by the time a send could rely on it having arrived
-// (about a window later) a round trip that long has proven L wrong anyway.
+// (b) Order, only where the upstream takes a nonce (Config.Unordered unset):
+// s_{j+1} ≥ ob_j + 1 ms, with ob_j the order bound of the last send before: as ub_j
+// but with the order rule's delay Lo ≤ L, and for a request still in flight or
+// given up, left_j + Lo. So a_{j+1} ≥ a_j + 1 ms while the incoming delays stay
+// within Lo: several requests of a key may be in flight at once, but each arrives a
+// whole millisecond after the one before, and nonces taken in send order arrive in
+// order even where the upstream compares in whole milliseconds. A request slower
+// than Lo is overtaken: its nonce arrives late and only it is refused (a 400),
+// which costs its own retry, and teaches Lo (below); the order rule never waits
+// for a request's open or lost bound, or a late request would stall the key.
+//
+// (c) The limiter keeps every send whose bound may still count: open, or within
+// the longest window (plus 1 ms and M) of now. Tickets of sends it forgot change
+// nothing; a send it still keeps is found by its ticket whatever came after it.
 //
 // The margin M (1 ms by default) is not needed by this arithmetic: it absorbs what
 // the model leaves out, such as the client's and the upstream's clocks running at
@@ -77,20 +109,26 @@
 // 1000 + 1 + 1 + 41.5 ms per 20 requests: at most 19.17 requests a second per key,
 // 95.8 for five keys, where the hard ceiling is 99.9. Rule (b) costs a little
 // more where consecutive bounds crowd together: in simulation a key sends 19.05 a
-// second, 95.25 for five keys, 0.6% under that bound.
+// second, 95.25 for five keys, 0.6% under that bound. Open bounds cost nothing
+// there: a request in flight is one of the last N sends anyway. A request slower
+// than its neighbours holds one place of N for as long as it is late (a 2.5 s
+// spike: 2.5 s of a twentieth of the key); a timeout holds one for H.
 //
 // # Learning from evidence
 //
-// The invariants hold while every incoming delay is at most L. The limiter does
-// not wait for a 429 to learn that L is wrong; it reads the evidence it gets.
+// The invariants hold while every incoming delay of an answered request is at
+// most L. The limiter does not wait for a 429 to learn that L is wrong; it reads
+// the evidence it gets.
 //
 // Round trips. With rt_j = r_j - left_j and τ the tolerance (Config.Tolerance,
 // 10 ms: the reference's longest round trip is exactly 2L = 100 ms, and loopback,
 // HTTP and scheduling add a few ms), rt_j > 2L + τ proves that one way took longer
 // than L. Such an outlier's bound becomes its answer time r_j (always an upper
 // bound of its arrival), so a lone late request is bound by its own answer and
-// costs only its own place in the window, up to r_j. An outlier, or any request
-// still unanswered (taken to arrive by left + the ceiling), never relies on L.
+// costs only its own place in the window, up to r_j. A request still unanswered
+// 2L + τ after it left is evidence too, before its answer comes: it is noted in the
+// horizon at its current age (and updated when its answer comes), so two slow
+// requests in flight raise L at once.
 //
 // 400s. Inverted reports a nonce that arrived after a later one: a_j > s_{j+1}, so
 // the order rule's delay was short for it. Unless its own round trip explains it
@@ -103,32 +141,31 @@
 // and so is Lo > base: L becomes max(base, Lo, R), R the longest round trip of the
 // horizon, and follows R up at once. Safe for the window: every recent request's
 // incoming delay is at most its round trip, so at most R; raising L raises every
-// kept bound (the bounds are computed from L when asked), which covers every send
-// still to leave, and the evidence comes back within a round trip, long before a
-// send that relies on that request having arrived (about W later). Safe for the
-// order rule: Lo only rises on a 400 and L ≥ Lo.
+// bound it enters, which covers every send still to leave, and the evidence comes
+// back within a round trip, long before a send that relies on that request having
+// arrived (about W later). Safe for the order rule: Lo only rises on a 400 and
+// L ≥ Lo.
 //
 // L down, only on evidence: as long round trips leave the horizon, L falls with R
 // (never below base or Lo); once the horizon holds no evidence at all (64 answers
 // within 2·base + τ, no 400), L returns to base. Lo falls to max(base, R) once
-// the horizon is full.
+// the horizon is full. A lower L applies to the requests answered after it:
+// earlier bounds keep the L they were answered under.
 //
 // Two delays. The window uses L; the order rule uses Lo ≤ L. A too-short Lo costs a
 // 400 (a slot and a retry, reported, so it learns), a too-short L a 429 (a tenth of
 // the key's life): so L is the conservative R, and Lo is learned from 400s. The
-// window's proof (a) needs no arrival order, so a 400 never costs a 429. Each
-// send's floor, the largest bound of the sends before it, is recomputed whenever
-// a bound changes.
+// window's proof (a) needs no arrival order, so a 400 never costs a 429.
 //
-// Lateness. The limiter sees how late its process is: a Sent later than the
-// instant the last Next told the caller to wait for (the timer fired late), and
-// the time between Sent and Wrote (leaving took long). The largest over the last
-// 64 sends, beyond τ, is added to L for the window rule, before the upstream
-// shows anything: an overloaded box also registers its arrivals late.
-// Evidence.Lag reports it. The order rule keeps Lo: an inversion costs a 400,
-// and Lo learns from it; measured at 200 keys on a saturated 2-core machine,
-// adding the lateness to Lo too cost a tenth of the rate to spare a 400 in
-// every thousand requests.
+// Lateness. The limiter sees how late its process is: a send that left later
+// than the instant it waited for (Late, told by the caller, which knows when it
+// waited: Next is a pure query, so a peek records nothing), and the time between
+// Sent and Wrote (leaving took long). The largest over the last 64 sends, beyond
+// τ, is added to L for the window rule, before the upstream shows anything: an
+// overloaded box also registers its arrivals late. Evidence.Lag reports it. The
+// order rule keeps Lo: an inversion costs a 400, and Lo learns from it; measured
+// at 200 keys on a saturated 2-core machine, adding the lateness to Lo too cost a
+// tenth of the rate to spare a 400 in every thousand requests.
 //
 // A busy machine. Whatever registers arrivals on a busy machine (an upstream on
 // the same box, or one as loaded) can be late by more than this process's own
@@ -141,18 +178,7 @@
 // comes back bounds its request by itself: ub_j = r_j, which always holds, since
 // an answer leaves after its arrival. Cost: on a busy machine, about
 // E[r_j − min(left_j + L, r_j)] per window cycle (at the reference delays, 8 ms
-// in 1043, 0.8 %; measured at 100 keys on a 91 % busy machine, 0.7 to 0.9 %,
-// where it spared 8 × 429 in 30 s); none while the process is on time (at the
-// reference its timers were at most 3.5 ms late).
-//
-// Cost at the reference: no round trip exceeds 2L + τ and no nonce is inverted,
-// so nothing moves and the rate is that of the invariants (the property tests
-// check both). A spread costs what its delays cost (in 0..100 ms, out 0..50 ms:
-// 0.975 of a limiter that knows L = 100 ms, a few 400s while Lo learns); a 1 %
-// share of 300 ms spikes costs about 1.5 % in simulation (each spike holds one
-// place of the window until its answer, and is overtaken: one 400 per spike).
-// Keeping the N-th latest bound instead of the partner's costs a sort of 2·N
-// bounds when the bounds do not grow, and is cached until the records change.
+// in 1043, 0.8 %); none while the process is on time.
 //
 // What no evidence shows. A model whose round trips look like the reference's
 // and whose requests never overtake each other shows nothing: all of the delay on
@@ -174,20 +200,17 @@
 //
 // # Memory and handoff
 //
-// A Limiter keeps one record per send for the last 2·max(N) sends, in a ring, and
-// the bounds of older sends while they may still count. A Ticket names one of
-// them; a Ticket that is never resolved holds one place of the window until
-// left + the ceiling, and once it has fallen out of the ring it changes nothing.
-// The caller bounds how many requests are in flight; by (b), all but the latest
-// have arrived and only wait for their answers. State and Restore carry the upper
-// bounds of the last max(N) sends (raised to those before them, so they grow), the
-// assumed delay, the pause and the 429 count to the next holder of a key, which
-// then waits at least as long as the windows require.
+// A Limiter keeps one record per send while its bound may count (c): at most the
+// sends of the longest window and H, plus those in flight, which the caller
+// bounds. A Ticket names one of them. State and Restore carry the unit bounds of
+// the last max(N) units (raised to those before them, so they grow; a request
+// still open is taken as if given up then), the assumed delay, the pause and the
+// 429 count to the next holder of a key, which then waits at least as long as the
+// windows require.
 package limiter
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 )
@@ -205,13 +228,16 @@ var (
 // next one, so arrivals differ by at least a whole millisecond (invariant b).
 const orderGap = time.Millisecond
 
+// forever is the bound of a request in flight: it may arrive at any moment until
+// its answer or until it is given up.
+var forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Ticket names one send, for reporting what happened to it. The zero Ticket names
-// no send; reporting on it, or on a Ticket older than the limiter's ring, changes
+// no send; reporting on it, or on a send the limiter no longer keeps, changes
 // nothing but what Rejected does to the whole key.
 type Ticket struct {
 	owner *Limiter
 	seq   uint64
-	units uint64 // the send's weight (weight.go); 0 means 1
 }
 
 // Rejection describes one 429, for the caller's warning.
@@ -236,50 +262,30 @@ type Rejection struct {
 	Quarantined bool `json:"quarantined,omitempty"`
 }
 
+// fate is what became of a send.
+type fate uint8
+
+const (
+	open     fate = iota // no answer yet
+	answered             // an answer came back: it arrived by then
+	lost                 // given up without an answer: it may still arrive
+	unsent               // it never left: it arrives nowhere
+)
+
 // record is what the limiter knows of one send.
 type record struct {
-	sent    time.Time // the request cannot arrive before
+	seq     uint64
+	units   int // its weight, at least 1
+	sent    time.Time
 	left    time.Time // it finished leaving no later than this, when hasLeft
-	by      time.Time // it arrived no later than this; zero when unknown
-	floor   time.Time // the largest bound of the sends before it: the order rule's and the handoff's bounds grow
 	hasLeft bool
-	ended   bool // answered, rejected or lost: later reports are ignored
-	late    bool // its answer proved it slower than L allows (or it was a 400): by is its bound
-
-	// wb caches windowBound for the window delay wbWin, when wbOK; any change to
-	// the record clears wbOK (refloor is called after every change).
-	wb    time.Time
-	wbWin time.Duration
-	wbOK  bool
-}
-
-// raw returns the latest instant the request may arrive, with l the assumed
-// one-way delay and now the current time (a request not yet written may leave at
-// now). A late request's answer is its bound, whatever l says.
-func (r *record) raw(l time.Duration, now time.Time) time.Time {
-	switch {
-	case r.late:
-		return r.by
-	case r.hasLeft:
-		ub := r.left.Add(l)
-		if !r.by.IsZero() && r.by.Before(ub) {
-			return r.by
-		}
-		return ub
-	case !r.by.IsZero():
-		return r.by
-	}
-	return now.Add(l)
-}
-
-// fixed reports whether r's bounds no longer move with now: it was written,
-// answered or given up.
-func (r *record) fixed() bool { return r.hasLeft || r.ended || !r.by.IsZero() }
-
-// bound is raw raised to the bounds of the sends before it: the order rule (b)
-// and the handoff take bounds that grow.
-func (r *record) bound(l time.Duration, now time.Time) time.Time {
-	return later(r.raw(l, now), r.floor)
+	fate    fate
+	at      time.Time     // answered: the answer's time; lost: when it was given up
+	until   time.Time     // lost through a gateway: it may be passed on until then
+	win     time.Duration // the window delay when it ended: L going down leaves its bound
+	late    bool          // its answer is its bound, whatever L says (outlier, 400, busy machine)
+	overdue bool          // noted in the horizon while still unanswered, as note
+	note    uint64
 }
 
 // Limiter paces the sends of one API key; see the package doc for the model. It is
@@ -288,24 +294,25 @@ func (r *record) bound(l time.Duration, now time.Time) time.Time {
 // New(Config{}), for the reference upstream.
 type Limiter struct {
 	set settings
+	off ablation // rules switched off, in tests only
 
-	maxDelay    time.Duration // L, for the window rule
-	orderDelay  time.Duration // for the order rule, at most L
-	base        time.Duration // the least L comes back to: the configured delay, or as 429s widened it
-	ring        []record      // the last len(ring) sends; send seq is at (seq-1) % len(ring)
-	sends       uint64        // sends so far, including those restored
-	spilled     []time.Time   // window bounds of sends gone from the ring that may still count
-	scratch     []time.Time   // reused by nth
-	changes     uint64        // counts changes to the records, for nth's cache
-	floorWin    time.Duration // the window delay the floors were computed with
-	nthCache    []nthEntry
-	latest      time.Time // the latest time reported to the limiter
-	pauseUntil  time.Time // set by 429s
-	notBefore   time.Time // the previous holder's next free slot, after a Restore
-	rejections  int
-	quarantined bool
-	last        *Rejection
-	learn       learner
+	maxDelay   time.Duration // L, for the window rule
+	orderDelay time.Duration // for the order rule, at most L
+	base       time.Duration // the least L comes back to: the configured delay, or as 429s widened it
+	recs       []record      // the sends whose bounds may count, by seq
+	compactAt  int           // compact recs when it grows this long
+	sends      uint64        // sends so far, including those restored
+	inFlight   []uint64      // the seqs of open sends
+	scratch    []unitBound   // reused by windowAt
+	changes    uint64        // counts changes to the records, for the cache
+	cache      []windowEntry
+	latest     time.Time // the latest time reported to the limiter
+	pauseUntil time.Time // set by 429s
+	notBefore  time.Time // the previous holder's next free slot, after a Restore
+	rejections int
+	quarantine bool
+	last       *Rejection
+	learn      learner
 }
 
 // New returns a Limiter for a key with no recent sends, or an error wrapping
@@ -319,12 +326,12 @@ func New(cfg Config) (*Limiter, error) {
 }
 
 func newLimiter(s settings) *Limiter {
-	return &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay, ring: make([]record, ringSpan*s.capacity)}
+	return &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay}
 }
 
 // init makes the zero Limiter New(Config{}).
 func (l *Limiter) init() {
-	if l.ring != nil {
+	if l.set.capacity > 0 {
 		return
 	}
 	s, _ := Config{}.settings() // the defaults are valid
@@ -342,164 +349,237 @@ func NewFull(cfg Config, lastLeft time.Time) (*Limiter, error) {
 	}
 	l := newLimiter(s)
 	ub := lastLeft.Add(s.maxDelay)
-	for i := range l.ring {
-		l.ring[i] = record{sent: ub, by: ub, ended: true}
-	}
-	l.sends = uint64(len(l.ring))
-	l.latest = lastLeft
+	l.restored(uint64(s.capacity), s.capacity, func(int) time.Time { return ub })
 	return l, nil
 }
 
-// Next returns the earliest instant, not before now, at which the next send may
-// leave. Once the key is quarantined it returns now, so a caller waiting on Next
-// learns of the quarantine from Sent at once instead of waiting forever.
-func (l *Limiter) Next(now time.Time) time.Time {
-	l.init()
-	if l.quarantined {
-		return now
+// restored fills the record with n sends of one unit, the last of sends, whose
+// bound of the i-th (oldest first) is ub(i).
+func (l *Limiter) restored(sends uint64, n int, ub func(i int) time.Time) {
+	l.sends = sends - uint64(n)
+	for i := range n {
+		b := ub(i)
+		l.sends++
+		l.recs = append(l.recs, record{seq: l.sends, units: 1, sent: b, left: b, hasLeft: true, fate: answered, at: b, late: true})
+		l.latest = later(l.latest, b)
 	}
-	next := later(now, l.earliest(now))
-	if next.After(now) {
-		l.learn.promised = next // the caller waits for it: Sent tells how late it woke
-	}
-	return next
+	l.changes++
 }
 
-// earliest is the core of Next and Sent: the latest of the pause and, for the
-// last send (order) and every rule's N-th previous send (window), its upper bound
-// plus the gap it needs.
-func (l *Limiter) earliest(now time.Time) time.Time {
+// Next returns the earliest instant, not before now, at which the next send may
+// leave. It changes nothing: call it as often as you like. Once the key is
+// quarantined it returns now, so a caller waiting on Next learns of the
+// quarantine from Sent at once instead of waiting forever.
+func (l *Limiter) Next(now time.Time) time.Time { return l.NextN(now, 1) }
+
+// earliest is the core of Next, NextN, Sent, SentN and State: the latest of the
+// pause, the order rule (b) for the last send, and every rule's window (a) for a
+// send of w units.
+func (l *Limiter) earliest(now time.Time, w int) time.Time {
 	now = later(now, l.latest)
 	t := later(l.pauseUntil, l.notBefore)
-	if l.sends == 0 {
+	if len(l.recs) == 0 {
 		return t
 	}
-	win := l.window()
-	// Order: the last request's bound with the order rule's delay, raised to the
-	// bounds before it (so a handoff, which keeps bounds only, waits as long);
-	// window: the largest bound up to the N-th previous send.
-	t = later(t, l.record(l.sends).bound(l.order(), now).Add(orderGap))
-	for _, r := range l.set.rules {
-		n := uint64(r.Limit)
-		if l.sends < n {
-			break // rules are sorted by Limit
+	if !l.set.unordered && !l.off.has(offOrder) {
+		if ob, ok := l.orderBound(now); ok {
+			t = later(t, ob.Add(orderGap))
 		}
-		t = later(t, l.nth(r.Limit, win, now).Add(r.Window+time.Millisecond+l.set.margin))
+	}
+	return later(t, l.windowAt(now, w))
+}
+
+// orderBound returns the order bound of the last send that may arrive.
+func (l *Limiter) orderBound(now time.Time) (time.Time, bool) {
+	lo := l.order()
+	for i := len(l.recs) - 1; i >= 0; i-- {
+		r := &l.recs[i]
+		switch {
+		case r.fate == unsent:
+			continue
+		case r.fate == answered && (r.late || !r.hasLeft):
+			return r.at, true
+		case r.fate == answered:
+			return earlier(r.left.Add(lo), r.at), true
+		case r.hasLeft:
+			return r.left.Add(lo), true // in flight or given up: a slower one is overtaken
+		case r.fate == lost:
+			return r.at.Add(lo), true // it may have left as late as it was given up
+		}
+		return now.Add(lo), true // still leaving
+	}
+	return time.Time{}, false
+}
+
+// unitBound is one send's window bound and its units.
+type unitBound struct {
+	ub    time.Time
+	units int
+}
+
+// windowEntry is one cached result of windowAt, valid while the records and the
+// window delay are unchanged.
+type windowEntry struct {
+	w       int
+	win     time.Duration
+	changes uint64
+	t       time.Time
+}
+
+// windowAt returns the earliest instant every rule's window (a) allows a send of
+// w units.
+func (l *Limiter) windowAt(now time.Time, w int) time.Time {
+	win := l.window()
+	for _, e := range l.cache {
+		if e.w == w && e.win == win && e.changes == l.changes {
+			return e.t
+		}
+	}
+	bounds, cacheable := l.bounds(now, win)
+	var t time.Time
+	sorted := false
+	for _, r := range l.set.rules {
+		k := r.Limit - w + 1
+		if l.off.has(offWeight) {
+			k = r.Limit
+		}
+		u, ok := kthLatest(bounds, k, &sorted, l.off.has(offNth))
+		if ok {
+			gap := r.Window + time.Millisecond
+			if l.off.has(offGap) {
+				gap = r.Window
+			}
+			t = later(t, u.Add(gap+l.set.margin))
+		}
+	}
+	if cacheable {
+		e := windowEntry{w: w, win: win, changes: l.changes, t: t}
+		if i := slices.IndexFunc(l.cache, func(e windowEntry) bool { return e.w == w }); i >= 0 {
+			l.cache[i] = e
+		} else {
+			l.cache = append(l.cache, e)
+		}
 	}
 	return t
 }
 
-// ringSpan is how many times the largest Limit the ring keeps: a late request
-// keeps its own slot (see nth) while it may still count, about one window after
-// its answer, and the sends of two windows cover that at full rate.
-const ringSpan = 2
-
-// nth returns the n-th latest window bound among the earlier sends, with win the
-// window's delay: no more than n-1 earlier sends may arrive after it. A request
-// written and still unanswered is taken to arrive as late as the ceiling allows,
-// until it is answered (its answer is then its bound) or given up (Lost): while
-// it is among the n-1 latest this changes nothing, and by the time a send could
-// rely on it having arrived, about a window later, a round trip that long has
-// proven L wrong whichever way the time went.
-func (l *Limiter) nth(n int, win time.Duration, now time.Time) time.Time {
-	for _, e := range l.nthCache {
-		if e.n == n && e.win == win && e.changes == l.changes {
-			return e.ub
+// bounds returns the window bounds of the kept sends that may arrive, by seq,
+// and whether they do not depend on now.
+func (l *Limiter) bounds(now time.Time, win time.Duration) ([]unitBound, bool) {
+	out := l.scratch[:0]
+	cacheable := true
+	for i := range l.recs {
+		r := &l.recs[i]
+		if r.fate == unsent {
+			continue
 		}
-	}
-	ub, cacheable := l.nthFast(n, win, now)
-	if ub.IsZero() {
-		ub, cacheable = l.nthFull(n, win, now)
-	}
-	if cacheable {
-		// Spilled bounds that stop counting stay in the cached value until the
-		// records change: that only errs on the side of waiting.
-		e := nthEntry{n: n, win: win, changes: l.changes, ub: ub}
-		if i := slices.IndexFunc(l.nthCache, func(e nthEntry) bool { return e.n == n }); i >= 0 {
-			l.nthCache[i] = e
-		} else {
-			l.nthCache = append(l.nthCache, e)
+		if r.fate == open && !r.hasLeft {
+			cacheable = false
 		}
+		out = append(out, unitBound{ub: l.windowBound(r, win, now), units: r.units})
 	}
-	return ub
+	l.scratch = out
+	return out, cacheable
 }
 
-// nthFast returns nth in the usual case, the bound of the n-th latest send,
-// where every send after it may arrive no earlier and every send before it no
-// later; zero otherwise.
-func (l *Limiter) nthFast(n int, win time.Duration, now time.Time) (ub time.Time, cacheable bool) {
-	if l.sends < uint64(n) {
+// kthLatest returns the k-th latest unit bound of bs (in seq order), and false
+// when they hold fewer than k units. In the usual case the bounds grow with seq
+// and it is the bound k units back; otherwise it sorts bs (once: sorted tells).
+// With partner, it takes the bound k units back whatever the others are: the rule
+// the limiter had before spikes showed it wrong, kept for the ablation tests.
+func kthLatest(bs []unitBound, k int, sorted *bool, partner bool) (time.Time, bool) {
+	if k < 1 {
+		k = 1
+	}
+	back := func() (int, bool) {
+		acc := 0
+		for i := len(bs) - 1; i >= 0; i-- {
+			acc += bs[i].units
+			if acc >= k {
+				return i, true
+			}
+		}
+		return 0, false
+	}
+	i, ok := back()
+	if !ok {
 		return time.Time{}, false
 	}
-	cacheable = true
-	p := l.sends + 1 - uint64(n)
-	v := l.windowBound(l.record(p), win, now)
-	for seq := p + 1; seq <= l.sends; seq++ {
-		r := l.record(seq)
-		cacheable = cacheable && r.fixed()
-		if l.windowBound(r, win, now).Before(v) {
-			return time.Time{}, false
+	if partner || *sorted {
+		return bs[i].ub, true
+	}
+	v := bs[i].ub
+	grows := true
+	for j := range bs {
+		if (j < i && bs[j].ub.After(v)) || (j > i && bs[j].ub.Before(v)) {
+			grows = false
+			break
 		}
 	}
-	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq < p && seq > 0; seq++ {
-		if l.windowBound(l.record(seq), win, now).After(v) {
-			return time.Time{}, false
-		}
+	if grows {
+		return v, true
 	}
-	for _, s := range l.spilled {
-		if s.After(v) {
-			return time.Time{}, false
-		}
-	}
-	return v, cacheable
+	slices.SortStableFunc(bs, func(a, b unitBound) int { return a.ub.Compare(b.ub) })
+	*sorted = true
+	i, _ = back()
+	return bs[i].ub, true
 }
 
-// nthFull computes nth from every bound that may count.
-func (l *Limiter) nthFull(n int, win time.Duration, now time.Time) (ub time.Time, cacheable bool) {
-	vals := l.scratch[:0]
-	cacheable = true
-	for seq := l.sends - min(l.sends, uint64(len(l.ring))) + 1; seq <= l.sends && seq > 0; seq++ {
-		r := l.record(seq)
-		cacheable = cacheable && r.fixed()
-		vals = append(vals, l.windowBound(r, win, now))
-	}
-	keep := l.spilled[:0]
-	for _, v := range l.spilled {
-		if l.counts(v, now) {
-			keep = append(keep, v)
-			vals = append(vals, v)
-		}
-	}
-	l.spilled = keep
-	l.scratch = vals
-	if len(vals) >= n {
-		slices.SortFunc(vals, func(a, b time.Time) int { return b.Compare(a) })
-		ub = vals[n-1]
-	}
-	return ub, cacheable
-}
-
-// nthEntry is one cached result of nth, valid while the records are unchanged.
-type nthEntry struct {
-	n       int
-	win     time.Duration
-	changes uint64
-	ub      time.Time
-}
-
-// windowBound is the latest instant r may arrive, for the window rule.
+// windowBound is the latest instant r may arrive, for the window rule (a), with
+// win the window's delay now.
 func (l *Limiter) windowBound(r *record, win time.Duration, now time.Time) time.Time {
-	if r.wbOK && r.wbWin == win {
-		return r.wb
+	if !l.off.has(offKeepL) {
+		win = max(win, r.win)
 	}
-	ub := r.raw(win, now)
-	if r.hasLeft && !r.ended {
-		ub = later(ub, r.left.Add(l.set.ceiling))
+	switch r.fate {
+	case answered:
+		if r.late || !r.hasLeft {
+			return r.at
+		}
+		return earlier(r.left.Add(win), r.at)
+	case lost:
+		return l.lostBound(r, win)
 	}
-	if r.fixed() {
-		r.wb, r.wbWin, r.wbOK = ub, win, true
+	if !r.hasLeft {
+		return now.Add(win) // it may still leave at any moment
 	}
-	return ub
+	if l.off.has(offHold) {
+		return r.left.Add(win)
+	}
+	return forever // in flight: it may arrive until it is answered or given up
+}
+
+// lostBound is the window bound of a send given up without an answer of the
+// upstream's own; see the package doc.
+func (l *Limiter) lostBound(r *record, win time.Duration) time.Time {
+	left := r.at // never reported written: it may have left as late as it was given up
+	if r.hasLeft {
+		left = r.left
+	}
+	if !r.until.IsZero() {
+		return later(r.until, left.Add(win))
+	}
+	if l.off.has(offLostHold) {
+		return left.Add(win)
+	}
+	return later(r.at.Add(win), left.Add(l.arrival()))
+}
+
+// arrival returns H: the arrival horizon, raised to the longest round trip seen.
+func (l *Limiter) arrival() time.Duration { return max(l.set.arrival, l.learn.longestEver) }
+
+// hardBound is an upper bound of r's arrival whatever L becomes, for forgetting
+// sends that can no longer count; forever while it is open.
+func (l *Limiter) hardBound(r *record) time.Time {
+	switch r.fate {
+	case answered:
+		return r.at
+	case lost:
+		return l.lostBound(r, 2*l.set.ceiling) // L and the slack stay below
+	case unsent:
+		return time.Time{}
+	}
+	return forever
 }
 
 // counts reports whether an arrival by ub may still share a window with a send
@@ -508,75 +588,52 @@ func (l *Limiter) counts(ub, now time.Time) bool {
 	return !now.After(ub.Add(l.set.longest + time.Millisecond + l.set.margin))
 }
 
-// Sent records a send at now and returns its Ticket, to report on with Wrote and
-// then one of Answered, Inverted, Lost or Rejected. Call it before the request
-// starts to leave: its arrival is taken to be no earlier than now. It returns an
-// error wrapping ErrTooEarly if now is before Next(now), and ErrQuarantined once
-// the ban guard has tripped; either way nothing is recorded.
-func (l *Limiter) Sent(now time.Time) (Ticket, error) {
+// Sent records a send of one unit at now and returns its Ticket, to report on
+// with Wrote and then one of Answered, Inverted, Rejected, Lost, LostUntil or
+// Unsent. Call it before the request starts to leave: its arrival is taken to be
+// no earlier than now. It returns an error wrapping ErrTooEarly if now is before
+// Next(now), and ErrQuarantined once the ban guard has tripped; either way nothing
+// is recorded.
+func (l *Limiter) Sent(now time.Time) (Ticket, error) { return l.SentN(now, 1) }
+
+// Late notes that a send the caller waited for left d later than the instant
+// Next gave, at at: its timer fired late, or the process was busy. Only the
+// caller knows that it waited (Next records nothing), so it tells.
+func (l *Limiter) Late(at time.Time, d time.Duration) {
 	l.init()
-	if l.quarantined {
-		return Ticket{}, ErrQuarantined
+	if d > 0 {
+		l.lagged(at, d)
 	}
-	if next := l.earliest(now); now.Before(next) {
-		return Ticket{}, fmt.Errorf("%w: next send at %s, in %v", ErrTooEarly, next.Format(time.RFC3339Nano), next.Sub(now))
-	}
-	if p := l.learn.promised; !p.IsZero() && now.After(p) {
-		l.lagged(now, now.Sub(p)) // woke later than it was told: the process is late
-	}
-	l.learn.promised = time.Time{}
-	if n := uint64(len(l.ring)); l.sends >= n {
-		// The oldest send falls out of the ring: the next one's floor keeps its
-		// bound, and its window bound is kept for as long as it may count.
-		if ub := l.windowBound(l.record(l.sends+1-n), l.window(), later(now, l.latest)); l.counts(ub, now) {
-			l.spilled = append(slices.DeleteFunc(l.spilled, func(v time.Time) bool { return !l.counts(v, now) }), ub)
-		}
-		if n > 1 {
-			l.refloor(l.sends + 1 - n)
-		}
-	}
-	var floor time.Time
-	if l.sends > 0 {
-		prev := l.record(l.sends)
-		floor = prev.bound(l.window(), later(now, l.latest))
-	}
-	l.sends++
-	l.changes++
-	*l.record(l.sends) = record{sent: now, floor: floor}
-	l.latest = later(l.latest, now)
-	return Ticket{owner: l, seq: l.sends}, nil
 }
 
-// Wrote records that the request finished leaving at at: it arrives by at + L.
-// Until then, nothing else may leave. A later report for the same request keeps the
-// latest time; a report after the request ended is ignored.
+// Wrote records that the request finished leaving at at: it arrives by at + L
+// if answered in time, and may arrive until its answer otherwise. A later report
+// for the same request keeps the latest time; a report after the request ended is
+// ignored.
 func (l *Limiter) Wrote(t Ticket, at time.Time) {
+	l.init()
 	l.observe(at)
 	r := l.open(t)
 	if r == nil {
 		return
 	}
 	at = later(at, r.sent)
-	defer l.spread(t)
-	if r.hasLeft {
-		if !at.After(r.left) {
-			return
-		}
-		r.left = at
-		l.refloor(t.seq) // a send may have followed the earlier report
+	if r.hasLeft && !at.After(r.left) {
 		return
 	}
+	if !r.hasLeft {
+		l.lagged(at, at.Sub(r.sent)) // departure time: how long leaving took
+	}
 	r.left, r.hasLeft = at, true
-	l.lagged(at, at.Sub(r.sent)) // departure time: how long leaving took
-	l.refloor(t.seq)
+	l.changes++
 }
 
 // Answered records that an answer other than a 429 or a 400 came back at at from
 // the upstream (200, 401, a 5xx of the upstream's own): the request arrived by at,
 // which may let later sends leave earlier, and its round trip is evidence (see the
-// package doc). A 429 goes to Rejected, a 400 to Inverted; an error of the
-// transport or of a proxy that may not have passed the request on goes to Lost.
-func (l *Limiter) Answered(t Ticket, at time.Time) { l.answer(t, at, answered) }
+// package doc). A 429 goes to Rejected, a 400 to Inverted; a transport error or a
+// timeout to Lost; an answer of a proxy that may pass the request on to LostUntil.
+func (l *Limiter) Answered(t Ticket, at time.Time) { l.answer(t, at, answeredKind) }
 
 // Inverted records a 400 for a nonce that arrived after a later one (a nonce
 // inversion) at at: as Answered, and evidence that the order rule's delay was
@@ -587,42 +644,47 @@ func (l *Limiter) answer(t Ticket, at time.Time, kind answerKind) {
 	l.init()
 	l.observe(at)
 	if r := l.open(t); r != nil {
-		l.arrivedBy(r, t.seq, at, kind)
-		l.spread(t)
+		l.arrivedBy(r, at, kind)
 	}
 }
 
 // arrivedBy ends r, which arrived no later than at.
-func (l *Limiter) arrivedBy(r *record, seq uint64, at time.Time, kind answerKind) {
+func (l *Limiter) arrivedBy(r *record, at time.Time, kind answerKind) {
 	if at.Before(r.sent) {
 		// An answer before its send: the clock is not to be trusted. Keep the
 		// bound that does not depend on the answer.
-		l.lost(r, seq, l.latest)
+		l.giveUp(r, l.latest)
 		return
 	}
-	r.by = at
 	l.learnFrom(r, at, kind)
-	r.ended = true
-	l.refloor(seq)
+	r.fate, r.at = answered, at
+	r.win = l.window()
+	l.ended(r)
 }
 
 // Lost records that no answer came back (a timeout, a broken connection) and that
-// the caller gave up at at. The request may still have arrived: by left + L, or,
-// if it was never reported written, by at + L.
+// the caller gave up at at. The request may still arrive: it keeps its place
+// until max(at + L, left + H), H the arrival horizon (Config.MaxArrival, or the
+// longest round trip seen); if it was never reported written, it may have left as
+// late as at.
 func (l *Limiter) Lost(t Ticket, at time.Time) {
+	l.init()
 	l.observe(at)
 	if r := l.open(t); r != nil {
-		l.lost(r, t.seq, at)
-		l.spread(t)
+		l.giveUp(r, at)
 	}
 }
 
-func (l *Limiter) lost(r *record, seq uint64, at time.Time) {
-	if !r.hasLeft {
-		r.left, r.hasLeft = later(at, r.sent), true
-	}
-	r.ended = true
-	l.refloor(seq)
+func (l *Limiter) giveUp(r *record, at time.Time) {
+	r.fate, r.at = lost, later(at, r.sent)
+	r.win = l.window()
+	l.ended(r)
+}
+
+// ended drops r from the sends in flight and the caches.
+func (l *Limiter) ended(r *record) {
+	l.inFlight = slices.DeleteFunc(l.inFlight, func(s uint64) bool { return s == r.seq })
+	l.changes++
 }
 
 // Rejected records a 429 that came back at at, with the upstream's Retry-After
@@ -637,15 +699,13 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 	l.observe(at)
 	rej := Rejection{At: at, RetryAfter: max(retryAfter, 0), MaxDelayBefore: l.maxDelay, BanThreshold: l.set.ban}
 	widen := true
-	if l.owns(t) {
-		r := l.record(t.seq)
+	if r := l.find(t); r != nil {
 		rej.SentAt = r.sent
 		// A request sent before the previous 429 came back was paced by the model
 		// that 429 already corrected: its rejection says nothing new about L.
 		widen = l.last == nil || r.sent.After(l.last.At)
-		if !r.ended {
-			l.arrivedBy(r, t.seq, at, rejected)
-			l.spread(t)
+		if r.fate == open {
+			l.arrivedBy(r, at, rejected)
 		}
 	}
 	if widen {
@@ -654,7 +714,7 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 		l.base = min(max(2*l.maxDelay, l.maxDelay+time.Millisecond), l.set.ceiling)
 		l.maxDelay = max(l.maxDelay, l.base)
 		l.orderDelay = max(l.orderDelay, l.base)
-		l.refloor(0)
+		l.changes++
 	}
 	pause := at.Add(l.set.longest + time.Millisecond + l.set.margin)
 	if retryAfter > 0 {
@@ -663,44 +723,35 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 			pause = at.Add(retryAfter)
 		}
 	}
-	l.pauseUntil = later(l.pauseUntil, pause)
+	if !l.off.has(offPause) {
+		l.pauseUntil = later(l.pauseUntil, pause)
+	}
 	l.rejections++
 	if l.rejections >= l.set.guard {
-		l.quarantined = true
+		l.quarantine = true
 	}
-	rej.MaxDelay, rej.PauseUntil, rej.Count, rej.Quarantined = l.maxDelay, l.pauseUntil, l.rejections, l.quarantined
+	rej.MaxDelay, rej.PauseUntil, rej.Count, rej.Quarantined = l.maxDelay, l.pauseUntil, l.rejections, l.quarantine
 	l.last = &rej
 }
 
-// refloor recomputes the floors of the sends after seq (all kept sends for 0):
-// each is the largest window bound of the sends before it. The oldest kept send's
-// floor keeps the bounds of the sends that fell out of the ring. It is called
-// after every change to send seq (to every send, for 0), so it also drops what
-// windowBound and nth cached.
-func (l *Limiter) refloor(seq uint64) {
+// forget drops the sends whose bounds can count no more, at now: all but the
+// last, which the order rule reads. It runs when the record has doubled since
+// it last ran, so it costs O(1) a send.
+func (l *Limiter) forget(now time.Time) {
+	if len(l.recs) < l.compactAt {
+		return
+	}
+	last := len(l.recs) - 1
+	keep := l.recs[:0]
+	for i, r := range l.recs {
+		if i == last || r.fate == open || (r.fate != unsent && l.counts(l.hardBound(&r), now)) {
+			keep = append(keep, r)
+		}
+	}
+	clear(l.recs[len(keep):])
+	l.recs = keep
+	l.compactAt = max(2*len(l.recs), 2*l.set.capacity+16)
 	l.changes++
-	if seq == 0 {
-		for i := range l.ring {
-			l.ring[i].wbOK = false
-		}
-	} else if l.owns(Ticket{owner: l, seq: seq}) {
-		l.record(seq).wbOK = false
-	}
-	oldest := l.sends - min(l.sends, uint64(len(l.ring))) + 1
-	// Only send seq changed, with the window delay the floors were computed
-	// with: once a floor comes out as it was, those after it are as they were.
-	settled := seq > 0 && l.window() == l.floorWin
-	seq = max(seq, oldest)
-	win := l.window()
-	l.floorWin = win
-	for ; seq < l.sends && seq > 0; seq++ {
-		f := l.record(seq).bound(win, l.latest)
-		next := l.record(seq + 1)
-		if settled && f.Equal(next.floor) {
-			break
-		}
-		next.floor = f
-	}
 }
 
 // LastRejection returns the latest 429 and true, or false if there was none.
@@ -713,7 +764,7 @@ func (l *Limiter) LastRejection() (Rejection, bool) {
 
 // Quarantined reports whether the ban guard has tripped. It stays tripped; a
 // quarantined key needs an operator.
-func (l *Limiter) Quarantined() bool { return l.quarantined }
+func (l *Limiter) Quarantined() bool { return l.quarantine }
 
 // MaxDelay returns the largest one-way delay currently assumed (L).
 func (l *Limiter) MaxDelay() time.Duration {
@@ -724,32 +775,43 @@ func (l *Limiter) MaxDelay() time.Duration {
 // observe notes a reported time: a request not yet written may leave no earlier.
 func (l *Limiter) observe(t time.Time) { l.latest = later(l.latest, t) }
 
-// owns reports whether t names a send of l still in the ring.
-func (l *Limiter) owns(t Ticket) bool {
-	return t.owner == l && t.seq >= 1 && t.seq <= l.sends && l.sends-t.seq < uint64(len(l.ring))
+// find returns the record of a send of l that it still keeps, or nil.
+func (l *Limiter) find(t Ticket) *record {
+	if t.owner != l || t.seq == 0 {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(l.recs, t.seq, func(r record, seq uint64) int {
+		switch {
+		case r.seq < seq:
+			return -1
+		case r.seq > seq:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return nil
+	}
+	return &l.recs[i]
 }
 
 // open returns the record of a send that has not ended, or nil.
 func (l *Limiter) open(t Ticket) *record {
-	if !l.owns(t) {
-		return nil
-	}
-	if r := l.record(t.seq); !r.ended {
+	if r := l.find(t); r != nil && r.fate == open {
 		return r
 	}
 	return nil
 }
 
-// record returns the ring slot of send seq (1-based); nil for seq 0.
-func (l *Limiter) record(seq uint64) *record {
-	if seq == 0 {
-		return nil
-	}
-	return &l.ring[(seq-1)%uint64(len(l.ring))]
-}
-
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
 		return b
 	}
 	return a

@@ -111,7 +111,7 @@ func TestLimiter_Steps(t *testing.T) {
 		{at: 17, op: opSend, wantNext: 106},           // #3; the window: ub1 + 101
 		{at: 17, op: opWrote, n: 3, wantNext: 106},    // ub3 = 27
 		{at: 25, op: opAnswered, n: 3, wantNext: 106}, // ub3 = 25
-		{at: 40, op: opLost, n: 2, wantNext: 106},     // ub2 stays 16
+		{at: 30, op: opAnswered, n: 2, wantNext: 106}, // rt 24 ≤ 2L + τ: ub2 = min(16, 30) = 16
 		{at: 105, op: opSend, wantErr: limiter.ErrTooEarly, wantNext: 106},
 		{at: 106, op: opSend, wantNext: 117},           // #4; ub2 + 101 = 117 = 106 + 11
 		{at: 106, op: opWrote, n: 4, wantNext: 117},    // ub4 = 116
@@ -122,7 +122,7 @@ func TestLimiter_Steps(t *testing.T) {
 		{at: 126, op: opSend, wantNext: 211},           // #6; ub4 + 101
 		{at: 126, op: opAnswered, n: 6, wantNext: 211}, // ub6 = 126
 		{at: 211, op: opSend, wantNext: 222},           // #7 open: 222; window ub5 + 101 = 221
-		{at: 300, op: opLost, n: 7, wantNext: 311},     // never written: it may have left at 300
+		{at: 300, op: opLost, n: 7, wantNext: 311},     // never written: it may have left at 300 (order: 300 + 10 + 1)
 		{at: 300, op: opWrote, n: 7, wantNext: 311},    // after it ended: ignored
 		{at: 311, op: opSend, wantNext: 322},           // #8; window ub6 + 101 = 227
 	})
@@ -308,24 +308,30 @@ func TestLimiter_TicketsItDoesNotKnowChangeNothing(t *testing.T) {
 	}
 }
 
-func TestLimiter_TicketOlderThanTheRingChangesNothing(t *testing.T) {
-	// The ring holds 3 sends: once #4 is sent, #1 can bound no future send, and
-	// its slot is #4's. With the ceiling at L, #1 still unanswered when #4 is due
-	// is taken to arrive by left + L, as if it had been given up.
-	cfg := small()
-	cfg.MaxDelayCeiling = cfg.MaxDelay
-	runSteps(t, mustNew(t, cfg), []step{
-		{at: 0, op: opSend, wantNext: 11},
-		{at: 0, op: opWrote, n: 1, wantNext: 11}, // never answered
-		{at: 11, op: opSend, wantNext: 22},
-		{at: 11, op: opAnswered, n: 2, wantNext: 12},
-		{at: 12, op: opSend, wantNext: 111}, // ub1 + 101
-		{at: 12, op: opAnswered, n: 3, wantNext: 111},
-		{at: 111, op: opSend, wantNext: 122},
-		{at: 111, op: opWrote, n: 4, wantNext: 122},
-		{at: 111, op: opAnswered, n: 1, wantNext: 122}, // not #4's answer
-		{at: 111, op: opLost, n: 1, wantNext: 122},
-	})
+func TestLimiter_TicketOfAForgottenSendChangesNothing(t *testing.T) {
+	// small(): 3 per >100 ms. #1 is answered at 1; once every later send is
+	// more than a window past it, it can bound no send and is forgotten: a
+	// second report on it changes nothing.
+	l := mustNew(t, small())
+	first, err := l.Sent(ms(0))
+	require.NoError(t, err)
+	l.Wrote(first, ms(0))
+	l.Answered(first, ms(1))
+	at := ms(1)
+	for range 200 {
+		at = l.Next(at)
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		l.Answered(tk, at)
+	}
+	want := l.Next(at)
+	l.Rejected(first, at, 0)
+	_, ok := l.LastRejection()
+	require.True(t, ok, "a 429 pauses the key whatever its ticket")
+	rej, _ := l.LastRejection()
+	assert.True(t, rej.SentAt.IsZero(), "the forgotten send is not found")
+	assert.True(t, l.Next(at).After(want), "the pause still holds")
 }
 
 func TestLimiter_AnswerBeforeItsSendIsDistrusted(t *testing.T) {

@@ -172,9 +172,9 @@ func TestSimulatedUpstream_CatchesALimiterThatUnderestimatesTheDelay(t *testing.
 	// on their bound, the fast ones at once. The simulated upstream must see the
 	// broken window; the limiter must pause, widen L, and stop the key well
 	// before the upstream would block it.
-	trips := limitertest.Blocks(20, limitertest.Trip{In: L}, limitertest.Trip{Out: L})
 	for _, tc := range []struct {
 		name            string
+		trips           limitertest.Delays
 		maxDelay        time.Duration
 		ceiling         time.Duration
 		min429, max429  int
@@ -182,15 +182,18 @@ func TestSimulatedUpstream_CatchesALimiterThatUnderestimatesTheDelay(t *testing.
 		wantMaxDelay    time.Duration
 	}{
 		// One widening is enough: 80 ms covers the real 50, and no 429 follows.
-		{name: "widening catches up", maxDelay: 40 * time.Millisecond, min429: 1, max429: 1, wantMaxDelay: 80 * time.Millisecond},
+		{name: "widening catches up", trips: limitertest.Blocks(20, limitertest.Trip{In: L}, limitertest.Trip{Out: L}),
+			maxDelay: 40 * time.Millisecond, min429: 1, max429: 1, wantMaxDelay: 80 * time.Millisecond},
 		// The ceiling keeps L below the real delay: the guard stops the key at its
-		// third 429; a request already in flight may add one more.
-		{name: "ceiling too low", maxDelay: 10 * time.Millisecond, ceiling: 20 * time.Millisecond, min429: 3, max429: 5,
+		// third 429; a request already in flight may add one more. Every round
+		// trip is 25 ms, within 2 L + τ: no evidence shows the 25 ms way in.
+		{name: "ceiling too low", trips: limitertest.Blocks(20, limitertest.Trip{In: L / 2}, limitertest.Trip{Out: L / 2}),
+			maxDelay: 10 * time.Millisecond, ceiling: 20 * time.Millisecond, min429: 3, max429: 5,
 			wantQuarantined: true, wantMaxDelay: 20 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := mustNew(t, limiter.Config{MaxDelay: tc.maxDelay, MaxDelayCeiling: tc.ceiling, Margin: limiter.NoMargin})
-			res := limitertest.Run{Pacer: l, Requests: 10_000, Delays: trips}.Execute()
+			res := limitertest.Run{Pacer: l, Requests: 10_000, Delays: tc.trips}.Execute()
 			require.NoError(t, res.Err)
 			assert.GreaterOrEqual(t, res.RateLimited, tc.min429)
 			assert.LessOrEqual(t, res.RateLimited, tc.max429, "well before the upstream blocks the key at %d", limiter.DefaultBanThreshold)

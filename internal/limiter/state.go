@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -30,10 +31,12 @@ type State struct {
 	OrderDelay time.Duration `json:"order_delay_ns,omitempty"`
 	// NextFree is the earliest instant the next send may leave.
 	NextFree time.Time `json:"next_free"`
-	// UpperBounds are the latest instants the last sends may have arrived, oldest
-	// first: at most as many as the largest rule's Limit. A send not yet reported
-	// written is taken to leave at the latest time reported to the limiter; take
-	// State once every send has at least left, as a worker does when it drains.
+	// UpperBounds are the latest instants the last units sent may arrive, oldest
+	// first, each raised to those before it: at most as many as the largest
+	// rule's Limit. A send still in flight is taken as given up at the latest
+	// time reported to the limiter (it may arrive until it left plus the arrival
+	// horizon); take State once every send has ended, as a worker does when it
+	// drains.
 	UpperBounds []time.Time `json:"upper_bounds"`
 	// Sends counts the key's sends, those of earlier holders included.
 	Sends uint64 `json:"sends"`
@@ -52,25 +55,46 @@ type State struct {
 // State returns what the limiter knows.
 func (l *Limiter) State() State {
 	l.init()
-	n := min(l.sends, uint64(l.set.capacity))
+	now, win := l.latest, l.window()
 	st := State{
 		Version:     StateVersion,
 		MaxDelay:    l.maxDelay,
 		BaseDelay:   l.base,
 		OrderDelay:  l.orderDelay,
-		NextFree:    l.earliest(l.latest),
-		UpperBounds: make([]time.Time, 0, n),
+		NextFree:    l.earliest(now, 1),
 		Sends:       l.sends,
 		PauseUntil:  l.pauseUntil,
 		Rejections:  l.rejections,
-		Quarantined: l.quarantined,
+		Quarantined: l.quarantine,
 	}
-	for seq := l.sends - n + 1; seq <= l.sends && seq > 0; seq++ {
-		r := l.record(seq)
-		st.UpperBounds = append(st.UpperBounds, r.bound(l.window(), l.latest))
-		if !r.ended {
+	// Unit bounds oldest first, raised to those before them; a request still in
+	// flight is taken as given up now.
+	var (
+		ubs []time.Time
+		top time.Time
+	)
+	for i := range l.recs {
+		r := l.recs[i]
+		switch r.fate {
+		case unsent:
+			continue
+		case open:
 			st.InFlight++
+			if r.hasLeft {
+				r.fate, r.at = lost, later(now, r.sent)
+			}
 		}
+		top = later(top, l.windowBound(&r, win, now))
+		for range r.units {
+			ubs = append(ubs, top)
+		}
+	}
+	if n := l.set.capacity; len(ubs) > n {
+		ubs = ubs[len(ubs)-n:]
+	}
+	st.UpperBounds = slices.Clip(ubs)
+	if st.UpperBounds == nil {
+		st.UpperBounds = []time.Time{}
 	}
 	if l.last != nil {
 		rej := *l.last
@@ -133,24 +157,21 @@ func Restore(cfg Config, st State) (*Limiter, error) {
 	if st.OrderDelay > 0 {
 		l.orderDelay = max(l.base, min(st.OrderDelay, l.maxDelay))
 	}
-	l.sends = sends
-	keep := min(sends, uint64(len(l.ring)))
+	keep := min(sends, uint64(s.capacity))
 	if n := uint64(len(ubs)); n > keep {
 		ubs = ubs[n-keep:]
 	}
-	missing := keep - uint64(len(ubs))
-	for i := range keep {
-		ub := ubs[0]
-		if i >= missing {
-			ub = ubs[i-missing]
+	missing := int(keep) - len(ubs)
+	l.restored(sends, int(keep), func(i int) time.Time {
+		if i < missing {
+			return ubs[0]
 		}
-		*l.record(sends - keep + 1 + i) = record{sent: ub, by: ub, ended: true}
-		l.latest = later(l.latest, ub)
-	}
+		return ubs[i-missing]
+	})
 	l.pauseUntil = st.PauseUntil
 	l.notBefore = st.NextFree
 	l.rejections = st.Rejections
-	l.quarantined = st.Quarantined || st.Rejections >= s.guard
+	l.quarantine = st.Quarantined || st.Rejections >= s.guard
 	if st.LastRejection != nil {
 		rej := *st.LastRejection
 		l.last = &rej

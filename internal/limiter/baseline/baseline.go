@@ -18,7 +18,7 @@
 // counts its 429s and, like the limiter, refuses to send once a guard threshold
 // is reached (3 by default), so a benchmark cannot get a key blocked.
 //
-// They ignore Wrote and Lost. Their handoff records their state for inspection;
+// They ignore Wrote, Lost, Unsent and Late. Their handoff records their state for inspection;
 // a baseline always starts empty.
 package baseline
 
@@ -36,7 +36,11 @@ import (
 // happened, with the methods of limiter.Limiter, which implements it too.
 type Pacer interface {
 	// Next returns the earliest instant, not before now, the next send may leave.
+	// It changes nothing.
 	Next(now time.Time) time.Time
+	// Late notes that a send the caller waited for left d after the instant
+	// Next gave.
+	Late(at time.Time, d time.Duration)
 	// Sent records a send at now, or fails with limiter.ErrTooEarly or
 	// limiter.ErrQuarantined.
 	Sent(now time.Time) (limiter.Ticket, error)
@@ -48,6 +52,8 @@ type Pacer interface {
 	Inverted(t limiter.Ticket, at time.Time)
 	// Lost records that no answer came back; the caller gave up at at.
 	Lost(t limiter.Ticket, at time.Time)
+	// Unsent records that the request never began to leave.
+	Unsent(t limiter.Ticket, at time.Time)
 	// LostUntil is Lost for a request that may still arrive until until (a
 	// gateway answered for the upstream).
 	LostUntil(t limiter.Ticket, at, until time.Time)

@@ -67,3 +67,9 @@ func (p *intervalRing) MaxDelay() time.Duration { return 0 }
 func (p *intervalRing) Handoff() (json.RawMessage, error) {
 	return handoff{Baseline: IntervalRing, Sends: p.sends.sends(), Rejections: p.count}.encode()
 }
+
+// Late is ignored.
+func (p *intervalRing) Late(time.Time, time.Duration) {}
+
+// Unsent is ignored.
+func (p *intervalRing) Unsent(limiter.Ticket, time.Time) {}

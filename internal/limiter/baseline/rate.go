@@ -71,3 +71,9 @@ func (p *tokenBucket) MaxDelay() time.Duration { return 0 }
 func (p *tokenBucket) Handoff() (json.RawMessage, error) {
 	return handoff{Baseline: p.name, Rejections: p.count}.encode()
 }
+
+// Late is ignored.
+func (p *tokenBucket) Late(time.Time, time.Duration) {}
+
+// Unsent is ignored.
+func (p *tokenBucket) Unsent(limiter.Ticket, time.Time) {}

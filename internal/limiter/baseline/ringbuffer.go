@@ -74,3 +74,9 @@ func (p *ringBuffer) MaxDelay() time.Duration { return p.buffer }
 func (p *ringBuffer) Handoff() (json.RawMessage, error) {
 	return handoff{Baseline: RingBuffer, Sends: p.sends.sends(), Buffer: p.buffer.String(), Rejections: p.count}.encode()
 }
+
+// Late is ignored.
+func (p *ringBuffer) Late(time.Time, time.Duration) {}
+
+// Unsent is ignored.
+func (p *ringBuffer) Unsent(limiter.Ticket, time.Time) {}

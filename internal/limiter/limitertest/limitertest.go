@@ -9,9 +9,14 @@
 // requests arriving at the very same instant are checked latest nonce first, the
 // worst order for the client.
 //
-// The simulated client sends request i as soon as it is ready and the pacer allows,
-// reports it written at once, and reports the answer when it comes back: Answered,
-// Inverted for a 400, Rejected for a 429, or Lost when none comes back.
+// The simulated client is as unkind as the world: it sends request i as soon as
+// it is ready and the pacer allows (its timer may fire late, Run.Late), reports
+// it written once it has left (Run.Leave after the send), and reports the answer
+// when it comes back: Answered, Inverted for a 400, Rejected for a 429, or Lost
+// when none came back within its timeout (Run.GiveUp), though the request may
+// still arrive afterwards. It may peek at Next at any moment (Run.Peek), send
+// weights (Run.Weight), and read its times from a clock that steps
+// (Run.Clock).
 package limitertest
 
 import (
@@ -26,6 +31,7 @@ import (
 // Pacer is what the simulated client drives: the limiter, or a baseline.
 type Pacer interface {
 	Next(now time.Time) time.Time
+	Late(at time.Time, d time.Duration)
 	Sent(now time.Time) (limiter.Ticket, error)
 	Wrote(t limiter.Ticket, at time.Time)
 	Answered(t limiter.Ticket, at time.Time)
@@ -33,6 +39,12 @@ type Pacer interface {
 	Lost(t limiter.Ticket, at time.Time)
 	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
 	Quarantined() bool
+}
+
+// Weighted is a Pacer that counts weights, as limiter.Limiter does.
+type Weighted interface {
+	NextN(now time.Time, w int) time.Time
+	SentN(now time.Time, w int) (limiter.Ticket, error)
 }
 
 // Upstream is the simulated upstream's state for one key.
@@ -59,19 +71,39 @@ func NewUpstream(rules []limiter.Rule) *Upstream {
 	return u
 }
 
-// Arrive checks a request with the given nonce arriving at a and returns the HTTP
-// status of its answer: 200, 429 or 400.
-func (u *Upstream) Arrive(a time.Time, nonce uint64) int {
+// Arrive checks a request of one unit with the given nonce arriving at a and
+// returns the HTTP status of its answer: 200, 429 or 400. A nonce of 0 is none:
+// the upstream checks no order.
+func (u *Upstream) Arrive(a time.Time, nonce uint64) int { return u.ArriveN(a, nonce, 1) }
+
+// ArriveN is Arrive for a request of w units: each unit must be more than the
+// Window past the Limit-th previous accepted unit, the request's own earlier
+// units included.
+func (u *Upstream) ArriveN(a time.Time, nonce uint64, w int) int {
 	ms := a.UnixMilli()
+	w = max(w, 1)
 	for i, r := range u.rules {
-		if ms-u.rings[i][u.pos[i]] <= r.Window.Milliseconds() {
+		n := len(u.rings[i])
+		if w > n {
 			u.RateLimited++
 			return 429
 		}
+		for k := range w {
+			if ms-u.rings[i][(u.pos[i]+k)%n] <= r.Window.Milliseconds() {
+				u.RateLimited++
+				return 429
+			}
+		}
 	}
 	for i := range u.rules {
-		u.rings[i][u.pos[i]] = ms
-		u.pos[i] = (u.pos[i] + 1) % len(u.rings[i])
+		for range w {
+			u.rings[i][u.pos[i]] = ms
+			u.pos[i] = (u.pos[i] + 1) % len(u.rings[i])
+		}
+	}
+	if nonce == 0 {
+		u.Accepted++
+		return 200
 	}
 	if nonce <= u.lastNonce {
 		u.BadNonce++
@@ -189,12 +221,29 @@ type Run struct {
 	// Ready returns when request i may be sent at the earliest; when nil, every
 	// request is ready at Start (a saturating load).
 	Ready func(i int) time.Time
-	// GiveUp is how long after leaving a request without an answer is reported
-	// Lost; 1 s when 0.
+	// GiveUp is the client's timeout: a request with no answer that long after
+	// it was sent is reported Lost, and an answer coming later is dropped; the
+	// request itself still arrives when its trip says. 1 s when 0.
 	GiveUp time.Duration
 	// Late, if not nil, returns how late the client's timer fires for request i:
-	// it is sent that long after the instant Next gave (an overloaded scheduler).
+	// when the pacer made it wait, it is sent that long after the instant Next
+	// gave (an overloaded scheduler), and the pacer is told (Pacer.Late).
 	Late func(i int) time.Duration
+	// Leave, if not nil, returns how long request i takes to leave after it is
+	// sent: it is reported written then, and its trip starts then.
+	Leave func(i int) time.Duration
+	// Weight, if not nil, returns request i's weight; the Pacer must then be
+	// Weighted.
+	Weight func(i int) int
+	// Unordered sends no nonce: the upstream checks no order.
+	Unordered bool
+	// Peek calls Next at every event as well, as a worker does to show when the
+	// key is free: a pacer whose Next has side effects behaves differently.
+	Peek bool
+	// Clock, if not nil, maps the true time to the client's clock, which the
+	// pacer is given (a clock that steps); the upstream keeps the true time.
+	// It must map the true Start to itself.
+	Clock func(t time.Time) time.Time
 	// OnSend, if not nil, is called with every send.
 	OnSend func(i int, at time.Time)
 }
@@ -203,8 +252,9 @@ type Run struct {
 type Result struct {
 	// Sent counts the requests sent; Accepted, RateLimited and BadNonce the
 	// upstream's answers 200, 429 (a window broken) and 400 (a nonce arriving out
-	// of order).
-	Sent, Accepted, RateLimited, BadNonce int
+	// of order), whether or not the client saw them; Lost the requests reported
+	// Lost.
+	Sent, Accepted, RateLimited, BadNonce, Lost int
 	// Quarantined reports whether the pacer stopped sending because its ban guard
 	// tripped.
 	Quarantined bool
@@ -235,12 +285,34 @@ func (r Run) Execute() Result {
 	if giveUp <= 0 {
 		giveUp = time.Second
 	}
+	clock := r.Clock
+	if clock == nil {
+		clock = func(t time.Time) time.Time { return t }
+	}
+	weight := func(int) int { return 1 }
+	if r.Weight != nil {
+		weight = r.Weight
+	}
+	next := func(now time.Time, w int) time.Time {
+		if wp, ok := r.Pacer.(Weighted); ok && w > 1 {
+			return wp.NextN(now, w)
+		}
+		return r.Pacer.Next(now)
+	}
+	sent := func(now time.Time, w int) (limiter.Ticket, error) {
+		if wp, ok := r.Pacer.(Weighted); ok && w > 1 {
+			return wp.SentN(now, w)
+		}
+		return r.Pacer.Sent(now)
+	}
 	up := NewUpstream(r.Rules)
 	var (
-		res    Result
-		events eventQueue
-		now    = start
-		seq    uint64
+		res      Result
+		events   eventQueue
+		now      = start
+		seq      uint64
+		lateDone = -1 // the request whose late timer already fired
+		ended    = map[uint64]bool{}
 	)
 	push := func(e event) {
 		seq++
@@ -249,64 +321,79 @@ func (r Run) Execute() Result {
 	}
 	for i := 0; ; {
 		sending := i < r.Requests && !res.Quarantined
-		var next time.Time
+		var at, wake time.Time
 		if sending {
 			from := now
 			if r.Ready != nil {
 				from = later(from, r.Ready(i))
 			}
-			next = r.Pacer.Next(from)
-			if next.Before(from) {
-				res.Err = fmt.Errorf("request %d: Next(%s) = %s, before the time given", i, from, next)
+			c := clock(from)
+			n := next(c, weight(i))
+			if n.Before(c) {
+				res.Err = fmt.Errorf("request %d: Next(%s) = %s, before the time given", i, c, n)
 				return res
 			}
+			at = from.Add(n.Sub(c)) // the same wait on the true clock
+			wake = at
+			if at.After(now) && r.Late != nil && lateDone != i {
+				wake = at.Add(max(r.Late(i), 0))
+			}
 		}
-		if len(events) > 0 && (!sending || due(events[0], next)) {
+		if len(events) > 0 && (!sending || due(events[0], wake)) {
 			e := heap.Pop(&events).(event)
 			now = later(now, e.at)
+			c := clock(e.at)
 			switch e.kind {
 			case arrival:
-				status := up.Arrive(e.at, e.nonce)
-				if e.trip.Unanswered {
-					push(event{at: e.sent.Add(giveUp), kind: lost, ticket: e.ticket})
-				} else {
-					push(event{at: e.at.Add(e.trip.Out), kind: answer, ticket: e.ticket, status: status})
+				status := up.ArriveN(e.at, e.nonce, e.units)
+				if !e.trip.Unanswered {
+					push(event{at: e.at.Add(e.trip.Out), kind: answer, ticket: e.ticket, status: status, id: e.id})
 				}
+			case wrote:
+				r.Pacer.Wrote(e.ticket, c)
 			case answer:
+				if ended[e.id] {
+					break // the client gave up on it
+				}
+				ended[e.id] = true
 				switch e.status {
 				case 429:
-					r.Pacer.Rejected(e.ticket, e.at, 0)
+					r.Pacer.Rejected(e.ticket, c, 0)
 				case 400:
-					r.Pacer.Inverted(e.ticket, e.at)
+					r.Pacer.Inverted(e.ticket, c)
 				default:
-					r.Pacer.Answered(e.ticket, e.at)
+					r.Pacer.Answered(e.ticket, c)
 				}
 				res.Quarantined = res.Quarantined || r.Pacer.Quarantined()
 			case lost:
-				r.Pacer.Lost(e.ticket, e.at)
+				if !ended[e.id] {
+					ended[e.id] = true
+					res.Lost++
+					r.Pacer.Lost(e.ticket, c)
+				}
+			}
+			if r.Peek {
+				r.Pacer.Next(c)
 			}
 			continue
 		}
 		if !sending {
 			break
 		}
-		now = next
-		if r.Late != nil {
-			if late := r.Late(i); late > 0 {
-				// The timer fires late; whatever happens meanwhile is handled first.
-				if len(events) > 0 && !events[0].at.After(now.Add(late)) {
-					continue
-				}
-				now = now.Add(late)
-				r.Pacer.Next(now)
+		if wake.After(now) {
+			now = wake
+			if wake.After(at) {
+				lateDone = i
+				r.Pacer.Late(clock(now), wake.Sub(at))
 			}
+			continue // ask again at that instant: what happened meanwhile counts
 		}
-		t, err := r.Pacer.Sent(now)
+		w := weight(i)
+		t, err := sent(clock(now), w)
 		if err != nil {
 			res.Err = fmt.Errorf("request %d: Sent at the instant Next gave (%s): %w", i, now, err)
 			return res
 		}
-		r.Pacer.Wrote(t, now)
 		if res.Sent == 0 {
 			res.FirstSend = now
 		}
@@ -315,11 +402,23 @@ func (r Run) Execute() Result {
 		if r.OnSend != nil {
 			r.OnSend(i, now)
 		}
-		trip := r.Delays(i)
-		if trip.Dropped {
-			push(event{at: now.Add(giveUp), kind: lost, ticket: t})
+		left := now
+		if r.Leave != nil {
+			left = now.Add(max(r.Leave(i), 0))
+		}
+		if left.Equal(now) {
+			r.Pacer.Wrote(t, clock(now))
 		} else {
-			push(event{at: now.Add(trip.In), kind: arrival, ticket: t, sent: now, nonce: uint64(i + 1), trip: trip})
+			push(event{at: left, kind: wrote, ticket: t})
+		}
+		nonce := uint64(i + 1)
+		if r.Unordered {
+			nonce = 0
+		}
+		trip := r.Delays(i)
+		push(event{at: now.Add(giveUp), kind: lost, ticket: t, id: uint64(i)})
+		if !trip.Dropped {
+			push(event{at: left.Add(trip.In), kind: arrival, ticket: t, sent: now, nonce: nonce, units: w, trip: trip, id: uint64(i)})
 		}
 		i++
 	}
@@ -341,6 +440,7 @@ type eventKind int
 
 const (
 	arrival eventKind = iota // checked first at equal instants
+	wrote
 	answer
 	lost
 )
@@ -352,8 +452,10 @@ type event struct {
 	ticket limiter.Ticket
 	sent   time.Time
 	nonce  uint64
+	units  int
 	status int
 	trip   Trip
+	id     uint64 // the request's index
 }
 
 // eventQueue orders events by time, then kind; arrivals at the same instant
@@ -368,7 +470,7 @@ func (q eventQueue) Less(i, j int) bool {
 		return a.at.Before(b.at)
 	case a.kind != b.kind:
 		return a.kind < b.kind
-	case a.kind == arrival:
+	case a.kind == arrival && a.nonce != b.nonce:
 		return a.nonce > b.nonce
 	}
 	return a.seq < b.seq

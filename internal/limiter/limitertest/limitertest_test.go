@@ -40,6 +40,7 @@ func TestUpstream_AcceptsOnlyMoreThanTheWindowInWholeMilliseconds(t *testing.T) 
 type eager struct{}
 
 func (eager) Next(now time.Time) time.Time                      { return now }
+func (eager) Late(time.Time, time.Duration)                     {}
 func (eager) Sent(time.Time) (limiter.Ticket, error)            { return limiter.Ticket{}, nil }
 func (eager) Wrote(limiter.Ticket, time.Time)                   {}
 func (eager) Answered(limiter.Ticket, time.Time)                {}

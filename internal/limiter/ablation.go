@@ -1,0 +1,24 @@
+package limiter
+
+// ablation switches rules of the package doc off, one bit each, so the tests can
+// show that each rule is needed (an ablated limiter draws a 429 or a 400 on a
+// named model). Only tests set it; a Limiter made by New has none off.
+type ablation uint32
+
+// The rules that can be switched off.
+const (
+	offNth      ablation = 1 << iota // window: the bound k units back by seq instead of the k-th latest bound
+	offHold                          // a request in flight holds its place only until left + L
+	offLostHold                      // a request given up holds its place only until left + L
+	offKeepL                         // L going down tightens the bounds of requests answered before
+	offOrder                         // no order rule
+	offBusy                          // a busy machine does not make answers bound their requests
+	offOutlier                       // an outlier's bound is left + L, not its answer
+	offSpread                        // a spread of evidence does not raise L
+	offOverdue                       // a request unanswered past 2L + τ is not evidence until its answer
+	offGap                           // the window needs W, not W + 1 ms, past U
+	offWeight                        // a send of w units needs the N-th latest unit bound, not the (N-w+1)-th
+	offPause                         // a 429 does not pause the key
+)
+
+func (a ablation) has(b ablation) bool { return a&b != 0 }
