@@ -43,7 +43,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		id          = fs.String("id", "", "worker id in leases and stats (default: host-pid-random)")
 		pacer       = fs.String("limiter", "adaptive", "limiter: adaptive, or a baseline for comparison: "+worker.PacerNames())
 		maxDelay    = fs.Duration("max-delay", 50*time.Millisecond, "largest one-way delay to the upstream, including the time it takes to register a request, that the limiter assumes at start (the reference exchange: 50ms; raise it if the upstream can be slower, since a 429 means it was)")
-		timeout     = fs.Duration("request-timeout", 2*time.Second, "how long one attempt may take before it counts as a timeout")
+		timeout     = fs.Duration("request-timeout", worker.DefaultRequestTimeout, "how long one attempt may take before it counts as a timeout; a request timed out keeps its place in the key's windows for --max-arrival after it left")
+		maxArrival  = fs.Duration("max-arrival", limiter.DefaultMaxArrival, "the longest a request may take to reach the upstream: one with no answer (a timeout, a broken connection) keeps its place in the key's windows until it left plus this, or the longest round trip seen")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
 		profileFile = fs.String("profile", "", "upstream profile (YAML): what to call, where the key and nonce go, how to sign, what answers mean (default: the reference exchange)")
@@ -81,7 +82,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if set["max-delay"] || prof.Rate.MaxDelay == 0 {
 		lc.MaxDelay = *maxDelay
 	}
-	factory, err := worker.NewPacerFactory(*pacer, prof.LimiterConfig(lc))
+	lc.MaxArrival = *maxArrival
+	lcfg := prof.LimiterConfig(lc)
+	if err := worker.CheckTimeouts(*timeout, lcfg); err != nil {
+		return cmd.Usage(err)
+	}
+	factory, err := worker.NewPacerFactory(*pacer, lcfg)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,10 @@ type Evidence struct {
 	Outliers, Inversions uint64
 	// Recent counts the answers of the horizon that carry evidence.
 	Recent int
+	// Tolerance is the scheduling noise a round trip may carry beyond 2 L
+	// (Config.Tolerance); MaxArrival the arrival horizon H a request given up is
+	// held for, raised to the longest round trip seen.
+	Tolerance, MaxArrival time.Duration
 }
 
 // note is one answer as evidence.
@@ -259,5 +263,6 @@ func (l *Limiter) Evidence() Evidence {
 	return Evidence{
 		MaxDelay: l.maxDelay, OrderDelay: l.orderDelay, BaseDelay: l.base, Lag: l.learn.lag,
 		Spread: l.learn.spread, Outliers: l.learn.outliers, Inversions: l.learn.inversions, Recent: l.learn.recent,
+		Tolerance: l.set.tolerance, MaxArrival: l.arrival(),
 	}
 }

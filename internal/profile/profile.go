@@ -244,13 +244,14 @@ func (p *Profile) Validate() error {
 }
 
 // LimiterConfig returns base with the profile's rules, delay bound and ban
-// thresholds.
+// thresholds; a profile without a nonce turns the limiter's order rule off.
 func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	base.Rules = nil
 	for _, r := range p.Rate.Rules {
 		base.Rules = append(base.Rules, limiter.Rule{Limit: r.Limit, Window: r.Window})
 	}
 	base.TrustRetryAfter = p.Rate.TrustRetryAfter
+	base.Unordered = p.Nonce == nil // no nonce: requests may arrive in any order
 	if p.Rate.MaxDelay > 0 && base.MaxDelay == 0 {
 		base.MaxDelay = p.Rate.MaxDelay
 	}

@@ -198,7 +198,7 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	if err != nil {
 		return Answer{Class: ConnError, Msg: "build request: " + err.Error()}
 	}
-	f := &sendFence{allow: call.Fence, now: c.now, wrote: call.Wrote}
+	f := &sendFence{allow: call.Fence, now: c.now, wrote: call.Wrote, base: c.now()}
 	trace := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) { f.bind(info.Conn) },
 		// The transport reports the request written once it is in its buffer,
@@ -341,13 +341,17 @@ type sendFence struct {
 	allow func(time.Time) bool
 	now   func() time.Time
 	wrote func(time.Time)
+	// base is when the send began; the instants below are kept as offsets from
+	// it, so the times rebuilt from them keep its monotonic reading and a
+	// wall-clock step moves none of them.
+	base time.Time
 
 	conns    atomic.Int32 // connections the transport gave this send
 	started  atomic.Bool  // a byte of the request went out
 	buffered atomic.Bool  // the transport has the whole request in its buffer
 	fenced   atomic.Bool  // Fence refused a write
-	lastByte atomic.Int64 // unix nanos of the latest write, 0 before
-	left     atomic.Int64 // unix nanos when the request finished leaving, 0 until then
+	lastByte atomic.Int64 // offset of the latest write (see at), 0 before
+	left     atomic.Int64 // offset when the request finished leaving, 0 until then
 }
 
 // bind attaches the send to the connection the transport chose for it. A second
@@ -378,9 +382,9 @@ func (f *sendFence) check(b *binding, t time.Time) error {
 // written notes a write that ended at t; the first after the request was buffered
 // is the flush of its last bytes.
 func (f *sendFence) written(t time.Time) {
-	f.lastByte.Store(t.UnixNano())
+	f.lastByte.Store(f.offset(t))
 	if f.buffered.Load() {
-		f.finish(t.UnixNano())
+		f.finish(f.offset(t))
 	}
 }
 
@@ -395,23 +399,30 @@ func (f *sendFence) settle(end time.Time) {
 	}
 	ns := f.lastByte.Load()
 	if ns == 0 || !f.buffered.Load() {
-		ns = end.UnixNano()
+		ns = f.offset(end)
 	}
 	f.finish(ns)
 }
 
 func (f *sendFence) finish(ns int64) {
 	if f.left.CompareAndSwap(0, ns) && f.wrote != nil {
-		f.wrote(time.Unix(0, ns))
+		f.wrote(f.at(ns))
 	}
 }
 
 func (f *sendFence) wroteAt() time.Time {
 	if ns := f.left.Load(); ns != 0 {
-		return time.Unix(0, ns)
+		return f.at(ns)
 	}
 	return time.Time{}
 }
+
+// offset returns t as kept in the atomics: nanoseconds after base, plus one so
+// that no instant is 0 (which means "none"). An instant before base is base.
+func (f *sendFence) offset(t time.Time) int64 { return int64(max(t.Sub(f.base), 0)) + 1 }
+
+// at is the instant offset ns stands for, on base's clock.
+func (f *sendFence) at(ns int64) time.Time { return f.base.Add(time.Duration(ns - 1)) }
 
 // binding is a connection's current send.
 type binding struct {

@@ -259,3 +259,25 @@ func TestRedact_DropsUserInfoAndQuery(t *testing.T) {
 	require.Equal(t, "http://host:8080/p?…", upstream.Redact("http://alice:pw@host:8080/p?api_key=secret"))
 	require.NotContains(t, upstream.Redact("https://u:p@h/x?k=v"), "p@")
 }
+
+func TestClient_WroteAndAnsweredKeepTheMonotonicClock(t *testing.T) {
+	// The limiter compares these instants with time.Now: a time rebuilt from
+	// wall-clock nanoseconds would drop the monotonic reading, and a wall-clock
+	// step would then move a bound. time.Time.String shows the reading as "m=".
+	ex := startExchange(t, nil)
+	c, err := upstream.New(ex.URL(), 2*time.Second, 4, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	var reported time.Time
+	a := c.Send(context.Background(), upstream.Call{
+		Secret: exchange.DefaultKeys()[0].Secret(), Nonce: 1, RequestID: "mono",
+		Wrote: func(at time.Time) { reported = at },
+	})
+	require.Equal(t, upstream.OK, a.Class, a.Msg)
+	for name, at := range map[string]time.Time{"reported": reported, "wrote": a.Wrote, "answered": a.Answered} {
+		require.False(t, at.IsZero(), name)
+		require.Contains(t, at.String(), " m=", "%s (%s) lost the monotonic reading", name, at)
+	}
+	require.Equal(t, reported, a.Wrote)
+	require.False(t, a.Wrote.After(a.Answered))
+}

@@ -81,8 +81,9 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 		return slot{}, ctx.Err()
 	}
 	var (
-		nonce   int64
-		haveOne bool // a nonce taken and not yet sent: this head sends it next
+		nonce    int64
+		haveOne  bool      // a nonce taken and not yet sent: this head sends it next
+		promised time.Time // the instant the limiter last made this head wait for
 	)
 	for {
 		g.mu.Lock()
@@ -96,6 +97,11 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 			next := g.next(now, w)
 			if !next.After(now) {
 				if haveOne {
+					if !promised.IsZero() && now.After(promised) {
+						// It waited for promised and leaves only now: the
+						// process is that late (a late timer, a busy box).
+						g.pacer.Late(now, now.Sub(promised))
+					}
 					s, err := g.grantLocked(now, nonce, w)
 					g.mu.Unlock()
 					return s, err
@@ -103,6 +109,7 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 				wait = 0
 			} else {
 				wait = next.Sub(now)
+				promised = next
 			}
 		}
 		wake := g.wake

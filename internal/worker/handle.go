@@ -81,11 +81,16 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 
 	// 1. Wait at the gate. Waiting is not failing: the message is kept alive and
 	// the wait ends at the request's deadline.
+	// The message stays in progress for the whole wait and the whole send, however
+	// long the upstream takes: a send longer than the ack wait is not delivered,
+	// and sent, again.
+	stopKeepAlive := keepAlive(finish, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
-	stopKeepAlive := keepAlive(waitCtx, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	sl, err := s.gate.acquireN(waitCtx, units)
-	stopKeepAlive()
 	cancel()
+	if err != nil {
+		stopKeepAlive()
+	}
 	switch {
 	case err == nil:
 	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
@@ -116,9 +121,13 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		Fence: s.fence(sl.maxDelay),
 		Wrote: func(t time.Time) { s.gate.wrote(sl, t) },
 	})
+	stopKeepAlive()
 
 	// 3. Tell the limiter, then the key, as the answer's outcome says.
 	out := outcomeOf(ans.Class)
+	if out.pacer == lost && ans.Wrote.IsZero() {
+		out.pacer = unsent // not a byte left: it cannot arrive
+	}
 	release := s.gate.done(sl, out.key == keyCount429, func(p Pacer) {
 		now := w.cfg.Now()
 		switch out.pacer {
@@ -130,6 +139,8 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 			p.Inverted(sl.ticket, ans.Answered)
 		case lostUntil:
 			p.LostUntil(sl.ticket, now, ans.Answered.Add(w.cfg.GatewayHold))
+		case unsent:
+			p.Unsent(sl.ticket, now)
 		default:
 			p.Lost(sl.ticket, now)
 		}

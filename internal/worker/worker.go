@@ -43,6 +43,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -91,10 +92,42 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultGatewayHold is Config.GatewayHold's default: as long as one attempt may
-// take by default, so a gateway holding a request longer than the worker waits
-// for its answer is the only case not covered.
+// DefaultGatewayHold is Config.GatewayHold's default: how long after its answer
+// a gateway (a proxy's 502, 503 or 504) may still pass a request on. It holds
+// that request's place in the key's windows, not the key.
 const DefaultGatewayHold = 2 * time.Second
+
+// DefaultRequestTimeout is how long one attempt may take by default before it
+// counts as a timeout: long enough that a slow tail of several seconds is
+// answered (its answer then bounds it) rather than given up (it then keeps its
+// place for the arrival horizon, and is sent again).
+const DefaultRequestTimeout = 10 * time.Second
+
+// ErrTimeouts is wrapped by the error CheckTimeouts returns.
+var ErrTimeouts = errors.New("request timeout and limiter delays do not fit together")
+
+// CheckTimeouts checks that an attempt's timeout fits the limiter's delays: a
+// timeout no longer than a round trip at the assumed delay (2 L plus the
+// tolerance) gives every ordinary request up, and one past the arrival horizon
+// waits for answers to requests the limiter already takes as gone. Each is
+// refused with the flag that fixes it.
+func CheckTimeouts(timeout time.Duration, cfg limiter.Config) error {
+	l, err := limiter.New(cfg)
+	if err != nil {
+		return err
+	}
+	ev := l.Evidence()
+	rt := 2*ev.MaxDelay + ev.Tolerance
+	switch {
+	case timeout <= rt:
+		return fmt.Errorf("%w: --request-timeout %v is no longer than a round trip at the assumed delay (2 × %v + %v): every request would time out; raise it above %v",
+			ErrTimeouts, timeout, ev.MaxDelay, ev.Tolerance, rt)
+	case timeout > ev.MaxArrival:
+		return fmt.Errorf("%w: --request-timeout %v is longer than --max-arrival %v, the longest a request may take to arrive: lower the timeout or raise --max-arrival to at least it",
+			ErrTimeouts, timeout, ev.MaxArrival)
+	}
+	return nil
+}
 
 // Worker is one worker process's state.
 type Worker struct {
