@@ -177,7 +177,7 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
 		keys     = fs.Int("many-keys", 200, "keys in the many-keys case (d)")
 		workers  = fs.Int("many-workers", fleet.DefaultManyWorkers, "worker processes in the many-keys case (d), which share its keys")
-		only     = fs.String("cases", "a,b,c,d", "cases to run, comma-separated")
+		only     = fs.String("cases", "a,b,c,d,e,f,g,h", "cases to run, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {

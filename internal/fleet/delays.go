@@ -3,12 +3,16 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+	"github.com/ratefleet/ratefleet/internal/profile"
+	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
 // DelayCase is one row of the delay benchmark: a simulator whose delays the
@@ -24,6 +28,12 @@ type DelayCase struct {
 	// Bound is the rate the row is compared with, and BoundNote says what it is.
 	Bound     float64
 	BoundNote string
+	// ProfileYAML, when set, is the workers' upstream profile (written to a
+	// file for them); the reference otherwise.
+	ProfileYAML string
+	// Duration, when set, is how long the row is measured instead of the
+	// benchmark's duration: a per-minute rule needs whole minutes.
+	Duration time.Duration
 }
 
 // DelayRow is one case's result.
@@ -39,6 +49,12 @@ type DelayRow struct {
 	// Spikes counts the requests the simulator delayed with a spike, over the
 	// whole run.
 	Spikes uint64
+	// Timeouts counts the attempts the workers gave up on; ServedTwice the
+	// request ids the upstream answered 200 more than once; Unaccounted the
+	// published requests neither served, buried nor still queued (0 unless
+	// something is lost).
+	Timeouts, ServedTwice uint64
+	Unaccounted           int64
 }
 
 // Oracle returns the sends a second of keys limiters that know the true largest
@@ -67,7 +83,9 @@ const DefaultManyWorkers = 2
 
 // DelayCases returns the benchmark's rows: (a) the reference, (b) a spread
 // wider than L, (c) spikes, (d) manyKeys keys on one machine, shared by
-// manyWorkers worker processes.
+// manyWorkers worker processes, (e) a slow tail of 2.5 s, (f) a tail of 12 s,
+// past the request timeout and the ack wait, (g) a per-minute rule with spikes,
+// (h) a profile with no nonce and a 100/s rule.
 func DelayCases(manyKeys, manyWorkers int) []DelayCase {
 	perKey := 20 / 1.0435 // 20 per 1000 + 1 + 1 ms + E[min(50, in + out)] = 41.5 ms
 	return []DelayCase{
@@ -83,6 +101,20 @@ func DelayCases(manyKeys, manyWorkers int) []DelayCase {
 		{Name: fmt.Sprintf("(d) %d keys on this machine", manyKeys), Keys: manyKeys, Workers: manyWorkers,
 			KeysPerWorker: (manyKeys + manyWorkers - 1) / manyWorkers, Rate: float64(manyKeys) * 20,
 			Bound: float64(manyKeys) * perKey, BoundNote: fmt.Sprintf("safe bound %d × 20 / 1043.5 ms", manyKeys)},
+		{Name: "(e) 1% of requests +2.5 s on the way in, every worker default", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
+			ExchangeArgs: []string{"--spike-share", "0.01", "--spike-delay", "2500ms"},
+			BoundNote:    "(a)'s measured rate"},
+		{Name: "(f) 0.5% of requests +12 s on the way in (past the timeout and the ack wait)", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 200,
+			ExchangeArgs: []string{"--spike-share", "0.005", "--spike-delay", "12s"},
+			BoundNote:    "(a)'s measured rate"},
+		{Name: "(g) per-minute mode, 60 a minute, 5% of requests +2.5 s", Keys: 5, Workers: 5, KeysPerWorker: 1, Rate: 10,
+			ExchangeArgs: []string{"--limit", "60", "--window", "1m", "--block-after", "0", "--spike-share", "0.05", "--spike-delay", "2500ms"},
+			ProfileYAML:  profile.PerMinuteYAML, Duration: 2 * time.Minute,
+			Bound: 5 * 60 / 60.0435, BoundNote: "5 × 60 / (60 s + 1 + 1 + 41.5 ms)"},
+		{Name: "(h) no nonce, 100 per second, 2 keys", Keys: 2, Workers: 2, KeysPerWorker: 1, Rate: 250,
+			ExchangeArgs: []string{"--limit", "100", "--window", "1s", "--block-after", "0"},
+			ProfileYAML:  strings.Replace(profile.PerMinuteYAML, "{limit: 60, window: 1m}", "{limit: 100, window: 1s}", 1),
+			Bound:        2 * 100 / 1.0435, BoundNote: "2 × 100 / 1043.5 ms"},
 	}
 }
 
@@ -114,8 +146,24 @@ func BenchDelays(ctx context.Context, cfg BenchConfig, cases []DelayCase) ([]Del
 
 func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, error) {
 	row := DelayRow{Case: c}
+	if c.Duration > 0 {
+		cfg.Duration = c.Duration
+	}
+	var profileFile string
+	if c.ProfileYAML != "" {
+		dir, err := os.MkdirTemp("", "ratefleet-delays-")
+		if err != nil {
+			return row, fmt.Errorf("profile file: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		profileFile = filepath.Join(dir, "profile.yaml")
+		if err := os.WriteFile(profileFile, []byte(c.ProfileYAML), 0o600); err != nil {
+			return row, fmt.Errorf("profile file: %w", err)
+		}
+	}
 	fc := Config{
-		Bin: cfg.Bin, Workers: c.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
+		Profile: profileFile,
+		Bin:     cfg.Bin, Workers: c.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(c.Rate), "--ttl", "10m", "--progress", "0"},
 		WorkerArgs:   []string{"--keys", fmt.Sprint(c.KeysPerWorker)},
 		ExchangeArgs: c.ExchangeArgs,
@@ -143,6 +191,11 @@ func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, er
 	if total.OK > 0 {
 		row.CPUPerRequest = cpu / time.Duration(total.OK)
 	}
+	sum, err := f.Summarize(ctx, cfg.Warmup+cfg.Duration)
+	if err != nil {
+		return row, err
+	}
+	row.Timeouts, row.ServedTwice, row.Unaccounted = sum.Results[stats.ResultTimeout], sum.Exchange.Duplicates, sum.Lost()
 	return row, nil
 }
 
@@ -152,8 +205,8 @@ func FormatDelays(rows []DelayRow, cfg BenchConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Delays: the adaptive limiter started on L = 50 ms against delays it may not bound; %s measured after %s warm-up per row, offered load above the bound (time to live 10 min). 429 and 400 over the whole run.\n\n",
 		cfg.Duration, cfg.Warmup)
-	fmt.Fprintf(&b, "| case | 429 | 400 | spikes | ok req/s | bound req/s | ratio | bound | worker CPU ms/req | machine busy |\n")
-	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
+	fmt.Fprintf(&b, "| case | 429 | 400 | spikes | timeouts | served twice | unaccounted | ok req/s | bound req/s | ratio | bound | worker CPU ms/req | machine busy |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
 	for _, r := range rows {
 		bound := r.Case.Bound
 		if bound == 0 && len(rows) > 0 {
@@ -163,8 +216,8 @@ func FormatDelays(rows []DelayRow, cfg BenchConfig) string {
 		if bound > 0 {
 			ratio = r.OKPerSecond / bound
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.2f | %.2f | %.3f | %s | %.2f | %.0f%% |\n", r.Case.Name, r.RateLimited, r.BadNonce, r.Spikes,
-			r.OKPerSecond, bound, ratio, r.Case.BoundNote, float64(r.CPUPerRequest)/float64(time.Millisecond), 100*r.BoxBusy)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %.2f | %.2f | %.3f | %s | %.2f | %.0f%% |\n", r.Case.Name, r.RateLimited, r.BadNonce, r.Spikes,
+			r.Timeouts, r.ServedTwice, r.Unaccounted, r.OKPerSecond, bound, ratio, r.Case.BoundNote, float64(r.CPUPerRequest)/float64(time.Millisecond), 100*r.BoxBusy)
 	}
 	return b.String()
 }

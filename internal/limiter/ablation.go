@@ -7,7 +7,7 @@ type ablation uint32
 
 // The rules that can be switched off.
 const (
-	offNth      ablation = 1 << iota // window: the bound k units back by seq instead of the k-th latest bound
+	offNth      ablation = 1 << iota // window: only the sends of the last N units count, not every send whose bound may
 	offHold                          // a request in flight holds its place only until left + L
 	offLostHold                      // a request given up holds its place only until left + L
 	offKeepL                         // L going down tightens the bounds of requests answered before

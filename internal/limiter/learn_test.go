@@ -24,6 +24,11 @@ type wrongModel struct {
 	max400 func(res limitertest.Result, spikes int) int
 	// minRate is the least rate a key must keep, sends a second.
 	minRate float64
+	// cfg is the limiter's configuration; the defaults (a worker's) when zero.
+	cfg limiter.Config
+	// adjust, if not nil, makes the client and the upstream unkinder: timeouts,
+	// slow departures, weights, a clock that steps, rules of its own.
+	adjust func(seed uint64, r *limitertest.Run)
 }
 
 func wrongModels() []wrongModel {
@@ -64,7 +69,95 @@ func wrongModels() []wrongModel {
 			delays: func(seed uint64) limitertest.Delays { return registeredLate(uniform(seed), seed, 15*ms) },
 			late:   func(seed uint64) func(int) time.Duration { return lateClient(seed, 8*ms) },
 			max400: few, minRate: 17.0},
+		// A slow tail, answered within the worker's timeout (10 s): each slow
+		// request holds one place until its answer.
+		{name: "slow tail: 1% of requests 2.5 s later in, answered", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays {
+				return limitertest.WithSpikes(uniform(seed), seed, 0.01, 2500*ms)
+			},
+			adjust: func(_ uint64, r *limitertest.Run) { r.GiveUp = 10 * time.Second },
+			max400: func(_ limitertest.Result, spikes int) int { return spikes }, minRate: 0.9 * 19.05},
+		// Past the timeout and the ceiling: given up at 2 s, it arrives at 12 s.
+		{name: "slow tail past the timeout: 0.5% of requests 12 s later in, given up at 2 s", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays {
+				return limitertest.WithSpikes(uniform(seed), seed, 0.005, 12*time.Second)
+			},
+			adjust: func(_ uint64, r *limitertest.Run) { r.GiveUp = 2 * time.Second },
+			max400: func(_ limitertest.Result, spikes int) int { return spikes }, minRate: 13.0},
+		{name: "answers lost: 0.5% of requests arrive and are never answered, given up at 2 s", requests: 20_000,
+			delays: func(seed uint64) limitertest.Delays { return limitertest.WithLoss(uniform(seed), seed, 0, 0.005) },
+			adjust: func(_ uint64, r *limitertest.Run) { r.GiveUp = 2 * time.Second },
+			max400: few, minRate: 13.0},
+		{name: "leaving takes 0..20 ms: Wrote comes after Sent", requests: 20_000,
+			delays: uniform,
+			adjust: func(seed uint64, r *limitertest.Run) {
+				rng := rand.New(rand.NewPCG(seed, 5))
+				r.Leave = func(int) time.Duration { return time.Duration(rng.Int64N(21)) * ms }
+			},
+			max400: few, minRate: 17.0},
+		// An answer stamped before its send (the step fell between them) is
+		// distrusted: the request is taken as given up and holds its place for
+		// the arrival horizon, which costs about a tenth of the rate here.
+		{name: "a wall clock that steps back 300 ms every 20 s", requests: 20_000,
+			delays: uniform,
+			adjust: func(_ uint64, r *limitertest.Run) {
+				start := simStart
+				r.Start = start
+				r.Clock = func(t time.Time) time.Time {
+					return t.Add(-300 * ms * time.Duration(t.Sub(start)/(20*time.Second)))
+				}
+			},
+			max400: few, minRate: 16.5},
+		{name: "weights 1 to 5", requests: 10_000,
+			delays: uniform,
+			adjust: func(seed uint64, r *limitertest.Run) {
+				rng := rand.New(rand.NewPCG(seed, 6))
+				r.Weight = func(int) int { return 1 + rng.IntN(5) }
+			},
+			max400: few, minRate: 5.5},
+		// Delays of 0..150 ms in, then the reference's: L rises on the spread and
+		// comes back down while the slow requests still count in the 10 s window.
+		{name: "a long window while L comes down: 100 per 10 s", requests: 3_000,
+			cfg: limiter.Config{Rules: []limiter.Rule{{Limit: 100, Window: 10 * time.Second}}},
+			delays: func(seed uint64) limitertest.Delays {
+				slow, fast := limitertest.Asymmetric(seed, 3*L, 10*ms, ms), uniform(seed)
+				return func(i int) limitertest.Trip {
+					if i < 600 {
+						return slow(i)
+					}
+					return fast(i)
+				}
+			},
+			adjust: func(_ uint64, r *limitertest.Run) { r.Rules = []limiter.Rule{{Limit: 100, Window: 10 * time.Second}} },
+			max400: some, minRate: 8.0},
+		{name: "no nonce, 100 a second", requests: 40_000,
+			cfg:    limiter.Config{Rules: []limiter.Rule{{Limit: 100, Window: time.Second}}, Unordered: true},
+			delays: uniform,
+			adjust: func(_ uint64, r *limitertest.Run) {
+				r.Rules, r.Unordered = []limiter.Rule{{Limit: 100, Window: time.Second}}, true
+			},
+			max400: func(limitertest.Result, int) int { return 0 }, minRate: 0.99 * 100 / 1.0435},
 	}
+}
+
+// run runs model m with seed on l.
+func (m wrongModel) run(l limitertest.Pacer, seed uint64) (res limitertest.Result, spikes int) {
+	base := m.delays(seed)
+	delays := func(i int) limitertest.Trip {
+		tr := base(i)
+		if tr.In >= 300*time.Millisecond {
+			spikes++
+		}
+		return tr
+	}
+	run := limitertest.Run{Pacer: l, Requests: scaled(m.requests), Delays: delays}
+	if m.late != nil {
+		run.Late = m.late(seed)
+	}
+	if m.adjust != nil {
+		m.adjust(seed, &run)
+	}
+	return run.Execute(), spikes
 }
 
 // registeredLate is d with every arrival registered up to most later, in whole
@@ -90,21 +183,8 @@ func TestLimiter_LearnsFromEvidenceWithoutA429(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			for seed := range uint64(3) {
-				l := mustNew(t, limiter.Config{})
-				spikes := 0
-				base := m.delays(seed)
-				delays := func(i int) limitertest.Trip {
-					tr := base(i)
-					if tr.In >= 300*time.Millisecond {
-						spikes++
-					}
-					return tr
-				}
-				run := limitertest.Run{Pacer: l, Requests: scaled(m.requests), Delays: delays}
-				if m.late != nil {
-					run.Late = m.late(seed)
-				}
-				res := run.Execute()
+				l := mustNew(t, m.cfg)
+				res, spikes := m.run(l, seed)
 				require.NoError(t, res.Err)
 				ev := l.Evidence()
 				assert.Zero(t, res.RateLimited, "seed %d: window violations; %+v", seed, ev)

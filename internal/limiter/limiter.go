@@ -443,7 +443,12 @@ func (l *Limiter) windowAt(now time.Time, w int) time.Time {
 		if l.off.has(offWeight) {
 			k = r.Limit
 		}
-		u, ok := kthLatest(bounds, k, &sorted, l.off.has(offNth))
+		bs := bounds
+		if l.off.has(offNth) {
+			bs = lastUnits(bounds, r.Limit)
+			sorted = false
+		}
+		u, ok := kthLatest(bs, k, &sorted)
 		if ok {
 			gap := r.Window + time.Millisecond
 			if l.off.has(offGap) {
@@ -482,12 +487,22 @@ func (l *Limiter) bounds(now time.Time, win time.Duration) ([]unitBound, bool) {
 	return out, cacheable
 }
 
+// lastUnits returns a copy of the sends of bs (in seq order) that hold its last n
+// units: the window of a limiter that forgets older sends, for the ablation
+// tests.
+func lastUnits(bs []unitBound, n int) []unitBound {
+	i, acc := len(bs), 0
+	for i > 0 && acc < n {
+		i--
+		acc += bs[i].units
+	}
+	return slices.Clone(bs[i:])
+}
+
 // kthLatest returns the k-th latest unit bound of bs (in seq order), and false
 // when they hold fewer than k units. In the usual case the bounds grow with seq
 // and it is the bound k units back; otherwise it sorts bs (once: sorted tells).
-// With partner, it takes the bound k units back whatever the others are: the rule
-// the limiter had before spikes showed it wrong, kept for the ablation tests.
-func kthLatest(bs []unitBound, k int, sorted *bool, partner bool) (time.Time, bool) {
+func kthLatest(bs []unitBound, k int, sorted *bool) (time.Time, bool) {
 	if k < 1 {
 		k = 1
 	}
@@ -505,7 +520,7 @@ func kthLatest(bs []unitBound, k int, sorted *bool, partner bool) (time.Time, bo
 	if !ok {
 		return time.Time{}, false
 	}
-	if partner || *sorted {
+	if *sorted {
 		return bs[i].ub, true
 	}
 	v := bs[i].ub

@@ -244,6 +244,9 @@ type Run struct {
 	// pacer is given (a clock that steps); the upstream keeps the true time.
 	// It must map the true Start to itself.
 	Clock func(t time.Time) time.Time
+	// Outside are arrivals of another client using the same key (nonce
+	// unchecked), which the pacer knows nothing of.
+	Outside []time.Time
 	// OnSend, if not nil, is called with every send.
 	OnSend func(i int, at time.Time)
 }
@@ -252,9 +255,9 @@ type Run struct {
 type Result struct {
 	// Sent counts the requests sent; Accepted, RateLimited and BadNonce the
 	// upstream's answers 200, 429 (a window broken) and 400 (a nonce arriving out
-	// of order), whether or not the client saw them; Lost the requests reported
-	// Lost.
-	Sent, Accepted, RateLimited, BadNonce, Lost int
+	// of order) to them, whether or not the client saw them; Lost the requests
+	// reported Lost; OutsideRejected the 429s of the other client (Run.Outside).
+	Sent, Accepted, RateLimited, BadNonce, Lost, OutsideRejected int
 	// Quarantined reports whether the pacer stopped sending because its ban guard
 	// tripped.
 	Quarantined bool
@@ -289,9 +292,18 @@ func (r Run) Execute() Result {
 	if clock == nil {
 		clock = func(t time.Time) time.Time { return t }
 	}
-	weight := func(int) int { return 1 }
-	if r.Weight != nil {
-		weight = r.Weight
+	// Each request's weight is drawn once.
+	weights := map[int]int{}
+	weight := func(i int) int {
+		if r.Weight == nil {
+			return 1
+		}
+		w, ok := weights[i]
+		if !ok {
+			w = r.Weight(i)
+			weights[i] = w
+		}
+		return w
 	}
 	next := func(now time.Time, w int) time.Time {
 		if wp, ok := r.Pacer.(Weighted); ok && w > 1 {
@@ -319,6 +331,9 @@ func (r Run) Execute() Result {
 		e.seq = seq
 		heap.Push(&events, e)
 	}
+	for _, at := range r.Outside {
+		push(event{at: at, kind: arrival, outside: true})
+	}
 	for i := 0; ; {
 		sending := i < r.Requests && !res.Quarantined
 		var at, wake time.Time
@@ -345,6 +360,16 @@ func (r Run) Execute() Result {
 			c := clock(e.at)
 			switch e.kind {
 			case arrival:
+				if e.outside {
+					// Counted apart from the client's own answers.
+					if up.Arrive(e.at, 0) == 429 {
+						res.OutsideRejected++
+						up.RateLimited--
+					} else {
+						up.Accepted--
+					}
+					break
+				}
 				status := up.ArriveN(e.at, e.nonce, e.units)
 				if !e.trip.Unanswered {
 					push(event{at: e.at.Add(e.trip.Out), kind: answer, ticket: e.ticket, status: status, id: e.id})
@@ -417,6 +442,7 @@ func (r Run) Execute() Result {
 		}
 		trip := r.Delays(i)
 		push(event{at: now.Add(giveUp), kind: lost, ticket: t, id: uint64(i)})
+		delete(weights, i)
 		if !trip.Dropped {
 			push(event{at: left.Add(trip.In), kind: arrival, ticket: t, sent: now, nonce: nonce, units: w, trip: trip, id: uint64(i)})
 		}
@@ -456,6 +482,8 @@ type event struct {
 	status int
 	trip   Trip
 	id     uint64 // the request's index
+	// outside is another client's arrival: no answer to the pacer.
+	outside bool
 }
 
 // eventQueue orders events by time, then kind; arrivals at the same instant

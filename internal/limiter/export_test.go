@@ -1,0 +1,34 @@
+package limiter
+
+import "fmt"
+
+// ablations names the rules the ablation tests switch off.
+var ablations = map[string]ablation{
+	"every kept send counts": offNth, "in-flight hold": offHold, "lost hold": offLostHold,
+	"bounds keep their L": offKeepL, "order rule": offOrder, "busy machine": offBusy,
+	"outlier bound": offOutlier, "spread raises L": offSpread, "overdue is evidence": offOverdue,
+	"window + 1 ms": offGap, "weight in the window": offWeight, "pause after a 429": offPause,
+}
+
+// NewAblated is New with the named rule switched off.
+func NewAblated(cfg Config, rule string) (*Limiter, error) {
+	off, ok := ablations[rule]
+	if !ok {
+		return nil, fmt.Errorf("no rule %q to switch off", rule)
+	}
+	l, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.off = off
+	return l, nil
+}
+
+// AblationRules lists the rules NewAblated can switch off.
+func AblationRules() []string {
+	out := make([]string, 0, len(ablations))
+	for name := range ablations {
+		out = append(out, name)
+	}
+	return out
+}
