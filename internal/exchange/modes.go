@@ -121,6 +121,9 @@ func (s *Server) handlePerMinute(w http.ResponseWriter, r *http.Request) {
 		s.answer(w, plan, http.StatusUnauthorized, []byte(bodyUnauthorized))
 		return
 	}
+	if plan.spike {
+		s.spikes.Add(1)
+	}
 	if err := s.cfg.Sleep(s.stop, s.delay(s.cfg.InDelay)+plan.extraIn); err != nil {
 		writeBody(w, http.StatusServiceUnavailable, bodyClosing)
 		return

@@ -109,3 +109,19 @@ func TestPerMinuteMode_AnswersRateLimitsAndTheThrottleWithRetryAfter(t *testing.
 	status, _, _ = send(t, p, profile.Creds{APIKey: "nope"}, 0, nil)
 	require.Equal(t, 401, status)
 }
+
+func TestPerMinuteMode_CountsItsSpikes(t *testing.T) {
+	ex := startModes(t, func(c *exchange.Config) {
+		c.Limit, c.Window, c.BlockAfter = 10, time.Minute, 0
+		c.Faults = exchange.Faults{SpikeShare: 1, SpikeDelay: time.Millisecond}
+	})
+	p, err := profile.Parse("per-minute", []byte(profile.PerMinuteYAML))
+	require.NoError(t, err)
+	p.BaseURL = ex.URL()
+	creds := profile.Creds{APIKey: base64.StdEncoding.EncodeToString([]byte("secret-one"))}
+	for range 3 {
+		status, body, _ := send(t, p, creds, 0, nil)
+		require.Equal(t, 200, status, body)
+	}
+	require.EqualValues(t, 3, ex.Stats().Spikes, "every spike is counted, in every mode")
+}

@@ -140,8 +140,13 @@ func wrongModels() []wrongModel {
 	}
 }
 
-// run runs model m with seed on l.
+// run runs model m with seed on l, for scaled(m.requests) requests.
 func (m wrongModel) run(l limitertest.Pacer, seed uint64) (res limitertest.Result, spikes int) {
+	return m.runN(l, seed, scaled(m.requests))
+}
+
+// runN runs model m with seed on l, for n requests.
+func (m wrongModel) runN(l limitertest.Pacer, seed uint64, n int) (res limitertest.Result, spikes int) {
 	base := m.delays(seed)
 	delays := func(i int) limitertest.Trip {
 		tr := base(i)
@@ -150,7 +155,7 @@ func (m wrongModel) run(l limitertest.Pacer, seed uint64) (res limitertest.Resul
 		}
 		return tr
 	}
-	run := limitertest.Run{Pacer: l, Requests: scaled(m.requests), Delays: delays}
+	run := limitertest.Run{Pacer: l, Requests: n, Delays: delays}
 	if m.late != nil {
 		run.Late = m.late(seed)
 	}
@@ -327,4 +332,94 @@ func TestLimiter_UndetectableDelaysAreCaughtByTheBanGuard(t *testing.T) {
 	assert.Positive(t, res.RateLimited, "the upstream sees it")
 	assert.Less(t, res.RateLimited, limiter.DefaultBanThreshold)
 	t.Logf("%d × 429, L %v, quarantined %v", res.RateLimited, l.MaxDelay(), res.Quarantined)
+}
+
+func TestLimiter_NextIsAPureQuery(t *testing.T) {
+	// A worker peeks at Next after every answer and while it waits; a peek must
+	// change nothing: the same run with a peek at every event sends at the very
+	// same instants.
+	for _, m := range wrongModels() {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			var plain, peeked []time.Time
+			for _, peek := range []bool{false, true} {
+				rec := &plain
+				if peek {
+					rec = &peeked
+				}
+				adjust := m.adjust
+				m.adjust = func(seed uint64, r *limitertest.Run) {
+					if adjust != nil {
+						adjust(seed, r)
+					}
+					r.Peek = peek
+					r.OnSend = func(_ int, at time.Time) { *rec = append(*rec, at) }
+				}
+				res, _ := m.runN(mustNew(t, m.cfg), 7, scaled(m.requests)/4)
+				require.NoError(t, res.Err)
+				m.adjust = adjust
+			}
+			require.Equal(t, plain, peeked)
+		})
+	}
+}
+
+func TestLimiter_ARequestOverduePast2LIsEvidenceBeforeItsAnswer(t *testing.T) {
+	// small(): L = 10 ms, τ = 10 ms: a request unanswered 30 ms after it left is
+	// overdue. Two overdue at once are a spread: L rises to the longer age at
+	// the next send, before either answer comes.
+	l := mustNew(t, small())
+	var tks []limiter.Ticket
+	for _, at := range []int{0, 11} {
+		tk, err := l.Sent(ms(at))
+		require.NoError(t, err)
+		l.Wrote(tk, ms(at))
+		tks = append(tks, tk)
+	}
+	require.Equal(t, 10*time.Millisecond, l.MaxDelay())
+	tk, err := l.Sent(ms(45)) // #1 is 45 ms old, #2 34 ms
+	require.NoError(t, err)
+	l.Wrote(tk, ms(45))
+	ev := l.Evidence()
+	assert.Equal(t, 45*time.Millisecond, ev.MaxDelay, "L follows the longest overdue age")
+	assert.Equal(t, 2, ev.Recent)
+	assert.True(t, ev.Spread)
+	l.Answered(tks[0], ms(60))
+	ev = l.Evidence()
+	assert.Equal(t, 2, ev.Recent, "its answer updates its note, not a second one")
+	assert.Equal(t, 60*time.Millisecond, ev.MaxDelay)
+}
+
+func TestLimiter_LComingDownLeavesEarlierBoundsAlone(t *testing.T) {
+	// L = 10 ms, τ = 10 ms, no order rule, a long window that keeps every send.
+	// A send every 50 ms. #1 and #2 take 40 ms (outliers: a spread, L = 40 ms);
+	// #3 takes 25 ms, no evidence, answered under L = 40: its bound is
+	// min(100 + 40, 125) = 125. 64 quiet answers (5 ms) bring L back to 10 ms;
+	// #3's bound stays 125, not 100 + 10 = 110, which its arrival may be past.
+	l := mustNew(t, limiter.Config{
+		Rules:    []limiter.Rule{{Limit: 1000, Window: 10 * time.Second}},
+		MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin, Unordered: true,
+	})
+	for k := range 67 {
+		rt := 5 * time.Millisecond
+		switch {
+		case k < 2:
+			rt = 40 * time.Millisecond
+		case k == 2:
+			rt = 25 * time.Millisecond
+		}
+		at := ms(50 * k)
+		require.Equal(t, at, l.Next(at))
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		l.Answered(tk, at.Add(rt))
+		if k == 2 {
+			require.Equal(t, 40*time.Millisecond, l.MaxDelay(), "the spread")
+		}
+	}
+	require.Equal(t, 10*time.Millisecond, l.MaxDelay(), "a quiet horizon brings L back")
+	st := l.State()
+	assert.Contains(t, st.UpperBounds, ms(125), "#3 keeps the L it was answered under")
+	assert.NotContains(t, st.UpperBounds, ms(110))
 }

@@ -284,6 +284,7 @@ type record struct {
 	until   time.Time     // lost through a gateway: it may be passed on until then
 	win     time.Duration // the window delay when it ended: L going down leaves its bound
 	late    bool          // its answer is its bound, whatever L says (outlier, 400, busy machine)
+	prior   bool          // restored from a previous holder: its order rule is in notBefore
 	overdue bool          // noted in the horizon while still unanswered, as note
 	note    uint64
 }
@@ -360,7 +361,7 @@ func (l *Limiter) restored(sends uint64, n int, ub func(i int) time.Time) {
 	for i := range n {
 		b := ub(i)
 		l.sends++
-		l.recs = append(l.recs, record{seq: l.sends, units: 1, sent: b, left: b, hasLeft: true, fate: answered, at: b, late: true})
+		l.recs = append(l.recs, record{seq: l.sends, units: 1, sent: b, left: b, hasLeft: true, fate: answered, at: b, late: true, prior: true})
 		l.latest = later(l.latest, b)
 	}
 	l.changes++
@@ -397,6 +398,8 @@ func (l *Limiter) orderBound(now time.Time) (time.Time, bool) {
 		switch {
 		case r.fate == unsent:
 			continue
+		case r.prior:
+			return time.Time{}, false // the previous holder's order rule is in notBefore
 		case r.fate == answered && (r.late || !r.hasLeft):
 			return r.at, true
 		case r.fate == answered:

@@ -31,12 +31,11 @@ type State struct {
 	OrderDelay time.Duration `json:"order_delay_ns,omitempty"`
 	// NextFree is the earliest instant the next send may leave.
 	NextFree time.Time `json:"next_free"`
-	// UpperBounds are the latest instants the last units sent may arrive, oldest
-	// first, each raised to those before it: at most as many as the largest
-	// rule's Limit. A send still in flight is taken as given up at the latest
-	// time reported to the limiter (it may arrive until it left plus the arrival
-	// horizon); take State once every send has ended, as a worker does when it
-	// drains.
+	// UpperBounds are the latest instants the units sent may arrive, earliest
+	// first: the latest of them, at most as many as the largest rule's Limit.
+	// A send still in flight is taken as given up at the latest time reported
+	// to the limiter (it may arrive until it left plus the arrival horizon);
+	// take State once every send has ended, as a worker does when it drains.
 	UpperBounds []time.Time `json:"upper_bounds"`
 	// Sends counts the key's sends, those of earlier holders included.
 	Sends uint64 `json:"sends"`
@@ -67,12 +66,11 @@ func (l *Limiter) State() State {
 		Rejections:  l.rejections,
 		Quarantined: l.quarantine,
 	}
-	// Unit bounds oldest first, raised to those before them; a request still in
-	// flight is taken as given up now.
-	var (
-		ubs []time.Time
-		top time.Time
-	)
+	// The unit bounds, earliest first; a request still in flight is taken as
+	// given up now. Only the latest ones can bind the next holder's windows, and
+	// which send each belongs to does not matter to them (the N-th latest bound
+	// is the same in any order); the order rule is carried by NextFree.
+	var ubs []time.Time
 	for i := range l.recs {
 		r := l.recs[i]
 		switch r.fate {
@@ -84,11 +82,12 @@ func (l *Limiter) State() State {
 				r.fate, r.at = lost, later(now, r.sent)
 			}
 		}
-		top = later(top, l.windowBound(&r, win, now))
+		ub := l.windowBound(&r, win, now)
 		for range r.units {
-			ubs = append(ubs, top)
+			ubs = append(ubs, ub)
 		}
 	}
+	slices.SortFunc(ubs, time.Time.Compare)
 	if n := l.set.capacity; len(ubs) > n {
 		ubs = ubs[len(ubs)-n:]
 	}

@@ -28,6 +28,14 @@ func TestReference_IsValidAndMakesTheReferenceCall(t *testing.T) {
 	cfg := p.LimiterConfig(limiter.Config{})
 	require.Equal(t, []limiter.Rule{{Limit: 20, Window: time.Second}}, cfg.Rules)
 	require.Equal(t, 10, cfg.BanThreshold)
+	require.False(t, cfg.Unordered, "a nonce: the order rule holds")
+}
+
+func TestLimiterConfig_NoNonceNoOrderRule(t *testing.T) {
+	p, err := profile.Parse("per-minute", []byte(profile.PerMinuteYAML))
+	require.NoError(t, err)
+	require.Nil(t, p.Nonce)
+	require.True(t, p.LimiterConfig(limiter.Config{}).Unordered, "no nonce: requests may arrive in any order")
 }
 
 // krakenProfile signs as Kraken's private REST API does.
