@@ -37,6 +37,8 @@ func (l *Limiter) SentN(now time.Time, w int) (Ticket, error) {
 	if next := l.earliest(now, w); now.Before(next) {
 		return Ticket{}, fmt.Errorf("%w: next send of weight %d at %s, in %v", ErrTooEarly, w, next.Format(time.RFC3339Nano), next.Sub(now))
 	}
+	l.lagged(now, l.pendingLate) // a sample even when on time: the busy rule counts shares
+	l.pendingLate = 0
 	l.overdue(now)
 	l.forget(now)
 	l.sends++
