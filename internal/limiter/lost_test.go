@@ -118,3 +118,27 @@ func TestLimiter_AnUnansweredRequestKeepsItsPlaceAfterItLeavesTheRing(t *testing
 			"send %d at %s: a fourth arrival within 100 ms while #0 may still arrive", k+1, sent[k].Sub(ms(0)))
 	}
 }
+
+func TestLimiter_OnlyARequestsOwnPlaceWaitsForItsGatewayHold(t *testing.T) {
+	// small(): 3 per >100 ms, L = 10 ms, with the order rule. A gateway answered
+	// #1 at 5 and may pass it on until 2005: #1 holds one place of the window
+	// until then, but the key's next sends go on (the order rule takes left +
+	// L, not the hold), two more within the window, then the third waits.
+	l := mustNew(t, small())
+	tk, err := l.Sent(ms(0))
+	require.NoError(t, err)
+	l.Wrote(tk, ms(0))
+	l.LostUntil(tk, ms(5), ms(2005))
+	require.Equal(t, ms(11), l.Next(ms(5)), "the order rule: left + L + 1")
+	at := ms(11)
+	for range 2 {
+		at = l.Next(at)
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		l.Answered(tk, at)
+	}
+	require.Equal(t, ms(12), at, "two sends go on at once")
+	// Three places: #1 (2005), #2 (11), #3 (12): the next waits for #2 + 101.
+	assert.Equal(t, ms(112), l.Next(at))
+}
