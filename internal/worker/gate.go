@@ -134,26 +134,11 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 	}
 }
 
-// weighted is a pacer that counts weights (limiter.Limiter).
-type weighted interface {
-	NextN(now time.Time, w int) time.Time
-	SentN(now time.Time, w int) (limiter.Ticket, error)
-}
-
-// next is the pacer's Next for w units; a pacer without weights counts one.
-func (g *gate) next(now time.Time, w int) time.Time {
-	if wp, ok := g.pacer.(weighted); ok && w > 1 {
-		return wp.NextN(now, w)
-	}
-	return g.pacer.Next(now)
-}
+// next is the pacer's Next for w units.
+func (g *gate) next(now time.Time, w int) time.Time { return g.pacer.NextN(now, w) }
 
 func (g *gate) grantLocked(now time.Time, nonce int64, w int) (slot, error) {
-	sent := g.pacer.Sent
-	if wp, ok := g.pacer.(weighted); ok && w > 1 {
-		sent = func(t time.Time) (limiter.Ticket, error) { return wp.SentN(t, w) }
-	}
-	tk, err := sent(now)
+	tk, err := g.pacer.SentN(now, w)
 	if errors.Is(err, limiter.ErrQuarantined) {
 		return slot{}, errQuarantined
 	}
@@ -204,7 +189,7 @@ func (g *gate) waitReady(ctx context.Context, lead time.Duration) error {
 		now := g.now()
 		wait := time.Duration(-1)
 		if g.expected == 0 && len(g.queue) == 0 && g.held == 0 {
-			wait = max(g.pacer.Next(now).Sub(now)-lead, 0)
+			wait = max(g.pacer.NextN(now, 1).Sub(now)-lead, 0)
 		}
 		wake := g.wake
 		g.mu.Unlock()

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
-	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -218,13 +217,9 @@ func (s *session) count429(ctx context.Context, sl slot, ans upstream.Answer) {
 	)
 	s.gate.state(func(p Pacer) {
 		quarantined, l = p.Quarantined(), p.MaxDelay()
-		if r, ok := p.(interface {
-			LastRejection() (limiter.Rejection, bool)
-		}); ok {
-			if rej, ok := r.LastRejection(); ok {
-				attrs = append(attrs, "max_delay_before", rej.MaxDelayBefore, "max_delay", rej.MaxDelay,
-					"paused_until", rej.PauseUntil, "count", rej.Count, "ban_threshold", rej.BanThreshold)
-			}
+		if rej, ok := p.LastRejection(); ok {
+			attrs = append(attrs, "max_delay_before", rej.MaxDelayBefore, "max_delay", rej.MaxDelay,
+				"paused_until", rej.PauseUntil, "count", rej.Count, "ban_threshold", rej.BanThreshold)
 		}
 	})
 	s.log.Warn("upstream rate-limited a request the limiter allowed; pausing the key and widening its delay bound", attrs...)
@@ -363,17 +358,14 @@ func (s *session) markUnusable(ctx context.Context, reason string, quarantined b
 // recordLimiter copies the limiter's state into the key's stats; called under the
 // gate's lock.
 func (s *session) recordLimiter(p Pacer) {
-	next := p.Next(s.w.cfg.Now())
+	next := p.NextN(s.w.cfg.Now(), 1)
 	l := float64(p.MaxDelay()) / float64(time.Millisecond)
 	q := p.Quarantined()
-	ev, _ := p.(interface{ Evidence() limiter.Evidence })
+	e := p.Evidence()
 	s.w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) {
 		kr.MaxDelayMs, kr.NextFree, kr.Quarantined = l, next, kr.Quarantined || q
-		if ev != nil {
-			e := ev.Evidence()
-			kr.OrderDelayMs, kr.LagMs = float64(e.OrderDelay)/float64(time.Millisecond), float64(e.Lag)/float64(time.Millisecond)
-			kr.Outliers, kr.Inversions = e.Outliers, e.Inversions
-		}
+		kr.OrderDelayMs, kr.LagMs = float64(e.OrderDelay)/float64(time.Millisecond), float64(e.Lag)/float64(time.Millisecond)
+		kr.Outliers, kr.Inversions = e.Outliers, e.Inversions
 	})
 }
 

@@ -16,9 +16,25 @@ import (
 const Adaptive = "adaptive"
 
 // Pacer decides when a key's next request may leave and learns from what happened:
-// limiter.Limiter in production, a baseline in benchmarks. The method set is
-// declared once, with the baselines that share it.
-type Pacer = baseline.Pacer
+// limiter.Limiter in production, a baseline in benchmarks. The gate calls it
+// under its lock; see limiter.Limiter for what each method means.
+type Pacer interface {
+	NextN(now time.Time, w int) time.Time
+	SentN(now time.Time, w int) (limiter.Ticket, error)
+	Late(at time.Time, d time.Duration)
+	Wrote(t limiter.Ticket, at time.Time)
+	Answered(t limiter.Ticket, at time.Time)
+	Inverted(t limiter.Ticket, at time.Time)
+	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
+	Lost(t limiter.Ticket, at time.Time)
+	LostUntil(t limiter.Ticket, at, until time.Time)
+	Unsent(t limiter.Ticket, at time.Time)
+	Quarantined() bool
+	MaxDelay() time.Duration
+	Evidence() limiter.Evidence
+	LastRejection() (limiter.Rejection, bool)
+	Handoff() (json.RawMessage, error)
+}
 
 // KeyStart is what a new holder of a key knows from key state when it claims it.
 type KeyStart struct {

@@ -18,7 +18,8 @@
 // counts its 429s and, like the limiter, refuses to send once a guard threshold
 // is reached (3 by default), so a benchmark cannot get a key blocked.
 //
-// They ignore Wrote, Lost, Unsent and Late. Their handoff records their state for inspection;
+// They ignore Wrote, Lost, Unsent and Late, and count a send of any weight as
+// one send. Their handoff records their state for inspection;
 // a baseline always starts empty.
 package baseline
 
@@ -33,17 +34,22 @@ import (
 )
 
 // Pacer decides when the next request of one key may leave and learns from what
-// happened, with the methods of limiter.Limiter, which implements it too.
+// happened, with the methods of limiter.Limiter, which implements it too. A
+// baseline counts sends, not weights: a send of any weight is one send to it.
 type Pacer interface {
 	// Next returns the earliest instant, not before now, the next send may leave.
 	// It changes nothing.
 	Next(now time.Time) time.Time
+	// NextN is Next for a send of weight w.
+	NextN(now time.Time, w int) time.Time
 	// Late notes that a send the caller waited for left d after the instant
 	// Next gave.
 	Late(at time.Time, d time.Duration)
 	// Sent records a send at now, or fails with limiter.ErrTooEarly or
 	// limiter.ErrQuarantined.
 	Sent(now time.Time) (limiter.Ticket, error)
+	// SentN is Sent for a send of weight w.
+	SentN(now time.Time, w int) (limiter.Ticket, error)
 	// Wrote records that the request finished leaving at at.
 	Wrote(t limiter.Ticket, at time.Time)
 	// Answered records an answer other than a 429 at at.
@@ -63,6 +69,12 @@ type Pacer interface {
 	Quarantined() bool
 	// MaxDelay returns the one-way delay (or the buffer standing for it) assumed.
 	MaxDelay() time.Duration
+	// Evidence returns what the pacer has learned; a baseline knows only its
+	// delay (MaxDelay).
+	Evidence() limiter.Evidence
+	// LastRejection returns the latest 429 and true, or false if there was none;
+	// a baseline knows only how many it had.
+	LastRejection() (limiter.Rejection, bool)
 	// Handoff returns the pacer's state as JSON.
 	Handoff() (json.RawMessage, error)
 }
@@ -129,6 +141,12 @@ type guard struct {
 }
 
 func (g *guard) rejected() { g.count++ }
+
+// LastRejection reports the guard's count of 429s, the only thing a baseline
+// keeps of them.
+func (g *guard) LastRejection() (limiter.Rejection, bool) {
+	return limiter.Rejection{Count: g.count, Quarantined: g.Quarantined()}, g.count > 0
+}
 
 // Quarantined reports whether the guard has tripped.
 func (g *guard) Quarantined() bool { return g.threshold > 0 && g.count >= g.threshold }
