@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { collected <- c.Run(collectCtx) }()
 
 	metrics := monitor.NewMetrics()
+	sampler := monitor.NewSampler(c, monitor.DefaultSampleEvery)
 	if *httpAddr != "" {
 		ln, err := net.Listen("tcp", *httpAddr)
 		if err != nil {
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if !loopback(ln.Addr()) {
 			log.Warn("the live page and /metrics are served beyond loopback without authentication: anyone who reaches this address sees the fleet; put an authenticating proxy in front (see README)", "addr", ln.Addr().String())
 		}
-		srv := &http.Server{Handler: metrics.WebHandler(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: metrics.WebHandler(sampler.History), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -76,22 +77,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}()
 		log.Info("serving the live page and Prometheus metrics", "page", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics")
 	}
-	snapshot := func(ctx context.Context) monitor.Snapshot {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		s := c.Snapshot(sctx)
+	// The sampler owns the tick; the text, the page and /metrics present its
+	// samples.
+	samples := make(chan monitor.Snapshot, 1)
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	go sampler.Run(sampleCtx, func(s monitor.Snapshot) {
 		metrics.Set(s)
-		return s
-	}
-	print := func() error {
-		s := snapshot(context.WithoutCancel(ctx))
+		select {
+		case samples <- s:
+		default: // the printer is behind: it takes the next one
+		}
+	})
+	print := func(s monitor.Snapshot) error {
 		if *asJSON {
 			return json.NewEncoder(stdout).Encode(s)
 		}
 		return monitor.WriteText(stdout, s)
 	}
-	sample := time.NewTicker(time.Second) // throughput windows need a point a second
-	defer sample.Stop()
 	next := time.Now().Add(*interval)
 	if *once {
 		next = time.Now().Add(time.Second)
@@ -101,15 +104,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case err := <-collected:
 			return err
 		case <-ctx.Done():
+			stopSampling()
 			fmt.Fprintln(stdout, "final:")
-			return print()
-		case now := <-sample.C:
-			if now.Before(next) {
-				snapshot(ctx)
+			s := sampler.Sample(context.WithoutCancel(ctx))
+			metrics.Set(s)
+			return print(s)
+		case s := <-samples:
+			if s.At.Before(next) {
 				continue
 			}
 			next = next.Add(*interval)
-			if err := print(); err != nil {
+			if err := print(s); err != nil {
 				return err
 			}
 			if *once {

@@ -63,9 +63,6 @@ type Collector struct {
 	forgotten map[string]bool      // forgotten workers, by id and start, whose reports are ignored
 	merged    []int64              // the latency counts of every worker ever seen
 	keyState  map[string]keyRecord // from the key-state watch
-	series    []point              // successful totals over the last minute, for throughput windows
-	first     *point               // the first snapshot, for the since-start rate
-	queues    queueSums
 }
 
 // worker is the latest report of one worker and its latency counts.
@@ -84,16 +81,6 @@ type departed struct {
 type keyRecord struct {
 	keystate.Record
 	err error
-}
-
-type point struct {
-	at time.Time
-	ok uint64
-}
-
-type queueSums struct {
-	n                    int
-	waiting, dlq, graves float64
 }
 
 // New returns a collector; now is the clock (time.Now when nil).
@@ -206,6 +193,12 @@ func (c *Collector) Add(r stats.Report) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now, forget := c.now(), c.forgetAfter()
+	for _, w := range c.reports {
+		if w.Worker != r.Worker && now.Sub(w.At) > forget {
+			c.forgetLocked(w) // silent too long: its counts go to the totals
+		}
+	}
 	if c.forgotten[forgetKey(r)] {
 		return
 	}
@@ -244,6 +237,14 @@ func addResults(to, from map[string]uint64) map[string]uint64 {
 		to[r] += n
 	}
 	return to
+}
+
+// forgetAfter is ForgetAfter or its default.
+func (c *Collector) forgetAfter() time.Duration {
+	if c.ForgetAfter > 0 {
+		return c.ForgetAfter
+	}
+	return DefaultForgetAfter
 }
 
 func forgetKey(r stats.Report) string { return r.Worker + "@" + r.Started.Format(time.RFC3339Nano) }
@@ -374,7 +375,19 @@ type Worker struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
-// Snapshot reads the queue and key state from NATS and folds in the reports.
+// count adds what one report counted for the key.
+func (k *Key) count(kr stats.KeyReport) {
+	k.Sent += kr.Sent
+	k.OK += kr.OK
+	k.RateLimited += kr.RateLimited
+	k.BadNonce += kr.BadNonce
+	k.Results = addResults(k.Results, kr.Results)
+}
+
+// Snapshot reads the queue and key state from NATS and folds in the reports. It
+// changes nothing: a worker silent for longer than ForgetAfter is folded in as
+// forgotten (its counts in the totals, no worker entry), as Add forgets it. The
+// rates and averages over time are the Sampler's.
 func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	now := c.now()
 	s := Snapshot{At: now, Elapsed: now.Sub(c.started), Results: map[string]uint64{}}
@@ -388,36 +401,29 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 		return k
 	}
 	c.mu.Lock()
-	forget := c.ForgetAfter
-	if forget <= 0 {
-		forget = DefaultForgetAfter
-	}
-	for _, r := range c.reports {
-		if now.Sub(r.At) > forget {
-			c.forgetLocked(r)
-		}
-	}
+	forget := c.forgetAfter()
 	s.Latency = c.latencyLocked()
 	for res, n := range c.departed.results {
 		s.Results[res] += n
 	}
 	for _, d := range c.departed.keys {
-		k := key(d.Name)
-		k.Sent, k.OK, k.RateLimited, k.BadNonce = d.Sent, d.OK, d.RateLimited, d.BadNonce
-		k.Results = addResults(k.Results, d.Results)
+		key(d.Name).count(d)
 	}
 	for _, r := range c.reports {
 		for res, n := range r.Results {
 			s.Results[res] += n
 		}
+		if now.Sub(r.At) > forget {
+			// Forgotten: its counts stay in the totals, as forgetLocked keeps them.
+			for _, kr := range r.Keys {
+				key(kr.Name).count(kr)
+			}
+			continue
+		}
 		w := Worker{ID: r.Worker, InFlight: r.InFlight, LastSeen: r.At, State: "standby"}
 		for _, kr := range r.Keys {
 			k := key(kr.Name)
-			k.Sent += kr.Sent
-			k.OK += kr.OK
-			k.RateLimited += kr.RateLimited
-			k.BadNonce += kr.BadNonce
-			k.Results = addResults(k.Results, kr.Results)
+			k.count(kr)
 			if kr.Held {
 				w.Keys = append(w.Keys, kr.Name)
 				w.State = "active"
@@ -457,48 +463,7 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 	sort.Slice(s.Keys, func(i, j int) bool { return s.Keys[i].Name < s.Keys[j].Name })
 	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].ID < s.Workers[j].ID })
 	s.Queue.Stalled = stalled(s)
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.series = append(c.series, point{at: now, ok: s.Successful})
-	for len(c.series) > 2 && now.Sub(c.series[1].at) > time.Minute {
-		c.series = c.series[1:]
-	}
-	s.Rate5s, s.Rate1m = c.rate(now, 5*time.Second), c.rate(now, time.Minute)
-	if c.first == nil {
-		c.first = &point{at: now, ok: s.Successful}
-	}
-	if dt := now.Sub(c.first.at).Seconds(); dt > 0 {
-		s.RateAll = float64(s.Successful-c.first.ok) / dt
-	}
-	q := &c.queues
-	q.n++
-	q.waiting += float64(s.Queue.Waiting)
-	q.dlq += float64(s.Queue.Redelivery)
-	q.graves += float64(s.Queue.Graveyard)
-	s.Queue.AvgWaiting, s.Queue.AvgRedelivery, s.Queue.AvgGraveyard = q.waiting/float64(q.n), q.dlq/float64(q.n), q.graves/float64(q.n)
 	return s
-}
-
-// rate returns the successful requests a second over the last window, from the
-// series of totals: the difference between the newest point and the newest point
-// at least window old (or the oldest).
-func (c *Collector) rate(now time.Time, window time.Duration) float64 {
-	if len(c.series) < 2 {
-		return 0
-	}
-	last := c.series[len(c.series)-1]
-	base := c.series[0]
-	for _, p := range c.series {
-		if now.Sub(p.at) >= window {
-			base = p
-		}
-	}
-	dt := last.at.Sub(base.at).Seconds()
-	if dt <= 0 {
-		return 0
-	}
-	return float64(last.ok-base.ok) / dt
 }
 
 func (c *Collector) queue(ctx context.Context) Queue {

@@ -3,6 +3,7 @@ package monitor_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -95,32 +96,45 @@ func TestCollector_StartedLateSeesEveryWorkersLastCounts(t *testing.T) {
 	require.Regexp(t, `workers: +1 active +1 standing by +1 stopped or silent\n`, text.String())
 }
 
-func TestCollector_ThroughputWindowsFromTotals(t *testing.T) {
-	c := connect(t)
-	t0 := time.Unix(1000, 0)
-	clk := &clock{t: t0}
-	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
-	rec := stats.NewRecorder("w", "h", 1, t0)
-	ctx := context.Background()
-	// 100 a second for 10 s, then 50 a second for 10 s.
-	for sec := 0; sec <= 20; sec++ {
-		rep, err := rec.Report(clk.Now())
-		require.NoError(t, err)
-		col.Add(rep)
-		s := col.Snapshot(ctx)
-		if sec == 20 {
-			require.InDelta(t, 50, s.Rate5s, 1e-9)
-			require.InDelta(t, 75, s.Rate1m, 1e-9)
-			require.InDelta(t, 75, s.RateAll, 1e-9)
-		}
-		n := 100
-		if sec >= 10 {
-			n = 50
-		}
-		for range n {
-			rec.Count("", stats.ResultOK)
-		}
-		clk.Add(time.Second)
+func TestSampler_ThroughputWindowsFromTotalsWhateverTheReadersDo(t *testing.T) {
+	for _, reads := range []int{0, 1, 7} {
+		t.Run(fmt.Sprintf("%d snapshots read between samples", reads), func(t *testing.T) {
+			c := connect(t)
+			t0 := time.Unix(1000, 0)
+			clk := &clock{t: t0}
+			col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
+			smp := monitor.NewSampler(col, time.Second)
+			rec := stats.NewRecorder("w", "h", 1, t0)
+			ctx := context.Background()
+			// 100 a second for 10 s, then 50 a second for 10 s; a sample a second.
+			for sec := 0; sec <= 20; sec++ {
+				rep, err := rec.Report(clk.Now())
+				require.NoError(t, err)
+				col.Add(rep)
+				for range reads {
+					clk.Add(time.Millisecond)
+					require.Zero(t, col.Snapshot(ctx).Rate5s, "a snapshot has no rates: the sampler's are its own")
+				}
+				s := smp.Sample(ctx)
+				if sec == 20 {
+					require.InDelta(t, 50, s.Rate5s, 0.1)
+					require.InDelta(t, 75, s.Rate1m, 0.1)
+					require.InDelta(t, 75, s.RateAll, 0.1)
+					require.Len(t, smp.History(), 21)
+					latest, ok := smp.Latest()
+					require.True(t, ok)
+					require.Equal(t, s.Successful, latest.Successful)
+				}
+				n := 100
+				if sec >= 10 {
+					n = 50
+				}
+				for range n {
+					rec.Count("", stats.ResultOK)
+				}
+				clk.Add(time.Second - time.Duration(reads)*time.Millisecond)
+			}
+		})
 	}
 }
 

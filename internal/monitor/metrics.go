@@ -40,9 +40,8 @@ var outcomes = map[string]string{
 //
 // It is safe for concurrent use: Set replaces the snapshot a scrape reads.
 type Metrics struct {
-	mu      sync.Mutex
-	snap    *Snapshot
-	history []Point // the last historyLen snapshots, oldest first, for the page's charts
+	mu   sync.Mutex
+	snap *Snapshot
 
 	attempts, buried, buryFailed, pullErrors, latency *prometheus.Desc
 	queue, graveyard, keys, keyState                  *prometheus.Desc
@@ -77,36 +76,11 @@ func NewMetrics() *Metrics {
 	}
 }
 
-// historyLen bounds the history the page's charts start from: five minutes at one
-// snapshot a second.
-const historyLen = 300
-
-// Point is the part of a snapshot the page charts.
-type Point struct {
-	At         time.Time         `json:"at"`
-	Rate5s     float64           `json:"rate_5s_per_second"`
-	P50        int64             `json:"latency_p50_ms"`
-	P99        int64             `json:"latency_p99_ms"`
-	Waiting    uint64            `json:"waiting"`
-	Redelivery int               `json:"retry"`
-	Graveyard  uint64            `json:"graveyard"`
-	KeyOK      map[string]uint64 `json:"key_ok"`
-}
-
-// Set makes s the snapshot scrapes read, and adds it to the history.
+// Set makes s the snapshot scrapes read.
 func (m *Metrics) Set(s Snapshot) {
-	p := Point{At: s.At, Rate5s: s.Rate5s, P50: s.LatencyP50, P99: s.LatencyP99, Waiting: s.Queue.Waiting,
-		Redelivery: s.Queue.Redelivery, Graveyard: s.Queue.Graveyard, KeyOK: map[string]uint64{}}
-	for _, k := range s.Keys {
-		p.KeyOK[k.Name] = k.OK
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.snap = &s
-	m.history = append(m.history, p)
-	if len(m.history) > historyLen {
-		m.history = m.history[len(m.history)-historyLen:]
-	}
 }
 
 // Registry returns a registry with the fleet's metrics, the process collector

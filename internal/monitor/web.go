@@ -14,9 +14,9 @@ var page []byte
 // WebHandler serves the live web page at /, the latest snapshot as JSON at
 // /api/snapshot (with its age in milliseconds, on the monitor's clock, in the
 // Ratefleet-Snapshot-Age-Ms header: the page shows a stale-data banner when it
-// grows or a poll fails), the charts' history at /api/history and Prometheus
-// metrics at /metrics. Every asset is in the binary.
-func (m *Metrics) WebHandler() http.Handler {
+// grows or a poll fails), the charts' history from history (none when nil) at
+// /api/history and Prometheus metrics at /metrics. Every asset is in the binary.
+func (m *Metrics) WebHandler(history func() []Point) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
 	mux.HandleFunc("/api/snapshot", func(w http.ResponseWriter, _ *http.Request) {
@@ -37,9 +37,10 @@ func (m *Metrics) WebHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s)
 	})
 	mux.HandleFunc("/api/history", func(w http.ResponseWriter, _ *http.Request) {
-		m.mu.Lock()
-		h := append([]Point(nil), m.history...)
-		m.mu.Unlock()
+		h := []Point{}
+		if history != nil {
+			h = history()
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(h)

@@ -107,7 +107,7 @@ func TestWeb_StaleBannerWhenThePollFailsOrTheSnapshotIsOld(t *testing.T) {
 			if !tc.noSnap {
 				m.Set(s)
 			}
-			srv := httptest.NewServer(m.WebHandler())
+			srv := httptest.NewServer(m.WebHandler(nil))
 			t.Cleanup(srv.Close)
 			dom := dumpDOM(t, browser, srv.URL+"/")
 			require.Contains(t, dom, tc.want)
@@ -125,7 +125,7 @@ func TestWeb_MarkupInHolderAndKeyNameShownAsText(t *testing.T) {
 	}
 	m := monitor.NewMetrics()
 	m.Set(hostileSnapshot(t))
-	srv := httptest.NewServer(m.WebHandler())
+	srv := httptest.NewServer(m.WebHandler(nil))
 	t.Cleanup(srv.Close)
 
 	dom := dumpDOM(t, browser, srv.URL+"/")
