@@ -225,8 +225,8 @@ func TestLimiter_ALoneSpikeIsBoundByItsOwnAnswer(t *testing.T) {
 		{at: 11, op: opSend, wantNext: 22},
 		{at: 11, op: opWrote, n: 2, wantNext: 22},
 		{at: 15, op: opAnswered, n: 2, wantNext: 16},
-		// #1 is still unanswered: it may be on its way in as late as the ceiling
-		// (1 s) allows, and takes one of the 3 slots until then. #2 arrived by 15,
+		// #1 is still unanswered: it may be on its way in until its answer, and
+		// takes one of the 3 slots until then. #2 arrived by 15,
 		// so #4 may leave once #2's arrival is 100 ms old: 15 + 101.
 		{at: 16, op: opSend, wantNext: 116},
 		{at: 16, op: opWrote, n: 3, wantNext: 116},
@@ -246,6 +246,7 @@ func TestLimiter_ALoneSpikeIsBoundByItsOwnAnswer(t *testing.T) {
 	l.Answered(tk, ms(80))
 	assert.Equal(t, 10*time.Millisecond, l.MaxDelay())
 	assert.Equal(t, 1, l.Evidence().Recent)
+	assert.Equal(t, uint64(1), l.Evidence().Outliers)
 }
 
 func TestLimiter_ASpreadRaisesLAndNoEvidenceBringsItBack(t *testing.T) {
@@ -367,8 +368,18 @@ func TestLimiter_NextIsAPureQuery(t *testing.T) {
 func TestLimiter_ARequestOverduePast2LIsEvidenceBeforeItsAnswer(t *testing.T) {
 	// small(): L = 10 ms, τ = 10 ms: a request unanswered 30 ms after it left is
 	// overdue. Two overdue at once are a spread: L rises to the longer age at
-	// the next send, before either answer comes.
+	// the next send, before either answer comes. A full horizon of quiet
+	// answers comes first, so the notes are not the first 64.
 	l := mustNew(t, small())
+	at := ms(-100_000)
+	for range 100 {
+		at = l.Next(at)
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		l.Answered(tk, at)
+	}
+	require.Zero(t, l.Evidence().Recent)
 	var tks []limiter.Ticket
 	for _, at := range []int{0, 11} {
 		tk, err := l.Sent(ms(at))

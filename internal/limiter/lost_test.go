@@ -142,3 +142,31 @@ func TestLimiter_OnlyARequestsOwnPlaceWaitsForItsGatewayHold(t *testing.T) {
 	// Three places: #1 (2005), #2 (11), #3 (12): the next waits for #2 + 101.
 	assert.Equal(t, ms(112), l.Next(at))
 }
+
+func TestLimiter_TheOrderRuleLooksPastASendThatNeverLeft(t *testing.T) {
+	// small(): L = 10 ms. #1 is written at 0; #2, sent at 11, never left. The
+	// next send waits for #1's order bound (0 + 10 + 1), not for #2's.
+	l := mustNew(t, small())
+	tk, err := l.Sent(ms(0))
+	require.NoError(t, err)
+	l.Wrote(tk, ms(0))
+	tk, err = l.Sent(ms(11))
+	require.NoError(t, err)
+	l.Unsent(tk, ms(12))
+	assert.Equal(t, ms(12), l.Next(ms(12)))
+}
+
+func TestLimiter_ASendStillLeavingMovesItsBoundWithNow(t *testing.T) {
+	// One request per more than 100 ms, no order rule, L = 10 ms: while #1 is
+	// not reported written it may leave at any moment, so the next send waits
+	// for now + L + 101, asked at any time.
+	l := mustNew(t, limiter.Config{
+		Rules:    []limiter.Rule{{Limit: 1, Window: 100 * time.Millisecond}},
+		MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin, Unordered: true,
+	})
+	_, err := l.Sent(ms(0))
+	require.NoError(t, err)
+	for _, at := range []int{0, 5, 50, 500} {
+		assert.Equal(t, ms(at+10+101), l.Next(ms(at)), "asked at %d ms", at)
+	}
+}

@@ -193,6 +193,7 @@ func TestRestore_TakesSendsMissingFromTheRecordAsLateAsTheOldest(t *testing.T) {
 		{at: 143, op: opSend, wantNext: 154},
 		{at: 143, op: opAnswered, n: 3, wantNext: 151}, // 50 + 101
 	})
+	assert.Equal(t, uint64(13), l.State().Sends, "the 10 before, and 3 more")
 
 	// A fresh key's state records no sends: nothing to wait for.
 	l, err = limiter.Restore(cfg, limiter.State{Version: limiter.StateVersion})

@@ -67,3 +67,16 @@ func TestLimiter_TrustRetryAfterPausesExactlyThatLong(t *testing.T) {
 		})
 	}
 }
+
+func TestLimiter_MaxWeightIsTheSmallestRulesLimit(t *testing.T) {
+	// Rules in any order: a send can never weigh more than the smallest limit.
+	for _, rules := range [][]limiter.Rule{
+		{{Limit: 100, Window: time.Minute}, {Limit: 3, Window: 100 * time.Millisecond}, {Limit: 20, Window: time.Second}},
+		{{Limit: 3, Window: 100 * time.Millisecond}, {Limit: 100, Window: time.Minute}},
+	} {
+		l := mustNew(t, limiter.Config{Rules: rules})
+		require.Equal(t, 3, l.MaxWeight())
+		_, err := l.SentN(ms(0), 4)
+		require.ErrorIs(t, err, limiter.ErrInvalidConfig)
+	}
+}
