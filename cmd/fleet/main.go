@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/bench"
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/roles"
+	"github.com/ratefleet/ratefleet/internal/soak"
 )
 
 func main() {
@@ -25,7 +27,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "bench" {
-		return bench(ctx, args[1:], stdout, stderr)
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "delays" {
 		return delays(ctx, args[1:], stdout, stderr)
@@ -40,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return chaos(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "soak" {
-		return soak(ctx, args[1:], stdout, stderr)
+		return soakCmd(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "nats" {
 		return natsServer(ctx, args[1:], stdout, stderr)
@@ -137,7 +139,7 @@ func containsLevel(p []byte) bool {
 	return false
 }
 
-func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet bench", "Saturation benchmark: for each limiter, a fresh NATS, simulator and fleet under the same\noffered load; prints one Markdown table.", stdout, stderr)
 	fs := cmd.Flags
 	var (
@@ -159,12 +161,12 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer setup.Close()
-	cfg := fleet.BenchConfig{
+	cfg := bench.Config{
 		Bin: *bin, Limiters: strings.Split(*limiters, ","), Workers: *workers, Duration: *duration, Warmup: *warmup,
 		Rate: *rate, Setup: setup, Logs: logOut, Logger: cmd.Logger(),
 	}
-	rows, err := fleet.Bench(ctx, cfg)
-	fmt.Fprint(stdout, fleet.FormatBench(rows, cfg))
+	rows, err := bench.Saturation(ctx, cfg)
+	fmt.Fprint(stdout, bench.FormatSaturation(rows, cfg))
 	return err
 }
 
@@ -176,26 +178,26 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		duration = fs.Duration("duration", 60*time.Second, "measured time per case")
 		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
 		keys     = fs.Int("many-keys", 200, "keys in the many-keys case (d)")
-		workers  = fs.Int("many-workers", fleet.DefaultManyWorkers, "worker processes in the many-keys case (d), which share its keys")
+		workers  = fs.Int("many-workers", bench.DefaultManyWorkers, "worker processes in the many-keys case (d), which share its keys")
 		only     = fs.String("cases", "a,b,c,d,e,f,g,h", "cases to run, comma-separated")
 		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	cfg := fleet.BenchConfig{Bin: *bin, Duration: *duration, Warmup: *warmup,
+	cfg := bench.Config{Bin: *bin, Duration: *duration, Warmup: *warmup,
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
-	var cases []fleet.DelayCase
+	var cases []bench.DelayCase
 	if *keys < 1 || *workers < 1 {
 		return cmd.Usage(fmt.Errorf("--many-keys and --many-workers must be at least 1"))
 	}
-	for _, c := range fleet.DelayCases(*keys, *workers) {
+	for _, c := range bench.DelayCases(*keys, *workers) {
 		if strings.Contains(","+*only+",", ","+c.Name[1:2]+",") {
 			cases = append(cases, c)
 		}
 	}
-	rows, err := fleet.BenchDelays(ctx, cfg, cases)
-	fmt.Fprint(stdout, fleet.FormatDelays(rows, cfg))
+	rows, err := bench.Delays(ctx, cfg, cases)
+	fmt.Fprint(stdout, bench.FormatDelays(rows, cfg))
 	return err
 }
 
@@ -214,14 +216,14 @@ func failover(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	logOut := processLogs(*logs, stderr)
-	cfg := fleet.FailoverConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, Rate: *rate,
+	cfg := bench.FailoverConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, Rate: *rate,
 		Logs: logOut, Logger: cmd.Logger()}
-	res, err := fleet.Failover(ctx, cfg)
-	fmt.Fprint(stdout, fleet.FormatFailover(res, cfg))
+	res, err := bench.Failover(ctx, cfg)
+	fmt.Fprint(stdout, bench.FormatFailover(res, cfg))
 	return err
 }
 
-func soak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet soak", "Conservation soak: the seed load with a random fault every --every (upstream 5xx bursts,\n"+
 		"upstream down, a worker killed or paused, NATS restarted, a producer killed mid-publish, an oversize\n"+
 		"and a malformed request, a key made unusable), then an audit of every request id.", stdout, stderr)
@@ -238,10 +240,10 @@ func soak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	cfg := fleet.SoakConfig{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, TTL: *ttl, Seed: *seed,
+	cfg := soak.Config{Bin: *bin, Workers: *workers, Duration: *duration, Every: *every, TTL: *ttl, Seed: *seed,
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
-	res, err := fleet.Soak(ctx, cfg)
-	fmt.Fprint(stdout, fleet.FormatSoak(res, cfg))
+	res, err := soak.Run(ctx, cfg)
+	fmt.Fprint(stdout, soak.Format(res, cfg))
 	if err == nil && (len(res.Audit.Lost) > 0 || res.Audit.Untracked > 0) {
 		err = fmt.Errorf("%d requests lost", len(res.Audit.Lost))
 	}
@@ -338,15 +340,15 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *workers < 1 {
 		return fmt.Errorf("--workers %d must be at least 1", *workers)
 	}
-	cfg := fleet.ScaleConfig{Bin: *bin, Keys: ns, Workers: *workers, PerKeyRate: *perKey, Idle: *idle, Load: *load, TTL: *ttl,
+	cfg := bench.ScaleConfig{Bin: *bin, Keys: ns, Workers: *workers, PerKeyRate: *perKey, Idle: *idle, Load: *load, TTL: *ttl,
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
-	rows, err := fleet.Scale(ctx, cfg)
-	fmt.Fprint(stdout, fleet.FormatScale(rows, cfg))
+	rows, err := bench.Scale(ctx, cfg)
+	fmt.Fprint(stdout, bench.FormatScale(rows, cfg))
 	if err != nil {
 		return err
 	}
 	if *plot != "" && len(rows) > 0 {
-		if err := fleet.PlotScale(rows, *plot); err != nil {
+		if err := bench.PlotScale(rows, *plot); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "\nplot written to %s\n", *plot)
@@ -370,13 +372,13 @@ func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	cfg := fleet.ChaosConfig{Bin: *bin, Workers: *workers, Rate: *rate, Duration: *duration, Every: *every, Down: *down, TTL: *ttl,
+	cfg := bench.ChaosConfig{Bin: *bin, Workers: *workers, Rate: *rate, Duration: *duration, Every: *every, Down: *down, TTL: *ttl,
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
-	res, err := fleet.Chaos(ctx, cfg)
+	res, err := bench.Chaos(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Fprint(stdout, fleet.FormatChaos(res, cfg))
+	fmt.Fprint(stdout, bench.FormatChaos(res, cfg))
 	if res.Summary.Lost() > 0 {
 		return fmt.Errorf("%d requests unaccounted for", res.Summary.Lost())
 	}

@@ -1,6 +1,8 @@
 // Package fleet runs a whole ratefleet on one machine: an embedded NATS server, the
-// upstream simulator, a producer, workers and the monitor as separate processes. It
-// backs `make run`, the benchmarks and the tests that kill and pause real processes.
+// upstream simulator, a producer, workers and the monitor as separate processes,
+// and reads what happened to every request. It backs `make run`, the benchmarks
+// (internal/bench), the soak (internal/soak) and the tests that kill and pause
+// real processes.
 package fleet
 
 import (

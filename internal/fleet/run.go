@@ -159,7 +159,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		}
 		exArgs = append(exArgs, "--keys-file", f.keysFile)
 	}
-	f.Exchange, err = Start("exchange", f.bin("exchange"), exArgs, nil, cfg.Logs, true)
+	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, nil, cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +182,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if cfg.MonitorHTTP != "" {
 			args = append(args, "--http", cfg.MonitorHTTP)
 		}
-		f.Monitor, err = Start("monitor", f.bin("monitor"), args, f.Access.Env(roles.Monitor), cfg.Out, false)
+		f.Monitor, err = Start("monitor", f.Bin("monitor"), args, f.Access.Env(roles.Monitor), cfg.Out, false)
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +190,17 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 	return f, nil
 }
 
-func (f *Fleet) bin(name string) string { return filepath.Join(f.cfg.Bin, name) }
+// Bin returns the path of the named binary the fleet runs.
+func (f *Fleet) Bin(name string) string { return filepath.Join(f.cfg.Bin, name) }
+
+// Logger returns the fleet's logger.
+func (f *Fleet) Logger() *slog.Logger { return f.cfg.Logger }
+
+// Dir returns the fleet's own temporary folder, removed by Down.
+func (f *Fleet) Dir() string { return f.dir }
+
+// Logs returns where the fleet's processes write their logs.
+func (f *Fleet) Logs() io.Writer { return f.cfg.Logs }
 
 // startNATS starts the embedded server, or the three-node cluster, with the
 // users and TLS of o.
@@ -249,7 +259,7 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	if f.cfg.Profile != "" {
 		args = append(args, "--profile", f.cfg.Profile)
 	}
-	p, err := Start(id, f.bin("worker"), args, env, f.cfg.Logs, true)
+	p, err := Start(id, f.Bin("worker"), args, env, f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +284,7 @@ func (f *Fleet) keyPairs() string {
 func (f *Fleet) StartProducer() error {
 	args := append(f.RoleArgs(roles.Producer), "--duration", f.cfg.Duration.String())
 	args = append(args, f.cfg.ProducerArgs...)
-	p, err := Start("producer", f.bin("producer"), args, f.Access.Env(roles.Producer), f.cfg.Logs, true)
+	p, err := Start("producer", f.Bin("producer"), args, f.Access.Env(roles.Producer), f.cfg.Logs, true)
 	if err != nil {
 		return err
 	}
@@ -311,7 +321,7 @@ func (f *Fleet) Drain(ctx context.Context) {
 				return
 			}
 		}
-		_ = sleepCtx(ctx, 100*time.Millisecond)
+		_ = Sleep(ctx, 100*time.Millisecond)
 	}
 }
 
@@ -480,13 +490,14 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 			resp.Body.Close()
 			return nil
 		}
-		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+		if Sleep(ctx, 50*time.Millisecond) != nil {
 			return fmt.Errorf("not answering at %s after %s: %w", url, timeout, err)
 		}
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits for d, or until ctx ends (its error then).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -540,7 +551,7 @@ func FormatSummary(s Summary) string {
 	fmt.Fprintf(&b, "successful            %d  (%.2f req/s over the producing time)\n", s.Successful, rate)
 	fmt.Fprintf(&b, "in graveyard          %d\n", s.Buried)
 	fmt.Fprintf(&b, "still queued          %d\n", s.InQueue)
-	fmt.Fprintf(&b, "lost                  %s\n", lostLine(s))
+	fmt.Fprintf(&b, "lost                  %s\n", LostLine(s))
 	fmt.Fprintf(&b, "latency p50/p99/max   %d / %d / %d ms (created to answered)\n", s.LatencyP50ms, s.LatencyP99ms, s.LatencyMaxms)
 	results := make([]string, 0, len(s.Results))
 	for _, r := range slices.Sorted(maps.Keys(s.Results)) {
@@ -554,4 +565,17 @@ func FormatSummary(s Summary) string {
 	fmt.Fprintf(&b, "results stream        %d results for %d ids (%d served, %d buried), %d ids with a repeated result, %d ids not matching the exchange's\n",
 		r.Results, r.Distinct, r.Served, r.Buried, r.Repeated, r.Unmatched)
 	return b.String()
+}
+
+// LostLine explains Summary.Lost: positive, requests nobody answered, buried or
+// queued; negative, requests answered whose worker died before acknowledging
+// them, so they are also still queued and will be delivered again.
+func LostLine(s Summary) string {
+	switch l := s.Lost(); {
+	case l > 0:
+		return fmt.Sprintf("%d requests UNACCOUNTED FOR", l)
+	case l < 0:
+		return fmt.Sprintf("none lost (%d answered but still queued: their worker died before acknowledging)", -l)
+	}
+	return "none lost"
 }

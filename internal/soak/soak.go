@@ -1,4 +1,8 @@
-package fleet
+// Package soak runs the conservation soak: the seed load on a fleet of real
+// processes (internal/fleet) with a random fault every few seconds, then an
+// audit of every request id the producers stored: served, buried or still
+// queued, and every repeat explained by the fault that can cause it.
+package soak
 
 import (
 	"bufio"
@@ -21,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
@@ -29,10 +34,10 @@ import (
 	"github.com/ratefleet/ratefleet/internal/roles"
 )
 
-// SoakConfig describes the conservation soak: the seed load for Duration with a
+// Config describes the conservation soak: the seed load for Duration with a
 // fault injected every Every, drawn at random (Seed) from the faults a fleet must
 // live with, then a drain and an audit of every request id.
-type SoakConfig struct {
+type Config struct {
 	Bin      string
 	Workers  int
 	Duration time.Duration
@@ -74,8 +79,8 @@ func repeats(kind string) bool {
 	return false
 }
 
-// SoakResult is the soak's faults and its audit.
-type SoakResult struct {
+// Result is the soak's faults and its audit.
+type Result struct {
 	Faults []Fault
 	Audit  Audit
 	Load   string // the machine's load average at the end
@@ -109,11 +114,11 @@ type Repeat struct {
 	Cause string
 }
 
-// Soak runs the conservation soak.
-func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
-	var res SoakResult
+// Run runs the conservation soak.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	var res Result
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
-	f, err := Up(ctx, Config{
+	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: cfg.Bin, Workers: cfg.Workers, Duration: cfg.Duration, Drain: 90 * time.Second,
 		Logs: cfg.Logs, Logger: cfg.Logger,
 	})
@@ -158,7 +163,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 			s.log.Warn("soak: fault not injected", "kind", kind, "err", err)
 		}
 	}
-	if err := sleepCtx(ctx, time.Until(s.end)); err != nil {
+	if err := fleet.Sleep(ctx, time.Until(s.end)); err != nil {
 		return res, err
 	}
 	if f.Producer != nil {
@@ -167,7 +172,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 	s.log.Info("soak: producing ended; draining")
 	f.Drain(ctx)
 	// The keepers' reconciliation settles what the server gave up on: two passes.
-	_ = sleepCtx(ctx, 70*time.Second)
+	_ = fleet.Sleep(ctx, 70*time.Second)
 	f.StopWorkers()
 	res.Faults = s.faults
 	res.Audit, err = s.audit(ctx)
@@ -179,8 +184,8 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 
 // soak is one soak run's state.
 type soak struct {
-	f         *Fleet
-	cfg       SoakConfig
+	f         *fleet.Fleet
+	cfg       Config
 	rng       *rand.Rand
 	log       *slog.Logger
 	end       time.Time
@@ -205,12 +210,12 @@ func (s *soak) connect(ctx context.Context, role string) (*natsconn.Conn, error)
 // the stream acknowledged to a file of its own.
 func (s *soak) startProducer() error {
 	s.producers++
-	ids := filepath.Join(s.f.dir, fmt.Sprintf("ids-%d.txt", s.producers))
+	ids := filepath.Join(s.f.Dir(), fmt.Sprintf("ids-%d.txt", s.producers))
 	s.idFiles = append(s.idFiles, ids)
 	left := time.Until(s.end).Round(time.Second)
 	args := append(s.f.RoleArgs(roles.Producer), "--shape", "seed", "--ttl", s.cfg.TTL.String(),
 		"--duration", left.String(), "--ids-out", ids, "--progress", "0", "--seed", fmt.Sprint(s.cfg.Seed+uint64(s.producers)))
-	p, err := Start(fmt.Sprintf("producer-%d", s.producers), s.f.bin("producer"), args, s.f.Access.Env(roles.Producer), s.f.cfg.Logs, true)
+	p, err := fleet.Start(fmt.Sprintf("producer-%d", s.producers), s.f.Bin("producer"), args, s.f.Access.Env(roles.Producer), s.f.Logs(), true)
 	if err != nil {
 		return err
 	}
@@ -246,7 +251,7 @@ func (s *soak) apply(ctx context.Context, kind string) (string, time.Time, error
 		if err := setFaults(ctx, f.ExchangeURL, exchange.Faults{ErrorRate: rate, ErrorAfter: after}); err != nil {
 			return "", time.Time{}, err
 		}
-		_ = sleepCtx(ctx, d)
+		_ = fleet.Sleep(ctx, d)
 		return fmt.Sprintf("%.0f%% of requests answered 503 for %s", rate*100, d), time.Now(), clearFaults(ctx, f.ExchangeURL)
 	case FaultDown:
 		d := time.Duration(3+s.rng.IntN(5)) * time.Second
@@ -271,7 +276,7 @@ func (s *soak) apply(ctx context.Context, kind string) (string, time.Time, error
 		if err := w.Signal(syscall.SIGSTOP); err != nil {
 			return "", time.Time{}, err
 		}
-		_ = sleepCtx(ctx, d)
+		_ = fleet.Sleep(ctx, d)
 		return fmt.Sprintf("%s for %s", w.Name, d), time.Now(), w.Signal(syscall.SIGCONT)
 	case FaultNATS:
 		if f.NATS == nil {
@@ -341,7 +346,7 @@ func padded(size int) (request.Request, []byte) {
 }
 
 // holder returns a running worker holding some key, at random.
-func (s *soak) holder(ctx context.Context) (*Proc, error) {
+func (s *soak) holder(ctx context.Context) (*fleet.Proc, error) {
 	names := []string{"key1", "key2", "key3", "key4", "key5"}
 	s.rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	for _, k := range names {
@@ -352,7 +357,7 @@ func (s *soak) holder(ctx context.Context) (*Proc, error) {
 	return nil, errors.New("no key is held")
 }
 
-func (s *soak) holderOf(ctx context.Context, key string) (*Proc, error) {
+func (s *soak) holderOf(ctx context.Context, key string) (*fleet.Proc, error) {
 	kv, err := s.f.Conn.JS.KeyValue(ctx, s.f.Conn.Streams.KV.Leases.Bucket)
 	if err != nil {
 		return nil, err
@@ -585,8 +590,8 @@ func exchangeIDs(ctx context.Context, base string) (exchange.Stats, error) {
 	return st, nil
 }
 
-// FormatSoak renders the soak's faults and audit.
-func FormatSoak(r SoakResult, cfg SoakConfig) string {
+// Format renders the soak's faults and audit.
+func Format(r Result, cfg Config) string {
 	var b strings.Builder
 	a := r.Audit
 	fmt.Fprintf(&b, "Conservation soak: seed load (time to live %s), %s, %d workers, a fault every %s (seed %d).\n",

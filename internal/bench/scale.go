@@ -1,4 +1,4 @@
-package fleet
+package bench
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )
@@ -74,7 +75,7 @@ func scaleOne(ctx context.Context, cfg ScaleConfig, n int) (ScaleRow, error) {
 	row := ScaleRow{Keys: n}
 	rate := cfg.PerKeyRate * float64(n)
 	share := (n + cfg.Workers - 1) / cfg.Workers
-	f, err := Up(ctx, Config{
+	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: cfg.Bin, Workers: 0, Duration: cfg.Load, Drain: 30 * time.Second, Keys: manyKeys(n),
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(rate), "--ttl", cfg.TTL.String(), "--progress", "0"},
 		WorkerArgs:   []string{"--keys", fmt.Sprint(share)},
@@ -110,36 +111,36 @@ func scaleOne(ctx context.Context, cfg ScaleConfig, n int) (ScaleRow, error) {
 		return c
 	}
 	for held() < n && time.Since(t0) < 60*time.Second {
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := fleet.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return row, err
 		}
 	}
 	row.ClaimAll, row.Held = time.Since(t0), held()
 
 	// Idle: nothing published.
-	watchPulls, maxWaiting := f.watchWaitingPulls(ctx)
-	cpu0, msgs0, at0 := f.cpu(), f.inMsgs(), time.Now()
-	if err := sleepCtx(ctx, cfg.Idle); err != nil {
+	watchPulls, maxWaiting := watchWaitingPulls(ctx, f)
+	cpu0, msgs0, at0 := cpu(f), inMsgs(f), time.Now()
+	if err := fleet.Sleep(ctx, cfg.Idle); err != nil {
 		return row, err
 	}
-	cpu1, msgs1, at1 := f.cpu(), f.inMsgs(), time.Now()
+	cpu1, msgs1, at1 := cpu(f), inMsgs(f), time.Now()
 	row.IdleCores = (cpu1 - cpu0).Seconds() / at1.Sub(at0).Seconds()
 	row.IdleControlMsgs = float64(msgs1-msgs0) / at1.Sub(at0).Seconds()
 
 	// Load.
-	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	before, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return row, err
 	}
-	cpu0, at0 = f.cpu(), time.Now()
+	cpu0, at0 = cpu(f), time.Now()
 	if err := f.Produce(ctx); err != nil {
 		return row, err
 	}
-	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	after, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return row, err
 	}
-	cpu1, at1 = f.cpu(), time.Now()
+	cpu1, at1 = cpu(f), time.Now()
 	ok := after.OK - before.OK
 	row.OKPerSecond = float64(ok) / at1.Sub(at0).Seconds()
 	row.Bound = min(rate, float64(n)*perKeyBound)
@@ -160,10 +161,10 @@ func scaleOne(ctx context.Context, cfg ScaleConfig, n int) (ScaleRow, error) {
 	return row, nil
 }
 
-// cpu returns the CPU time used so far by the workers and this process, which
+// cpu returns the CPU time used so far by f's workers and this process, which
 // runs NATS.
-func (f *Fleet) cpu() time.Duration {
-	total := SelfCPU()
+func cpu(f *fleet.Fleet) time.Duration {
+	total := fleet.SelfCPU()
 	for _, w := range f.Workers {
 		total += w.CPU()
 	}
@@ -171,7 +172,7 @@ func (f *Fleet) cpu() time.Duration {
 }
 
 // inMsgs returns the messages the NATS nodes have received so far.
-func (f *Fleet) inMsgs() int64 {
+func inMsgs(f *fleet.Fleet) int64 {
 	var servers []*server.Server
 	if f.NATS != nil {
 		servers = append(servers, f.NATS.NATS())
@@ -194,7 +195,7 @@ func (f *Fleet) inMsgs() int64 {
 
 // watchWaitingPulls samples the consumer's count of waiting pull requests every
 // second until stop is called; max holds the highest seen.
-func (f *Fleet) watchWaitingPulls(ctx context.Context) (stop func(), highest *int) {
+func watchWaitingPulls(ctx context.Context, f *fleet.Fleet) (stop func(), highest *int) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	m := new(int)
@@ -205,7 +206,7 @@ func (f *Fleet) watchWaitingPulls(ctx context.Context) (stop func(), highest *in
 			if c, err := f.Conn.JS.Consumer(ctx, sc.Requests.Stream.Name, sc.Requests.Consumer.Durable); err == nil {
 				*m = max(*m, c.CachedInfo().NumWaiting)
 			}
-			_ = sleepCtx(ctx, time.Second)
+			_ = fleet.Sleep(ctx, time.Second)
 		}
 	}()
 	return func() { cancel(); <-done }, m

@@ -1,4 +1,4 @@
-package fleet
+package bench
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
@@ -27,14 +28,14 @@ type ChaosConfig struct {
 // ChaosResult is what the run did.
 type ChaosResult struct {
 	Stops    []string
-	Summary  Summary
+	Summary  fleet.Summary
 	OKPerSec float64
 }
 
 // Chaos runs the cluster benchmark.
 func Chaos(ctx context.Context, cfg ChaosConfig) (ChaosResult, error) {
 	var res ChaosResult
-	f, err := Up(ctx, Config{
+	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: cfg.Bin, Workers: cfg.Workers, Duration: cfg.Duration, Drain: 60 * time.Second, Cluster: 3,
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(cfg.Rate), "--ttl", cfg.TTL.String(), "--progress", "0"},
 		Logs:         cfg.Logs, Logger: cfg.Logger,
@@ -66,7 +67,7 @@ loop:
 		at := time.Since(start).Round(time.Second)
 		f.Cluster.StopNode(i)
 		cfg.Logger.Info("benchmark: stopped a NATS node", "node", i+1, "at", at)
-		if err := sleepCtx(ctx, cfg.Down); err != nil {
+		if err := fleet.Sleep(ctx, cfg.Down); err != nil {
 			break
 		}
 		if err := f.Cluster.StartNode(i); err != nil {
@@ -97,7 +98,7 @@ func FormatChaos(r ChaosResult, cfg ChaosConfig) string {
 	fmt.Fprintf(&b, "served %.2f req/s   429: %d   400: %d   answered 200 twice: %d (acks the server did not confirm, so delivered again: %d)\n",
 		r.OKPerSec, s.Exchange.RateLimited, s.Exchange.BadNonce, s.Exchange.Duplicates, s.Results[stats.ResultAckFailed])
 	fmt.Fprintf(&b, "published %d = served %d (distinct ids the simulator answered 200) + graveyard %d + still queued %d; %s\n",
-		s.Published, s.Exchange.Distinct, s.Buried, s.InQueue, lostLine(s))
+		s.Published, s.Exchange.Distinct, s.Buried, s.InQueue, fleet.LostLine(s))
 	fmt.Fprintf(&b, "results by attempt: %v\n", s.Results)
 	return b.String()
 }

@@ -1,4 +1,10 @@
-package fleet
+// Package bench holds ratefleet's benchmarks: each starts a fleet of real
+// processes (internal/fleet) against the simulator on loopback, measures it,
+// and renders one Markdown table. Saturation compares the limiter with its
+// baselines; Delays runs it against delay models its L does not bound;
+// Failover, Scale and Chaos measure handovers, many keys and a three-node
+// cluster losing nodes. cmd/fleet runs them (`make bench`).
+package bench
 
 import (
 	"context"
@@ -8,11 +14,13 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ratefleet/ratefleet/internal/fleet"
 )
 
-// BenchConfig describes the saturation benchmark: the same fleet, simulator and
+// Config describes the saturation benchmark: the same fleet, simulator and
 // offered load for each limiter in turn.
-type BenchConfig struct {
+type Config struct {
 	Bin      string
 	Limiters []string
 	Workers  int
@@ -21,13 +29,13 @@ type BenchConfig struct {
 	// Rate is the offered load, far above what five keys allow.
 	Rate float64
 	// Setup is the upstream's shape; the reference when zero.
-	Setup  Setup
+	Setup  fleet.Setup
 	Logs   io.Writer
 	Logger *slog.Logger
 }
 
-// BenchRow is one limiter's result.
-type BenchRow struct {
+// Row is one limiter's result.
+type Row struct {
 	Limiter     string
 	OKPerSecond float64 // answered 200 per second over the measured time, as the simulator counted
 	RateLimited uint64  // 429s over the whole run
@@ -39,9 +47,9 @@ type BenchRow struct {
 	Lost        int64
 }
 
-// Bench runs the saturation benchmark for each limiter and returns one row each.
-func Bench(ctx context.Context, cfg BenchConfig) ([]BenchRow, error) {
-	var rows []BenchRow
+// Saturation runs the saturation benchmark for each limiter and returns one row each.
+func Saturation(ctx context.Context, cfg Config) ([]Row, error) {
+	var rows []Row
 	for _, lim := range cfg.Limiters {
 		if ctx.Err() != nil {
 			break
@@ -56,9 +64,9 @@ func Bench(ctx context.Context, cfg BenchConfig) ([]BenchRow, error) {
 	return rows, nil
 }
 
-func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error) {
-	row := BenchRow{Limiter: lim}
-	f, err := Up(ctx, Config{
+func benchOne(ctx context.Context, cfg Config, lim string) (Row, error) {
+	row := Row{Limiter: lim}
+	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: cfg.Bin, Workers: cfg.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
 		// A long time to live keeps the queue full: every slot a limiter leaves
 		// unused is its own, not a request that went stale at the head of the queue.
@@ -71,7 +79,7 @@ func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error
 		return row, err
 	}
 	defer f.Down()
-	m, err := f.measure(ctx, cfg.Warmup, cfg.Duration)
+	m, err := measure(ctx, f, cfg.Warmup, cfg.Duration)
 	if err != nil {
 		return row, err
 	}
@@ -85,9 +93,9 @@ func benchOne(ctx context.Context, cfg BenchConfig, lim string) (BenchRow, error
 	return row, nil
 }
 
-// FormatBench renders the rows as a Markdown table, with the arithmetic's ceilings
+// FormatSaturation renders the rows as a Markdown table, with the arithmetic's ceilings
 // for reference.
-func FormatBench(rows []BenchRow, cfg BenchConfig) string {
+func FormatSaturation(rows []Row, cfg Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Saturation: %d workers, 5 keys, %.0f req/s offered (time to live 10 min), %s measured after %s warm-up, per limiter; reference simulator (20 per >1000 ms, 0..50 ms each way). Latency is created-to-answered, so at saturation it is mostly time in the queue.\n\n",
 		cfg.Workers, cfg.Rate, cfg.Duration, cfg.Warmup)
@@ -123,31 +131,31 @@ type measured struct {
 // measure runs the producer, counts the simulator's 200s over duration after
 // warmup, waits for the producer to end and stops the workers (what is still
 // queued stays there, and is counted as such).
-func (f *Fleet) measure(ctx context.Context, warmup, duration time.Duration) (measured, error) {
+func measure(ctx context.Context, f *fleet.Fleet, warmup, duration time.Duration) (measured, error) {
 	var m measured
 	produced := make(chan error, 1)
 	go func() { produced <- f.Produce(ctx) }()
-	if err := sleepCtx(ctx, warmup); err != nil {
+	if err := fleet.Sleep(ctx, warmup); err != nil {
 		return m, err
 	}
-	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	before, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return m, err
 	}
 	t0 := time.Now()
-	busy0, total0 := BoxCPU()
-	if err := sleepCtx(ctx, duration); err != nil {
+	busy0, total0 := fleet.BoxCPU()
+	if err := fleet.Sleep(ctx, duration); err != nil {
 		return m, err
 	}
-	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	after, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return m, err
 	}
 	m.okPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
-	if busy1, total1 := BoxCPU(); total1 > total0 {
+	if busy1, total1 := fleet.BoxCPU(); total1 > total0 {
 		m.boxBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
-	f.logLimiters(ctx)
+	logLimiters(ctx, f)
 	if err := <-produced; err != nil {
 		return m, err
 	}
@@ -163,10 +171,10 @@ func (f *Fleet) measure(ctx context.Context, warmup, duration time.Duration) (me
 // logLimiters logs what the workers' limiters have learned, from their last
 // reports: how late the processes were and how many keys assume a wider delay
 // than they started on. It explains a rate below the bound.
-func (f *Fleet) logLimiters(ctx context.Context) {
-	reports, err := LastReports(ctx, f.Conn.JS, f.Conn.Streams.Stats.Stream.Name)
+func logLimiters(ctx context.Context, f *fleet.Fleet) {
+	reports, err := fleet.LastReports(ctx, f.Conn.JS, f.Conn.Streams.Stats.Stream.Name)
 	if err != nil {
-		f.cfg.Logger.Warn("benchmark: no worker reports", "err", err)
+		f.Logger().Warn("benchmark: no worker reports", "err", err)
 		return
 	}
 	var lags []float64
@@ -190,6 +198,6 @@ func (f *Fleet) logLimiters(ctx context.Context) {
 		return
 	}
 	slices.Sort(lags)
-	f.cfg.Logger.Info("benchmark: limiters", "keys_held", held, "lag_ms_p50", lags[len(lags)/2], "lag_ms_max", lags[len(lags)-1],
+	f.Logger().Info("benchmark: limiters", "keys_held", held, "lag_ms_p50", lags[len(lags)/2], "lag_ms_max", lags[len(lags)-1],
 		"keys_with_L_over_50ms", widened, "outliers", outliers, "inversions", inversions)
 }

@@ -1,4 +1,4 @@
-package fleet
+package bench
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/lease"
 )
 
@@ -27,7 +28,7 @@ type FailoverConfig struct {
 
 // FailoverResult is what the failover benchmark measured.
 type FailoverResult struct {
-	Summary  Summary
+	Summary  fleet.Summary
 	Kills    []string // what was done, in order
 	OKPerSec float64  // answered 200 per second over the run, as the simulator counted
 }
@@ -35,7 +36,7 @@ type FailoverResult struct {
 // Failover runs the failover benchmark.
 func Failover(ctx context.Context, cfg FailoverConfig) (FailoverResult, error) {
 	var res FailoverResult
-	f, err := Up(ctx, Config{
+	f, err := fleet.Up(ctx, fleet.Config{
 		Bin: cfg.Bin, Workers: cfg.Workers, Duration: cfg.Duration, Drain: 30 * time.Second,
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(cfg.Rate), "--ttl", "10m", "--progress", "0"},
 		Logs:         cfg.Logs, Logger: cfg.Logger,
@@ -52,7 +53,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (FailoverResult, error) {
 		return res, err
 	}
 	start := time.Now()
-	before, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	before, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return res, err
 	}
@@ -91,7 +92,7 @@ loop:
 		}
 		n++
 	}
-	after, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	after, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return res, err
 	}
@@ -115,19 +116,6 @@ func FormatFailover(r FailoverResult, cfg FailoverConfig) string {
 		r.OKPerSec, s.Successful, s.Exchange.RateLimited, s.Exchange.BadNonce, s.Exchange.Duplicates)
 	fmt.Fprintf(&b, "published %d = acknowledged %d + graveyard %d + still queued %d (from NATS)\n",
 		s.Published, s.Published-s.Buried-s.InQueue, s.Buried, s.InQueue)
-	fmt.Fprintf(&b, "the simulator answered %d distinct requests 200; %s\n", s.Exchange.Distinct, lostLine(s))
+	fmt.Fprintf(&b, "the simulator answered %d distinct requests 200; %s\n", s.Exchange.Distinct, fleet.LostLine(s))
 	return b.String()
-}
-
-// lostLine explains Summary.Lost: positive, requests nobody answered, buried or
-// queued; negative, requests answered whose worker died before acknowledging
-// them, so they are also still queued and will be delivered again.
-func lostLine(s Summary) string {
-	switch l := s.Lost(); {
-	case l > 0:
-		return fmt.Sprintf("%d requests UNACCOUNTED FOR", l)
-	case l < 0:
-		return fmt.Sprintf("none lost (%d answered but still queued: their worker died before acknowledging)", -l)
-	}
-	return "none lost"
 }

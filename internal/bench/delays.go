@@ -1,4 +1,4 @@
-package fleet
+package bench
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
@@ -127,8 +128,8 @@ func manyKeys(n int) []keys.Key {
 	return out
 }
 
-// BenchDelays runs each case with the adaptive limiter and returns one row each.
-func BenchDelays(ctx context.Context, cfg BenchConfig, cases []DelayCase) ([]DelayRow, error) {
+// Delays runs each case with the adaptive limiter and returns one row each.
+func Delays(ctx context.Context, cfg Config, cases []DelayCase) ([]DelayRow, error) {
 	var rows []DelayRow
 	for _, c := range cases {
 		if ctx.Err() != nil {
@@ -144,7 +145,7 @@ func BenchDelays(ctx context.Context, cfg BenchConfig, cases []DelayCase) ([]Del
 	return rows, nil
 }
 
-func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, error) {
+func benchDelay(ctx context.Context, cfg Config, c DelayCase) (DelayRow, error) {
 	row := DelayRow{Case: c}
 	if c.Duration > 0 {
 		cfg.Duration = c.Duration
@@ -161,7 +162,7 @@ func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, er
 			return row, fmt.Errorf("profile file: %w", err)
 		}
 	}
-	fc := Config{
+	fc := fleet.Config{
 		Profile: profileFile,
 		Bin:     cfg.Bin, Workers: c.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(c.Rate), "--ttl", "10m", "--progress", "0"},
@@ -172,18 +173,18 @@ func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, er
 	if c.Keys != 5 {
 		fc.Keys = manyKeys(c.Keys)
 	}
-	f, err := Up(ctx, fc)
+	f, err := fleet.Up(ctx, fc)
 	if err != nil {
 		return row, err
 	}
 	defer f.Down()
-	m, err := f.measure(ctx, cfg.Warmup, cfg.Duration)
+	m, err := measure(ctx, f, cfg.Warmup, cfg.Duration)
 	if err != nil {
 		return row, err
 	}
 	row.OKPerSecond, row.BoxBusy = m.okPerSecond, m.boxBusy
 	cpu := m.workerCPU
-	total, err := FetchExchangeTotals(ctx, f.ExchangeURL)
+	total, err := fleet.FetchExchangeTotals(ctx, f.ExchangeURL)
 	if err != nil {
 		return row, err
 	}
@@ -201,7 +202,7 @@ func benchDelay(ctx context.Context, cfg BenchConfig, c DelayCase) (DelayRow, er
 
 // FormatDelays renders the rows as one Markdown table. A row without a bound of
 // its own (c) is compared with the first row's measured rate.
-func FormatDelays(rows []DelayRow, cfg BenchConfig) string {
+func FormatDelays(rows []DelayRow, cfg Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Delays: the adaptive limiter started on L = 50 ms against delays it may not bound; %s measured after %s warm-up per row, offered load above the bound (time to live 10 min). 429 and 400 over the whole run.\n\n",
 		cfg.Duration, cfg.Warmup)
