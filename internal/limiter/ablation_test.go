@@ -136,7 +136,7 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 				case "400":
 					offBad += max(off.BadNonce-m.max400(off, spikes), 0)
 				}
-				t.Logf("seed %d: full %d × 429, %d × 400, %.2f/s; without the rule %d × 429, %d × 400, %.2f/s",
+				t.Logf("%s, seed %d: full %d × 429, %d × 400, %.2f/s; without the rule %d × 429, %d × 400, %.2f/s", tt.rule,
 					seed, full.RateLimited, full.BadNonce, full.Rate(), off.RateLimited, off.BadNonce, off.Rate())
 			}
 			if tt.want == "429" {
