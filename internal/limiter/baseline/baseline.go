@@ -124,15 +124,49 @@ func NewWith(name string, o Options) (Pacer, error) {
 	}
 	switch name {
 	case IntervalRing:
-		return newIntervalRing(o.Rule, g), nil
+		return unweighted{newIntervalRing(o.Rule, g)}, nil
 	case RingBuffer:
-		return newRingBuffer(o.Rule, g), nil
+		return unweighted{newRingBuffer(o.Rule, g)}, nil
 	case RateBurst1:
-		return newTokenBucket(name, o.Rule, 1, g), nil
+		return unweighted{newTokenBucket(name, o.Rule, 1, g)}, nil
 	case RateBurst20:
-		return newTokenBucket(name, o.Rule, o.Rule.Limit, g), nil
+		return unweighted{newTokenBucket(name, o.Rule, o.Rule.Limit, g)}, nil
 	}
 	return nil, fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
+}
+
+// design is what each baseline implements itself; unweighted makes a Pacer of it.
+type design interface {
+	Next(now time.Time) time.Time
+	Late(at time.Time, d time.Duration)
+	Sent(now time.Time) (limiter.Ticket, error)
+	Wrote(t limiter.Ticket, at time.Time)
+	Answered(t limiter.Ticket, at time.Time)
+	Inverted(t limiter.Ticket, at time.Time)
+	Lost(t limiter.Ticket, at time.Time)
+	Unsent(t limiter.Ticket, at time.Time)
+	LostUntil(t limiter.Ticket, at, until time.Time)
+	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
+	Quarantined() bool
+	MaxDelay() time.Duration
+	LastRejection() (limiter.Rejection, bool)
+	Handoff() (json.RawMessage, error)
+}
+
+// unweighted is a baseline as a Pacer: it counts sends, not weights, and
+// learns nothing but its own delay.
+type unweighted struct{ design }
+
+// NextN is Next: a baseline counts sends, not weights.
+func (p unweighted) NextN(now time.Time, _ int) time.Time { return p.Next(now) }
+
+// SentN is Sent: a baseline counts sends, not weights.
+func (p unweighted) SentN(now time.Time, _ int) (limiter.Ticket, error) { return p.Sent(now) }
+
+// Evidence reports the delay the baseline assumes; it learns nothing else.
+func (p unweighted) Evidence() limiter.Evidence {
+	d := p.MaxDelay()
+	return limiter.Evidence{MaxDelay: d, OrderDelay: d, BaseDelay: d}
 }
 
 // guard counts 429s and trips at its threshold (never when 0).

@@ -73,14 +73,3 @@ func (p *intervalRing) Late(time.Time, time.Duration) {}
 
 // Unsent is ignored.
 func (p *intervalRing) Unsent(limiter.Ticket, time.Time) {}
-
-// NextN is Next: a baseline counts sends, not weights.
-func (p *intervalRing) NextN(now time.Time, _ int) time.Time { return p.Next(now) }
-
-// SentN is Sent: a baseline counts sends, not weights.
-func (p *intervalRing) SentN(now time.Time, _ int) (limiter.Ticket, error) { return p.Sent(now) }
-
-// Evidence reports the delay the baseline assumes; it learns nothing else.
-func (p *intervalRing) Evidence() limiter.Evidence {
-	return limiter.Evidence{MaxDelay: p.MaxDelay(), OrderDelay: p.MaxDelay(), BaseDelay: p.MaxDelay()}
-}

@@ -77,14 +77,3 @@ func (p *tokenBucket) Late(time.Time, time.Duration) {}
 
 // Unsent is ignored.
 func (p *tokenBucket) Unsent(limiter.Ticket, time.Time) {}
-
-// NextN is Next: a baseline counts sends, not weights.
-func (p *tokenBucket) NextN(now time.Time, _ int) time.Time { return p.Next(now) }
-
-// SentN is Sent: a baseline counts sends, not weights.
-func (p *tokenBucket) SentN(now time.Time, _ int) (limiter.Ticket, error) { return p.Sent(now) }
-
-// Evidence reports the delay the baseline assumes; it learns nothing else.
-func (p *tokenBucket) Evidence() limiter.Evidence {
-	return limiter.Evidence{MaxDelay: p.MaxDelay(), OrderDelay: p.MaxDelay(), BaseDelay: p.MaxDelay()}
-}

@@ -80,14 +80,3 @@ func (p *ringBuffer) Late(time.Time, time.Duration) {}
 
 // Unsent is ignored.
 func (p *ringBuffer) Unsent(limiter.Ticket, time.Time) {}
-
-// NextN is Next: a baseline counts sends, not weights.
-func (p *ringBuffer) NextN(now time.Time, _ int) time.Time { return p.Next(now) }
-
-// SentN is Sent: a baseline counts sends, not weights.
-func (p *ringBuffer) SentN(now time.Time, _ int) (limiter.Ticket, error) { return p.Sent(now) }
-
-// Evidence reports the delay the baseline assumes; it learns nothing else.
-func (p *ringBuffer) Evidence() limiter.Evidence {
-	return limiter.Evidence{MaxDelay: p.MaxDelay(), OrderDelay: p.MaxDelay(), BaseDelay: p.MaxDelay()}
-}
