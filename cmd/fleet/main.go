@@ -26,27 +26,18 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "bench" {
-		return benchCmd(ctx, args[1:], stdout, stderr)
+	sub := func(name string, run func(context.Context, []string, io.Writer, io.Writer) error) cli.Sub {
+		return cli.Sub{Name: name, Run: func(ctx context.Context, args []string) error { return run(ctx, args, stdout, stderr) }}
 	}
-	if len(args) > 0 && args[0] == "delays" {
-		return delays(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "failover" {
-		return failover(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "scale" {
-		return scale(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "chaos" {
-		return chaos(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "soak" {
-		return soakCmd(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "nats" {
-		return natsServer(ctx, args[1:], stdout, stderr)
-	}
+	return cli.Dispatch(ctx, "fleet", "", args, stdout, stderr,
+		func(ctx context.Context, args []string) error { return runFleet(ctx, args, stdout, stderr) },
+		sub("bench", benchCmd), sub("delays", delays), sub("failover", failover), sub("scale", scale),
+		sub("chaos", chaos), sub("soak", soakCmd), sub("nats", natsServer))
+}
+
+// runFleet runs the whole fleet on this machine and prints what happened to
+// every request.
+func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
 	fs := cmd.Flags
 	var (

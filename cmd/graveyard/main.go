@@ -8,11 +8,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,29 +63,11 @@ type stdio struct {
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, now func() time.Time) error {
 	s := stdio{in: stdin, out: stdout, errOut: stderr, now: now}
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return cli.Usage(errors.New("name a command: ls, show, replay, rm or purge"))
+	sub := func(name string, run func(context.Context, []string, stdio) error) cli.Sub {
+		return cli.Sub{Name: name, Run: func(ctx context.Context, args []string) error { return run(ctx, args, s) }}
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return flag.ErrHelp
-	case "-version", "--version":
-		fmt.Fprintln(stdout, "graveyard", cli.Version())
-		return cli.ErrVersion
-	case "ls":
-		return ls(ctx, args[1:], s)
-	case "show":
-		return show(ctx, args[1:], s)
-	case "replay":
-		return replay(ctx, args[1:], s)
-	case "rm":
-		return rm(ctx, args[1:], s)
-	case "purge":
-		return purge(ctx, args[1:], s)
-	}
-	return cli.Usage(fmt.Errorf("unknown command %q: want ls, show, replay, rm or purge", args[0]))
+	return cli.Dispatch(ctx, "graveyard", usage, args, stdout, stderr, nil,
+		sub("ls", ls), sub("show", show), sub("replay", replay), sub("rm", rm), sub("purge", purge))
 }
 
 // command is one subcommand's line: the shared flags and, when filters is set,
@@ -425,15 +405,7 @@ func (c *command) selectEntries(ctx context.Context, g *graveyard.Graveyard, nam
 }
 
 // confirm asks on stderr and reads the answer from stdin; only y or yes agrees.
-func confirm(s stdio, question string) error {
-	fmt.Fprintf(s.errOut, "%s [y/N] ", question)
-	line, _ := bufio.NewReader(s.in).ReadString('\n')
-	switch strings.ToLower(strings.TrimSpace(line)) {
-	case "y", "yes":
-		return nil
-	}
-	return errors.New("not confirmed: nothing changed (answer y, or pass --yes)")
-}
+func confirm(s stdio, question string) error { return cli.Confirm(s.in, s.errOut, question) }
 
 func replay(ctx context.Context, args []string, s stdio) error {
 	c := newCommand("replay", "Publishes a fresh request for each selected entry (new time to live, replay_of set to the original id), then removes the entry once the requests stream stored it. Rerunning an interrupted replay sends nothing twice.", s, true)

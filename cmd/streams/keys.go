@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -61,20 +57,14 @@ type keyRow struct {
 }
 
 func keysCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return cli.UsageError{Err: errors.New("name a command: ls, clear or reset"), Command: "streams keys"}
+	change := func(name string) cli.Sub {
+		return cli.Sub{Name: name, Run: func(ctx context.Context, args []string) error {
+			return keysChange(ctx, name, args, stdin, stdout, stderr)
+		}}
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, keysUsage)
-		return flag.ErrHelp
-	case "ls":
-		return keysList(ctx, args[1:], stdout, stderr)
-	case "clear", "reset":
-		return keysChange(ctx, args[0], args[1:], stdin, stdout, stderr)
-	}
-	return cli.UsageError{Err: fmt.Errorf("unknown command %q: want ls, clear or reset", args[0]), Command: "streams keys"}
+	return cli.Dispatch(ctx, "streams keys", keysUsage, args, stdout, stderr, nil,
+		cli.Sub{Name: "ls", Run: func(ctx context.Context, args []string) error { return keysList(ctx, args, stdout, stderr) }},
+		change("clear"), change("reset"))
 }
 
 // keysConn is a key command's connection: its flags, then NATS.
@@ -283,10 +273,8 @@ func keysChange(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		}
 	}
 	if !*yes {
-		fmt.Fprintf(stderr, "%s %d key(s): %v? [y/N] ", cmd, len(names), names)
-		line, _ := bufio.NewReader(stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-			return errors.New("not confirmed: nothing changed (answer y, or pass --yes)")
+		if err := cli.Confirm(stdin, stderr, fmt.Sprintf("%s %d key(s): %v?", cmd, len(names), names)); err != nil {
+			return err
 		}
 	}
 	change := store.Clear

@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -43,25 +41,15 @@ Run 'streams CMD --help' for the flags.
 `
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return cli.Usage(errors.New("name a command: apply, check, roles or keys"))
+	apply := func(name string) cli.Sub {
+		return cli.Sub{Name: name, Run: func(ctx context.Context, args []string) error {
+			return applyOrCheck(ctx, name, args, stdout, stderr)
+		}}
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return flag.ErrHelp
-	case "-version", "--version":
-		fmt.Fprintln(stdout, "streams", cli.Version())
-		return cli.ErrVersion
-	case "apply", "check":
-		return applyOrCheck(ctx, args[0], args[1:], stdout, stderr)
-	case "roles":
-		return printRoles(args[1:], stdout, stderr)
-	case "keys":
-		return keysCommand(ctx, args[1:], stdin, stdout, stderr)
-	}
-	return cli.Usage(fmt.Errorf("unknown command %q: want apply, check, roles or keys", args[0]))
+	return cli.Dispatch(ctx, "streams", usage, args, stdout, stderr, nil,
+		apply("apply"), apply("check"),
+		cli.Sub{Name: "roles", Run: func(_ context.Context, args []string) error { return printRoles(args, stdout, stderr) }},
+		cli.Sub{Name: "keys", Run: func(ctx context.Context, args []string) error { return keysCommand(ctx, args, stdin, stdout, stderr) }})
 }
 
 func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
