@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,13 +41,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 5, "worker processes to start")
 		duration = fs.Duration("duration", 60*time.Second, "how long the producer publishes")
 		drain    = fs.Duration("drain", 15*time.Second, "how long to wait for the queue to empty after the producer stops")
 		interval = fs.Duration("interval", 5*time.Second, "how often the monitor prints")
-		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 		limiter  = fs.String("limiter", "adaptive", "the workers' limiter")
 		shape    = fs.String("shape", "seed", "the producer's load shape")
 		rate     = fs.Float64("rate", 95, "requests a second, for the rate and poisson shapes")
@@ -133,14 +133,13 @@ func containsLevel(p []byte) bool {
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet bench", "Saturation benchmark: for each limiter, a fresh NATS, simulator and fleet under the same\noffered load; prints one Markdown table.", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 5, "worker processes")
 		duration = fs.Duration("duration", 60*time.Second, "measured time per limiter")
 		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
 		rate     = fs.Float64("rate", 200, "offered requests a second, far above capacity")
 		limiters = fs.String("limiters", "adaptive,interval-ring,ring-buffer,rate-burst1,rate-burst20", "limiters to compare, comma-separated")
-		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 		prof     = fs.String("profile", "reference", "the upstream's shape: reference, signed, per-minute, or a profile file")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -162,16 +161,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("fleet delays", "Delay benchmark: the adaptive limiter against (a) the reference, (b) a spread wider than\nits L, (c) delay spikes and (d) many keys on this machine; prints one Markdown table.", stdout, stderr)
+	cmd := cli.NewCommand("fleet delays", "Delay benchmark: the adaptive limiter against (a) the reference, (b) a spread wider than\nits L, (c) delay spikes, (d) many keys on this machine, (e) a slow tail, (f) a tail past the\nrequest timeout, (g) a per-minute rule and (h) no nonce; prints one Markdown table.", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		duration = fs.Duration("duration", 60*time.Second, "measured time per case")
 		warmup   = fs.Duration("warmup", 5*time.Second, "time before measuring")
 		keys     = fs.Int("many-keys", 200, "keys in the many-keys case (d)")
 		workers  = fs.Int("many-workers", bench.DefaultManyWorkers, "worker processes in the many-keys case (d), which share its keys")
 		only     = fs.String("cases", "a,b,c,d,e,f,g,h", "cases to run, comma-separated")
-		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -195,13 +193,12 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func failover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet failover", "Failover benchmark: stops a key holder every --every, with kill -9 and SIGTERM in turn.", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 8, "worker processes at start")
 		duration = fs.Duration("duration", 5*time.Minute, "how long the run lasts")
 		every    = fs.Duration("every", 20*time.Second, "how often a key holder is stopped")
 		rate     = fs.Float64("rate", 200, "offered requests a second")
-		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -219,14 +216,13 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"upstream down, a worker killed or paused, NATS restarted, a producer killed mid-publish, an oversize\n"+
 		"and a malformed request, a key made unusable), then an audit of every request id.", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 6, "worker processes at start (five keys, one of which is made unusable)")
 		duration = fs.Duration("duration", 10*time.Minute, "how long the producers publish")
 		every    = fs.Duration("every", 20*time.Second, "how often a fault is injected")
 		ttl      = fs.Duration("ttl", 10*time.Second, "the requests' time to live")
 		seed     = fs.Uint64("seed", 1, "random seed of the fault schedule")
-		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -306,8 +302,8 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet scale", "Scale benchmark: for each number of keys, a fresh fleet holds them all, idle, then under load;\nprints one Markdown table (claim time, idle CPU, control traffic, pulls, throughput, CPU per request).", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin     = fs.String("bin", "bin", "folder with the built commands (make build)")
 		keyList = fs.String("keys", "5,50,200,500,1000", "numbers of keys to measure, comma-separated")
 		workers = fs.Int("workers", 5, "worker processes; each holds an equal share of the keys")
 		perKey  = fs.Float64("per-key-rate", 1, "requests a second offered per key under load")
@@ -315,7 +311,6 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		load    = fs.Duration("load", 30*time.Second, "how long the load phase publishes")
 		ttl     = fs.Duration("ttl", 10*time.Second, "the requests' time to live")
 		plot    = fs.String("plot", "", "also draw the rows into this file (.svg or .png)")
-		logs    = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -350,15 +345,14 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet chaos", "Cluster benchmark: the fleet on an embedded three-node NATS cluster (R3), under load, with one\nnode stopped every --every; ends with the conservation check against the simulator's ids.", stdout, stderr)
 	fs := cmd.Flags
+	bin, logs := runFlags(fs)
 	var (
-		bin      = fs.String("bin", "bin", "folder with the built commands (make build)")
 		workers  = fs.Int("workers", 5, "worker processes")
 		rate     = fs.Float64("rate", 80, "offered requests a second")
 		duration = fs.Duration("duration", 2*time.Minute, "how long the producer publishes")
 		every    = fs.Duration("every", 20*time.Second, "how often a node is stopped")
 		down     = fs.Duration("down", 5*time.Second, "how long a stopped node stays down")
 		ttl      = fs.Duration("ttl", time.Minute, "the requests' time to live")
-		logs     = fs.Bool("logs", false, "show every process's log lines, not only warnings")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -374,4 +368,12 @@ func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%d requests unaccounted for", res.Summary.Lost())
 	}
 	return nil
+}
+
+// runFlags registers the flags every command that starts processes shares:
+// where the binaries are, and whether to show every line of their logs.
+func runFlags(fs *flag.FlagSet) (bin *string, logs *bool) {
+	bin = fs.String("bin", "bin", "folder with the built commands (make build)")
+	logs = fs.Bool("logs", false, "show every process's log lines, not only warnings")
+	return bin, logs
 }
