@@ -604,9 +604,10 @@ func (l *Limiter) hardBound(r *record) time.Time {
 }
 
 // counts reports whether an arrival by ub may still share a window with a send
-// at now or later.
+// at now or later, with a ceiling to spare: forgetting a send a little late
+// costs a record, a little early could cost a 429.
 func (l *Limiter) counts(ub, now time.Time) bool {
-	return !now.After(ub.Add(l.set.longest + time.Millisecond + l.set.margin))
+	return !now.After(ub.Add(l.set.longest + l.set.ceiling))
 }
 
 // Sent records a send of one unit at now and returns its Ticket, to report on

@@ -173,6 +173,36 @@ func TestRestore_KeepsTheWidenedDelayThePauseAndThe429Count(t *testing.T) {
 	assert.Equal(t, 50*time.Millisecond, l.MaxDelay())
 }
 
+func TestRestore_AStateWithoutItsOtherDelaysTakesTheDelayForAll(t *testing.T) {
+	// Written before the limiter learned from evidence: every delay it knew was
+	// proven by a 429, so the base and the order rule's delay are L too.
+	l, err := limiter.Restore(limiter.Config{}, limiter.State{Version: limiter.StateVersion, MaxDelay: 200 * time.Millisecond})
+	require.NoError(t, err)
+	ev := l.Evidence()
+	assert.Equal(t, 200*time.Millisecond, ev.BaseDelay)
+	assert.Equal(t, 200*time.Millisecond, ev.OrderDelay)
+	// With them: each is kept, between the configured delay and L.
+	l, err = limiter.Restore(limiter.Config{}, limiter.State{Version: limiter.StateVersion,
+		MaxDelay: 200 * time.Millisecond, BaseDelay: 80 * time.Millisecond, OrderDelay: 120 * time.Millisecond})
+	require.NoError(t, err)
+	ev = l.Evidence()
+	assert.Equal(t, 80*time.Millisecond, ev.BaseDelay)
+	assert.Equal(t, 120*time.Millisecond, ev.OrderDelay)
+}
+
+func TestRestore_AKeyAtItsGuardIsQuarantined(t *testing.T) {
+	// Three 429s in the key's life, the guard's threshold: the next holder
+	// sends nothing, even from a state that does not say so.
+	l, err := limiter.Restore(limiter.Config{}, limiter.State{Version: limiter.StateVersion, Rejections: limiter.DefaultGuardThreshold})
+	require.NoError(t, err)
+	assert.True(t, l.Quarantined())
+	_, err = l.Sent(t0)
+	assert.ErrorIs(t, err, limiter.ErrQuarantined)
+	l, err = limiter.Restore(limiter.Config{}, limiter.State{Version: limiter.StateVersion, Rejections: limiter.DefaultGuardThreshold - 1})
+	require.NoError(t, err)
+	assert.False(t, l.Quarantined())
+}
+
 func TestRestore_TakesSendsMissingFromTheRecordAsLateAsTheOldest(t *testing.T) {
 	// The old holder kept 3 sends (its rule was 3 per 100 ms) of 10; the new one
 	// enforces 5 per 100 ms: sends 6 and 7, not recorded, count as arriving by

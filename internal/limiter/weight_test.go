@@ -52,17 +52,20 @@ func TestLimiter_TrustRetryAfterPausesExactlyThatLong(t *testing.T) {
 	tests := []struct {
 		name  string
 		trust bool
+
+		retry time.Duration
 		want  time.Time
 	}{
-		{"the longest window by default", false, ms(10 + 60_000 + 1 + 1)},
-		{"the Retry-After when trusted", true, ms(10 + 2_000)},
+		{"the longest window by default", false, 2 * time.Second, ms(10 + 60_000 + 1 + 1)},
+		{"the Retry-After when trusted", true, 2 * time.Second, ms(10 + 2_000)},
+		{"no Retry-After to trust: the longest window", true, 0, ms(10 + 60_000 + 1 + 1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := mustNew(t, limiter.Config{Rules: rule, BanThreshold: 100, TrustRetryAfter: tt.trust})
 			tk, err := l.Sent(ms(0))
 			require.NoError(t, err)
-			l.Rejected(tk, ms(10), 2*time.Second)
+			l.Rejected(tk, ms(10), tt.retry)
 			require.Equal(t, tt.want, l.Next(ms(10)))
 		})
 	}
