@@ -30,8 +30,9 @@ const (
 	// DefaultGuardThreshold is how many 429s trip the ban guard.
 	DefaultGuardThreshold = 3
 	// MaxLimit bounds a rule's Limit, and so the memory of a Limiter, which keeps
-	// one record per send for the largest Limit, and the size of its State (about
-	// 35 bytes of JSON per send: 350 kB at most, within a NATS KV entry).
+	// a record per send while it may count (about a window's sends), and the size
+	// of its State, which carries the largest Limit's unit bounds (about 35 bytes
+	// of JSON each: 350 kB at most, within a NATS KV entry).
 	MaxLimit = 10_000
 )
 
@@ -89,7 +90,7 @@ type Config struct {
 	// Tolerance is how much longer than 2 L (out and back) a round trip may take,
 	// for the scheduling noise of the client and the upstream, before it proves
 	// that one way took longer than L; the same allowance applies to the
-	// process's own lateness before it widens both delays. DefaultTolerance when
+	// process's own lateness before it widens the window's delay. DefaultTolerance when
 	// 0; NoTolerance (any negative value) for none.
 	Tolerance time.Duration
 	// BanThreshold is how many 429s the upstream takes before it blocks the key
@@ -113,7 +114,7 @@ type Config struct {
 // settings is a validated Config with its defaults filled in.
 type settings struct {
 	rules     []Rule // by Limit, smallest first
-	capacity  int    // the largest Limit: how many sends the ring keeps
+	capacity  int    // the largest Limit: how many unit bounds a State carries
 	maxDelay  time.Duration
 	ceiling   time.Duration
 	arrival   time.Duration

@@ -22,7 +22,7 @@ type Evidence struct {
 	MaxDelay, OrderDelay, BaseDelay time.Duration
 	// Lag is how late this process has been of late: the longest of its sends'
 	// timer lateness and departure times over the horizon. Beyond the tolerance it
-	// is added to both delays.
+	// is added to the window's delay.
 	Lag time.Duration
 	// Spread reports whether the recent evidence is a spread (L follows the round
 	// trips) rather than nothing or an isolated spike.
@@ -138,7 +138,7 @@ const (
 	rejected                       // 429
 )
 
-// slack is what the limiter adds to both delays for its own lateness: the lag
+// slack is what the limiter adds to the window's delay for its own lateness: the lag
 // beyond the tolerance, which ordinary scheduling noise stays within.
 func (l *Limiter) slack() time.Duration { return max(0, l.learn.lag-l.set.tolerance) }
 
