@@ -32,3 +32,6 @@ func AblationRules() []string {
 	}
 	return out
 }
+
+// Kept returns how many sends l keeps a record of.
+func (l *Limiter) Kept() int { return len(l.recs) }

@@ -221,3 +221,29 @@ func BenchmarkLimiter_Simulated(b *testing.B) {
 		}
 	}
 }
+
+func TestLimiter_KeepsOnlyTheSendsThatMayCount(t *testing.T) {
+	// A record is kept while its send may count: at the reference, about two
+	// windows of sends; with answers lost, the sends of the arrival horizon too,
+	// at most a window's places (the window rule stops the key when they are
+	// all held). Never every send.
+	for _, tc := range []struct {
+		name   string
+		delays limitertest.Delays
+		most   int
+	}{
+		{"reference delays", limitertest.Uniform(1, L, time.Millisecond), 4*20 + 16},
+		{"1% of answers lost, given up at 1 s", limitertest.WithLoss(limitertest.Uniform(2, L, time.Millisecond), 2, 0, 0.01), 4*20 + 16 + 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := mustNew(t, limiter.Config{})
+			most := 0
+			res := limitertest.Run{Pacer: l, Requests: scaled(40_000), Delays: tc.delays,
+				OnSend: func(int, time.Time) { most = max(most, l.Kept()) }}.Execute()
+			require.NoError(t, res.Err)
+			require.Zero(t, res.RateLimited)
+			assert.LessOrEqual(t, most, tc.most, "records kept at most, of %d sends", res.Sent)
+			t.Logf("%d sends, at most %d records kept", res.Sent, most)
+		})
+	}
+}
