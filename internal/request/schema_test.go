@@ -1,0 +1,108 @@
+package request_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/internal/request"
+)
+
+// schemaPath is the published format of the request record.
+const schemaPath = "../../docs/request.schema.json"
+
+func compileSchema(t *testing.T) *jsonschema.Schema {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	s, err := c.Compile(schemaPath)
+	require.NoError(t, err)
+	return s
+}
+
+// TestSchema_AgreesWithTheRecord checks docs/request.schema.json against the
+// code: every record the code writes is valid by the schema, the records the
+// code refuses as malformed for their shape are invalid by it too, and the
+// schema names exactly the record's fields, so neither can drift.
+func TestSchema_AgreesWithTheRecord(t *testing.T) {
+	s := compileSchema(t)
+	created := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	v1 := request.New(created, time.Second, json.RawMessage(`{"order":42}`))
+	v2 := request.New(created, 5*time.Second, nil)
+	v2.Call = &request.Call{Method: "POST", Path: "/0/private/Balance", Query: []request.Param{{Name: "a", Value: "1"}},
+		Header: []request.Param{{Name: "X-Trace", Value: "t"}}, Body: "x=1", ContentType: "application/x-www-form-urlencoded"}
+	v2.Weight, v2.ReplyTo = 3, "ratefleet.reply.alice.1"
+	for name, r := range map[string]request.Request{"version 1": v1, "version 2": v2} {
+		b, err := r.Encode()
+		require.NoError(t, err, name)
+		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(string(b)))
+		require.NoError(t, err)
+		require.NoError(t, s.Validate(doc), "%s: %s", name, b)
+	}
+
+	for _, bad := range []struct{ name, record string }{
+		{"no id", `{"v":1,"created":"2030-01-02T03:04:05Z","ttl_ms":1000}`},
+		{"empty id", `{"v":1,"id":"","created":"2030-01-02T03:04:05Z","ttl_ms":1000}`},
+		{"no time to live", `{"v":1,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":0}`},
+		{"an unknown field", `{"v":1,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"prio":1}`},
+		{"a call in version 1", `{"v":1,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/x"}}`},
+		{"a weight too large", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"weight":1001}`},
+		{"a path without its slash", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"x"}}`},
+		{"a path naming another host", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"//evil.example/x"}}`},
+		{"a path with a query", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/x?y=1"}}`},
+		{"a method it does not send", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"method":"TRACE","path":"/x"}}`},
+		{"a reply subject with a wildcard", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"reply_to":"ratefleet.reply.>"}`},
+		{"a created time that is no time", `{"v":1,"id":"a","created":"yesterday","ttl_ms":1000}`},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			_, err := request.Decode([]byte(bad.record))
+			require.True(t, errors.Is(err, request.ErrMalformed), "the code takes it: %v", err)
+			doc, err := jsonschema.UnmarshalJSON(strings.NewReader(bad.record))
+			require.NoError(t, err)
+			require.Error(t, s.Validate(doc), "the schema takes it")
+		})
+	}
+
+	// The schema's properties are the record's JSON fields, and the call's the call's.
+	raw, err := os.ReadFile(schemaPath)
+	require.NoError(t, err)
+	var doc struct {
+		Properties map[string]any `json:"properties"`
+		Defs       struct {
+			Call struct {
+				Properties map[string]any `json:"properties"`
+			} `json:"call"`
+		} `json:"$defs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	require.Equal(t, jsonFields(reflect.TypeFor[request.Request]()), keys(doc.Properties))
+	require.Equal(t, jsonFields(reflect.TypeFor[request.Call]()), keys(doc.Defs.Call.Properties))
+}
+
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func keys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
