@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -150,20 +148,16 @@ func benchDelay(ctx context.Context, cfg Config, c DelayCase) (DelayRow, error) 
 	if c.Duration > 0 {
 		cfg.Duration = c.Duration
 	}
-	var profileFile string
+	var setup fleet.Setup
 	if c.ProfileYAML != "" {
-		dir, err := os.MkdirTemp("", "ratefleet-delays-")
-		if err != nil {
-			return row, fmt.Errorf("profile file: %w", err)
+		var err error
+		if setup, err = fleet.WithProfile("delays", c.ProfileYAML); err != nil {
+			return row, err
 		}
-		defer os.RemoveAll(dir)
-		profileFile = filepath.Join(dir, "profile.yaml")
-		if err := os.WriteFile(profileFile, []byte(c.ProfileYAML), 0o600); err != nil {
-			return row, fmt.Errorf("profile file: %w", err)
-		}
+		defer setup.Close()
 	}
 	fc := fleet.Config{
-		Profile: profileFile,
+		Profile: setup.Profile,
 		Bin:     cfg.Bin, Workers: c.Workers, Duration: cfg.Warmup + cfg.Duration + time.Second,
 		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(c.Rate), "--ttl", "10m", "--progress", "0"},
 		WorkerArgs:   []string{"--keys", fmt.Sprint(c.KeysPerWorker)},

@@ -46,11 +46,19 @@ func SetupFor(name string) (Setup, error) {
 		}
 		return Setup{Profile: name}, nil
 	}
+	p, err := WithProfile(name, doc)
+	p.Keys, p.ExchangeArgs = s.Keys, s.ExchangeArgs
+	return p, err
+}
+
+// WithProfile returns a setup whose workers load the profile doc, written to a
+// file of its own (named for name) that Close removes.
+func WithProfile(name, doc string) (Setup, error) {
 	dir, err := os.MkdirTemp("", "ratefleet-profile-")
 	if err != nil {
 		return Setup{}, fmt.Errorf("profile file: %w", err)
 	}
-	s.dir, s.Profile = dir, filepath.Join(dir, name+".yaml")
+	s := Setup{dir: dir, Profile: filepath.Join(dir, name+".yaml")}
 	if err := os.WriteFile(s.Profile, []byte(doc), 0o600); err != nil {
 		s.Close()
 		return Setup{}, fmt.Errorf("profile file: %w", err)

@@ -123,8 +123,8 @@ func (e *learner) addLag(d time.Duration) {
 func (l *Limiter) lagged(at time.Time, d time.Duration) {
 	if d < l.set.ceiling/4 {
 		l.learn.addLag(d)
-		if l.set.lateness != nil {
-			l.set.lateness.Add(at, d)
+		if l.set.lateness != nil && d > 0 {
+			l.set.lateness.Add(at, d) // the longest is all it keeps: a 0 changes nothing
 		}
 	}
 }

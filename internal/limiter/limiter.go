@@ -590,15 +590,13 @@ func (l *Limiter) lostBound(r *record, win time.Duration) time.Time {
 func (l *Limiter) arrival() time.Duration { return max(l.set.arrival, l.learn.longestEver) }
 
 // hardBound is an upper bound of r's arrival whatever L becomes, for forgetting
-// sends that can no longer count; forever while it is open.
+// an answered or lost send that can no longer count.
 func (l *Limiter) hardBound(r *record) time.Time {
 	switch r.fate {
 	case answered:
 		return r.at
 	case lost:
 		return l.lostBound(r, 2*l.set.ceiling) // L and the slack stay below
-	case unsent:
-		return time.Time{}
 	}
 	return forever
 }

@@ -94,7 +94,7 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 		}
 		wait := time.Duration(-1) // wait for a wake-up only
 		if g.leaving == 0 && g.held == 0 {
-			next := g.next(now, w)
+			next := g.pacer.NextN(now, w)
 			if !next.After(now) {
 				if haveOne {
 					if !promised.IsZero() && now.After(promised) {
@@ -133,9 +133,6 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 		}
 	}
 }
-
-// next is the pacer's Next for w units.
-func (g *gate) next(now time.Time, w int) time.Time { return g.pacer.NextN(now, w) }
 
 func (g *gate) grantLocked(now time.Time, nonce int64, w int) (slot, error) {
 	tk, err := g.pacer.SentN(now, w)

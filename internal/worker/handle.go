@@ -78,11 +78,10 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	// 1. Wait at the gate. Waiting is not failing: the message is kept alive and
-	// the wait ends at the request's deadline.
-	// The message stays in progress for the whole wait and the whole send, however
-	// long the upstream takes: a send longer than the ack wait is not delivered,
-	// and sent, again.
+	// 1. Wait at the gate. Waiting is not failing: the wait ends at the request's
+	// deadline. The message stays in progress for the whole wait and the whole
+	// send, however long the upstream takes: a send longer than the ack wait is
+	// not delivered, and sent, again.
 	stopKeepAlive := keepAlive(finish, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	sl, err := s.gate.acquireN(waitCtx, units)
@@ -124,9 +123,6 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 
 	// 3. Tell the limiter, then the key, as the answer's outcome says.
 	out := outcomeOf(ans.Class)
-	if out.pacer == lost && ans.Wrote.IsZero() {
-		out.pacer = unsent // not a byte left: it cannot arrive
-	}
 	release := s.gate.done(sl, out.key == keyCount429, func(p Pacer) {
 		now := w.cfg.Now()
 		switch out.pacer {
@@ -138,10 +134,12 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 			p.Inverted(sl.ticket, ans.Answered)
 		case lostUntil:
 			p.LostUntil(sl.ticket, now, ans.Answered.Add(w.cfg.GatewayHold))
-		case unsent:
-			p.Unsent(sl.ticket, now)
-		default:
-			p.Lost(sl.ticket, now)
+		case lost:
+			if ans.Wrote.IsZero() {
+				p.Unsent(sl.ticket, now) // not a byte left: it cannot arrive
+			} else {
+				p.Lost(sl.ticket, now)
+			}
 		}
 		s.recordLimiter(p)
 	})

@@ -22,9 +22,8 @@ const (
 	answered  report = iota // the upstream's own answer: it arrived by then
 	rejected                // a 429: the limiter's model was wrong
 	inverted                // a 400: nonces arrived out of order, evidence for the order rule
-	lost                    // no answer: it may arrive until it left + the arrival horizon
+	lost                    // no answer: it may arrive until it left + the arrival horizon (or nowhere, if no byte left)
 	lostUntil               // a gateway answered: it may arrive until the answer + the gateway hold
-	unsent                  // no byte left: it arrives nowhere
 )
 
 // keyAction is what happens to the key.

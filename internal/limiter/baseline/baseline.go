@@ -37,46 +37,14 @@ import (
 // happened, with the methods of limiter.Limiter, which implements it too. A
 // baseline counts sends, not weights: a send of any weight is one send to it.
 type Pacer interface {
-	// Next returns the earliest instant, not before now, the next send may leave.
-	// It changes nothing.
-	Next(now time.Time) time.Time
+	design
 	// NextN is Next for a send of weight w.
 	NextN(now time.Time, w int) time.Time
-	// Late notes that a send the caller waited for left d after the instant
-	// Next gave.
-	Late(at time.Time, d time.Duration)
-	// Sent records a send at now, or fails with limiter.ErrTooEarly or
-	// limiter.ErrQuarantined.
-	Sent(now time.Time) (limiter.Ticket, error)
 	// SentN is Sent for a send of weight w.
 	SentN(now time.Time, w int) (limiter.Ticket, error)
-	// Wrote records that the request finished leaving at at.
-	Wrote(t limiter.Ticket, at time.Time)
-	// Answered records an answer other than a 429 at at.
-	Answered(t limiter.Ticket, at time.Time)
-	// Inverted records a 400 at at: the request's nonce arrived after a later one.
-	Inverted(t limiter.Ticket, at time.Time)
-	// Lost records that no answer came back; the caller gave up at at.
-	Lost(t limiter.Ticket, at time.Time)
-	// Unsent records that the request never began to leave.
-	Unsent(t limiter.Ticket, at time.Time)
-	// LostUntil is Lost for a request that may still arrive until until (a
-	// gateway answered for the upstream).
-	LostUntil(t limiter.Ticket, at, until time.Time)
-	// Rejected records a 429 at at, with the upstream's Retry-After.
-	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
-	// Quarantined reports whether the pacer refuses to send after too many 429s.
-	Quarantined() bool
-	// MaxDelay returns the one-way delay (or the buffer standing for it) assumed.
-	MaxDelay() time.Duration
 	// Evidence returns what the pacer has learned; a baseline knows only its
 	// delay (MaxDelay).
 	Evidence() limiter.Evidence
-	// LastRejection returns the latest 429 and true, or false if there was none;
-	// a baseline knows only how many it had.
-	LastRejection() (limiter.Rejection, bool)
-	// Handoff returns the pacer's state as JSON.
-	Handoff() (json.RawMessage, error)
 }
 
 // The baselines' names.
@@ -137,19 +105,38 @@ func NewWith(name string, o Options) (Pacer, error) {
 
 // design is what each baseline implements itself; unweighted makes a Pacer of it.
 type design interface {
+	// Next returns the earliest instant, not before now, the next send may leave.
+	// It changes nothing.
 	Next(now time.Time) time.Time
+	// Late notes that a send the caller waited for left d after the instant
+	// Next gave.
 	Late(at time.Time, d time.Duration)
+	// Sent records a send at now, or fails with limiter.ErrTooEarly or
+	// limiter.ErrQuarantined.
 	Sent(now time.Time) (limiter.Ticket, error)
+	// Wrote records that the request finished leaving at at.
 	Wrote(t limiter.Ticket, at time.Time)
+	// Answered records an answer other than a 429 at at.
 	Answered(t limiter.Ticket, at time.Time)
+	// Inverted records a 400 at at: the request's nonce arrived after a later one.
 	Inverted(t limiter.Ticket, at time.Time)
+	// Lost records that no answer came back; the caller gave up at at.
 	Lost(t limiter.Ticket, at time.Time)
+	// Unsent records that the request never began to leave.
 	Unsent(t limiter.Ticket, at time.Time)
+	// LostUntil is Lost for a request that may still arrive until until (a
+	// gateway answered for the upstream).
 	LostUntil(t limiter.Ticket, at, until time.Time)
+	// Rejected records a 429 at at, with the upstream's Retry-After.
 	Rejected(t limiter.Ticket, at time.Time, retryAfter time.Duration)
+	// Quarantined reports whether the pacer refuses to send after too many 429s.
 	Quarantined() bool
+	// MaxDelay returns the one-way delay (or the buffer standing for it) assumed.
 	MaxDelay() time.Duration
+	// LastRejection returns the latest 429 and true, or false if there was none;
+	// a baseline knows only how many it had.
 	LastRejection() (limiter.Rejection, bool)
+	// Handoff returns the pacer's state as JSON.
 	Handoff() (json.RawMessage, error)
 }
 
