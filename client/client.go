@@ -35,8 +35,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Errors callers may branch on.
@@ -44,17 +44,26 @@ var (
 	// ErrInvalidRequest: the request cannot be sent as it is; the message says why.
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrBadResult: a message on a results subject is not a result this client reads.
-	ErrBadResult = errors.New("not a ratefleet result")
+	ErrBadResult = wire.ErrBadResult
 )
 
 // Call is the HTTP call a request makes upstream, relative to the profile's base
 // URL: Method (GET when empty), Path, Query, Header, Body and ContentType. The
 // worker adds the key, the nonce, the request id and the signature as the
 // profile says, and refuses a call that sets any of them itself.
-type Call = request.Call
+type Call = wire.Call
 
 // Param is one query parameter or header of a Call.
-type Param = request.Param
+type Param = wire.Param
+
+// Result is a request's final outcome; see wire.Result.
+type Result = wire.Result
+
+// Outcomes a Result may have.
+const (
+	Served = wire.Served
+	Buried = wire.Buried
+)
 
 // Request is what to submit.
 type Request struct {
@@ -127,14 +136,14 @@ func (c *Client) Submit(ctx context.Context, r Request) (string, error) {
 }
 
 func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string, error) {
-	ttl := r.TTL
-	if ttl == 0 {
-		ttl = request.DefaultTTL
+	if r.TTL < 0 {
+		return "", fmt.Errorf("%w: negative time to live %s", ErrInvalidRequest, r.TTL)
 	}
-	if ttl < time.Millisecond {
-		return "", fmt.Errorf("%w: TTL %v must be at least 1ms", ErrInvalidRequest, ttl)
+	ttl := wire.TTLOr(r.TTL)
+	if err := wire.CheckTTL(ttl); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	rec := request.New(c.now(), ttl, r.Payload)
+	rec := wire.New(c.now(), ttl, r.Payload)
 	if r.ID != "" {
 		rec.ID = r.ID
 	}
@@ -156,7 +165,7 @@ func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string,
 func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 	rs := c.streams.Results
 	cons, err := c.js.OrderedConsumer(ctx, rs.Stream.Name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{ResultSubject(rs.Prefix(), id)},
+		FilterSubjects: []string{wire.ResultSubject(rs.Prefix(), id)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -170,7 +179,7 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 		msg, err := cons.Next(jetstream.FetchMaxWait(wait))
 		switch {
 		case err == nil:
-			return DecodeResult(msg.Data())
+			return wire.DecodeResult(msg.Data())
 		case ctx.Err() != nil:
 			return Result{}, fmt.Errorf("await result of %s: %w (the request may still be waiting for a key; call Await again)", id, ctx.Err())
 		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
@@ -199,5 +208,5 @@ func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
 	if err != nil {
 		return Result{ID: id}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
 	}
-	return DecodeResult(msg.Data)
+	return wire.DecodeResult(msg.Data)
 }

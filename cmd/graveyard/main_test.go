@@ -14,7 +14,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // fixture is a NATS server with a graveyard of four entries: three requests
@@ -44,7 +44,7 @@ func setup(t *testing.T) fixture {
 		reason string
 		ago    time.Duration
 	}{{graveyard.ReasonMaxDeliveries, time.Hour}, {graveyard.ReasonExpired, 2 * time.Hour}, {graveyard.ReasonMaxDeliveries, time.Minute}} {
-		r := request.New(now.Add(-3*time.Hour), time.Second, []byte(`{"n":1}`))
+		r := wire.New(now.Add(-3*time.Hour), time.Second, []byte(`{"n":1}`))
 		data, err := r.Encode()
 		require.NoError(t, err)
 		require.NoError(t, g.Bury(ctx, graveyard.Entry{Reason: e.reason, RequestID: r.ID, Original: data, Stream: c.Streams.Requests.Stream.Name,

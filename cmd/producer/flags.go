@@ -14,7 +14,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/producer"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 const usageText = `Publishes requests to the ratefleet queue (the requests stream of streams.yaml), each
@@ -61,7 +61,7 @@ type options struct {
 	idsOut      string
 	resultsOut  string
 	resultsWait time.Duration
-	call        *request.Call
+	call        *wire.Call
 	weight      int
 	log         *slog.Logger
 	cfg         producer.Config
@@ -84,7 +84,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	onBad := fs.String("on-bad-line", "stop", "on a bad input line: stop (the run fails, naming the line) or skip (log it, count it, go on)")
 	fs.Int64Var(&o.cfg.Count, "count", 0, "stop after this many requests; 0 for no limit")
 	fs.DurationVar(&o.cfg.Duration, "duration", 0, "stop making requests after this long; 0 for no limit")
-	fs.DurationVar(&o.ttl, "ttl", request.DefaultTTL, "time to live of each request (of a file line without ttl_ms)")
+	fs.DurationVar(&o.ttl, "ttl", wire.DefaultTTL, "time to live of each request (of a file line without ttl_ms)")
 	payload := fs.String("payload", "", "literal JSON `value` carried by every generated request (default none)")
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed for the seed and poisson shapes; 0 picks one and logs it")
 	fs.IntVar(&o.cfg.MaxPending, "max-pending", def.MaxPending, "requests out at once, awaiting an ack or a retry; the shape waits beyond it")
@@ -139,18 +139,18 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	}
 	switch {
 	case *path != "":
-		o.call = &request.Call{Method: strings.ToUpper(*method), Path: *path, Query: query.list, Header: header.list, Body: *body, ContentType: *contentType}
+		o.call = &wire.Call{Method: strings.ToUpper(*method), Path: *path, Query: query.list, Header: header.list, Body: *body, ContentType: *contentType}
 		if err := o.call.Validate(); err != nil {
 			return fail("the call (--method, --path, --query, --header, --body): %w", err)
 		}
 	case *method != "" || len(query.list) > 0 || len(header.list) > 0 || *body != "" || *contentType != "":
 		return fail("--method, --query, --header, --body and --content-type describe a call: give its --path too")
 	}
-	if o.weight < 0 || o.weight > request.MaxWeight {
-		return fail("--weight %d: must be from 1 to %d", o.weight, request.MaxWeight)
+	if err := wire.CheckWeight(o.weight); err != nil {
+		return fail("--%w", err)
 	}
-	if o.ttl < time.Millisecond {
-		return fail("--ttl %s: must be at least 1ms", o.ttl)
+	if err := wire.CheckTTL(o.ttl); err != nil {
+		return fail("--ttl: %w", err)
 	}
 	if o.cfg.MaxPending < 1 {
 		return fail("--max-pending %d: must be at least 1", o.cfg.MaxPending)
@@ -245,7 +245,7 @@ func (o *options) openIDs() (func() error, error) {
 }
 
 // params is a repeatable flag of name=value (or "Name: value") pairs.
-type params struct{ list []request.Param }
+type params struct{ list []wire.Param }
 
 func (p *params) String() string { return fmt.Sprint(len(p.list), " set") }
 
@@ -259,6 +259,6 @@ func (p *params) Set(v string) error {
 	if !ok || strings.TrimSpace(name) == "" {
 		return fmt.Errorf("%q: want name=value (or Name: value for a header)", v)
 	}
-	p.list = append(p.list, request.Param{Name: strings.TrimSpace(name), Value: strings.TrimLeft(value, " ")})
+	p.list = append(p.list, wire.Param{Name: strings.TrimSpace(name), Value: strings.TrimLeft(value, " ")})
 	return nil
 }

@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // ResultCheck compares the results stream with the simulator's own record of the
@@ -37,7 +37,7 @@ func CheckResults(ctx context.Context, js jetstream.JetStream, sc *streams.Confi
 	if err != nil {
 		return c, fmt.Errorf("read results: %w", err)
 	}
-	first := map[string]client.Result{}
+	first := map[string]wire.Result{}
 	for {
 		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
@@ -46,7 +46,7 @@ func CheckResults(ctx context.Context, js jetstream.JetStream, sc *streams.Confi
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			r, err := client.DecodeResult(m.Data())
+			r, err := wire.DecodeResult(m.Data())
 			if err != nil {
 				return c, err
 			}
@@ -89,7 +89,7 @@ func CheckResults(ctx context.Context, js jetstream.JetStream, sc *streams.Confi
 	}
 	for id, r := range first {
 		switch {
-		case r.Outcome == client.Served:
+		case r.Outcome == wire.Served:
 			c.Served++
 			if r.OK() && !answered[id] {
 				c.Unmatched++

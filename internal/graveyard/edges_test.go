@@ -13,8 +13,8 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // open starts an embedded server and applies streams.yaml, changed by mod, with
@@ -41,9 +41,9 @@ func open(t *testing.T, mod func(*streams.Config)) (*natsconn.Conn, *graveyard.K
 }
 
 // requestOf returns an encoded request whose payload makes it size bytes long.
-func requestOf(t *testing.T, size int, ttl time.Duration) (request.Request, []byte) {
+func requestOf(t *testing.T, size int, ttl time.Duration) (wire.Request, []byte) {
 	t.Helper()
-	r := request.New(time.Now(), ttl, []byte(`""`))
+	r := wire.New(time.Now(), ttl, []byte(`""`))
 	data, err := r.Encode()
 	require.NoError(t, err)
 	if pad := size - len(data); pad > 0 {
@@ -203,7 +203,7 @@ func TestAttempts_ForgetWritesNothingForARequestWithoutLogAndTheBucketIsBounded(
 	a, err := graveyard.OpenAttempts(ctx, c.JS, c.Streams.KV.Attempts.Bucket)
 	require.NoError(t, err)
 	for range 50 {
-		require.NoError(t, a.Forget(ctx, request.New(time.Now(), time.Second, nil).ID))
+		require.NoError(t, a.Forget(ctx, wire.New(time.Now(), time.Second, nil).ID))
 	}
 	require.NoError(t, a.Record(ctx, "failed-once", graveyard.Attempt{Result: "server_error"}))
 	require.NoError(t, a.Forget(ctx, "failed-once"))

@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // KeeperDurable names the consumer of max-deliveries advisories shared by every
@@ -252,7 +252,7 @@ func (k *Keeper) Sweep(ctx context.Context, limit int) (int, error) {
 			break
 		}
 		seq = m.Sequence + 1
-		r, err := request.Decode(m.Data)
+		r, err := wire.Decode(m.Data)
 		if err == nil && !r.ExpiredAt(m.Time, now) {
 			continue
 		}
@@ -298,7 +298,7 @@ func (k *Keeper) resolve(ctx context.Context, st jetstream.Stream, seq, deliveri
 	} else {
 		e.Error = why
 	}
-	if r, err := request.Decode(m.Data); err == nil {
+	if r, err := wire.Decode(m.Data); err == nil {
 		e.RequestID = r.ID
 		if e.Attempts, err = k.attempts.List(ctx, r.ID); err != nil {
 			k.log.Warn("could not read the attempts of a request given up on", "request", r.ID, "err", err)

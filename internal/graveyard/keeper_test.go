@@ -9,17 +9,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // keeperSetup applies streams.yaml with one delivery and a 1 s ack wait, publishes
 // one request, and lets a consumer that never answers take its only delivery: a
 // worker that died during its last attempt.
-func keeperSetup(t *testing.T) (*natsconn.Conn, *graveyard.Keeper, request.Request) {
+func keeperSetup(t *testing.T) (*natsconn.Conn, *graveyard.Keeper, wire.Request) {
 	t.Helper()
 	s, err := embedded.Start(embedded.Options{})
 	require.NoError(t, err)
@@ -35,7 +34,7 @@ func keeperSetup(t *testing.T) (*natsconn.Conn, *graveyard.Keeper, request.Reque
 
 	k, err := graveyard.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	r := request.New(time.Now(), time.Minute, []byte(`{"x":1}`))
+	r := wire.New(time.Now(), time.Minute, []byte(`{"x":1}`))
 	data, err := r.Encode()
 	require.NoError(t, err)
 	_, err = c.JS.Publish(ctx, c.Streams.Requests.Stream.Subjects[0], data, jetstream.WithMsgID(r.ID))
@@ -77,18 +76,18 @@ func TestKeeper_BuriesARequestWhoseLastAttemptNoWorkerReported(t *testing.T) {
 	require.Equal(t, r.ID, e.RequestID)
 	require.Equal(t, uint64(1), e.Deliveries)
 	require.Contains(t, e.Error, "max-deliveries advisory")
-	got, err := request.Decode(e.Original)
+	got, err := wire.Decode(e.Original)
 	require.NoError(t, err)
 	require.Equal(t, r.ID, got.ID)
 	require.Zero(t, requestsLeft(t, c), "removed from the queue once buried")
 
 	st, err := c.JS.Stream(context.Background(), c.Streams.Results.Stream.Name)
 	require.NoError(t, err)
-	m, err := st.GetLastMsgForSubject(context.Background(), client.ResultSubject(c.Streams.Results.Prefix(), r.ID))
+	m, err := st.GetLastMsgForSubject(context.Background(), wire.ResultSubject(c.Streams.Results.Prefix(), r.ID))
 	require.NoError(t, err, "the caller learns of it from the results stream too")
-	res, err := client.DecodeResult(m.Data)
+	res, err := wire.DecodeResult(m.Data)
 	require.NoError(t, err)
-	require.Equal(t, client.Buried, res.Outcome)
+	require.Equal(t, wire.Buried, res.Outcome)
 	require.Equal(t, graveyard.ReasonMaxDeliveries, res.Reason)
 }
 
@@ -104,7 +103,7 @@ func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0
 	}, 15*time.Second, 50*time.Millisecond)
-	next := request.New(time.Now(), time.Minute, nil)
+	next := wire.New(time.Now(), time.Minute, nil)
 	data, err := next.Encode()
 	require.NoError(t, err)
 	_, err = c.JS.Publish(ctx, c.Streams.Requests.Stream.Subjects[0], data, jetstream.WithMsgID(next.ID))

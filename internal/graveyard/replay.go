@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Stored is an entry as it sits in the graveyard stream.
@@ -169,16 +169,16 @@ func ReplayID(s Stored) string {
 // Plan returns the request that would replay s: a fresh request with a new time
 // to live, the original payload, call, weight and reply subject, linked to the
 // original id.
-func (r *Replayer) Plan(s Stored) (request.Request, error) {
-	orig, err := request.Decode(s.Entry.Original)
+func (r *Replayer) Plan(s Stored) (wire.Request, error) {
+	orig, err := wire.Decode(s.Entry.Original)
 	if err != nil {
-		return request.Request{}, fmt.Errorf("entry %d (%s) cannot be replayed: its original is not a request: %w", s.Seq, s.Entry.Reason, err)
+		return wire.Request{}, fmt.Errorf("entry %d (%s) cannot be replayed: its original is not a request: %w", s.Seq, s.Entry.Reason, err)
 	}
 	ttl := r.ttl
 	if ttl <= 0 {
 		ttl = orig.TTL()
 	}
-	rep := request.Request{
+	rep := wire.Request{
 		ID: ReplayID(s), Created: r.now(), TTLms: ttl.Milliseconds(),
 		Payload: orig.Payload, ReplayOf: orig.ID,
 		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo,
@@ -192,7 +192,7 @@ func (r *Replayer) Plan(s Stored) (request.Request, error) {
 // replay already stored (by an earlier, interrupted run) is not published again,
 // and one whose storing was never confirmed is published again only within the
 // duplicate window, otherwise it returns ErrReplayUnconfirmed and keeps the entry.
-func (r *Replayer) Replay(ctx context.Context, s Stored) (request.Request, error) {
+func (r *Replayer) Replay(ctx context.Context, s Stored) (wire.Request, error) {
 	req, err := r.Plan(s)
 	if err != nil {
 		return req, err

@@ -12,7 +12,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func setup(t *testing.T) (*natsconn.Conn, *graveyard.Graveyard) {
@@ -34,7 +34,7 @@ func bury(t *testing.T, c *natsconn.Conn, g *graveyard.Graveyard, n int) []strin
 	ctx := context.Background()
 	var ids []string
 	for i := range n {
-		r := request.New(time.Now().Add(-time.Hour), time.Second, []byte(`{"n":1}`))
+		r := wire.New(time.Now().Add(-time.Hour), time.Second, []byte(`{"n":1}`))
 		data, err := r.Encode()
 		require.NoError(t, err)
 		reason := graveyard.ReasonMaxDeliveries
@@ -69,7 +69,7 @@ func replayedIDs(t *testing.T, c *natsconn.Conn) map[string]int {
 	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		require.NoError(t, err)
-		r, err := request.Decode(m.Data)
+		r, err := wire.Decode(m.Data)
 		require.NoError(t, err)
 		out[r.ReplayOf]++
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/client"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // publishResult writes the buried result of a request the server gave up on,
@@ -16,7 +16,7 @@ import (
 // its acknowledgement counted).
 func (k *Keeper) publishResult(ctx context.Context, e Entry) error {
 	rs := k.cfg.Results
-	subject := client.ResultSubject(rs.Prefix(), e.RequestID)
+	subject := wire.ResultSubject(rs.Prefix(), e.RequestID)
 	st, err := k.js.Stream(ctx, rs.Stream.Name)
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", rs.Stream.Name, err)
@@ -26,7 +26,7 @@ func (k *Keeper) publishResult(ctx context.Context, e Entry) error {
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("look for the result of %s: %w", e.RequestID, err)
 	}
-	res := client.Result{ID: e.RequestID, Outcome: client.Buried, Reason: e.Reason, Error: e.Error, Delivery: e.Deliveries, At: e.BuriedAt}
+	res := wire.Result{ID: e.RequestID, Outcome: wire.Buried, Reason: e.Reason, Error: e.Error, Delivery: e.Deliveries, At: e.BuriedAt}
 	if n := len(e.Attempts); n > 0 {
 		res.Status, res.Key = e.Attempts[n-1].Status, e.Attempts[n-1].Key
 	}
@@ -36,7 +36,7 @@ func (k *Keeper) publishResult(ctx context.Context, e Entry) error {
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
-	if _, err := k.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s/%d", client.Token(e.RequestID), e.Deliveries))); err != nil {
+	if _, err := k.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s/%d", wire.Token(e.RequestID), e.Deliveries))); err != nil {
 		return fmt.Errorf("publish the result of %s: %w", e.RequestID, err)
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // errNoAck reports an attempt still unanswered when the shutdown grace ended.
@@ -25,7 +25,7 @@ var ErrDedupeWindowPassed = errors.New("the duplicate window since an attempt wh
 // up on it, and counts how it ended. Every attempt carries the request's id as
 // Nats-Msg-Id and the same bytes (its created time included), so however many
 // attempts reach the stream, it holds the request once.
-func (r *run) deliver(req request.Request) {
+func (r *run) deliver(req wire.Request) {
 	log := r.p.log
 	data, err := req.Encode()
 	if err != nil {
@@ -109,7 +109,7 @@ func (r *run) publish(id string, data []byte) (*jetstream.PubAck, error) {
 	}
 }
 
-func (r *run) acked(req request.Request, ack *jetstream.PubAck) {
+func (r *run) acked(req wire.Request, ack *jetstream.PubAck) {
 	if ack.Duplicate {
 		r.tally.duplicates.Add(1)
 	} else {
@@ -119,20 +119,20 @@ func (r *run) acked(req request.Request, ack *jetstream.PubAck) {
 }
 
 // failed counts and logs a request that is not in the stream.
-func (r *run) failed(req request.Request, attempts int, err error) {
+func (r *run) failed(req wire.Request, attempts int, err error) {
 	r.tally.failed.Add(1)
 	r.p.log.Error("request not stored", "id", req.ID, "attempts", attempts, "err", err)
 }
 
 // unconfirmed counts and logs a request that may or may not be in the stream.
-func (r *run) unconfirmed(req request.Request, attempts int, err error) {
+func (r *run) unconfirmed(req wire.Request, attempts int, err error) {
 	r.tally.unconfirmed.Add(1)
 	r.p.log.Error("request unconfirmed: it may or may not be in the stream", "id", req.ID, "attempts", attempts, "err", err)
 }
 
 // gaveUp counts a request given up on after err: failed if its last attempt was
 // refused, unconfirmed if that attempt's fate is unknown (its answer was lost).
-func (r *run) gaveUp(req request.Request, attempts int, err error) {
+func (r *run) gaveUp(req wire.Request, attempts int, err error) {
 	if outcomeUnknown(err) {
 		r.unconfirmed(req, attempts, err)
 	} else {

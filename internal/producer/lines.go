@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // MaxLineBytes bounds one line of a JSON-lines input; a longer line is a bad line.
@@ -45,7 +45,7 @@ func (e *BadLineError) Unwrap() error { return e.Err }
 // Every field is optional: a missing id is a new UUID, a missing ttl_ms the default
 // time to live, a missing created the time the line is read; payload is any JSON
 // value, carried as it is. A line may name the upstream call, its weight and a
-// reply subject (request.Call; the profile's default call when left out):
+// reply subject (wire.Call; the profile's default call when left out):
 //
 //	{"id":"o-2","call":{"method":"POST","path":"/0/private/AddOrder","body":"pair=XBTUSD&type=buy"},"weight":2}
 //
@@ -59,13 +59,10 @@ type Lines struct {
 }
 
 // NewLines returns a source reading r; input names it in errors ("stdin", a path),
-// and ttl is the time to live of a line that names none (request.DefaultTTL when
+// and ttl is the time to live of a line that names none (wire.DefaultTTL when
 // not positive).
 func NewLines(r io.Reader, input string, ttl time.Duration) *Lines {
-	if ttl <= 0 {
-		ttl = request.DefaultTTL
-	}
-	return &Lines{r: bufio.NewReaderSize(r, 64<<10), input: input, ttl: ttl}
+	return &Lines{r: bufio.NewReaderSize(r, 64<<10), input: input, ttl: wire.TTLOr(ttl)}
 }
 
 // lineRecord is what a line may hold; pointers tell a missing field from a zero one.
@@ -74,7 +71,7 @@ type lineRecord struct {
 	TTLms   *int64          `json:"ttl_ms"`
 	Payload json.RawMessage `json:"payload"`
 	Created *time.Time      `json:"created"`
-	Call    *request.Call   `json:"call"`
+	Call    *wire.Call      `json:"call"`
 	Weight  int             `json:"weight"`
 	ReplyTo string          `json:"reply_to"`
 }
@@ -108,35 +105,35 @@ func (l *Lines) Next(now time.Time) (Item, error) {
 	}
 }
 
-func (l *Lines) parse(raw []byte, now time.Time) (request.Request, error) {
+func (l *Lines) parse(raw []byte, now time.Time) (wire.Request, error) {
 	if raw[0] != '{' {
-		return request.Request{}, errors.New("not a JSON object")
+		return wire.Request{}, errors.New("not a JSON object")
 	}
 	var rec lineRecord
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rec); err != nil {
-		return request.Request{}, fmt.Errorf("invalid request: %w", err)
+		return wire.Request{}, fmt.Errorf("invalid request: %w", err)
 	}
 	if dec.More() {
-		return request.Request{}, errors.New("more than one JSON value on the line")
+		return wire.Request{}, errors.New("more than one JSON value on the line")
 	}
-	req := request.Request{V: request.Version, ID: uuid.NewString(), Created: now, TTLms: l.ttl.Milliseconds()}
+	req := wire.Request{V: wire.Version, ID: uuid.NewString(), Created: now, TTLms: l.ttl.Milliseconds()}
 	if rec.ID != nil {
 		if *rec.ID == "" || strings.ContainsFunc(*rec.ID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
-			return request.Request{}, fmt.Errorf("id %q: must be non-empty, without spaces or control characters", *rec.ID)
+			return wire.Request{}, fmt.Errorf("id %q: must be non-empty, without spaces or control characters", *rec.ID)
 		}
 		req.ID = *rec.ID
 	}
 	if rec.TTLms != nil {
 		if *rec.TTLms <= 0 {
-			return request.Request{}, fmt.Errorf("ttl_ms %d: must be positive", *rec.TTLms)
+			return wire.Request{}, fmt.Errorf("ttl_ms %d: must be positive", *rec.TTLms)
 		}
 		req.TTLms = *rec.TTLms
 	}
 	if rec.Created != nil {
 		if rec.Created.IsZero() {
-			return request.Request{}, errors.New("created is the zero time")
+			return wire.Request{}, errors.New("created is the zero time")
 		}
 		req.Created = *rec.Created
 	}
@@ -146,7 +143,7 @@ func (l *Lines) parse(raw []byte, now time.Time) (request.Request, error) {
 	req.Call, req.Weight, req.ReplyTo = rec.Call, rec.Weight, rec.ReplyTo
 	req.V = req.NeededVersion()
 	if err := req.Validate(); err != nil {
-		return request.Request{}, err
+		return wire.Request{}, err
 	}
 	return req, nil
 }

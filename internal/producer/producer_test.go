@@ -19,8 +19,8 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/producer"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // startNATS starts an embedded NATS server with streams.yaml applied, changed by
@@ -71,7 +71,7 @@ func burst(t *testing.T, n int) producer.Source {
 }
 
 // requestsSource yields the given requests, all due at once.
-type requestsSource []request.Request
+type requestsSource []wire.Request
 
 func (s *requestsSource) Next(now time.Time) (producer.Item, error) {
 	if len(*s) == 0 {
@@ -95,7 +95,7 @@ func storedIDs(t *testing.T, c *natsconn.Conn) []string {
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		require.NoError(t, err)
-		r, err := request.Decode(m.Data)
+		r, err := wire.Decode(m.Data)
 		require.NoError(t, err)
 		require.Equal(t, r.ID, m.Header.Get(jetstream.MsgIDHeader))
 		ids = append(ids, r.ID)
@@ -134,8 +134,8 @@ func TestRun_SameRequestTwiceIsStoredOnceAndCountedAsDuplicate(t *testing.T) {
 	cfg.IDs = &ids
 	p := newProducer(t, c, cfg)
 
-	r := request.New(time.Now(), time.Second, nil)
-	other := request.New(time.Now(), time.Second, nil)
+	r := wire.New(time.Now(), time.Second, nil)
+	other := wire.New(time.Now(), time.Second, nil)
 	src := requestsSource{r, other, r}
 	sum, err := p.Run(context.Background(), &src)
 	require.NoError(t, err)
@@ -183,7 +183,7 @@ func TestRun_FullStreamBacksOffRetriesAndLosesNothing(t *testing.T) {
 		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(200*time.Millisecond))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
-			r, err := request.Decode(m.Data())
+			r, err := wire.Decode(m.Data())
 			require.NoError(t, err)
 			consumed = append(consumed, r.ID)
 			require.NoError(t, m.DoubleAck(ctx))
@@ -268,7 +268,7 @@ type tickingSource struct {
 
 func (s tickingSource) Next(now time.Time) (producer.Item, error) {
 	defer s.clock.advance(s.step)
-	return producer.Item{Due: now, Request: request.New(now, time.Second, nil)}, nil
+	return producer.Item{Due: now, Request: wire.New(now, time.Second, nil)}, nil
 }
 
 func TestRun_StopsAtItsBounds(t *testing.T) {
@@ -376,7 +376,7 @@ func TestRun_RequestsNotStoredAreCountedAndNamed(t *testing.T) {
 
 			src := requestsSource{}
 			for i := range total {
-				src = append(src, request.New(time.Now(), time.Second, nil))
+				src = append(src, wire.New(time.Now(), time.Second, nil))
 				src[i].ID = fmt.Sprintf("req-%d", i)
 			}
 			ctx, cancel := context.WithCancel(context.Background())

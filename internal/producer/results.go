@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // IDSet collects the ids a producer writes to Config.IDs, one a line.
@@ -88,12 +88,12 @@ func CollectResults(ctx context.Context, js jetstream.JetStream, sc *streams.Con
 		case err != nil:
 			return t, fmt.Errorf("read results: %w", err)
 		}
-		r, err := client.DecodeResult(msg.Data())
+		r, err := wire.DecodeResult(msg.Data())
 		if err != nil || !ids.has(r.ID) || seen[r.ID] {
 			continue
 		}
 		seen[r.ID] = true
-		if r.Outcome == client.Served {
+		if r.Outcome == wire.Served {
 			t.Served++
 		} else {
 			t.Buried++

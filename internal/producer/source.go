@@ -6,7 +6,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Item is one request a source yields and the earliest time to publish it.
@@ -14,7 +14,7 @@ type Item struct {
 	// Due is when the request should go out; a time already past means at once.
 	Due time.Time
 	// Request is the request to publish, complete with its id.
-	Request request.Request
+	Request wire.Request
 }
 
 // Source yields the requests to publish, in order. The producer calls Next from one
@@ -36,15 +36,15 @@ type Generator struct {
 	shape   Shape
 	ttl     time.Duration
 	payload json.RawMessage
-	call    *request.Call
+	call    *wire.Call
 	weight  int
 }
 
 // NewGenerator returns a source of requests with the given time to live and
 // payload (nil for none), due when shape says.
 func NewGenerator(shape Shape, ttl time.Duration, payload json.RawMessage) (*Generator, error) {
-	if ttl < time.Millisecond {
-		return nil, fmt.Errorf("request time to live %s: must be at least 1ms", ttl)
+	if err := wire.CheckTTL(ttl); err != nil {
+		return nil, fmt.Errorf("requests: %w", err)
 	}
 	if len(payload) > 0 && !json.Valid(payload) {
 		return nil, fmt.Errorf("payload %q: not valid JSON", payload)
@@ -59,7 +59,7 @@ func (g *Generator) Next(now time.Time) (Item, error) {
 	if !ok {
 		return Item{}, io.EOF
 	}
-	r := request.New(due, g.ttl, g.payload)
+	r := wire.New(due, g.ttl, g.payload)
 	if g.call != nil {
 		c := *g.call
 		r.Call = &c
@@ -72,14 +72,14 @@ func (g *Generator) Next(now time.Time) (Item, error) {
 // SetCall makes every later request carry call (nil for the profile's default
 // call) and weight (0 for 1). It fails, saying why, for a call that could not be
 // sent.
-func (g *Generator) SetCall(call *request.Call, weight int) error {
+func (g *Generator) SetCall(call *wire.Call, weight int) error {
 	if call != nil {
 		if err := call.Validate(); err != nil {
 			return fmt.Errorf("the requests' call: %w", err)
 		}
 	}
-	if weight < 0 || weight > request.MaxWeight {
-		return fmt.Errorf("weight %d: must be from 1 to %d", weight, request.MaxWeight)
+	if err := wire.CheckWeight(weight); err != nil {
+		return fmt.Errorf("the requests' %w", err)
 	}
 	g.call, g.weight = call, weight
 	return nil

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Creds is what Build needs of a key. Secret and Passphrase stay in the worker's
@@ -40,7 +40,7 @@ type Built struct {
 // and the send: it places the key, the nonce, the timestamp, the request id and
 // the passphrase where the profile says, then signs. It fails, wrapping ErrCall,
 // for a call the profile cannot make.
-func (p *Profile) Build(call *request.Call, c Creds, s Send) (Built, error) {
+func (p *Profile) Build(call *wire.Call, c Creds, s Send) (Built, error) {
 	if call == nil {
 		call = &p.DefaultCall
 	}

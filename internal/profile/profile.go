@@ -28,7 +28,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // ErrInvalid is wrapped by every error that reports a problem in a profile.
@@ -50,7 +50,7 @@ type Profile struct {
 	// BaseURL is where the API lives; a call's path is joined to it.
 	BaseURL string `yaml:"base_url"`
 	// DefaultCall is made for a request that names no call.
-	DefaultCall request.Call `yaml:"default_call"`
+	DefaultCall wire.Call `yaml:"default_call"`
 	// RequestID places the request's id in each call, if set.
 	RequestID *Place `yaml:"request_id"`
 	// Rate is what the upstream allows each key.
@@ -231,8 +231,8 @@ func (p *Profile) Validate() error {
 		}
 	}
 	switch {
-	case p.Rate.MaxWeight < 0 || p.Rate.MaxWeight > request.MaxWeight:
-		v.addf("rate.max_weight", "%d must be from 1 to %d (0 means 1: the upstream counts requests)", p.Rate.MaxWeight, request.MaxWeight)
+	case p.Rate.MaxWeight < 0 || p.Rate.MaxWeight > wire.MaxWeight:
+		v.addf("rate.max_weight", "%d must be from 1 to %d (0 means 1: the upstream counts requests)", p.Rate.MaxWeight, wire.MaxWeight)
 	case p.Rate.BanAfter < 0, p.Rate.BanAfter == 1:
 		v.addf("rate.ban_after", "%d: use 0 (never bans) or at least 2, so the ban guard can stop the key first", p.Rate.BanAfter)
 	case p.Rate.GuardAfter < 0 || (p.Rate.BanAfter > 0 && p.Rate.GuardAfter >= p.Rate.BanAfter):
@@ -304,19 +304,19 @@ func (p *Profile) places() map[string]Place {
 
 // CheckCall reports, wrapping ErrCall, a call that sets something the profile
 // sets itself (the key's header, the nonce parameter, the signature, ...).
-func (p *Profile) CheckCall(c *request.Call) error {
+func (p *Profile) CheckCall(c *wire.Call) error {
 	for what, pl := range p.places() {
 		name := pl.Name
 		switch pl.In {
 		case InQuery:
-			if slices.ContainsFunc(c.Query, func(q request.Param) bool { return q.Name == name }) {
+			if slices.ContainsFunc(c.Query, func(q wire.Param) bool { return q.Name == name }) {
 				return fmt.Errorf("%w: query parameter %q is the profile's %s: leave it out", ErrCall, name, what)
 			}
 		case InHeader, InBearer:
 			if pl.In == InBearer {
 				name = "Authorization"
 			}
-			if slices.ContainsFunc(c.Header, func(h request.Param) bool { return strings.EqualFold(h.Name, name) }) {
+			if slices.ContainsFunc(c.Header, func(h wire.Param) bool { return strings.EqualFold(h.Name, name) }) {
 				return fmt.Errorf("%w: header %q is the profile's %s: leave it out", ErrCall, name, what)
 			}
 		case InForm:

@@ -11,7 +11,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/profile"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func TestReference_IsValidAndMakesTheReferenceCall(t *testing.T) {
@@ -97,7 +97,7 @@ func TestBuild_ReproducesPublishedSignatures(t *testing.T) {
 	tests := []struct {
 		name    string
 		profile string
-		call    request.Call
+		call    wire.Call
 		creds   profile.Creds
 		nonce   int64
 		where   func(profile.Built) string
@@ -106,7 +106,7 @@ func TestBuild_ReproducesPublishedSignatures(t *testing.T) {
 		{
 			name:    "kraken API-Sign",
 			profile: krakenProfile,
-			call:    request.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25"},
+			call:    wire.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25"},
 			creds:   profile.Creds{APIKey: "PUBLIC", Secret: "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="},
 			nonce:   1616492376594,
 			where:   func(b profile.Built) string { return b.Header.Get("API-Sign") },
@@ -115,7 +115,7 @@ func TestBuild_ReproducesPublishedSignatures(t *testing.T) {
 		{
 			name:    "binance signature",
 			profile: binanceProfile,
-			call: request.Call{Method: "POST", Path: "/api/v3/order", Query: []request.Param{
+			call: wire.Call{Method: "POST", Path: "/api/v3/order", Query: []wire.Param{
 				{Name: "symbol", Value: "LTCBTC"}, {Name: "side", Value: "BUY"}, {Name: "type", Value: "LIMIT"},
 				{Name: "timeInForce", Value: "GTC"}, {Name: "quantity", Value: "1"}, {Name: "price", Value: "0.1"},
 				{Name: "recvWindow", Value: "5000"}, {Name: "timestamp", Value: "1499827319559"},
@@ -144,7 +144,7 @@ func TestBuild_ReproducesPublishedSignatures(t *testing.T) {
 func TestBuild_KrakenPutsTheNonceFirstInTheForm(t *testing.T) {
 	p, err := profile.Parse("kraken", []byte(krakenProfile))
 	require.NoError(t, err)
-	b, err := p.Build(&request.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "pair=XBTUSD"},
+	b, err := p.Build(&wire.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "pair=XBTUSD"},
 		profile.Creds{APIKey: "PUB", Secret: "c2VjcmV0"}, profile.Send{Nonce: 42})
 	require.NoError(t, err)
 	require.Equal(t, "nonce=42&pair=XBTUSD", b.Body)
@@ -157,13 +157,13 @@ func TestBuild_RefusesACallThatSetsWhatTheProfileSets(t *testing.T) {
 	require.NoError(t, err)
 	tests := []struct {
 		name string
-		call request.Call
+		call wire.Call
 		want string
 	}{
-		{"key header", request.Call{Method: "POST", Path: "/x", Header: []request.Param{{Name: "api-key", Value: "x"}}}, `header "API-Key" is the profile's key`},
-		{"signature", request.Call{Method: "POST", Path: "/x", Header: []request.Param{{Name: "API-Sign", Value: "x"}}}, "the profile's sign"},
-		{"nonce in the form", request.Call{Method: "POST", Path: "/x", Body: "nonce=1&a=b"}, `form field "nonce"`},
-		{"form fields on a GET", request.Call{Path: "/x"}, "a GET does not have"},
+		{"key header", wire.Call{Method: "POST", Path: "/x", Header: []wire.Param{{Name: "api-key", Value: "x"}}}, `header "API-Key" is the profile's key`},
+		{"signature", wire.Call{Method: "POST", Path: "/x", Header: []wire.Param{{Name: "API-Sign", Value: "x"}}}, "the profile's sign"},
+		{"nonce in the form", wire.Call{Method: "POST", Path: "/x", Body: "nonce=1&a=b"}, `form field "nonce"`},
+		{"form fields on a GET", wire.Call{Path: "/x"}, "a GET does not have"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/roles"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // TestRoles_BuryingAndReplayingWorkUnderTheirRoles runs, each as its own role on
@@ -25,7 +25,7 @@ func TestRoles_BuryingAndReplayingWorkUnderTheirRoles(t *testing.T) {
 	quiet := slog.New(slog.DiscardHandler)
 
 	producer, refusedP := connect(t, s, acc, roles.Producer)
-	req := request.New(time.Now(), time.Minute, []byte(`{"order":1}`))
+	req := wire.New(time.Now(), time.Minute, []byte(`{"order":1}`))
 	data, err := req.Encode()
 	require.NoError(t, err)
 	_, err = producer.JS.Publish(ctx, producer.Streams.Requests.Stream.Subjects[0], data, jetstream.WithMsgID(req.ID))

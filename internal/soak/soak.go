@@ -30,8 +30,8 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/roles"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Config describes the conservation soak: the seed load for Duration with a
@@ -337,8 +337,8 @@ func (s *soak) apply(ctx context.Context, kind string) (string, time.Time, error
 
 // padded returns a valid request of exactly size bytes (size above the bare
 // record's length).
-func padded(size int) (request.Request, []byte) {
-	r := request.New(time.Now(), time.Minute, []byte(`""`))
+func padded(size int) (wire.Request, []byte) {
+	r := wire.New(time.Now(), time.Minute, []byte(`""`))
 	data, _ := r.Encode()
 	r.Payload = []byte(`"` + strings.Repeat("x", size-len(data)) + `"`)
 	data, _ = r.Encode()
@@ -472,7 +472,7 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 		if err != nil {
 			return a, fmt.Errorf("read the queue at %d: %w", seq, err)
 		}
-		if r, err := request.Decode(m.Data); err == nil {
+		if r, err := wire.Decode(m.Data); err == nil {
 			queued[r.ID] = true
 		}
 		seq = m.Sequence + 1

@@ -39,7 +39,7 @@ import (
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/profile"
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Class is what an answer means for the request and the key.
@@ -115,7 +115,7 @@ type Call struct {
 	// Passphrase is the key's passphrase, if it has one.
 	Passphrase string
 	// Target is the request's call; nil makes the profile's default call.
-	Target *request.Call
+	Target *wire.Call
 	// Nonce is the key's next nonce.
 	Nonce int64
 	// RequestID names the request to the upstream.

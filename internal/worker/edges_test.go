@@ -13,17 +13,17 @@ import (
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keystate"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Edge 3: a producer whose clock runs an hour ahead cannot keep a request alive:
 // its time to live counts from when the server stored it.
 func TestWorkers_StalenessCountsFromTheServersStoredTimeWhenEarlier(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
-	ahead := request.New(time.Now().Add(time.Hour), 300*time.Millisecond, nil)
+	ahead := wire.New(time.Now().Add(time.Hour), 300*time.Millisecond, nil)
 	data, err := ahead.Encode()
 	require.NoError(t, err)
 	publish(t, env, data, ahead.ID)

@@ -8,11 +8,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/upstream"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // ackTimeout bounds one acknowledgement, NAK or graveyard write.
@@ -34,8 +33,8 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		s.log.Error("message without JetStream metadata; leaving it for redelivery", "err", err)
 		return
 	}
-	req, err := request.Decode(msg.Data())
-	if errors.Is(err, request.ErrUnsupportedVersion) {
+	req, err := wire.Decode(msg.Data())
+	if errors.Is(err, wire.ErrUnsupportedVersion) {
 		// Written by a newer producer: leave it for a newer worker, and bury it
 		// with the reason at its last delivery. It is never half-read or sent.
 		s.gate.unexpect()
@@ -48,7 +47,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		s.gate.unexpect() // free the key for the next request before burying this one
 		w.rec.Count("", stats.ResultMalformed)
-		s.bury(finish, msg, md, request.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
+		s.bury(finish, msg, md, wire.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
 		return
 	}
 	units, err := s.check(req)
@@ -182,7 +181,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 
 // check returns the units of the key's windows req takes, or why the upstream's
 // profile cannot make its call, which no retry would change.
-func (s *session) check(req request.Request) (int, error) {
+func (s *session) check(req wire.Request) (int, error) {
 	p := s.w.cfg.Upstream.Profile()
 	if req.Call != nil {
 		if err := p.CheckCall(req.Call); err != nil {
@@ -246,7 +245,7 @@ func (s *session) count429(ctx context.Context, sl slot, ans upstream.Answer) {
 
 // retryOrBury records a failed attempt and NAKs it with the configured delay, or
 // buries the request when this was its last allowed delivery.
-func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req request.Request, a graveyard.Attempt) {
+func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req wire.Request, a graveyard.Attempt) {
 	cons := s.w.cfg.Streams.Requests.Consumer
 	if int(md.NumDelivered) >= cons.MaxDeliver {
 		lctx, cancel := context.WithTimeout(ctx, ackTimeout)
@@ -271,7 +270,7 @@ func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstr
 }
 
 // nakNow gives a request that was not sent back to the queue at once.
-func (s *session) nakNow(msg jetstream.Msg, req request.Request) {
+func (s *session) nakNow(msg jetstream.Msg, req wire.Request) {
 	if err := msg.Nak(); err != nil {
 		s.log.Warn("could not NAK; the request is redelivered after its ack wait", "request", req.ID, "err", err)
 	}
@@ -279,7 +278,7 @@ func (s *session) nakNow(msg jetstream.Msg, req request.Request) {
 
 // ack acknowledges a request answered 200, confirming with the server so it is not
 // delivered again.
-func (s *session) ack(ctx context.Context, msg jetstream.Msg, req request.Request, md *jetstream.MsgMetadata) {
+func (s *session) ack(ctx context.Context, msg jetstream.Msg, req wire.Request, md *jetstream.MsgMetadata) {
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	var err error
@@ -301,7 +300,7 @@ func (s *session) ack(ctx context.Context, msg jetstream.Msg, req request.Reques
 
 // bury stores the request in the graveyard, then acknowledges it. If the graveyard
 // cannot take it, the request stays in the queue and is delivered again.
-func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req request.Request, reason, why string, attempts []graveyard.Attempt) {
+func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req wire.Request, reason, why string, attempts []graveyard.Attempt) {
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	e := graveyard.Entry{
@@ -316,7 +315,7 @@ func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		return
 	}
 	if req.ID != "" {
-		res := client.Result{ID: req.ID, Outcome: client.Buried, Reason: reason, Error: why,
+		res := wire.Result{ID: req.ID, Outcome: wire.Buried, Reason: reason, Error: why,
 			Key: s.key.Name(), Worker: s.w.cfg.ID, Delivery: md.NumDelivered, At: s.w.cfg.Now()}
 		if n := len(attempts); n > 0 {
 			res.Status = attempts[n-1].Status

@@ -15,15 +15,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/client"
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/profile"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func signedKeys() []keys.Key { return exchange.SignedKeys() }
@@ -63,20 +62,20 @@ func startProfiled(t *testing.T, env *testenv.Env, n int, ks []keys.Key, p *prof
 }
 
 // results reads every result in the results stream.
-func results(t *testing.T, env *testenv.Env) []client.Result {
+func results(t *testing.T, env *testenv.Env) []wire.Result {
 	t.Helper()
 	ctx := context.Background()
 	st, err := env.Conn.JS.Stream(ctx, env.Conn.Streams.Results.Stream.Name)
 	require.NoError(t, err)
 	info, err := st.Info(ctx)
 	require.NoError(t, err)
-	var out []client.Result
+	var out []wire.Result
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		require.NoError(t, err)
-		r, err := client.DecodeResult(m.Data)
+		r, err := wire.DecodeResult(m.Data)
 		require.NoError(t, err)
-		require.Equal(t, client.ResultSubject(env.Conn.Streams.Results.Prefix(), r.ID), m.Subject)
+		require.Equal(t, wire.ResultSubject(env.Conn.Streams.Results.Prefix(), r.ID), m.Subject)
 		out = append(out, r)
 	}
 	return out
@@ -104,7 +103,7 @@ func TestWorkers_SignedProfileServesEveryRequestWithOneResultEach(t *testing.T) 
 
 	var got []string
 	for _, r := range results(t, env) {
-		require.Equal(t, client.Served, r.Outcome)
+		require.Equal(t, wire.Served, r.Outcome)
 		require.Equal(t, http.StatusOK, r.Status)
 		require.Contains(t, r.Body, `"req_id":"`+r.ID+`"`, "the upstream's own answer comes back")
 		require.Equal(t, []string{"application/json"}, r.Header["Content-Type"])
@@ -178,7 +177,7 @@ func TestWorker_PerMinuteProfileHonoursRetryAfterAndKeepsTheKey(t *testing.T) {
 	require.GreaterOrEqual(t, n429, 3, "three 429s: past the reference's ban guard")
 	var served []string
 	for _, r := range results(t, env) {
-		require.Equal(t, client.Served, r.Outcome, r.Error)
+		require.Equal(t, wire.Served, r.Outcome, r.Error)
 		require.Equal(t, 200, r.Status)
 		served = append(served, r.ID)
 		require.True(t, strings.Contains(r.Body, r.ID))
@@ -203,7 +202,7 @@ func TestWorkers_ARequestOfANewerVersionIsLeftThenBuriedNeverSent(t *testing.T) 
 	require.Contains(t, graves[0].Error, "unsupported_version")
 	rs := results(t, env)
 	require.Len(t, rs, 1)
-	require.Equal(t, client.Buried, rs[0].Outcome)
+	require.Equal(t, wire.Buried, rs[0].Outcome)
 	require.Contains(t, rs[0].Error, "a newer worker must serve it")
 }
 
@@ -211,7 +210,7 @@ func TestWorker_AWeightedRequestTakesItsWeightOfTheWindow(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
 	var ids []string
 	for range 40 {
-		r := request.New(time.Now(), time.Minute, nil)
+		r := wire.New(time.Now(), time.Minute, nil)
 		r.Weight = 5
 		b, err := r.Encode()
 		require.NoError(t, err)

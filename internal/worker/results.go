@@ -10,15 +10,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/client"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/upstream"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // served is the result of a request the upstream answered for good.
-func (s *session) served(req request.Request, md *jetstream.MsgMetadata, ans upstream.Answer) client.Result {
-	r := client.Result{
-		ID: req.ID, Outcome: client.Served, Status: ans.Status, Header: ans.Header, Truncated: ans.Truncated,
+func (s *session) served(req wire.Request, md *jetstream.MsgMetadata, ans upstream.Answer) wire.Result {
+	r := wire.Result{
+		ID: req.ID, Outcome: wire.Served, Status: ans.Status, Header: ans.Header, Truncated: ans.Truncated,
 		Key: s.key.Name(), Worker: s.w.cfg.ID, Delivery: md.NumDelivered, At: s.w.cfg.Now(),
 	}
 	if len(r.Header) == 0 {
@@ -33,13 +32,13 @@ func (s *session) served(req request.Request, md *jetstream.MsgMetadata, ans ups
 // upstream answered, the answer is not lost. A retried publish of the same
 // delivery's result is stored once (its message id); a later delivery's result is
 // a second one, recognisable by its Delivery.
-func (s *session) publishResult(ctx context.Context, req request.Request, res client.Result) error {
+func (s *session) publishResult(ctx context.Context, req wire.Request, res wire.Result) error {
 	data, err := res.Encode()
 	if err != nil {
 		return err
 	}
-	subject := client.ResultSubject(s.w.cfg.Streams.Results.Prefix(), req.ID)
-	msgID := fmt.Sprintf("%s/%d", client.Token(req.ID), res.Delivery)
+	subject := wire.ResultSubject(s.w.cfg.Streams.Results.Prefix(), req.ID)
+	msgID := fmt.Sprintf("%s/%d", wire.Token(req.ID), res.Delivery)
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, ackTimeout)
 		msg := nats.NewMsg(subject)
@@ -71,22 +70,22 @@ func (s *session) replyAllowed(subject string) bool {
 // resultOf returns the result already published for a request, if any: a
 // delivery after a worker stopped between publishing a result and acknowledging
 // finds it, and is acknowledged without being sent again.
-func (s *session) resultOf(ctx context.Context, id string) (client.Result, bool) {
+func (s *session) resultOf(ctx context.Context, id string) (wire.Result, bool) {
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	rs := s.w.cfg.Streams.Results
 	st, err := s.w.js.Stream(ctx, rs.Stream.Name)
 	if err != nil {
 		s.log.Warn("could not look for an earlier result; sending the request", "request", id, "err", err)
-		return client.Result{}, false
+		return wire.Result{}, false
 	}
-	m, err := st.GetLastMsgForSubject(ctx, client.ResultSubject(rs.Prefix(), id))
+	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), id))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			s.log.Warn("could not look for an earlier result; sending the request", "request", id, "err", err)
 		}
-		return client.Result{}, false
+		return wire.Result{}, false
 	}
-	r, err := client.DecodeResult(m.Data)
+	r, err := wire.DecodeResult(m.Data)
 	return r, err == nil
 }

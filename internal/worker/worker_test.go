@@ -18,11 +18,11 @@ import (
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/request"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // fastExchange follows the reference rules with time scaled down tenfold: 20
@@ -86,7 +86,7 @@ func publishRequests(t *testing.T, env *testenv.Env, n int, ttl time.Duration) [
 	t.Helper()
 	ids := make([]string, n)
 	for i := range n {
-		r := request.New(time.Now(), ttl, nil)
+		r := wire.New(time.Now(), ttl, nil)
 		b, err := r.Encode()
 		require.NoError(t, err)
 		publish(t, env, b, r.ID)
@@ -154,7 +154,7 @@ func TestWorkers_MalformedAndStaleRequestsEndInTheGraveyard(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
 	garbage := []byte(`{"not":"a request"`)
 	publish(t, env, garbage, "garbage")
-	stale := request.New(time.Now().Add(-time.Hour), time.Second, []byte(`{"order":7}`))
+	stale := wire.New(time.Now().Add(-time.Hour), time.Second, []byte(`{"order":7}`))
 	staleData, err := stale.Encode()
 	require.NoError(t, err)
 	publish(t, env, staleData, stale.ID)
@@ -265,7 +265,7 @@ func TestWorkers_LastFailedDeliveryBuriesWithEveryAttempt(t *testing.T) {
 			require.Equal(t, "server_error", a.Result)
 			require.NotEmpty(t, a.Key)
 		}
-		r, err := request.Decode(e.Original)
+		r, err := wire.Decode(e.Original)
 		require.NoError(t, err, "the full original request is kept")
 		require.Equal(t, e.RequestID, r.ID)
 	}

@@ -1,17 +1,19 @@
-// Package request defines the request record that travels from the producer through
-// the requests stream to a worker: versioned JSON with an id, a creation time, a time
-// to live, an optional opaque payload and, from version 2, the upstream call itself
-// (Call), a weight and a reply subject.
+// Package wire is ratefleet's format on NATS: what a caller publishes to the
+// requests stream (Request, with its Call), what the fleet publishes back
+// (Result), the subjects they travel on and the versions of each record, with
+// the rules for a request's time to live and weight in one place. Any NATS
+// client may speak it; docs/request.schema.json and docs/result.schema.json give
+// it as JSON Schema.
 //
 // # Versions
 //
-// A record is written in the lowest version that carries its fields: a request
+// A request is written in the lowest version that carries its fields: a request
 // with neither a call, a weight nor a reply subject is still version 1, which every
 // worker reads, so a rolling upgrade serves it wherever it lands. A worker meeting
 // a record of a version above its own gets ErrUnsupportedVersion from Decode,
 // whatever fields the record holds: it leaves the request for a newer worker (and
 // buries it, with that reason, at its last delivery), never half-reads it.
-package request
+package wire
 
 import (
 	"bytes"
@@ -31,6 +33,35 @@ const DefaultTTL = time.Second
 
 // MaxWeight bounds a request's weight.
 const MaxWeight = 1000
+
+// MinTTL is the shortest time to live a request may have.
+const MinTTL = time.Millisecond
+
+// TTLOr returns ttl, or DefaultTTL when ttl is not positive: the one place where
+// "no time to live" becomes the default.
+func TTLOr(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return DefaultTTL
+	}
+	return ttl
+}
+
+// CheckTTL checks a time to live a caller asks for (after TTLOr).
+func CheckTTL(ttl time.Duration) error {
+	if ttl < MinTTL {
+		return fmt.Errorf("time to live %s: must be at least %s", ttl, MinTTL)
+	}
+	return nil
+}
+
+// CheckWeight checks a request's weight: 0 (meaning 1) to MaxWeight. A profile
+// may bound it lower (profile.Rate.MaxWeight).
+func CheckWeight(w int) error {
+	if w < 0 || w > MaxWeight {
+		return fmt.Errorf("weight %d: must be from 1 to %d (0 means 1)", w, MaxWeight)
+	}
+	return nil
+}
 
 // Errors returned by Decode and Validate; a worker sends a message that fails with
 // ErrMalformed to the graveyard as malformed, and leaves one that fails with
@@ -121,8 +152,9 @@ func (r Request) Validate() error {
 		return fmt.Errorf("%w: request %s has no created time", ErrMalformed, r.ID)
 	case r.TTLms <= 0:
 		return fmt.Errorf("%w: request %s has ttl_ms %d, must be positive", ErrMalformed, r.ID, r.TTLms)
-	case r.Weight < 0 || r.Weight > MaxWeight:
-		return fmt.Errorf("%w: request %s has weight %d, must be from 1 to %d (0 means 1)", ErrMalformed, r.ID, r.Weight, MaxWeight)
+	}
+	if err := CheckWeight(r.Weight); err != nil {
+		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 	}
 	if r.Call != nil {
 		if err := r.Call.Validate(); err != nil {

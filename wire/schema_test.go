@@ -1,4 +1,4 @@
-package request_test
+package wire_test
 
 import (
 	"encoding/json"
@@ -13,11 +13,11 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/request"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // schemaPath is the published format of the request record.
-const schemaPath = "../../docs/request.schema.json"
+const schemaPath = "../docs/request.schema.json"
 
 func compileSchema(t *testing.T) *jsonschema.Schema {
 	t.Helper()
@@ -35,12 +35,12 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 func TestSchema_AgreesWithTheRecord(t *testing.T) {
 	s := compileSchema(t)
 	created := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	v1 := request.New(created, time.Second, json.RawMessage(`{"order":42}`))
-	v2 := request.New(created, 5*time.Second, nil)
-	v2.Call = &request.Call{Method: "POST", Path: "/0/private/Balance", Query: []request.Param{{Name: "a", Value: "1"}},
-		Header: []request.Param{{Name: "X-Trace", Value: "t"}}, Body: "x=1", ContentType: "application/x-www-form-urlencoded"}
+	v1 := wire.New(created, time.Second, json.RawMessage(`{"order":42}`))
+	v2 := wire.New(created, 5*time.Second, nil)
+	v2.Call = &wire.Call{Method: "POST", Path: "/0/private/Balance", Query: []wire.Param{{Name: "a", Value: "1"}},
+		Header: []wire.Param{{Name: "X-Trace", Value: "t"}}, Body: "x=1", ContentType: "application/x-www-form-urlencoded"}
 	v2.Weight, v2.ReplyTo = 3, "ratefleet.reply.alice.1"
-	for name, r := range map[string]request.Request{"version 1": v1, "version 2": v2} {
+	for name, r := range map[string]wire.Request{"version 1": v1, "version 2": v2} {
 		b, err := r.Encode()
 		require.NoError(t, err, name)
 		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(string(b)))
@@ -63,8 +63,8 @@ func TestSchema_AgreesWithTheRecord(t *testing.T) {
 		{"a created time that is no time", `{"v":1,"id":"a","created":"yesterday","ttl_ms":1000}`},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
-			_, err := request.Decode([]byte(bad.record))
-			require.True(t, errors.Is(err, request.ErrMalformed), "the code takes it: %v", err)
+			_, err := wire.Decode([]byte(bad.record))
+			require.True(t, errors.Is(err, wire.ErrMalformed), "the code takes it: %v", err)
 			doc, err := jsonschema.UnmarshalJSON(strings.NewReader(bad.record))
 			require.NoError(t, err)
 			require.Error(t, s.Validate(doc), "the schema takes it")
@@ -83,8 +83,8 @@ func TestSchema_AgreesWithTheRecord(t *testing.T) {
 		} `json:"$defs"`
 	}
 	require.NoError(t, json.Unmarshal(raw, &doc))
-	require.Equal(t, jsonFields(reflect.TypeFor[request.Request]()), keys(doc.Properties))
-	require.Equal(t, jsonFields(reflect.TypeFor[request.Call]()), keys(doc.Defs.Call.Properties))
+	require.Equal(t, jsonFields(reflect.TypeFor[wire.Request]()), keys(doc.Properties))
+	require.Equal(t, jsonFields(reflect.TypeFor[wire.Call]()), keys(doc.Defs.Call.Properties))
 }
 
 func jsonFields(t reflect.Type) []string {

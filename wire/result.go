@@ -1,14 +1,17 @@
-package client
+package wire
 
 import (
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
+
+// ErrBadResult: a message on a results subject is not a result this version
+// reads.
+var ErrBadResult = errors.New("not a ratefleet result")
 
 // Outcomes a Result may have.
 const (
@@ -97,17 +100,4 @@ func DecodeResult(data []byte) (Result, error) {
 		return Result{}, fmt.Errorf("%w: version %d, id %q (this client reads version %d)", ErrBadResult, r.V, r.ID, ResultVersion)
 	}
 	return r, nil
-}
-
-// Token encodes a request id as one NATS subject token (unpadded base64url), so
-// that any id, dots and spaces included, names exactly one subject.
-func Token(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
-
-// ResultSubject returns the results subject of request id, under prefix (the
-// results stream's subject without its final wildcard, "ratefleet.results.").
-func ResultSubject(prefix, id string) string {
-	if !strings.HasSuffix(prefix, ".") {
-		prefix += "."
-	}
-	return prefix + Token(id)
 }
