@@ -22,6 +22,19 @@ const (
 	Buried = "buried"
 )
 
+// Reasons a request is buried with (Result.Reason, and its graveyard entry's).
+const (
+	ReasonMaxDeliveries = "max_deliveries" // its last allowed attempt failed; Error says how
+	ReasonExpired       = "expired"        // stale before it could be sent; never sent
+	ReasonMalformed     = "malformed"      // the message could not be decoded, or its call cannot be made
+	ReasonKeyUnusable   = "key_unusable"   // no usable key is left for it
+)
+
+// Reasons returns every reason a request may be buried for.
+func Reasons() []string {
+	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable}
+}
+
 // ResultVersion is the version of the result record.
 const ResultVersion = 1
 
@@ -35,6 +48,9 @@ type Result struct {
 	V int `json:"v"`
 	// ID is the request's id.
 	ID string `json:"id"`
+	// Seq is the request's sequence in the requests stream: the stored request
+	// this result ends. A request that reuses an id is another request.
+	Seq uint64 `json:"seq,omitempty"`
 	// Outcome is Served or Buried.
 	Outcome string `json:"outcome"`
 	// Status is the upstream's HTTP status, for a served request.

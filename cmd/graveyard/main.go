@@ -25,6 +25,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func main() {
@@ -52,7 +53,7 @@ the graveyard: they need the graveyard role (see 'streams roles').
 `
 
 // reasons lists the --reason values, for help and errors.
-var reasons = strings.Join(graveyard.Reasons(), ", ")
+var reasons = strings.Join(wire.Reasons(), ", ")
 
 // stdio bundles what a subcommand reads and writes, and its clock.
 type stdio struct {
@@ -117,7 +118,7 @@ func parseTime(flagName, v string, now time.Time) (time.Time, error) {
 // filter returns the selection the flags and the named entries make. selects
 // reports whether anything narrows it (entries, a filter or --all).
 func (c *command) filter(names []string, now time.Time) (f graveyard.Filter, selects bool, err error) {
-	if c.reason != "" && !slices.Contains(graveyard.Reasons(), c.reason) {
+	if c.reason != "" && !slices.Contains(wire.Reasons(), c.reason) {
 		return f, false, c.Usage(fmt.Errorf("--reason %q: no such reason; want one of %s", c.reason, reasons))
 	}
 	f = graveyard.Filter{Reason: c.reason, Key: c.key, Status: c.status}

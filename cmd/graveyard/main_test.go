@@ -43,7 +43,7 @@ func setup(t *testing.T) fixture {
 	for i, e := range []struct {
 		reason string
 		ago    time.Duration
-	}{{graveyard.ReasonMaxDeliveries, time.Hour}, {graveyard.ReasonExpired, 2 * time.Hour}, {graveyard.ReasonMaxDeliveries, time.Minute}} {
+	}{{wire.ReasonMaxDeliveries, time.Hour}, {wire.ReasonExpired, 2 * time.Hour}, {wire.ReasonMaxDeliveries, time.Minute}} {
 		r := wire.New(now.Add(-3*time.Hour), time.Second, []byte(`{"n":1}`))
 		data, err := r.Encode()
 		require.NoError(t, err)
@@ -52,7 +52,7 @@ func setup(t *testing.T) fixture {
 			Attempts: []graveyard.Attempt{{At: now, Delivery: 5, Key: "key1", Status: 503, Result: "server_error"}}}))
 		f.ids = append(f.ids, r.ID)
 	}
-	require.NoError(t, g.Bury(ctx, graveyard.Entry{Reason: graveyard.ReasonMalformed, Original: []byte(`{"id":"hand-4","ttl_ms":-1}`),
+	require.NoError(t, g.Bury(ctx, graveyard.Entry{Reason: wire.ReasonMalformed, Original: []byte(`{"id":"hand-4","ttl_ms":-1}`),
 		Stream: c.Streams.Requests.Stream.Name, StreamSeq: 4, Error: "ttl_ms -1: must be positive", BuriedAt: now}))
 	f.ids = append(f.ids, "hand-4")
 	return f

@@ -32,19 +32,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Reasons a request is buried.
-const (
-	ReasonMaxDeliveries = "max_deliveries" // its last allowed attempt failed
-	ReasonExpired       = "expired"        // stale before it could be sent; never sent
-	ReasonMalformed     = "malformed"      // the message could not be decoded
-	ReasonKeyUnusable   = "key_unusable"   // no usable key is left for it
-)
-
-// Reasons returns every reason a request may be buried for.
-func Reasons() []string {
-	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable}
-}
-
 // Version is the entry schema version. Version 1 entries (the whole entry as
 // JSON in the body, the original base64-encoded in it) are still read.
 const Version = 2

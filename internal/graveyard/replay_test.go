@@ -37,9 +37,9 @@ func bury(t *testing.T, c *natsconn.Conn, g *graveyard.Graveyard, n int) []strin
 		r := wire.New(time.Now().Add(-time.Hour), time.Second, []byte(`{"n":1}`))
 		data, err := r.Encode()
 		require.NoError(t, err)
-		reason := graveyard.ReasonMaxDeliveries
+		reason := wire.ReasonMaxDeliveries
 		if i%2 == 1 {
-			reason = graveyard.ReasonExpired
+			reason = wire.ReasonExpired
 		}
 		require.NoError(t, g.Bury(ctx, graveyard.Entry{
 			Reason: reason, RequestID: r.ID, Original: data, Stream: c.Streams.Requests.Stream.Name,
@@ -78,7 +78,7 @@ func replayedIDs(t *testing.T, c *natsconn.Conn) map[string]int {
 
 func TestBury_SameMessageTwiceIsStoredOnce(t *testing.T) {
 	c, g := setup(t)
-	e := graveyard.Entry{Reason: graveyard.ReasonExpired, RequestID: "r", Original: []byte("x"), Stream: "S", StreamSeq: 7}
+	e := graveyard.Entry{Reason: wire.ReasonExpired, RequestID: "r", Original: []byte("x"), Stream: "S", StreamSeq: 7}
 	require.NoError(t, g.Bury(context.Background(), e))
 	require.NoError(t, g.Bury(context.Background(), e))
 	require.Equal(t, uint64(1), graveyardCount(t, c))
@@ -162,7 +162,7 @@ func TestFilter_SelectsByReasonKeyStatusAndID(t *testing.T) {
 		want int
 	}{
 		{"all", graveyard.Filter{}, 10},
-		{"by reason", graveyard.Filter{Reason: graveyard.ReasonExpired}, 5},
+		{"by reason", graveyard.Filter{Reason: wire.ReasonExpired}, 5},
 		{"by key", graveyard.Filter{Key: "key1"}, 10},
 		{"other key", graveyard.Filter{Key: "key9"}, 0},
 		{"by status", graveyard.Filter{Status: 503}, 10},

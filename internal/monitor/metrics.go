@@ -1,7 +1,6 @@
 package monitor
 
 import (
-	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -13,20 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
-	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/stats"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // latencyBuckets are the upper bounds, in seconds, of the latency histogram.
 var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-// outcomes maps the results that say what became of a request (not an attempt)
-// to the counter and label value they are exposed under.
-var outcomes = map[string]string{
-	stats.ResultExpired:   graveyard.ReasonExpired,
-	stats.ResultMalformed: graveyard.ReasonMalformed,
-	stats.ResultBuried:    graveyard.ReasonMaxDeliveries,
-}
+// buriedResults are the results that say a request was buried: each is also
+// the reason it is buried with, one name end to end.
+var buriedResults = []string{stats.ResultExpired, stats.ResultMalformed, stats.ResultMaxDeliveries}
 
 // Metrics exposes the latest snapshot in the Prometheus exposition format, by
 // Prometheus's conventions: counters only for what happened (attempts by key
@@ -131,8 +126,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(m.attempts, float64(k.Results[r]), k.Name, r)
 		}
 	}
-	for _, r := range slices.Sorted(maps.Keys(outcomes)) {
-		counter(m.buried, float64(s.Results[r]), outcomes[r])
+	for _, r := range buriedResults {
+		counter(m.buried, float64(s.Results[r]), r)
 	}
 	counter(m.buryFailed, float64(s.Results[stats.ResultBuryFailed]))
 	counter(m.pullErrors, float64(s.Results[stats.ResultPullError]))
@@ -161,7 +156,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.queue, float64(s.Queue.Waiting), "waiting")
 	gauge(m.queue, float64(s.Queue.AwaitingAck), "awaiting_ack")
 	gauge(m.queue, float64(s.Queue.Redelivery), "retry")
-	reasons := graveyard.Reasons()
+	reasons := wire.Reasons()
 	for r := range s.Queue.ByReason {
 		if !slices.Contains(reasons, r) {
 			reasons = append(reasons, r)

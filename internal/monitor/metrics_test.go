@@ -76,7 +76,7 @@ func TestMetrics_ParseAndEqualTheReports(t *testing.T) {
 			want++
 		}
 		r.Count("key1", stats.ResultRateLimited)
-		r.Count("key1", stats.ResultBuried)
+		r.Count("key1", stats.ResultMaxDeliveries)
 		rep, err := r.Report(t0)
 		require.NoError(t, err)
 		col.Add(rep)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
 // WriteText writes the snapshot as the fleet's text block: a label column and
@@ -99,7 +101,7 @@ func orDash(s string) string {
 
 func failedAttempts(results map[string]uint64) string {
 	var parts []string
-	for _, r := range []string{"rate_limited", "bad_nonce", "server_error", "gateway_error", "fenced", "timeout", "conn_error", "key_unusable", "expired", "malformed", "buried"} {
+	for _, r := range append(stats.AttemptResults()[1:], stats.ResultExpired, stats.ResultMalformed, stats.ResultMaxDeliveries) {
 		if n := results[r]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", r, n))
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/roles"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -48,12 +49,12 @@ func TestRoles_BuryingAndReplayingWorkUnderTheirRoles(t *testing.T) {
 	g, err := graveyard.New(worker.JS, sc.Graveyard.Stream.Name, sc.Graveyard.Stream.Subjects[0])
 	require.NoError(t, err)
 	require.NoError(t, g.Bury(ctx, graveyard.Entry{
-		Reason: graveyard.ReasonMaxDeliveries, RequestID: req.ID, Original: msg.Data(), Stream: md.Stream, StreamSeq: md.Sequence.Stream,
+		Reason: wire.ReasonMaxDeliveries, RequestID: req.ID, Original: msg.Data(), Stream: md.Stream, StreamSeq: md.Sequence.Stream,
 		Deliveries: 1, Attempts: prev, Error: "server_error", Worker: "w1", Key: "key1", BuriedAt: time.Now(),
 	}))
 	require.NoError(t, msg.DoubleAck(ctx))
 	require.NoError(t, attempts.Forget(ctx, req.ID))
-	keeper, err := graveyard.NewKeeper(ctx, worker.JS, sc, quiet)
+	keeper, err := settle.NewKeeper(ctx, worker.JS, sc, quiet)
 	require.NoError(t, err)
 	_, err = keeper.Reconcile(ctx)
 	require.NoError(t, err)

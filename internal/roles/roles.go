@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/internal/streams"
 )
 
@@ -111,7 +111,7 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Worker:
-		keeper := graveyard.KeeperDurable
+		keeper := settle.KeeperDurable
 		r.Commands = "worker (with its graveyard keeper)"
 		r.Publish = cat(check,
 			[]string{api("CONSUMER.MSG.NEXT.%s.%s", req.Name, durable), "$JS.ACK." + req.Name + "." + durable + ".>"},

@@ -666,7 +666,7 @@ func Format(r Result, cfg Config) string {
 func withoutZero(by map[string]int, malformed int) map[string]int {
 	out := map[string]int{}
 	for k, v := range by {
-		if k == graveyard.ReasonMalformed {
+		if k == wire.ReasonMalformed {
 			v -= malformed
 		}
 		if v > 0 {

@@ -14,6 +14,7 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Version is the report schema version.
@@ -28,21 +29,21 @@ func Subject(workerID string) string { return SubjectPrefix + "." + workerID }
 
 // Results a worker counts. Each request attempt ends in exactly one of them.
 const (
-	ResultOK           = "ok"            // 200: acknowledged
-	ResultRateLimited  = "rate_limited"  // 429: NAKed, the limiter was told
-	ResultBadNonce     = "bad_nonce"     // 400: NAKed, the nonce moved on
-	ResultServerError  = "server_error"  // the upstream's own 5xx: NAKed with backoff
-	ResultGatewayError = "gateway_error" // an answer not in the upstream's format (a proxy's 5xx, a redirect): NAKed with backoff
-	ResultFenced       = "fenced"        // not sent: the lease could no longer cover it; NAKed at once
-	ResultTimeout      = "timeout"       // no answer in time: outcome unknown, NAKed
-	ResultConnError    = "conn_error"    // the request did not get through: NAKed
-	ResultKeyUnusable  = "key_unusable"  // 401 or blocked: NAKed, key released
-	ResultExpired      = "expired"       // stale before it could be sent: buried
-	ResultMalformed    = "malformed"     // could not be decoded: buried
-	ResultBuried       = "buried"        // last allowed delivery failed: buried
-	ResultBuryFailed   = "bury_failed"   // the graveyard refused an entry: the request stays queued
-	ResultPullError    = "pull_error"    // a pull request failed (not an attempt: counted without a key)
-	ResultAckFailed    = "ack_failed"    // a request answered 200 whose ack the server did not confirm: it may be sent again (not an attempt)
+	ResultOK            = "ok"                     // 200: acknowledged
+	ResultRateLimited   = "rate_limited"           // 429: NAKed, the limiter was told
+	ResultBadNonce      = "bad_nonce"              // 400: NAKed, the nonce moved on
+	ResultServerError   = "server_error"           // the upstream's own 5xx: NAKed with backoff
+	ResultGatewayError  = "gateway_error"          // an answer not in the upstream's format (a proxy's 5xx, a redirect): NAKed with backoff
+	ResultFenced        = "fenced"                 // not sent: the lease could no longer cover it; NAKed at once
+	ResultTimeout       = "timeout"                // no answer in time: outcome unknown, NAKed
+	ResultConnError     = "conn_error"             // the request did not get through: NAKed
+	ResultKeyUnusable   = "key_unusable"           // 401 or blocked: NAKed, key released
+	ResultExpired       = wire.ReasonExpired       // stale before it could be sent: buried
+	ResultMalformed     = wire.ReasonMalformed     // could not be decoded: buried
+	ResultMaxDeliveries = wire.ReasonMaxDeliveries // last allowed delivery failed: buried
+	ResultBuryFailed    = "bury_failed"            // the graveyard refused an entry: the request stays queued
+	ResultPullError     = "pull_error"             // a pull request failed (not an attempt: counted without a key)
+	ResultAckFailed     = "ack_failed"             // a request answered 200 whose ack the server did not confirm: it may be sent again (not an attempt)
 )
 
 // AttemptResults lists the results of a try at sending a request on a key, each

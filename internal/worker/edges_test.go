@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
-	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -33,7 +32,7 @@ func TestWorkers_StalenessCountsFromTheServersStoredTimeWhenEarlier(t *testing.T
 	waitDrained(t, env, 30*time.Second)
 	es := graveyardEntries(t, env)
 	require.Len(t, es, 1)
-	require.Equal(t, graveyard.ReasonExpired, es[0].Reason)
+	require.Equal(t, wire.ReasonExpired, es[0].Reason)
 	require.Equal(t, ahead.ID, es[0].RequestID)
 	require.Empty(t, answeredIDs(env), "never sent")
 }
@@ -92,7 +91,7 @@ func TestWorkers_WithNoUsableKeyExpiredRequestsAreBuriedAsKeyUnusable(t *testing
 	require.Len(t, es, len(ids))
 	var got []string
 	for _, e := range es {
-		require.Equal(t, graveyard.ReasonKeyUnusable, e.Reason)
+		require.Equal(t, wire.ReasonKeyUnusable, e.Reason)
 		got = append(got, e.RequestID)
 	}
 	require.ElementsMatch(t, ids, got)

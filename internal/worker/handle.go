@@ -4,23 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
-// ackTimeout bounds one acknowledgement, NAK or graveyard write.
+// ackTimeout bounds one key-state write.
 const ackTimeout = 5 * time.Second
 
 // handle is the life of one request: decode, check its time to live, wait for the
-// key's gate, send, then act on the answer as outcomeOf says. ctx is the
-// session's: once the request has left, what follows runs to the end even if the
-// session ends meanwhile.
+// key's gate, send, then settle it as its answer's outcome says (settle.Of). ctx
+// is the session's: once the request has left, what follows runs to the end even
+// if the session ends meanwhile.
 func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	w := s.w
 	w.rec.InFlight(1)
@@ -33,47 +35,39 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		s.log.Error("message without JetStream metadata; leaving it for redelivery", "err", err)
 		return
 	}
-	req, err := wire.Decode(msg.Data())
-	if errors.Is(err, wire.ErrUnsupportedVersion) {
-		// Written by a newer producer: leave it for a newer worker, and bury it
-		// with the reason at its last delivery. It is never half-read or sent.
-		s.gate.unexpect()
-		s.log.Warn("request of a newer version; leaving it for a newer worker", "request", req.ID, "err", err)
-		s.retryOrBury(finish, msg, md, req, graveyard.Attempt{
-			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Result: "unsupported_version", Error: err.Error(),
-		})
-		return
+	d := settle.Delivery{Msg: msg, Meta: md, Key: s.key.Name()}
+	d.Req, err = wire.Decode(msg.Data())
+	if err == nil {
+		err = s.check(d.Req)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, wire.ErrUnsupportedVersion):
+		// Written by a newer producer: leave it for a newer worker (buried with
+		// the reason at its last delivery); it is never half-read or sent.
+		s.gate.unexpect()
+		s.log.Warn("request of a newer version; leaving it for a newer worker", "request", d.Req.ID, "err", err)
+		d.Key = ""
+		w.settler.Leave(finish, d, err)
+		return
+	case err != nil:
 		s.gate.unexpect() // free the key for the next request before burying this one
-		w.rec.Count("", stats.ResultMalformed)
-		s.bury(finish, msg, md, wire.Request{}, graveyard.ReasonMalformed, err.Error(), nil)
+		w.settler.Bury(finish, d, wire.ReasonMalformed, err.Error(), nil)
 		return
 	}
-	units, err := s.check(req)
-	if err != nil {
+	if res, ok := w.settler.Earlier(finish, d); ok {
+		// An earlier delivery ended (its result is written) but was not
+		// acknowledged: acknowledge it now, never send it again.
 		s.gate.unexpect()
-		w.rec.Count(s.key.Name(), stats.ResultMalformed)
-		s.bury(finish, msg, md, req, graveyard.ReasonMalformed, err.Error(), nil)
+		s.log.Info("request already has a result; acknowledging it without sending again", "request", d.Req.ID, "outcome", res.Outcome, "delivery", res.Delivery)
+		w.settler.Ack(finish, d)
 		return
-	}
-	if md.NumDelivered > 1 {
-		if res, ok := s.resultOf(finish, req.ID); ok {
-			// An earlier delivery ended (its result is written) but was not
-			// acknowledged: acknowledge it now, never send it again.
-			s.gate.unexpect()
-			s.log.Info("request already has a result; acknowledging it without sending again", "request", req.ID, "outcome", res.Outcome, "delivery", res.Delivery)
-			s.ack(finish, msg, req, md)
-			return
-		}
 	}
 	// Its time to live counts from the earlier of the producer's clock and the
 	// server's: a producer running ahead cannot keep a request alive.
-	deadline := req.StaleAt(md.Timestamp)
+	deadline := d.Req.StaleAt(md.Timestamp)
 	if !w.cfg.Now().Before(deadline) {
 		s.gate.unexpect()
-		w.rec.Count(s.key.Name(), stats.ResultExpired)
-		s.bury(finish, msg, md, req, graveyard.ReasonExpired, "stale before it could be sent", nil)
+		w.settler.Bury(finish, d, wire.ReasonExpired, "stale before it could be sent", nil)
 		return
 	}
 
@@ -83,7 +77,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	// not delivered, and sent, again.
 	stopKeepAlive := keepAlive(finish, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
-	sl, err := s.gate.acquireN(waitCtx, units)
+	sl, err := s.gate.acquireN(waitCtx, d.Req.Units())
 	cancel()
 	if err != nil {
 		stopKeepAlive()
@@ -91,8 +85,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	switch {
 	case err == nil:
 	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-		w.rec.Count(s.key.Name(), stats.ResultExpired)
-		s.bury(finish, msg, md, req, graveyard.ReasonExpired, "time to live ran out while waiting for the key's rate limit", nil)
+		w.settler.Bury(finish, d, wire.ReasonExpired, "time to live ran out while waiting for the key's rate limit", nil)
 		return
 	default:
 		// The session is ending (shutdown, lease lost, quarantine) or key state
@@ -103,9 +96,9 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		case errors.Is(err, errQuarantined):
 			s.quarantine(finish)
 		case ctx.Err() == nil:
-			s.log.Warn("could not send; the request goes back to the queue", "request", req.ID, "err", err)
+			s.log.Warn("could not send; the request goes back to the queue", "request", d.Req.ID, "err", err)
 		}
-		s.nakNow(msg, req)
+		w.settler.Back(d)
 		return
 	}
 
@@ -113,27 +106,49 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	// left, or is leaving, and only the fence can stop its bytes.
 	w.rec.Sent(s.key.Name())
 	ans := w.cfg.Upstream.Send(finish, upstream.Call{
-		Secret: s.key.Secret(), APIKey: s.key.ID(), Passphrase: s.key.Passphrase(), Target: req.Call,
-		Nonce: sl.nonce, RequestID: req.ID,
+		Secret: s.key.Secret(), APIKey: s.key.ID(), Passphrase: s.key.Passphrase(), Target: d.Req.Call,
+		Nonce: sl.nonce, RequestID: d.Req.ID,
 		Fence: s.fence(sl.maxDelay),
 		Wrote: func(t time.Time) { s.gate.wrote(sl, t) },
 	})
 	stopKeepAlive()
 
 	// 3. Tell the limiter, then the key, as the answer's outcome says.
-	out := outcomeOf(ans.Class)
-	release := s.gate.done(sl, out.key == keyCount429, func(p Pacer) {
+	out := settle.Of(ans.Class)
+	s.report(sl, out, ans)
+	w.rec.Count(s.key.Name(), out.Name)
+
+	// 4. Settle the message.
+	switch out.Msg {
+	case settle.MsgServe:
+		w.rec.Latency(ans.Answered.Sub(d.Req.Created))
+		w.settler.Serve(finish, d, s.served(d, ans))
+	case settle.MsgBack:
+		w.settler.Back(d)
+	default:
+		w.settler.Retry(finish, d, graveyard.Attempt{
+			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Key: s.key.Name(),
+			Status: ans.Status, Result: out.Name, Error: ans.Msg, Unknown: ans.Unknown(), RetryAfter: ans.RetryAfter,
+		})
+	}
+}
+
+// report tells the limiter what became of a send, then acts on the key, as out
+// says.
+func (s *session) report(sl slot, out settle.Outcome, ans upstream.Answer) {
+	w := s.w
+	release := s.gate.done(sl, out.Key == settle.KeyCount429, func(p Pacer) {
 		now := w.cfg.Now()
-		switch out.pacer {
-		case answered:
+		switch out.Report {
+		case settle.Answered:
 			p.Answered(sl.ticket, ans.Answered)
-		case rejected:
+		case settle.Rejected:
 			p.Rejected(sl.ticket, ans.Answered, ans.RetryAfter)
-		case inverted:
+		case settle.Inverted:
 			p.Inverted(sl.ticket, ans.Answered)
-		case lostUntil:
+		case settle.LostUntil:
 			p.LostUntil(sl.ticket, now, ans.Answered.Add(w.cfg.GatewayHold))
-		case lost:
+		case settle.Lost:
 			if ans.Wrote.IsZero() {
 				p.Unsent(sl.ticket, now) // not a byte left: it cannot arrive
 			} else {
@@ -142,56 +157,49 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		s.recordLimiter(p)
 	})
-	w.rec.Count(s.key.Name(), out.result)
-	switch out.key {
-	case keyNewNonces:
+	finish := context.Background()
+	switch out.Key {
+	case settle.KeyNewNonces:
 		s.nonces.skip()
 		s.log.Warn("upstream refused a nonce; moving the nonce on", "nonce", sl.nonce, "sent_at", sl.at, "wrote_at", ans.Wrote, "answered_at", ans.Answered)
-	case keyCount429:
+	case settle.KeyCount429:
 		s.count429(finish, sl, ans) // the key sends again only once this is written
 		release()
-	case keyUnusable:
+	case settle.KeyUnusable:
 		s.log.Error("upstream refused the key; releasing it for good", "status", ans.Status, "answer", ans.Msg)
 		s.markUnusable(finish, ans.Msg, false)
-	case keyLeaseLost:
+	case settle.KeyLeaseLost:
 		s.end(errLeaseLost)
-	}
-
-	// 4. Acknowledge, retry or bury the message.
-	switch out.msg {
-	case msgAck:
-		w.rec.Latency(ans.Answered.Sub(req.Created))
-		if err := s.publishResult(finish, req, s.served(req, md, ans)); err != nil {
-			// Not acknowledged without its result: it is delivered again, and
-			// sent again, unless a later delivery finds the result written.
-			s.log.Error("the upstream answered but its result could not be written; the request is not acknowledged", "request", req.ID, "err", err)
-			_ = msg.NakWithDelay(time.Second)
-			return
-		}
-		s.ack(finish, msg, req, md)
-	case msgBack:
-		s.nakNow(msg, req)
-	default:
-		s.retryOrBury(finish, msg, md, req, graveyard.Attempt{
-			At: w.cfg.Now(), Delivery: md.NumDelivered, Worker: w.cfg.ID, Key: s.key.Name(),
-			Status: ans.Status, Result: ans.Class.String(), Error: ans.Msg, Unknown: ans.Unknown(), RetryAfter: ans.RetryAfter,
-		})
 	}
 }
 
-// check returns the units of the key's windows req takes, or why the upstream's
-// profile cannot make its call, which no retry would change.
-func (s *session) check(req wire.Request) (int, error) {
+// served is the result of a request the upstream answered for good.
+func (s *session) served(d settle.Delivery, ans upstream.Answer) wire.Result {
+	r := wire.Result{
+		ID: d.Req.ID, Status: ans.Status, Header: ans.Header, Truncated: ans.Truncated,
+		Key: s.key.Name(), Worker: s.w.cfg.ID, Delivery: d.Meta.NumDelivered, At: s.w.cfg.Now(),
+	}
+	if len(r.Header) == 0 {
+		r.Header = nil
+	}
+	r.SetBody(ans.Body)
+	return r
+}
+
+// check returns why the upstream's profile cannot make req's call, which no
+// retry would change, or nil.
+func (s *session) check(req wire.Request) error {
 	p := s.w.cfg.Upstream.Profile()
 	if req.Call != nil {
 		if err := p.CheckCall(req.Call); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	if req.ReplyTo != "" && !s.replyAllowed(req.ReplyTo) {
-		return 0, fmt.Errorf("reply_to %q is outside the declared reply prefix %q (streams.yaml results.reply_prefix)", req.ReplyTo, s.w.cfg.Streams.Results.ReplyPrefix)
+	if rp := s.w.cfg.Streams.Results.ReplyPrefix; req.ReplyTo != "" && !strings.HasPrefix(req.ReplyTo, rp) {
+		return fmt.Errorf("reply_to %q is outside the declared reply prefix %q (streams.yaml results.reply_prefix)", req.ReplyTo, rp)
 	}
-	return p.Weight(req.Weight)
+	_, err := p.Weight(req.Weight)
+	return err
 }
 
 // fence returns the check the upstream client makes before writing each byte of a
@@ -241,98 +249,6 @@ func (s *session) count429(ctx context.Context, sl slot, ans upstream.Answer) {
 	if quarantined {
 		s.quarantine(ctx)
 	}
-}
-
-// retryOrBury records a failed attempt and NAKs it with the configured delay, or
-// buries the request when this was its last allowed delivery.
-func (s *session) retryOrBury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req wire.Request, a graveyard.Attempt) {
-	cons := s.w.cfg.Streams.Requests.Consumer
-	if int(md.NumDelivered) >= cons.MaxDeliver {
-		lctx, cancel := context.WithTimeout(ctx, ackTimeout)
-		prev, err := s.w.attempts.List(lctx, req.ID)
-		cancel()
-		if err != nil {
-			s.log.Warn("could not read earlier attempts; burying with the last one only", "request", req.ID, "err", err)
-		}
-		s.w.rec.Count(s.key.Name(), stats.ResultBuried)
-		s.bury(ctx, msg, md, req, graveyard.ReasonMaxDeliveries, a.Result+": "+a.Error, append(prev, a))
-		return
-	}
-	rctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	if err := s.w.attempts.Record(rctx, req.ID, a); err != nil {
-		s.log.Warn("could not record the attempt", "request", req.ID, "err", err)
-	}
-	// The upstream's Retry-After holds the request back too, not only its key.
-	if err := msg.NakWithDelay(max(cons.RetryDelay(int(md.NumDelivered)), a.RetryAfter)); err != nil {
-		s.log.Warn("could not NAK; the request is redelivered after its ack wait", "request", req.ID, "err", err)
-	}
-}
-
-// nakNow gives a request that was not sent back to the queue at once.
-func (s *session) nakNow(msg jetstream.Msg, req wire.Request) {
-	if err := msg.Nak(); err != nil {
-		s.log.Warn("could not NAK; the request is redelivered after its ack wait", "request", req.ID, "err", err)
-	}
-}
-
-// ack acknowledges a request answered 200, confirming with the server so it is not
-// delivered again.
-func (s *session) ack(ctx context.Context, msg jetstream.Msg, req wire.Request, md *jetstream.MsgMetadata) {
-	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	var err error
-	for range 3 {
-		if err = msg.DoubleAck(ctx); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		s.w.rec.Count("", stats.ResultAckFailed)
-		s.log.Error("request sent but its ack failed; it may be sent again", "request", req.ID, "err", err)
-	}
-	if md.NumDelivered > 1 {
-		if err := s.w.attempts.Forget(ctx, req.ID); err != nil {
-			s.log.Warn("could not drop the attempt log", "request", req.ID, "err", err)
-		}
-	}
-}
-
-// bury stores the request in the graveyard, then acknowledges it. If the graveyard
-// cannot take it, the request stays in the queue and is delivered again.
-func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, req wire.Request, reason, why string, attempts []graveyard.Attempt) {
-	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	e := graveyard.Entry{
-		Reason: reason, RequestID: req.ID, Original: msg.Data(),
-		Stream: md.Stream, StreamSeq: md.Sequence.Stream, Stored: md.Timestamp, Deliveries: md.NumDelivered,
-		Attempts: attempts, Error: why, Worker: s.w.cfg.ID, Key: s.key.Name(), BuriedAt: s.w.cfg.Now(),
-	}
-	if err := s.w.grave.Bury(ctx, e); err != nil {
-		s.log.Error("graveyard refused the request; leaving it in the queue", "request", req.ID, "reason", reason, "err", err)
-		s.w.rec.Count(s.key.Name(), stats.ResultBuryFailed)
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	if req.ID != "" {
-		res := wire.Result{ID: req.ID, Outcome: wire.Buried, Reason: reason, Error: why,
-			Key: s.key.Name(), Worker: s.w.cfg.ID, Delivery: md.NumDelivered, At: s.w.cfg.Now()}
-		if n := len(attempts); n > 0 {
-			res.Status = attempts[n-1].Status
-		}
-		if err := s.publishResult(ctx, req, res); err != nil {
-			// Buried, so a later delivery would bury it again (once): the
-			// caller learns of it from the graveyard.
-			s.log.Error("buried request's result could not be written", "request", req.ID, "err", err)
-		}
-	}
-	if err := msg.DoubleAck(ctx); err != nil {
-		s.log.Warn("buried request not acknowledged; it is buried again on redelivery (once)", "request", req.ID, "err", err)
-	}
-	if req.ID != "" && md.NumDelivered > 1 {
-		_ = s.w.attempts.Forget(ctx, req.ID)
-	}
-	s.log.Info("buried request", "request", req.ID, "reason", reason, "deliveries", md.NumDelivered)
 }
 
 // quarantine marks the key unusable after the ban guard tripped.

@@ -5,20 +5,20 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/lease"
+	"github.com/ratefleet/ratefleet/internal/settle"
 )
 
 // keeperDuty runs the graveyard keeper, which buries requests the server gave up
 // on without a worker seeing it (advisories and reconciliation).
 type keeperDuty struct {
 	// Set once.
-	keeper *graveyard.Keeper
+	keeper *settle.Keeper
 	log    *slog.Logger
 	loop
 }
 
-func newKeeperDuty(k *graveyard.Keeper, log *slog.Logger) *keeperDuty {
+func newKeeperDuty(k *settle.Keeper, log *slog.Logger) *keeperDuty {
 	return &keeperDuty{keeper: k, log: log, loop: newLoop()}
 }
 

@@ -39,11 +39,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -131,17 +131,16 @@ func CheckTimeouts(timeout time.Duration, cfg limiter.Config) error {
 
 // Worker is one worker process's state.
 type Worker struct {
-	cfg      Config
-	js       jetstream.JetStream
-	log      *slog.Logger
-	rec      *stats.Recorder
-	cons     jetstream.Consumer
-	grave    *graveyard.Graveyard
-	attempts *graveyard.Attempts
-	state    *keystate.Store
-	leases   jetstream.KeyValue
-	keeper   *graveyard.Keeper // nil unless Config.Keeper
-	fetcher  *fetcher
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	rec     *stats.Recorder
+	cons    jetstream.Consumer
+	settler *settle.Settler
+	state   *keystate.Store
+	leases  jetstream.KeyValue
+	keeper  *settle.Keeper // nil unless Config.Keeper
+	fetcher *fetcher
 }
 
 // New checks the configuration and opens what the worker needs in NATS.
@@ -179,14 +178,6 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if err != nil {
 		return nil, fmt.Errorf("worker: open consumer %s: %w", sc.Requests.Consumer.Durable, err)
 	}
-	grave, err := graveyard.New(js, sc.Graveyard.Stream.Name, sc.Graveyard.Stream.Subjects[0])
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	}
-	attempts, err := graveyard.OpenAttempts(ctx, js, sc.KV.Attempts.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	}
 	state, err := keystate.Open(ctx, js, sc.KV.KeyState.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -195,9 +186,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if err != nil {
 		return nil, fmt.Errorf("worker: open lease bucket: %w", err)
 	}
-	var keeper *graveyard.Keeper
+	var keeper *settle.Keeper
 	if cfg.Keeper {
-		if keeper, err = graveyard.NewKeeper(ctx, js, sc, cfg.Logger); err != nil {
+		if keeper, err = settle.NewKeeper(ctx, js, sc, cfg.Logger); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 		if cfg.NoKeyStall > 0 {
@@ -208,7 +199,12 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	w := &Worker{
 		cfg: cfg, js: js, log: cfg.Logger.With("worker", cfg.ID),
 		rec:  stats.NewRecorder(cfg.ID, host, os.Getpid(), cfg.Now()),
-		cons: cons, grave: grave, attempts: attempts, state: state, leases: leases, keeper: keeper,
+		cons: cons, state: state, leases: leases, keeper: keeper,
+	}
+	if w.settler, err = settle.New(ctx, js, settle.Config{
+		Streams: sc, Worker: cfg.ID, Count: w.rec.Count, Now: cfg.Now, Log: w.log,
+	}); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.fetcher = newFetcher(cons, w.rec, w.log, cfg.MaxKeys)
 	return w, nil

@@ -169,11 +169,11 @@ func TestWorkers_MalformedAndStaleRequestsEndInTheGraveyard(t *testing.T) {
 	for _, e := range entries {
 		byReason[e.Reason] = e
 	}
-	mal := byReason[graveyard.ReasonMalformed]
+	mal := byReason[wire.ReasonMalformed]
 	require.Equal(t, garbage, mal.Original, "the full original payload is kept")
 	require.Contains(t, mal.Error, "malformed")
 	require.Equal(t, "w1", mal.Worker)
-	exp := byReason[graveyard.ReasonExpired]
+	exp := byReason[wire.ReasonExpired]
 	require.Equal(t, stale.ID, exp.RequestID)
 	require.Equal(t, staleData, exp.Original)
 	require.Equal(t, uint64(1), exp.Deliveries)
@@ -256,7 +256,7 @@ func TestWorkers_LastFailedDeliveryBuriesWithEveryAttempt(t *testing.T) {
 	var buried []string
 	for _, e := range entries {
 		buried = append(buried, e.RequestID)
-		require.Equal(t, graveyard.ReasonMaxDeliveries, e.Reason)
+		require.Equal(t, wire.ReasonMaxDeliveries, e.Reason)
 		require.Equal(t, uint64(3), e.Deliveries)
 		require.Len(t, e.Attempts, 3, "every attempt, whichever worker made it")
 		for i, a := range e.Attempts {

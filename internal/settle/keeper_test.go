@@ -1,4 +1,4 @@
-package graveyard_test
+package settle_test
 
 import (
 	"context"
@@ -12,13 +12,14 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
 // keeperSetup applies streams.yaml with one delivery and a 1 s ack wait, publishes
 // one request, and lets a consumer that never answers take its only delivery: a
 // worker that died during its last attempt.
-func keeperSetup(t *testing.T) (*natsconn.Conn, *graveyard.Keeper, wire.Request) {
+func keeperSetup(t *testing.T) (*natsconn.Conn, *settle.Keeper, wire.Request) {
 	t.Helper()
 	s, err := embedded.Start(embedded.Options{})
 	require.NoError(t, err)
@@ -32,7 +33,7 @@ func keeperSetup(t *testing.T) (*natsconn.Conn, *graveyard.Keeper, wire.Request)
 	_, err = c.Streams.Apply(ctx, c.JS)
 	require.NoError(t, err)
 
-	k, err := graveyard.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
+	k, err := settle.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	r := wire.New(time.Now(), time.Minute, []byte(`{"x":1}`))
 	data, err := r.Encode()
@@ -72,7 +73,7 @@ func TestKeeper_BuriesARequestWhoseLastAttemptNoWorkerReported(t *testing.T) {
 
 	require.Eventually(t, func() bool { return len(entries(t, c)) == 1 }, 15*time.Second, 50*time.Millisecond)
 	e := entries(t, c)[0]
-	require.Equal(t, graveyard.ReasonMaxDeliveries, e.Reason)
+	require.Equal(t, wire.ReasonMaxDeliveries, e.Reason)
 	require.Equal(t, r.ID, e.RequestID)
 	require.Equal(t, uint64(1), e.Deliveries)
 	require.Contains(t, e.Error, "max-deliveries advisory")
@@ -88,7 +89,7 @@ func TestKeeper_BuriesARequestWhoseLastAttemptNoWorkerReported(t *testing.T) {
 	res, err := wire.DecodeResult(m.Data)
 	require.NoError(t, err)
 	require.Equal(t, wire.Buried, res.Outcome)
-	require.Equal(t, graveyard.ReasonMaxDeliveries, res.Reason)
+	require.Equal(t, wire.ReasonMaxDeliveries, res.Reason)
 }
 
 func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {

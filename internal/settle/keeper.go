@@ -1,4 +1,4 @@
-package graveyard
+package settle
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/wire"
 )
@@ -39,8 +40,9 @@ type Keeper struct {
 	// Set once.
 	js       jetstream.JetStream
 	cfg      *streams.Config
-	grave    *Graveyard
-	attempts *Attempts
+	grave    *graveyard.Graveyard
+	attempts *graveyard.Attempts
+	results  *Results
 	log      *slog.Logger
 
 	// Every is how often Run reconciles; 30 s by default.
@@ -71,16 +73,16 @@ type sighting struct {
 
 // NewKeeper returns a keeper for the declarations in cfg.
 func NewKeeper(ctx context.Context, js jetstream.JetStream, cfg *streams.Config, log *slog.Logger) (*Keeper, error) {
-	g, err := New(js, cfg.Graveyard.Stream.Name, cfg.Graveyard.Stream.Subjects[0])
+	g, err := graveyard.New(js, cfg.Graveyard.Stream.Name, cfg.Graveyard.Stream.Subjects[0])
 	if err != nil {
 		return nil, err
 	}
-	a, err := OpenAttempts(ctx, js, cfg.KV.Attempts.Bucket)
+	a, err := graveyard.OpenAttempts(ctx, js, cfg.KV.Attempts.Bucket)
 	if err != nil {
 		return nil, err
 	}
 	return &Keeper{
-		js: js, cfg: cfg, grave: g, attempts: a, log: log,
+		js: js, cfg: cfg, grave: g, attempts: a, results: NewResults(js, cfg), log: log,
 		Every: 30 * time.Second, Settle: 10 * time.Second, Stall: 15 * time.Second, Now: time.Now,
 		seen: map[sighting]time.Time{},
 	}, nil
@@ -207,7 +209,7 @@ func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 			seen[s] = first // maybe acknowledged, not yet removed: look again later
 			continue
 		}
-		if err := k.resolve(ctx, st, m.Sequence, uint64(rc.Consumer.MaxDeliver), ReasonMaxDeliveries, "found below the ack floor"); err != nil {
+		if err := k.resolve(ctx, st, m.Sequence, uint64(rc.Consumer.MaxDeliver), wire.ReasonMaxDeliveries, "found below the ack floor"); err != nil {
 			seen[s] = first
 			failed = append(failed, err)
 			continue
@@ -256,7 +258,7 @@ func (k *Keeper) Sweep(ctx context.Context, limit int) (int, error) {
 		if err == nil && !r.ExpiredAt(m.Time, now) {
 			continue
 		}
-		if err := k.resolve(ctx, st, m.Sequence, 0, ReasonKeyUnusable, "no key was held to send it before its time to live ran out"); err != nil {
+		if err := k.resolve(ctx, st, m.Sequence, 0, wire.ReasonKeyUnusable, "no key was held to send it before its time to live ran out"); err != nil {
 			failed = append(failed, err)
 			continue
 		}
@@ -278,7 +280,7 @@ func (k *Keeper) Resolve(ctx context.Context, seq, deliveries uint64, why string
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", rc.Stream.Name, err)
 	}
-	return k.resolve(ctx, st, seq, deliveries, ReasonMaxDeliveries, why)
+	return k.resolve(ctx, st, seq, deliveries, wire.ReasonMaxDeliveries, why)
 }
 
 func (k *Keeper) resolve(ctx context.Context, st jetstream.Stream, seq, deliveries uint64, reason, why string) error {
@@ -289,28 +291,29 @@ func (k *Keeper) resolve(ctx context.Context, st jetstream.Stream, seq, deliveri
 	if err != nil {
 		return fmt.Errorf("read request %d: %w", seq, err)
 	}
-	e := Entry{
+	e := graveyard.Entry{
 		Reason: reason, Original: m.Data, Stream: k.cfg.Requests.Stream.Name, StreamSeq: seq, Stored: m.Time,
 		Deliveries: deliveries, BuriedAt: k.Now(),
 	}
-	if reason == ReasonMaxDeliveries {
+	if reason == wire.ReasonMaxDeliveries {
 		e.Error = "no worker reported the last attempt (" + why + "): the worker died or its ack wait ran out"
 	} else {
 		e.Error = why
 	}
+	var replyTo string
 	if r, err := wire.Decode(m.Data); err == nil {
-		e.RequestID = r.ID
+		e.RequestID, replyTo = r.ID, r.ReplyTo
 		if e.Attempts, err = k.attempts.List(ctx, r.ID); err != nil {
 			k.log.Warn("could not read the attempts of a request given up on", "request", r.ID, "err", err)
 		}
 	} else {
-		e.Reason, e.Error = ReasonMalformed, err.Error()
+		e.Reason, e.Error = wire.ReasonMalformed, err.Error()
 	}
 	if err := k.grave.Bury(ctx, e); err != nil {
 		return err // the request stays in the stream; the next pass retries
 	}
 	if e.RequestID != "" {
-		if err := k.publishResult(ctx, e); err != nil {
+		if err := k.results.Bury(ctx, replyTo, e); err != nil {
 			k.log.Warn("buried a request but could not write its result; the graveyard has it", "request", e.RequestID, "err", err)
 		}
 	}
@@ -322,4 +325,11 @@ func (k *Keeper) resolve(ctx context.Context, st jetstream.Stream, seq, deliveri
 	}
 	k.log.Info("buried a request no worker will end", "request", e.RequestID, "seq", seq, "reason", e.Reason, "why", why)
 	return nil
+}
+
+// gone reports whether the message at seq is no longer there (the server's
+// answer to deleting a missing message wraps no sentinel).
+func gone(ctx context.Context, st jetstream.Stream, seq uint64) bool {
+	_, err := st.GetMsg(ctx, seq)
+	return errors.Is(err, jetstream.ErrMsgNotFound)
 }
