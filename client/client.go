@@ -45,6 +45,9 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrBadResult: a message on a results subject is not a result this client reads.
 	ErrBadResult = wire.ErrBadResult
+	// ErrDuplicate: a request with this id is already stored, or already has a
+	// result; this submit stored nothing. The message says which request it was.
+	ErrDuplicate = errors.New("duplicate request id")
 )
 
 // Call is the HTTP call a request makes upstream, relative to the profile's base
@@ -130,18 +133,22 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 
 // Submit publishes r to the requests stream and returns its id once the stream
 // has stored it. An invalid request fails with ErrInvalidRequest and is not
-// published.
+// published. An id already used fails with ErrDuplicate, and nothing is
+// stored: within the requests stream's duplicate window the stream says so;
+// after it, a result written under the id does (an id names one request, and
+// Await its one result).
 func (c *Client) Submit(ctx context.Context, r Request) (string, error) {
-	return c.submit(ctx, r, "")
+	id, _, err := c.submit(ctx, r, "")
+	return id, err
 }
 
-func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string, error) {
+func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string, uint64, error) {
 	if r.TTL < 0 {
-		return "", fmt.Errorf("%w: negative time to live %s", ErrInvalidRequest, r.TTL)
+		return "", 0, fmt.Errorf("%w: negative time to live %s", ErrInvalidRequest, r.TTL)
 	}
 	ttl := wire.TTLOr(r.TTL)
 	if err := wire.CheckTTL(ttl); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		return "", 0, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	rec := wire.New(c.now(), ttl, r.Payload)
 	if r.ID != "" {
@@ -150,14 +157,46 @@ func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string,
 	rec.Call, rec.Weight, rec.ReplyTo = r.Call, r.Weight, replyTo
 	data, err := rec.Encode()
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		return "", 0, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if r.ID != "" {
+		if err := c.unused(ctx, rec.ID); err != nil {
+			return "", 0, err
+		}
 	}
 	msg := nats.NewMsg(c.streams.Requests.Stream.Subjects[0])
 	msg.Data = data
-	if _, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(rec.ID)); err != nil {
-		return "", fmt.Errorf("submit request %s: %w (is the fleet's NATS up, and the requests stream not full?)", rec.ID, err)
+	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(rec.ID))
+	if err != nil {
+		return "", 0, fmt.Errorf("submit request %s: %w (is the fleet's NATS up, and the requests stream not full?)", rec.ID, err)
 	}
-	return rec.ID, nil
+	if ack.Duplicate {
+		return "", 0, fmt.Errorf("%w: request %s is already stored (sequence %d in %s); this one, with whatever call it has, was not: submit it under a new id",
+			ErrDuplicate, rec.ID, ack.Sequence, ack.Stream)
+	}
+	return rec.ID, ack.Sequence, nil
+}
+
+// unused fails with ErrDuplicate when id already has a result.
+func (c *Client) unused(ctx context.Context, id string) error {
+	rs := c.streams.Results
+	st, err := c.js.Stream(ctx, rs.Stream.Name)
+	if err != nil {
+		return fmt.Errorf("submit request %s: read stream %s: %w", id, rs.Stream.Name, err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("submit request %s: look for an earlier request with its id: %w", id, err)
+	}
+	prev, err := wire.DecodeResult(m.Data)
+	if err != nil {
+		return fmt.Errorf("%w: request id %s already has a result; submit under a new id", ErrDuplicate, id)
+	}
+	return fmt.Errorf("%w: request %s already ended (%s at %s, sequence %d); submit under a new id",
+		ErrDuplicate, id, prev.Outcome, prev.At.Format(time.RFC3339), prev.Seq)
 }
 
 // Await waits for the result of request id until ctx ends. A result published
@@ -179,7 +218,9 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 		msg, err := cons.Next(jetstream.FetchMaxWait(wait))
 		switch {
 		case err == nil:
-			return wire.DecodeResult(msg.Data())
+			if res, ok := c.first(ctx, cons, msg, id); ok {
+				return res, nil
+			}
 		case ctx.Err() != nil:
 			return Result{}, fmt.Errorf("await result of %s: %w (the request may still be waiting for a key; call Await again)", id, ctx.Err())
 		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
@@ -188,6 +229,35 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 			return Result{}, fmt.Errorf("await result of %s: %w", id, err)
 		}
 	}
+}
+
+// first returns the result of id among msg and the results written after it
+// already: a served result before a buried one (the server may give up on a
+// delivery whose send then succeeds), else the first. Messages that are not a
+// result of id are skipped.
+func (c *Client) first(ctx context.Context, cons jetstream.Consumer, msg jetstream.Msg, id string) (wire.Result, bool) {
+	var found *wire.Result
+	for {
+		if res, err := wire.DecodeResult(msg.Data()); err == nil && res.ID == id {
+			if res.Outcome == wire.Served {
+				return res, true
+			}
+			if found == nil {
+				found = &res
+			}
+		}
+		md, err := msg.Metadata()
+		if err != nil || md.NumPending == 0 || ctx.Err() != nil {
+			break
+		}
+		if msg, err = cons.Next(jetstream.FetchMaxWait(time.Second)); err != nil {
+			break
+		}
+	}
+	if found == nil {
+		return wire.Result{}, false
+	}
+	return *found, true
 }
 
 // Do submits r with a reply subject of its own and waits for its result until
@@ -200,13 +270,18 @@ func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
 		return Result{}, fmt.Errorf("subscribe to the reply subject: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	id, err := c.submit(ctx, r, inbox)
+	id, seq, err := c.submit(ctx, r, inbox)
 	if err != nil {
 		return Result{}, err
 	}
-	msg, err := sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return Result{ID: id}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
+	for {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return Result{ID: id}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
+		}
+		// Only this request's result: anything else on the subject is not.
+		if res, err := wire.DecodeResult(msg.Data); err == nil && res.ID == id && (res.Seq == 0 || res.Seq == seq) {
+			return res, nil
+		}
 	}
-	return wire.DecodeResult(msg.Data)
 }

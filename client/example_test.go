@@ -108,3 +108,32 @@ func TestClient_RefusesWhatCannotBeSentAndBuriedRequestsHaveAResult(t *testing.T
 	require.NoError(t, err)
 	require.Equal(t, res.Delivery, again.Delivery)
 }
+
+// An id names one request: submitting it again, within the requests stream's
+// duplicate window or after the request ended, stores nothing and says so.
+func TestClient_SubmitOfAnIDAlreadyUsedIsADuplicate(t *testing.T) {
+	natsURL, stop, err := startFleet()
+	require.NoError(t, err)
+	t.Cleanup(stop)
+	nc, err := nats.Connect(natsURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	c, err := client.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	id, err := c.Submit(ctx, client.Request{ID: "order-7", TTL: time.Minute})
+	require.NoError(t, err)
+	_, err = c.Submit(ctx, client.Request{ID: id, TTL: time.Minute, Call: &client.Call{Method: "POST", Path: "/api/request"}})
+	require.ErrorIs(t, err, client.ErrDuplicate, "the same id with another call, within the duplicate window")
+	require.Contains(t, err.Error(), "sequence 1")
+
+	res, err := c.Await(ctx, id)
+	require.NoError(t, err)
+	require.True(t, res.OK())
+	require.Equal(t, uint64(1), res.Seq)
+	_, err = c.Do(ctx, client.Request{ID: id})
+	require.ErrorIs(t, err, client.ErrDuplicate, "an id whose request ended")
+	require.Contains(t, err.Error(), "already ended")
+}

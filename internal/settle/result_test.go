@@ -1,0 +1,101 @@
+package settle_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ratefleet/ratefleet/client"
+	"github.com/ratefleet/ratefleet/internal/embedded"
+	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/settle"
+	"github.com/ratefleet/ratefleet/wire"
+)
+
+func resultsEnv(t *testing.T) (*natsconn.Conn, *settle.Results, *client.Client) {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	ctx := context.Background()
+	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(c.NC.Close)
+	_, err = c.Streams.Apply(ctx, c.JS)
+	require.NoError(t, err)
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	cl, err := client.New(nc)
+	require.NoError(t, err)
+	return c, settle.NewResults(c.JS, c.Streams), cl
+}
+
+func countResults(t *testing.T, c *natsconn.Conn) uint64 {
+	t.Helper()
+	st, err := c.JS.Stream(context.Background(), c.Streams.Results.Stream.Name)
+	require.NoError(t, err)
+	return st.CachedInfo().State.Msgs
+}
+
+// A buried result is never written over a served one, whichever comes first,
+// and a caller reads the served one.
+func TestResults_AServedResultIsNeverReplacedByABuriedOne(t *testing.T) {
+	entry := graveyard.Entry{RequestID: "order-1", StreamSeq: 7, Reason: wire.ReasonMaxDeliveries, Deliveries: 5, BuriedAt: time.Now()}
+	served := wire.Result{ID: "order-1", Seq: 7, Outcome: wire.Served, Status: 200, Body: "done", Delivery: 5, At: time.Now()}
+	tests := []struct {
+		name        string
+		servedFirst bool
+		want        uint64 // results stored
+	}{
+		{"the served result first: the burial writes nothing", true, 1},
+		{"the burial first (the server gave up while the send was in flight)", false, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, rs, cl := resultsEnv(t)
+			ctx := context.Background()
+			if tt.servedFirst {
+				require.NoError(t, rs.Publish(ctx, "", served))
+				require.NoError(t, rs.Bury(ctx, "", entry))
+			} else {
+				require.NoError(t, rs.Bury(ctx, "", entry))
+				require.NoError(t, rs.Publish(ctx, "", served))
+			}
+			require.Equal(t, tt.want, countResults(t, c))
+			got, ok, err := rs.Of(ctx, "order-1", 7)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.Equal(t, wire.Served, got.Outcome, "the worker's lookup finds the served result")
+
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			res, err := cl.Await(actx, "order-1")
+			require.NoError(t, err)
+			require.Equal(t, wire.Served, res.Outcome, "the caller reads the served result")
+			require.Equal(t, "done", res.Body)
+		})
+	}
+}
+
+// A request that reused an id is another request: a burial of it is written
+// even though the earlier request's result is there.
+func TestResults_ABurialOfARequestThatReusedAnIDIsWritten(t *testing.T) {
+	c, rs, _ := resultsEnv(t)
+	ctx := context.Background()
+	require.NoError(t, rs.Publish(ctx, "", wire.Result{ID: "x", Seq: 1, Outcome: wire.Served, Delivery: 1, At: time.Now()}))
+	require.NoError(t, rs.Bury(ctx, "", graveyard.Entry{RequestID: "x", StreamSeq: 9, Reason: wire.ReasonExpired, Deliveries: 1, BuriedAt: time.Now()}))
+	require.Equal(t, uint64(2), countResults(t, c))
+	got, ok, err := rs.Of(ctx, "x", 9)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, wire.ReasonExpired, got.Reason)
+	_, ok, err = rs.Of(ctx, "x", 3)
+	require.NoError(t, err)
+	require.False(t, ok, "no result of a request stored at another sequence")
+}
