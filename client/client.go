@@ -219,7 +219,7 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 		switch {
 		case err == nil:
 			if res, ok := c.first(ctx, cons, msg, id); ok {
-				return res, nil
+				return c.withBody(ctx, res)
 			}
 		case ctx.Err() != nil:
 			return Result{}, fmt.Errorf("await result of %s: %w (the request may still be waiting for a key; call Await again)", id, ctx.Err())
@@ -229,6 +229,23 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 			return Result{}, fmt.Errorf("await result of %s: %w", id, err)
 		}
 	}
+}
+
+// withBody reads a body kept in the answers object store into res.
+func (c *Client) withBody(ctx context.Context, res Result) (Result, error) {
+	if res.BodyObject == "" {
+		return res, nil
+	}
+	bucket := c.streams.Results.Answers.Bucket
+	obs, err := c.js.ObjectStore(ctx, bucket)
+	if err == nil {
+		var body []byte
+		if body, err = obs.GetBytes(ctx, res.BodyObject); err == nil {
+			res.SetBody(body)
+			return res, nil
+		}
+	}
+	return res, fmt.Errorf("read the %d-byte answer of %s from object store %s (object %s): %w", res.BodySize, res.ID, bucket, res.BodyObject, err)
 }
 
 // first returns the result of id among msg and the results written after it
@@ -281,7 +298,7 @@ func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
 		}
 		// Only this request's result: anything else on the subject is not.
 		if res, err := wire.DecodeResult(msg.Data); err == nil && res.ID == id && (res.Seq == 0 || res.Seq == seq) {
-			return res, nil
+			return c.withBody(ctx, res)
 		}
 	}
 }

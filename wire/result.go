@@ -63,6 +63,12 @@ type Result struct {
 	Body       string `json:"body,omitempty"`
 	BodyBase64 []byte `json:"body_base64,omitempty"`
 	Truncated  bool   `json:"truncated,omitempty"`
+	// BodyObject, when set, names the object in the answers object store
+	// (streams.yaml results.answers) that holds the body, which was too large
+	// for a result message; BodySize is its size in bytes. The Go client reads
+	// it into Body (or BodyBase64) before returning the result.
+	BodyObject string `json:"body_object,omitempty"`
+	BodySize   int    `json:"body_size,omitempty"`
 	// Reason (a graveyard reason: expired, malformed, max_deliveries, ...) and
 	// Error say why a buried request was given up on.
 	Reason string `json:"reason,omitempty"`

@@ -4,6 +4,7 @@
 package embedded
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -38,6 +39,8 @@ type Options struct {
 	Users []User
 	// TLS, when set, makes the server speak TLS only.
 	TLS *TLS
+	// MaxPayload bounds one message; 8 MiB when 0 (a stock server's is 1 MiB).
+	MaxPayload int32
 
 	cluster *server.ClusterOpts
 	routes  []string
@@ -99,7 +102,7 @@ func (s *Server) start() error {
 		NoLog:      !o.Log,
 		NoSigs:     true,
 		// Test and benchmark loads publish quickly; the defaults are fine for the rest.
-		MaxPayload: 8 << 20,
+		MaxPayload: cmp.Or(o.MaxPayload, 8<<20),
 	}
 	if err := secure(sopts, o); err != nil {
 		return err

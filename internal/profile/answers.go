@@ -55,6 +55,10 @@ type AnswerRule struct {
 // DefaultMaxBody is Answers.MaxBody's default.
 const DefaultMaxBody = 64 << 10
 
+// MaxMaxBody bounds Answers.MaxBody: a worker holds up to this much per request
+// in flight.
+const MaxMaxBody = 16 << 20
+
 // Classify returns what an answer means, and the upstream's error message for
 // the log (its error_msg, error or message field, else the status text).
 //
@@ -143,7 +147,7 @@ func (a *Answers) validate(v *validator) {
 	if a.Otherwise != "" && !slices.Contains(classes, a.Otherwise) {
 		v.addf("answers.otherwise", "is %q; use done, rate_limited, bad_nonce, key_unusable or retry_later", a.Otherwise)
 	}
-	if a.MaxBody < 0 || a.MaxBody > 1<<20 {
-		v.addf("answers.max_body", "%d must be from 0 (64 KiB) to 1048576 bytes", a.MaxBody)
+	if a.MaxBody < 0 || a.MaxBody > MaxMaxBody {
+		v.addf("answers.max_body", "%d must be from 0 (64 KiB) to %d bytes (an answer too large for a result message is kept in the answers object store)", a.MaxBody, MaxMaxBody)
 	}
 }

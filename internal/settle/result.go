@@ -23,14 +23,54 @@ import (
 // result: it is published expecting the subject's last sequence it read, so a
 // served result written meanwhile (the server gave up on a delivery whose send
 // was still in flight) wins, and a reader that finds both takes the served one.
+//
+// A result larger than a message may be (the server's max payload, as the
+// connection learnt it, or the results stream's max_msg_size) keeps its body in
+// the answers object store, and names it: the answer is kept whole, and the
+// request is never sent again because its result could not be written.
 type Results struct {
-	js  jetstream.JetStream
-	cfg *streams.Config
+	js    jetstream.JetStream
+	cfg   *streams.Config
+	limit int // the largest result message
 }
+
+// resultHeadroom is what a result message needs beyond its data: the subject
+// and the message id header.
+const resultHeadroom = 4 << 10
 
 // NewResults returns the results of the declarations in cfg.
 func NewResults(js jetstream.JetStream, cfg *streams.Config) *Results {
-	return &Results{js: js, cfg: cfg}
+	limit := int(js.Conn().MaxPayload())
+	if m := cfg.Results.Stream.MaxMsgSize; m > 0 && int(m) < limit {
+		limit = int(m)
+	}
+	return &Results{js: js, cfg: cfg, limit: limit - resultHeadroom}
+}
+
+// keepLarge moves the body of res to the answers object store when its result
+// would not fit in a message, and returns the result to publish.
+func (r *Results) keepLarge(ctx context.Context, res wire.Result, data []byte) ([]byte, error) {
+	if len(data) <= r.limit {
+		return data, nil
+	}
+	body := res.Bytes()
+	name := fmt.Sprintf("%s/%d/%d", wire.Token(res.ID), res.Seq, res.Delivery)
+	obs, err := r.js.ObjectStore(ctx, r.cfg.Results.Answers.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("keep the %d-byte answer of %s: open object store %s: %w", len(body), res.ID, r.cfg.Results.Answers.Bucket, err)
+	}
+	if _, err := obs.PutBytes(ctx, name, body); err != nil {
+		return nil, fmt.Errorf("keep the %d-byte answer of %s in object store %s: %w", len(body), res.ID, r.cfg.Results.Answers.Bucket, err)
+	}
+	res.Body, res.BodyBase64, res.BodyObject, res.BodySize = "", nil, name, len(body)
+	data, err = res.Encode()
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > r.limit {
+		return nil, fmt.Errorf("the result of %s is %d bytes without its body, over the %d a message may hold: keep fewer answer headers (answers.keep_headers)", res.ID, len(data), r.limit)
+	}
+	return data, nil
 }
 
 // Of returns the result of the request stored at seq under id, if one is
@@ -73,6 +113,9 @@ func (r *Results) last(ctx context.Context, id string) (*wire.Result, uint64, er
 func (r *Results) Publish(ctx context.Context, replyTo string, res wire.Result) error {
 	data, err := res.Encode()
 	if err != nil {
+		return err
+	}
+	if data, err = r.keepLarge(ctx, res, data); err != nil {
 		return err
 	}
 	msgID := fmt.Sprintf("%s/%d/%d", wire.Token(res.ID), res.Seq, res.Delivery)

@@ -94,7 +94,54 @@ func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (R
 		}
 		res = append(res, Change{"kv", b.bucket.Bucket, a})
 	}
+	a, err = applyObjectStore(ctx, js, c.Results.Answers, dry)
+	if err != nil {
+		return res, err
+	}
+	res = append(res, Change{"object store", c.Results.Answers.Bucket, a})
 	return res, nil
+}
+
+// applyObjectStore creates the object store b declares, or brings its limits
+// in line.
+func applyObjectStore(ctx context.Context, js jetstream.JetStream, b Bucket, dry bool) (Action, error) {
+	want := jetstream.ObjectStoreConfig{
+		Bucket: b.Bucket, Storage: storageType(b.Storage), Replicas: b.Replicas, TTL: b.MaxAge, MaxBytes: unlimited(b.MaxBytes),
+	}
+	obs, err := js.ObjectStore(ctx, b.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if !dry {
+			if _, err := js.CreateObjectStore(ctx, want); err != nil {
+				return "", fmt.Errorf("create object store %s: %w", b.Bucket, err)
+			}
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up object store %s: %w", b.Bucket, err)
+	}
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read object store %s: %w", b.Bucket, err)
+	}
+	if st.Storage() != want.Storage {
+		return "", fmt.Errorf("object store %s exists with storage %s, but streams.yaml needs %s: %w; "+
+			"delete it (nats object del %s) while no worker runs, and run again", b.Bucket, st.Storage(), want.Storage, ErrIncompatible, b.Bucket)
+	}
+	info, err := js.Stream(ctx, "OBJ_"+b.Bucket)
+	if err != nil {
+		return "", fmt.Errorf("read object store %s: %w", b.Bucket, err)
+	}
+	if st.Replicas() == want.Replicas && st.TTL() == want.TTL && unlimited(info.CachedInfo().Config.MaxBytes) == want.MaxBytes {
+		return Unchanged, nil
+	}
+	if dry {
+		return Updated, nil
+	}
+	if _, err := js.UpdateObjectStore(ctx, want); err != nil {
+		return "", fmt.Errorf("update object store %s: %w", b.Bucket, err)
+	}
+	return Updated, nil
 }
 
 func storageType(s string) jetstream.StorageType {

@@ -44,6 +44,10 @@ type Results struct {
 	// ending in a dot: a request cannot reply into $JS., $KV. or the fleet's own
 	// subjects.
 	ReplyPrefix string `yaml:"reply_prefix"`
+	// Answers is the object store that keeps an answer too large for a result
+	// message: the result then names the object (Result.BodyObject) and the
+	// client reads it from here.
+	Answers Bucket `yaml:"answers"`
 }
 
 // Prefix returns the results subject without its final wildcard, ending in a
@@ -219,7 +223,7 @@ func (c *Config) Validate() error {
 	if c.KV.Attempts.MaxBytes <= 0 {
 		v.addf("kv.attempts.max_bytes", "must be set (for example 67108864): every request that fails once writes here, and a crash can leave its log behind until max_age")
 	}
-	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays} {
+	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays, "results.answers": c.Results.Answers} {
 		if b.LeaseTTL != 0 {
 			v.addf(field+".lease_ttl", "applies to kv.leases only; remove it")
 		}
@@ -236,6 +240,7 @@ func (c *Config) Validate() error {
 		"results.stream": c.Results.Stream.Name,
 		"kv.leases":      "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
 		"kv.attempts": "KV_" + c.KV.Attempts.Bucket, "kv.replays": "KV_" + c.KV.Replays.Bucket,
+		"results.answers": "OBJ_" + c.Results.Answers.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
 			a, b := min(field, other), max(field, other)
@@ -292,6 +297,10 @@ func (v *validator) results(c *Config) {
 	}
 	if r.Stream.MaxAge <= 0 || r.Stream.MaxBytes <= 0 {
 		v.addf("results.stream", "max_age and max_bytes must be positive: results are kept for a bounded time and size (for example 24h and 1073741824)")
+	}
+	v.bucket("results.answers", r.Answers)
+	if r.Answers.MaxAge <= 0 || r.Answers.MaxBytes <= 0 {
+		v.addf("results.answers", "max_age and max_bytes must be positive: large answers are kept for a bounded time and size (for example 24h and 4294967296)")
 	}
 	if r.Stream.Discard != "old" {
 		v.addf("results.stream.discard", "is %q; use `old`: a full results stream drops its oldest results, never a new one", r.Stream.Discard)

@@ -30,6 +30,9 @@ type Env struct {
 type Options struct {
 	// Exchange configures the simulator; exchange.DefaultConfig() when nil.
 	Exchange *exchange.Config
+	// MaxPayload is the server's max payload; 8 MiB when 0 (1 MiB is a stock
+	// server's).
+	MaxPayload int32
 	// Streams changes the applied declarations before they are applied.
 	Streams func(*streams.Config)
 }
@@ -37,7 +40,7 @@ type Options struct {
 // Start starts NATS with the declarations applied and the simulator.
 func Start(t testing.TB, o Options) *Env {
 	t.Helper()
-	ns, err := embedded.Start(embedded.Options{})
+	ns, err := embedded.Start(embedded.Options{MaxPayload: o.MaxPayload})
 	require.NoError(t, err)
 	t.Cleanup(ns.Shutdown)
 
