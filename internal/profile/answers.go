@@ -90,6 +90,11 @@ func (p *Profile) Classify(status int, body []byte) (Class, string) {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return RateLimited, msg
+	case !own && status >= 400 && status < 500 && status != http.StatusRequestTimeout:
+		// Something in front of the upstream refused the request itself (a
+		// missing endpoint, a firewall): it answered, so it passes nothing on
+		// later, and sending again would be refused the same way.
+		return Done, fmt.Sprintf("%s, not in the upstream's format: refused in front of it, final", statusText(status))
 	case !own:
 		return Gateway, fmt.Sprintf("%s, not in the upstream's format (a gateway's answer?)", statusText(status))
 	case a.Otherwise != "":

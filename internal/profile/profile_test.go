@@ -2,6 +2,7 @@ package profile_test
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -190,9 +191,13 @@ func TestClassify(t *testing.T) {
 		{502, `<html>bad gateway</html>`, profile.Gateway},
 		{429, `<html>slow down</html>`, profile.RateLimited},
 		{302, ``, profile.Gateway},
+		{404, `<html>not found</html>`, profile.Done},          // refused in front of the upstream: final
+		{403, `<html>forbidden</html>`, profile.Done},          // a firewall's refusal: final
+		{408, `<html>request timeout</html>`, profile.Gateway}, // the request may not have been read whole
+		{504, `<html>gateway timeout</html>`, profile.Gateway},
 	}
 	for _, tt := range tests {
-		t.Run(tt.body, func(t *testing.T) {
+		t.Run(fmt.Sprint(tt.status, " ", tt.body), func(t *testing.T) {
 			got, _ := ref.Classify(tt.status, []byte(tt.body))
 			require.Equal(t, tt.want, got)
 		})
