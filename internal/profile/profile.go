@@ -67,6 +67,8 @@ type Profile struct {
 	Sign *Sign `yaml:"sign"`
 	// Answers says what the upstream's answers mean.
 	Answers Answers `yaml:"answers"`
+	// Retry says when a failed attempt is tried again, and when no more.
+	Retry Retry `yaml:"retry"`
 }
 
 // Place says where a value goes: in a query parameter, a header, a form body
@@ -239,6 +241,7 @@ func (p *Profile) Validate() error {
 		v.addf("rate.guard_after", "%d must be below ban_after %d (0 for the default)", p.Rate.GuardAfter, p.Rate.BanAfter)
 	}
 	p.Answers.validate(&v)
+	p.Retry.validate(&v)
 	v.reserved(p)
 	return v.err()
 }

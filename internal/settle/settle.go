@@ -11,11 +11,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/wire"
@@ -30,6 +32,10 @@ type Config struct {
 	Streams *streams.Config
 	// Worker names the worker in results and graveyard entries.
 	Worker string
+	// Retry says when a failed attempt is tried again, and when no more.
+	Retry profile.Retry
+	// Rand draws the retry delays' jitter, from 0 to 1; rand.Float64 when nil.
+	Rand func() float64
 	// Count counts what became of a request under a key name ("" for none);
 	// nil counts nothing.
 	Count func(key, result string)
@@ -62,6 +68,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Settler, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
 	}
 	if cfg.Count == nil {
 		cfg.Count = func(string, string) {}
@@ -144,29 +153,54 @@ func (s *Settler) Back(d Delivery) {
 	}
 }
 
-// Retry records a failed attempt and NAKs the request with the retry delay (and
-// at least the upstream's Retry-After, which holds the request back too, not
-// only its key), or buries it as max_deliveries at its last delivery.
+// Retry records a failed attempt and NAKs the request with the profile's retry
+// delay (at least the upstream's Retry-After, which holds the request back too,
+// not only its key, and at most until its time to live ends, when the next
+// delivery buries it as expired), or buries it as max_deliveries when its
+// retries are spent: the consumer's max_deliver, or the profile's max_attempts or
+// max_time.
 func (s *Settler) Retry(ctx context.Context, d Delivery, a graveyard.Attempt) {
-	if s.last(d) {
+	n := int(d.Meta.NumDelivered)
+	now := s.cfg.Now()
+	delay := max(s.cfg.Retry.Delay(n, s.cfg.Rand()), a.RetryAfter)
+	if spent := s.spent(d, n, now.Add(delay)); spent != "" {
 		lctx, cancel := context.WithTimeout(ctx, ackTimeout)
 		prev, err := s.attempts.List(lctx, d.Req.ID)
 		cancel()
 		if err != nil {
 			s.cfg.Log.Warn("could not read earlier attempts; burying with the last one only", "request", d.Req.ID, "err", err)
 		}
-		s.Bury(ctx, d, wire.ReasonMaxDeliveries, a.Result+": "+a.Error, append(prev, a))
+		s.Bury(ctx, d, wire.ReasonMaxDeliveries, a.Result+": "+a.Error+" ("+spent+")", append(prev, a))
 		return
+	}
+	if d.Req.TTLms > 0 {
+		if until := d.Req.StaleAt(d.Meta.Timestamp).Sub(now); delay > until {
+			delay = max(until, 0)
+		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	if err := s.attempts.Record(rctx, d.Req.ID, a); err != nil {
 		s.cfg.Log.Warn("could not record the attempt", "request", d.Req.ID, "err", err)
 	}
-	delay := max(s.cfg.Streams.Requests.Consumer.RetryDelay(int(d.Meta.NumDelivered)), a.RetryAfter)
 	if err := d.Msg.NakWithDelay(delay); err != nil {
 		s.cfg.Log.Warn("could not NAK; the request is redelivered after its ack wait", "request", d.Req.ID, "err", err)
 	}
+}
+
+// spent says which retry budget a request that failed delivery n, and would be
+// tried again at next, has spent, or "" if none.
+func (s *Settler) spent(d Delivery, n int, next time.Time) string {
+	r := s.cfg.Retry
+	switch {
+	case s.last(d):
+		return fmt.Sprintf("delivery %d of max_deliver %d", n, s.cfg.Streams.Requests.Consumer.MaxDeliver)
+	case r.MaxAttempts > 0 && n >= r.MaxAttempts:
+		return fmt.Sprintf("attempt %d of the profile's retry.max_attempts %d", n, r.MaxAttempts)
+	case r.MaxTime > 0 && next.Sub(d.Meta.Timestamp) > r.MaxTime:
+		return fmt.Sprintf("the next try would be past the profile's retry.max_time %s", r.MaxTime)
+	}
+	return ""
 }
 
 // Bury stores the request in the graveyard with reason, writes its buried

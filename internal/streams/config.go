@@ -105,24 +105,13 @@ type Stream struct {
 
 // Consumer declares the workers' durable pull consumer.
 type Consumer struct {
-	Durable       string          `yaml:"durable"`
-	AckWait       time.Duration   `yaml:"ack_wait"`
-	MaxDeliver    int             `yaml:"max_deliver"`
-	MaxAckPending int             `yaml:"max_ack_pending"`
-	RetryDelays   []time.Duration `yaml:"retry_delays"`
-}
-
-// RetryDelay returns the delay before the attempt that follows failed attempt n
-// (1-based); the last declared delay repeats.
-func (c Consumer) RetryDelay(n int) time.Duration {
-	if len(c.RetryDelays) == 0 {
-		return 0
-	}
-	n = max(n, 1)
-	if n > len(c.RetryDelays) {
-		n = len(c.RetryDelays)
-	}
-	return c.RetryDelays[n-1]
+	Durable       string        `yaml:"durable"`
+	AckWait       time.Duration `yaml:"ack_wait"`
+	MaxDeliver    int           `yaml:"max_deliver"`
+	MaxAckPending int           `yaml:"max_ack_pending"`
+	// RetryDelays is no longer read: the upstream profile's retry section says
+	// when a failed attempt is tried again. Declaring it is an error that says so.
+	RetryDelays []time.Duration `yaml:"retry_delays"`
 }
 
 // Bucket declares one KV bucket.
@@ -189,10 +178,8 @@ func (c *Config) Validate() error {
 	if cons.MaxAckPending < 1 {
 		v.addf("requests.consumer.max_ack_pending", "%d must be at least 1 (requests in flight across the fleet)", cons.MaxAckPending)
 	}
-	for i, d := range cons.RetryDelays {
-		if d < 0 {
-			v.addf(fmt.Sprintf("requests.consumer.retry_delays[%d]", i), "%s must not be negative", d)
-		}
+	if len(cons.RetryDelays) > 0 {
+		v.addf("requests.consumer.retry_delays", "is no longer read: retry delays are the upstream profile's (its retry section: first, factor, max_delay, jitter, max_attempts, max_time); remove it")
 	}
 	v.stream("graveyard.stream", c.Graveyard.Stream, "limits")
 	if c.Graveyard.Stream.Discard != "new" {

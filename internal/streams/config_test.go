@@ -26,14 +26,20 @@ func defaultConfig(t *testing.T) *streams.Config {
 func TestParse_ShippedFileIsValid(t *testing.T) {
 	c := defaultConfig(t)
 	require.Equal(t, "RATEFLEET_REQUESTS", c.Requests.Stream.Name)
-	require.Equal(t, 5, c.Requests.Consumer.MaxDeliver)
+	require.Equal(t, 50, c.Requests.Consumer.MaxDeliver)
 	require.Equal(t, 3*time.Second, c.KV.Leases.LeaseTTL)
-	require.Equal(t, 100*time.Millisecond, c.Requests.Consumer.RetryDelay(1))
-	require.Equal(t, time.Second, c.Requests.Consumer.RetryDelay(9), "the last delay repeats")
+	require.Empty(t, c.Requests.Consumer.RetryDelays)
+}
+
+func TestParse_RetryDelaysAreRefusedWithWhereTheyWent(t *testing.T) {
+	doc := strings.Replace(string(ratefleet.DefaultStreams()), "    max_deliver: 50", "    max_deliver: 50\n    retry_delays: [100ms]", 1)
+	_, err := streams.Parse("streams.yaml", []byte(doc))
+	require.ErrorIs(t, err, streams.ErrInvalid)
+	require.Contains(t, err.Error(), "retry section")
 }
 
 func TestParse_RejectsUnknownFieldNamingItsLine(t *testing.T) {
-	doc := strings.Replace(string(ratefleet.DefaultStreams()), "    max_deliver: 5", "    max_deliver: 5\n    max_delivery: 7", 1)
+	doc := strings.Replace(string(ratefleet.DefaultStreams()), "    max_deliver: 50", "    max_deliver: 50\n    max_delivery: 7", 1)
 	_, err := streams.Parse("streams.yaml", []byte(doc))
 	require.ErrorIs(t, err, streams.ErrInvalid)
 	require.Contains(t, err.Error(), "max_delivery")

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
@@ -42,7 +43,6 @@ func resultsOf(t *testing.T, env *testenv.Env, id string) []wire.Result {
 func TestWorkers_AReusedIDIsSentAndGetsItsOwnResult(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Exchange: fastExchange(), Streams: func(c *streams.Config) {
 		c.Requests.Stream.DuplicateWindow = 200 * time.Millisecond
-		c.Requests.Consumer.RetryDelays = []time.Duration{10 * time.Millisecond}
 	}})
 	startWorkers(t, env, 1, exchange.DefaultKeys()[:1])
 
@@ -70,4 +70,61 @@ func TestWorkers_AReusedIDIsSentAndGetsItsOwnResult(t *testing.T) {
 	require.NotEqual(t, rs[0].Seq, rs[1].Seq, "each result names its own stored request")
 	require.Equal(t, wire.Served, rs[1].Outcome)
 	require.Equal(t, uint64(2), env.Exchange.Stats().OK, "the second request was sent")
+}
+
+// An upstream down for a while (every request answered 503 at once) buries
+// nothing whose time to live allows the wait: failed attempts are tried again,
+// further and further apart, until it is back. Five deliveries a second apart,
+// as before, buried everything queued.
+func TestWorkers_AnOutageShorterThanTheTimeToLiveBuriesNothing(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	require.NoError(t, env.Exchange.SetFaults(exchange.Faults{DownFor: 3 * time.Second}))
+	ids := publishRequests(t, env, 30, time.Minute)
+	// Scaled down: 50 deliveries at most 200 ms apart wait 8 s or more, as
+	// the defaults' wait over five minutes (profile.TestRetry_TheDefaults...).
+	startWorkersRetrying(t, env, 1, 1, &profile.Retry{First: 10 * time.Millisecond, MaxDelay: 200 * time.Millisecond}, exchange.DefaultKeys()[:1])
+	waitDrained(t, env, 30*time.Second)
+
+	require.Empty(t, graveyardEntries(t, env), "nothing buried")
+	answered := answeredIDs(env)
+	require.ElementsMatch(t, ids, answered, "every request served once it was back")
+	require.Positive(t, env.Exchange.Stats().Faults, "the outage was seen")
+	for _, k := range env.Exchange.Stats().Keys {
+		require.Zero(t, k.RateLimited)
+	}
+}
+
+// The profile's retry budget ends a request's retries: after max_attempts
+// deliveries, or once the next try would fall past max_time, it is buried with
+// every attempt and the budget it spent.
+func TestWorkers_TheProfilesRetryBudgetBuries(t *testing.T) {
+	tests := []struct {
+		name  string
+		retry profile.Retry
+		sends uint64
+		spent string
+	}{
+		{"max attempts", profile.Retry{First: 10 * time.Millisecond, MaxAttempts: 3}, 3, "retry.max_attempts 3"},
+		{"max time", profile.Retry{First: 100 * time.Millisecond, Factor: 1, Jitter: -1, MaxTime: 250 * time.Millisecond}, 0, "retry.max_time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+			require.NoError(t, env.Exchange.SetFaults(exchange.Faults{ErrorRate: 1}))
+			ids := publishRequests(t, env, 1, time.Minute)
+			startWorkersRetrying(t, env, 1, 1, &tt.retry, exchange.DefaultKeys()[:1])
+			waitDrained(t, env, 30*time.Second)
+			es := graveyardEntries(t, env)
+			require.Len(t, es, 1)
+			require.Equal(t, ids[0], es[0].RequestID)
+			require.Equal(t, wire.ReasonMaxDeliveries, es[0].Reason)
+			require.Contains(t, es[0].Error, tt.spent)
+			if tt.sends > 0 {
+				require.Equal(t, tt.sends, env.Exchange.Stats().Faults)
+				require.Len(t, es[0].Attempts, int(tt.sends))
+			} else {
+				require.Less(t, env.Exchange.Stats().Faults, uint64(5), "stopped at its time, not its deliveries")
+			}
+		})
+	}
 }

@@ -43,6 +43,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
@@ -76,6 +77,9 @@ type Config struct {
 	// or any answer not in the upstream's format) the request may still reach the
 	// upstream; the key's next send waits for it. DefaultGatewayHold when 0.
 	GatewayHold time.Duration
+	// Retry overrides the upstream profile's retry policy (profile.Retry) when
+	// set.
+	Retry *profile.Retry
 	// Keeper also runs the graveyard keeper, which buries requests the server
 	// gave up on without a worker seeing it; safe in every worker.
 	Keeper bool
@@ -201,8 +205,12 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 		rec:  stats.NewRecorder(cfg.ID, host, os.Getpid(), cfg.Now()),
 		cons: cons, state: state, leases: leases, keeper: keeper,
 	}
+	retry := cfg.Upstream.Profile().Retry
+	if cfg.Retry != nil {
+		retry = *cfg.Retry
+	}
 	if w.settler, err = settle.New(ctx, js, settle.Config{
-		Streams: sc, Worker: cfg.ID, Count: w.rec.Count, Now: cfg.Now, Log: w.log,
+		Streams: sc, Worker: cfg.ID, Retry: retry, Count: w.rec.Count, Now: cfg.Now, Log: w.log,
 	}); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

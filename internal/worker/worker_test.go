@@ -18,6 +18,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -38,6 +39,11 @@ func fastExchange() *exchange.Config {
 	return &cfg
 }
 
+// fastRetry tries a failed attempt again after 10 ms, then at most 50 ms.
+func fastRetry() *profile.Retry {
+	return &profile.Retry{First: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond}
+}
+
 func fastLimiter() limiter.Config {
 	return limiter.Config{Rules: []limiter.Rule{{Limit: 20, Window: 100 * time.Millisecond}}, MaxDelay: 250 * time.Millisecond}
 }
@@ -50,6 +56,13 @@ func startWorkers(t *testing.T, env *testenv.Env, n int, ks []keys.Key) []*worke
 
 // startWorkersHolding runs n workers holding up to maxKeys keys each.
 func startWorkersHolding(t *testing.T, env *testenv.Env, n, maxKeys int, ks []keys.Key) []*worker.Worker {
+	t.Helper()
+	return startWorkersRetrying(t, env, n, maxKeys, fastRetry(), ks)
+}
+
+// startWorkersRetrying runs n workers holding up to maxKeys keys each, with
+// retry as their retry policy.
+func startWorkersRetrying(t *testing.T, env *testenv.Env, n, maxKeys int, retry *profile.Retry, ks []keys.Key) []*worker.Worker {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -64,6 +77,7 @@ func startWorkersHolding(t *testing.T, env *testenv.Env, n, maxKeys int, ks []ke
 		w, err := worker.New(ctx, env.Conn.JS, worker.Config{
 			ID: fmt.Sprintf("w%d", i+1), Keys: ks, MaxKeys: maxKeys, Upstream: up, Streams: env.Conn.Streams,
 			NewPacer: factory, ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond,
+			Retry:  retry,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		require.NoError(t, err)
@@ -186,7 +200,6 @@ func TestWorkers_RetryABurstOfServerErrorsUntilEverySucceeds(t *testing.T) {
 		Exchange: fastExchange(),
 		Streams: func(c *streams.Config) {
 			c.Requests.Consumer.MaxDeliver = 20
-			c.Requests.Consumer.RetryDelays = []time.Duration{10 * time.Millisecond, 50 * time.Millisecond}
 		},
 	})
 	require.NoError(t, env.Exchange.SetFaults(exchange.Faults{ErrorRate: 0.5, ErrorStatus: 503}))
@@ -243,7 +256,6 @@ func TestWorkers_LastFailedDeliveryBuriesWithEveryAttempt(t *testing.T) {
 		Exchange: fastExchange(),
 		Streams: func(c *streams.Config) {
 			c.Requests.Consumer.MaxDeliver = 3
-			c.Requests.Consumer.RetryDelays = []time.Duration{10 * time.Millisecond}
 		},
 	})
 	require.NoError(t, env.Exchange.SetFaults(exchange.Faults{ErrorRate: 1, ErrorStatus: 502}))
