@@ -6,6 +6,9 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # promtool checks the alerting rules in docs/ (a heavy first build: lint only).
 PROMTOOL    ?= github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 GREMLINS    ?= github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
+# The nats CLI, for the test that calls the service with `nats req` (its first
+# build takes about a minute, then it is kept in bin/).
+NATSCLI     ?= github.com/nats-io/natscli/nats@v0.5.0
 BIN         ?= bin
 DURATION    ?= 60s
 BENCH_TIME  ?= 60s
@@ -19,10 +22,14 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # The tests that run real worker processes go last, on their own, so that other
-# packages' tests do not load the machine under them.
-test:
+# packages' tests do not load the machine under them. internal/service's test
+# finds the nats CLI at bin/nats.
+test: bin/nats
 	$(GO) test -race -timeout 9m $$($(GO) list ./... | grep -v /internal/fleet)
 	$(GO) test -race -timeout 9m ./internal/fleet/
+
+bin/nats:
+	GOBIN=$(CURDIR)/bin $(GO) install $(NATSCLI)
 
 test-short:
 	$(GO) test -short ./...

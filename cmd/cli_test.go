@@ -74,6 +74,7 @@ func cliCases() []cliCase {
 		{"producer", []string{"producer"}, true, []string{"--nats", unreachable}, connect},
 		{"worker", []string{"worker"}, true, []string{"--nats", unreachable, "RATEFLEET_KEYS=k1=not-a-secret"}, connect},
 		{"monitor", []string{"monitor"}, true, []string{"--nats", unreachable}, connect},
+		{"service", []string{"service"}, true, []string{"--nats", unreachable}, connect},
 		{"exchange", []string{"exchange"}, true, []string{"--listen", "127.0.0.1:-1", "--log-level", "warn"}, "listen on 127.0.0.1:-1"},
 		{"fleet", []string{"fleet"}, true, []string{"--bin", "/nonexistent", "--log-level", "warn"}, "start exchange (/nonexistent/exchange)"},
 		{"streams apply", []string{"streams", "apply"}, true, []string{"--nats", unreachable}, connect},

@@ -36,7 +36,7 @@ var (
 
 // commands is every command the docs may show.
 var commands = map[string]bool{"producer": true, "worker": true, "monitor": true, "exchange": true,
-	"graveyard": true, "fleet": true, "streams": true}
+	"graveyard": true, "fleet": true, "streams": true, "service": true}
 
 // TestDocs_EveryProfileShownLoads parses every profile the docs show (a YAML
 // block that starts a profile with its version), as a worker loads one.

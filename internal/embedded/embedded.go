@@ -51,6 +51,9 @@ type Options struct {
 type User struct {
 	Name, Password, NKey string
 	Publish, Subscribe   []string
+	// Responses lets the user answer each request it receives, once, on its
+	// reply subject (the server's allow_responses, with its defaults).
+	Responses bool
 }
 
 // TLS is the server's TLS setup: its certificate and key, and the authority whose
@@ -137,6 +140,9 @@ func secure(sopts *server.Options, o Options) error {
 		perms := &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: u.Publish},
 			Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+		}
+		if u.Responses {
+			perms.Response = &server.ResponsePermission{} // the server fills in its defaults
 		}
 		if u.NKey != "" {
 			sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: perms})

@@ -73,7 +73,7 @@ func (a *Access) Users(cfg *streams.Config) ([]embedded.User, error) {
 	var out []embedded.User
 	for _, r := range roles.All(cfg) {
 		u := a.users[r.Name]
-		eu := embedded.User{Name: u.name, Password: u.password, Publish: r.Publish, Subscribe: r.Subscribe}
+		eu := embedded.User{Name: u.name, Password: u.password, Publish: r.Publish, Subscribe: r.Subscribe, Responses: r.Responses}
 		if u.seed != "" {
 			kp, err := nkeys.FromSeed([]byte(u.seed))
 			if err != nil {

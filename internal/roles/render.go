@@ -23,6 +23,9 @@ func WriteServerConfig(w io.Writer, rs []Role) error {
 		fmt.Fprintf(&b, "  %s = {\n", permVar(r))
 		fmt.Fprintf(&b, "    publish = { allow = %s }\n", list(r.Publish))
 		fmt.Fprintf(&b, "    subscribe = { allow = %s }\n", list(r.Subscribe))
+		if r.Responses {
+			b.WriteString("    allow_responses = true\n")
+		}
 		b.WriteString("  }\n")
 	}
 	b.WriteString("  users = [\n")
@@ -57,8 +60,12 @@ func WriteNSC(w io.Writer, rs []Role, account string) error {
 	fmt.Fprintf(&b, "# ratefleet roles as nsc users in account %s; each writes a creds file for --creds.\n", account)
 	for _, r := range rs {
 		fmt.Fprintf(&b, "# %s: %s\n", r.Name, r.Commands)
-		fmt.Fprintf(&b, "nsc add user --account %s --name %s \\\n  --allow-pub '%s' \\\n  --allow-sub '%s'\n",
+		fmt.Fprintf(&b, "nsc add user --account %s --name %s \\\n  --allow-pub '%s' \\\n  --allow-sub '%s'",
 			account, r.User, strings.Join(r.Publish, ","), strings.Join(r.Subscribe, ","))
+		if r.Responses {
+			b.WriteString(" \\\n  --allow-pub-response")
+		}
+		b.WriteString("\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -74,7 +81,11 @@ func WriteTable(w io.Writer, rs []Role) error {
 			fmt.Fprintf(tw, "  may\t%s\n", why)
 		}
 		fmt.Fprintf(tw, "  publish\t%s\n", strings.Join(r.Publish, " "))
-		fmt.Fprintf(tw, "  subscribe\t%s\n\n", strings.Join(r.Subscribe, " "))
+		fmt.Fprintf(tw, "  subscribe\t%s\n", strings.Join(r.Subscribe, " "))
+		if r.Responses {
+			fmt.Fprintf(tw, "  respond\t%s\n", "once to each request it receives, on its reply subject (allow_responses)")
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }

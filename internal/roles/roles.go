@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/ratefleet/ratefleet/internal/service"
 	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/internal/streams"
 )
@@ -37,6 +40,10 @@ type Role struct {
 	// Publish and Subscribe are the subjects the role may use; nothing else is
 	// allowed.
 	Publish, Subscribe []string
+	// Responses lets the role answer each request it receives, once, on the
+	// request's reply subject, whatever that is (the server's allow_responses):
+	// what a service needs to answer callers without publishing to every inbox.
+	Responses bool
 	// Why explains the role's subjects, one line per group, for the table.
 	Why []string
 }
@@ -102,12 +109,15 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 	r := Role{Name: name, User: "ratefleet-" + name, Subscribe: inbox}
 	switch name {
 	case Producer:
-		r.Commands = "producer, and Go services using the client package"
-		r.Publish = cat(check, req.Subjects, ordered(res.Name))
-		r.Subscribe = cat(inbox, []string{reply})
+		svc := []string{service.DefaultPrefix + ".>", micro.APIPrefix + ".>"}
+		r.Commands = "producer, service, callers of the service, and Go services using the client package"
+		r.Publish = cat(check, req.Subjects, ordered(res.Name), svc)
+		r.Subscribe = cat(inbox, []string{reply}, svc)
+		r.Responses = true
 		r.Why = []string{
 			"publish requests to " + req.Subjects[0] + " (the stream's acks come back on _INBOX)",
 			"await results: read " + res.Name + " through ordered consumers it creates and deletes, and receive replies on " + reply,
+			"serve and call the " + service.Name + " service on " + svc[0] + " and answer its discovery on " + svc[1] + " (the service answers each request once on its reply subject: allow_responses)",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
 	case Worker:

@@ -252,8 +252,10 @@ func TestRoles_ServerConfigBlockGivesTheSamePermissions(t *testing.T) {
 		require.Equal(t, "pw-"+r.Name, u.Password)
 		require.Equal(t, r.Publish, u.Permissions.Publish.Allow, r.Name)
 		require.Equal(t, r.Subscribe, u.Permissions.Subscribe.Allow, r.Name)
+		require.Equal(t, r.Responses, u.Permissions.Response != nil, "%s: allow_responses", r.Name)
 	}
 	var nsc bytes.Buffer
 	require.NoError(t, roles.WriteNSC(&nsc, rs, "RATEFLEET"))
 	require.Contains(t, nsc.String(), "nsc add user --account RATEFLEET --name ratefleet-worker")
+	require.Contains(t, nsc.String(), "--allow-pub-response\n")
 }
