@@ -25,6 +25,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -231,21 +232,51 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 	}
 }
 
-// withBody reads a body kept in the answers object store into res.
+// withBody reads a body kept in the answers object store into res. It reads
+// the object's chunks by direct gets, so a caller needs no consumer of its own.
 func (c *Client) withBody(ctx context.Context, res Result) (Result, error) {
 	if res.BodyObject == "" {
 		return res, nil
 	}
 	bucket := c.streams.Results.Answers.Bucket
-	obs, err := c.js.ObjectStore(ctx, bucket)
-	if err == nil {
-		var body []byte
-		if body, err = obs.GetBytes(ctx, res.BodyObject); err == nil {
-			res.SetBody(body)
-			return res, nil
-		}
+	body, err := readObject(ctx, c.js, bucket, res.BodyObject)
+	if err != nil {
+		return res, fmt.Errorf("read the %d-byte answer of %s from object store %s: %w", res.BodySize, res.ID, bucket, err)
 	}
-	return res, fmt.Errorf("read the %d-byte answer of %s from object store %s (object %s): %w", res.BodySize, res.ID, bucket, res.BodyObject, err)
+	res.SetBody(body)
+	return res, nil
+}
+
+// readObject returns the object name of bucket, chunk by chunk, checked
+// against its digest.
+func readObject(ctx context.Context, js jetstream.JetStream, bucket, name string) ([]byte, error) {
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	info, err := obs.GetInfo(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", name, err)
+	}
+	st, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	chunks := fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)
+	body := make([]byte, 0, info.Size)
+	h := sha256.New()
+	for seq, n := uint64(1), uint32(0); n < info.Chunks; n++ {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(chunks))
+		if err != nil {
+			return nil, fmt.Errorf("object %s: chunk %d of %d: %w", name, n+1, info.Chunks, err)
+		}
+		body, seq = append(body, m.Data...), m.Sequence+1
+		h.Write(m.Data)
+	}
+	if got := jetstream.GetObjectDigestValue(h); uint64(len(body)) != info.Size || got != info.Digest {
+		return nil, fmt.Errorf("object %s: %d bytes with digest %s, but its info says %d and %s", name, len(body), got, info.Size, info.Digest)
+	}
+	return body, nil
 }
 
 // first returns the result of id among msg and the results written after it

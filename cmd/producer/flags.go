@@ -149,8 +149,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	if err := wire.CheckWeight(o.weight); err != nil {
 		return fail("--%w", err)
 	}
-	if err := wire.CheckTTL(o.ttl); err != nil {
-		return fail("--ttl: %w", err)
+	if wire.CheckTTL(o.ttl) != nil {
+		return fail("--ttl %s: must be at least %s", o.ttl, wire.MinTTL)
 	}
 	if o.cfg.MaxPending < 1 {
 		return fail("--max-pending %d: must be at least 1", o.cfg.MaxPending)

@@ -69,7 +69,8 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 	// streams.yaml: read the configuration of each object, nothing more.
 	var check []string
 	res := cfg.Results.Stream
-	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts, "KV_" + replays} {
+	answers := "OBJ_" + cfg.Results.Answers.Bucket
+	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts, "KV_" + replays, answers} {
 		if s != "" {
 			check = append(check, api("STREAM.INFO.%s", s))
 		}
@@ -111,12 +112,13 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 	case Producer:
 		svc := []string{service.DefaultPrefix + ".>", micro.APIPrefix + ".>"}
 		r.Commands = "producer, service, callers of the service, and Go services using the client package"
-		r.Publish = cat(check, req.Subjects, ordered(res.Name), svc)
+		r.Publish = cat(check, req.Subjects, ordered(res.Name), svc, streamRead(answers))
 		r.Subscribe = cat(inbox, []string{reply}, svc)
 		r.Responses = true
 		r.Why = []string{
 			"publish requests to " + req.Subjects[0] + " (the stream's acks come back on _INBOX)",
 			"await results: read " + res.Name + " through ordered consumers it creates and deletes, and receive replies on " + reply,
+			"read an answer too large for a result from the object store " + answers + " (direct gets of the object the result names)",
 			"serve and call the " + service.Name + " service on " + svc[0] + " and answer its discovery on " + svc[1] + " (the service answers each request once on its reply subject: allow_responses)",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}
@@ -131,6 +133,7 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			[]string{cfg.Stats.Stream.Subjects[0]},
 			grave.Subjects,
 			res.Subjects, []string{reply}, streamRead(res.Name),
+			[]string{"$O." + cfg.Results.Answers.Bucket + ".>"}, streamRead(answers),
 			[]string{
 				api("CONSUMER.CREATE.%s.%s", adv.Name, keeper), api("CONSUMER.CREATE.%s.%s.>", adv.Name, keeper),
 				api("CONSUMER.INFO.%s.%s", adv.Name, keeper), api("CONSUMER.MSG.NEXT.%s.%s", adv.Name, keeper),
@@ -142,6 +145,7 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 			"claim, renew, release and watch leases in " + leases + "; read and reserve nonces in " + keys + "; record attempts in " + attempts,
 			"publish its counters to " + cfg.Stats.Stream.Subjects[0] + " and buried requests to " + grave.Subjects[0],
 			"publish every final outcome to " + cfg.Results.Prefix() + "<id> (reading an earlier one first) and to a request's reply subject under " + reply,
+			"keep an answer too large for a result in the object store " + answers,
 			"the graveyard keeper: create and read its own durable " + keeper + " on " + adv.Name + " (its only consumer creation), read and remove requests given up on in " + req.Name,
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
@@ -54,7 +55,8 @@ func (r *Results) keepLarge(ctx context.Context, res wire.Result, data []byte) (
 		return data, nil
 	}
 	body := res.Bytes()
-	name := fmt.Sprintf("%s/%d/%d", wire.Token(res.ID), res.Seq, res.Delivery)
+	// A name no one can guess: only the result, read by its caller, names it.
+	name := fmt.Sprintf("%s/%d/%d/%s", wire.Token(res.ID), res.Seq, res.Delivery, nuid.Next())
 	obs, err := r.js.ObjectStore(ctx, r.cfg.Results.Answers.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("keep the %d-byte answer of %s: open object store %s: %w", len(body), res.ID, r.cfg.Results.Answers.Bucket, err)
