@@ -23,9 +23,10 @@ var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 // outcomes maps the results that say what became of a request (not an attempt)
 // to the counter and label value they are exposed under.
 var outcomes = map[string]string{
-	stats.ResultExpired:   graveyard.ReasonExpired,
-	stats.ResultMalformed: graveyard.ReasonMalformed,
-	stats.ResultBuried:    graveyard.ReasonMaxDeliveries,
+	stats.ResultExpired:    graveyard.ReasonExpired,
+	stats.ResultMalformed:  graveyard.ReasonMalformed,
+	stats.ResultNotAllowed: graveyard.ReasonNotAllowed,
+	stats.ResultBuried:     graveyard.ReasonMaxDeliveries,
 }
 
 // Metrics exposes the latest snapshot in the Prometheus exposition format, by

@@ -53,8 +53,9 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	units, err := s.check(req)
 	if err != nil {
 		s.gate.unexpect()
-		w.rec.Count(s.key.Name(), stats.ResultMalformed)
-		s.bury(finish, msg, md, req, graveyard.ReasonMalformed, err.Error(), nil)
+		reason, result := refusal(err)
+		w.rec.Count(s.key.Name(), result)
+		s.bury(finish, msg, md, req, reason, err.Error(), nil)
 		return
 	}
 	if md.NumDelivered > 1 {

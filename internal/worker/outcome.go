@@ -1,9 +1,23 @@
 package worker
 
 import (
+	"errors"
+
+	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 )
+
+// refusal returns the graveyard reason and the stats result of a request the
+// profile cannot send (session.check's error): not_allowed for a call its calls
+// do not list, malformed for any other.
+func refusal(err error) (reason, result string) {
+	if errors.Is(err, profile.ErrNotAllowed) {
+		return graveyard.ReasonNotAllowed, stats.ResultNotAllowed
+	}
+	return graveyard.ReasonMalformed, stats.ResultMalformed
+}
 
 // outcome is what one answer class means for each party: what the limiter is told,
 // what the stats count, what happens to the key and to the message. outcomeOf is
