@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -39,8 +40,10 @@ type Param struct {
 	Value string `json:"value"`
 }
 
-// Methods a call may use.
-var methods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+// Methods returns the methods a call may use.
+func Methods() []string {
+	return []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+}
 
 // Headers a call may not set: the transport's, and those that would let a
 // request change where or how it is sent.
@@ -63,8 +66,8 @@ func (c *Call) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	m := c.GetMethod()
-	if !contains(methods, m) {
-		bad("call method %q: use one of %s", c.Method, strings.Join(methods, ", "))
+	if !contains(Methods(), m) {
+		bad("call method %q: use one of %s", c.Method, strings.Join(Methods(), ", "))
 	}
 	switch {
 	case !strings.HasPrefix(c.Path, "/"):
@@ -75,8 +78,10 @@ func (c *Call) Validate() error {
 		bad("call path %q must not hold ? or #: give query parameters in query", c.Path)
 	case strings.ContainsFunc(c.Path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '\\' }):
 		bad("call path %q holds a space, control character or backslash", c.Path)
-	case contains(strings.Split(c.Path, "/"), ".."), contains(strings.Split(c.Path, "/"), "."):
-		bad("call path %q must not hold . or .. segments", c.Path)
+	default:
+		if why := checkSegments(c.Path); why != "" {
+			bad("call path %q %s", c.Path, why)
+		}
 	}
 	for _, p := range c.Query {
 		if p.Name == "" {
@@ -86,7 +91,7 @@ func (c *Call) Validate() error {
 	for _, h := range c.Header {
 		name := textproto.CanonicalMIMEHeaderKey(h.Name)
 		switch {
-		case !validToken(h.Name):
+		case !ValidHeaderName(h.Name):
 			bad("call header %q is not a valid header name", h.Name)
 		case forbiddenHeaders[name]:
 			bad("call header %q may not be set by a request (give content_type for Content-Type)", h.Name)
@@ -104,6 +109,31 @@ func (c *Call) Validate() error {
 		bad("call content_type %q has control characters", c.ContentType)
 	}
 	return errors.Join(errs...)
+}
+
+// checkSegments returns why path, as the worker sends it, could leave the
+// profile's base URL or hide where it goes, or "". The worker joins the path to
+// the base URL with url.URL.JoinPath, which decodes it, and an upstream (or a
+// proxy before it) may decode it again: so a '.', '/', '\' or '%' written as an
+// escape (%2e, %2f, %5c, %25 in either case: %2e%2e, ..%2f, %252e) is refused
+// outright, and no segment may be . or .. once decoded.
+func checkSegments(path string) string {
+	decoded, err := url.PathUnescape(path)
+	if err != nil {
+		return "holds a % that does not start an escape such as %20"
+	}
+	lower := strings.ToLower(path)
+	for _, esc := range []string{"%2e", "%2f", "%5c", "%25"} {
+		if strings.Contains(lower, esc) {
+			return "writes a '.', '/', '\\' or '%' as an escape (%2e, %2f, %5c or %25): write a dot as itself; a path may not hide a separator, a . or .. segment, or a second encoding"
+		}
+	}
+	for _, seg := range strings.Split(decoded, "/") {
+		if seg == "." || seg == ".." {
+			return "must not hold . or .. segments"
+		}
+	}
+	return ""
 }
 
 // ValidSubject checks that s is a NATS subject a result may be published to:
@@ -134,8 +164,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// validToken reports whether s is an HTTP token (RFC 9110), as a header name must be.
-func validToken(s string) bool {
+// ValidHeaderName reports whether s is an HTTP token (RFC 7230, RFC 9110), as a
+// header name must be: no space, control character (CR, LF), colon or other
+// separator.
+func ValidHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}

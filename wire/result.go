@@ -28,11 +28,12 @@ const (
 	ReasonExpired       = "expired"        // stale before it could be sent; never sent
 	ReasonMalformed     = "malformed"      // the message could not be decoded, or its call cannot be made
 	ReasonKeyUnusable   = "key_unusable"   // no usable key is left for it
+	ReasonNotAllowed    = "not_allowed"    // the profile's calls do not list its call; never sent
 )
 
 // Reasons returns every reason a request may be buried for.
 func Reasons() []string {
-	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable}
+	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable, ReasonNotAllowed}
 }
 
 // ResultVersion is the version of the result record.

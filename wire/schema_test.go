@@ -58,6 +58,10 @@ func TestSchema_AgreesWithTheRecord(t *testing.T) {
 		{"a path without its slash", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"x"}}`},
 		{"a path naming another host", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"//evil.example/x"}}`},
 		{"a path with a query", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/x?y=1"}}`},
+		{"a path going up", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/a/../b"}}`},
+		{"a path going up, encoded", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/a/%2e%2E/b"}}`},
+		{"a path going up with an encoded slash", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/a/..%2fb"}}`},
+		{"a path encoded twice", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"/a/%252e%252e/b"}}`},
 		{"a method it does not send", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"method":"TRACE","path":"/x"}}`},
 		{"a reply subject with a wildcard", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"reply_to":"ratefleet.reply.>"}`},
 		{"a created time that is no time", `{"v":1,"id":"a","created":"yesterday","ttl_ms":1000}`},
@@ -85,6 +89,55 @@ func TestSchema_AgreesWithTheRecord(t *testing.T) {
 	require.NoError(t, json.Unmarshal(raw, &doc))
 	require.Equal(t, jsonFields(reflect.TypeFor[wire.Request]()), keys(doc.Properties))
 	require.Equal(t, jsonFields(reflect.TypeFor[wire.Call]()), keys(doc.Defs.Call.Properties))
+}
+
+// TestSchema_PathRulesAgreeWithTheCode checks the call path's rules, which the
+// schema writes as a pattern and three it must not match, against the code's on
+// paths either side of each rule.
+func TestSchema_PathRulesAgreeWithTheCode(t *testing.T) {
+	s := compileSchema(t)
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/", true},
+		{"/0/private/AddOrder", true},
+		{"/v1.2/.well-known/a..b/...", true},
+		{"/a/", true},
+		{"/a%20b/caf%C3%A9/%41", true},
+		{"/a/.", false},
+		{"/a/./b", false},
+		{"/..", false},
+		{"/a/%2e", false},
+		{"/a/.%2E/b", false},
+		{"/a%2Fb", false},
+		{"/a/..%2f..%2fetc", false},
+		{"/a/..%5Cb", false},
+		{"/a/%252e%252e", false},
+		{"/a/%25", false},
+		{"/a/%zz", false},
+		{"/a/%2", false},
+		{"/a/%", false},
+		{"/a b", false},
+		{"/a\\\\b", false}, // a backslash, as JSON writes it
+		{"/a\\u0000b", false},
+		{"/a\\tb", false},
+		{"//host/a", false},
+		{"a/b", false},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			record := `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"call":{"path":"` + tc.path + `"}}`
+			_, err := wire.Decode([]byte(record))
+			require.Equal(t, tc.ok, err == nil, "the code: %v", err)
+			if err != nil {
+				require.ErrorIs(t, err, wire.ErrMalformed)
+			}
+			doc, err := jsonschema.UnmarshalJSON(strings.NewReader(record))
+			require.NoError(t, err)
+			verr := s.Validate(doc)
+			require.Equal(t, tc.ok, verr == nil, "the schema: %v", verr)
+		})
+	}
 }
 
 func jsonFields(t reflect.Type) []string {

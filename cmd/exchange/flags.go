@@ -53,6 +53,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "`address` to serve on; port 0 picks a free one")
 	keyList := fs.String("keys", "", "comma-separated `list` of API keys, each secret or name=secret (default: the reference's five, named key1 to key5)")
 	keysFile := fs.String("keys-file", "", "read API keys from `file`, one a line: secret or name=secret; # starts a comment")
+	var files cli.SecretFiles
+	files.Register(fs)
 	fs.IntVar(&o.cfg.Limit, "limit", def.Limit, "accepted requests a key's ring remembers: at most this many per window+1 ms")
 	fs.DurationVar(&o.cfg.Window, "window", def.Window, "an arrival is accepted only if more than this past the limit-th previous accepted one (whole ms)")
 	minDelay := fs.Duration("min-delay", def.InDelay.Min, "least delay, incoming and outgoing (whole ms)")
@@ -104,6 +106,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 		}
 		o.cfg.Keys = ks
 	case set["keys-file"]:
+		if err := files.Check(o.log, "--keys-file", *keysFile); err != nil {
+			return o, err
+		}
 		ks, err := keys.Load(*keysFile, nil)
 		if err != nil {
 			return fail("--keys-file: %w", err)

@@ -187,3 +187,18 @@ func TestRun_BusyPortFailsAtOnce(t *testing.T) {
 	assert.Contains(t, err.Error(), "listen on "+ln.Addr().String())
 	assert.Equal(t, 1, cli.ExitCode("exchange", err, io.Discard))
 }
+
+func TestParseFlags_RefusesAKeysFileOthersMayRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(path, []byte("main=S3CR3T\n"), 0o600))
+	require.NoError(t, os.Chmod(path, 0o640))
+	_, err := parseFlags([]string{"--keys-file", path}, io.Discard, io.Discard)
+	require.ErrorIs(t, err, cli.ErrFileMode)
+	assert.Contains(t, err.Error(), "chmod 600 "+path)
+
+	var stderr strings.Builder
+	o, err := parseFlags([]string{"--keys-file", path, "--insecure-file-mode"}, io.Discard, &stderr)
+	require.NoError(t, err)
+	assert.Equal(t, "S3CR3T", o.cfg.Keys[0].Secret())
+	assert.Contains(t, stderr.String(), "chmod 600")
+}

@@ -149,7 +149,7 @@ func (c *command) filter(names []string, now time.Time) (f graveyard.Filter, sel
 }
 
 func (c *command) open(ctx context.Context, log *slog.Logger) (*natsconn.Conn, *graveyard.Graveyard, error) {
-	nc, err := c.nats.Resolve(os.Getenv)
+	nc, err := c.nats.Resolve(os.Getenv, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -207,7 +207,6 @@ func ls(ctx context.Context, args []string, s stdio) error {
 		Entries    int    `json:"entries"`
 	}
 	counts := map[group]int{}
-	enc := json.NewEncoder(s.out)
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
 	if !*count && !*asJSON {
 		fmt.Fprintln(tw, "SEQ\tBURIED\tREASON\tREQUEST\tKEY\tDELIVERIES\tLAST ERROR")
@@ -220,10 +219,10 @@ func ls(ctx context.Context, args []string, s stdio) error {
 		case *count:
 			counts[group{Reason: e.Reason, Key: keyOf(e), LastStatus: lastStatus(e)}]++
 		case *asJSON:
-			_ = enc.Encode(row{Seq: st.Seq, BuriedAt: e.BuriedAt, Reason: e.Reason, RequestID: e.RequestID, IDs: e.IDs(),
+			_ = writeJSON(s.out, "", row{Seq: st.Seq, BuriedAt: e.BuriedAt, Reason: e.Reason, RequestID: e.RequestID, IDs: e.IDs(),
 				Key: keyOf(e), Deliveries: e.Deliveries, LastStatus: lastStatus(e), Error: e.Error})
 		default:
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", st.Seq, e.BuriedAt.Format(time.RFC3339), e.Reason, orDash(firstID(e)), orDash(keyOf(e)), e.Deliveries, oneLine(e.Error, 60))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", st.Seq, e.BuriedAt.Format(time.RFC3339), cli.Printable(e.Reason), shownID(firstID(e)), shownID(keyOf(e)), e.Deliveries, oneLine(e.Error, 60))
 		}
 		return *limit == 0 || total < *limit
 	})
@@ -248,10 +247,10 @@ func ls(ctx context.Context, args []string, s stdio) error {
 		}
 		for _, g := range groups {
 			if *asJSON {
-				_ = enc.Encode(g)
+				_ = writeJSON(s.out, "", g)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", g.Reason, orDash(g.Key), g.LastStatus, g.Entries)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", cli.Printable(g.Reason), shownID(g.Key), g.LastStatus, g.Entries)
 		}
 	}
 	if !*asJSON {
@@ -284,6 +283,27 @@ func orDash(s string) string {
 	return s
 }
 
+// shownID returns an id, a key name or a reason as printed in text: Printable
+// (anyone who may publish a request chooses its id), "-" when empty.
+func shownID(s string) string { return orDash(cli.Printable(s)) }
+
+// writeJSON writes v as one line of JSON, or indented with indent, made
+// PrintableJSON.
+func writeJSON(w io.Writer, indent string, v any) error {
+	var b []byte
+	var err error
+	if indent == "" {
+		b, err = json.Marshal(v)
+	} else {
+		b, err = json.MarshalIndent(v, "", indent)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(cli.PrintableJSON(b), '\n'))
+	return err
+}
+
 func lastStatus(e graveyard.Entry) int {
 	if len(e.Attempts) == 0 {
 		return 0
@@ -291,10 +311,11 @@ func lastStatus(e graveyard.Entry) int {
 	return e.Attempts[len(e.Attempts)-1].Status
 }
 
+// oneLine returns s Printable, on one line, cut to at most n characters.
 func oneLine(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
+	s = cli.Printable(strings.ReplaceAll(s, "\n", " "))
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
 	}
 	return s
 }
@@ -335,8 +356,6 @@ func show(ctx context.Context, args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(s.out)
-	enc.SetIndent("", "  ")
 	for _, st := range found {
 		e := st.Entry
 		out := shown{Seq: st.Seq, V: e.V, Reason: e.Reason, RequestID: e.RequestID, IDs: e.IDs(), Stream: e.Stream, StreamSeq: e.StreamSeq,
@@ -346,7 +365,7 @@ func show(ctx context.Context, args []string, s stdio) error {
 		} else {
 			out.OriginalText = string(e.Original)
 		}
-		if err := enc.Encode(out); err != nil {
+		if err := writeJSON(s.out, "  ", out); err != nil {
 			return err
 		}
 	}
@@ -374,7 +393,7 @@ func find(ctx context.Context, g *graveyard.Graveyard, names []string) ([]gravey
 	}
 	for _, n := range names {
 		if !seen[n] {
-			return nil, fmt.Errorf("%w %s (list them with `graveyard ls`)", graveyard.ErrNoEntry, n)
+			return nil, fmt.Errorf("%w %s (list them with `graveyard ls`)", graveyard.ErrNoEntry, cli.Printable(n))
 		}
 	}
 	return found, nil
@@ -448,12 +467,12 @@ func replay(ctx context.Context, args []string, s stdio) error {
 	for i, st := range selected {
 		req, err := r.Plan(st)
 		if err != nil {
-			fmt.Fprintf(s.out, "%d/%d skip %d: %v\n", i+1, n, st.Seq, err)
+			fmt.Fprintf(s.out, "%d/%d skip %d: %s\n", i+1, n, st.Seq, cli.Printable(err.Error()))
 			skipped++
 			continue
 		}
 		if *dry {
-			fmt.Fprintf(s.out, "%d/%d would replay %d (%s, %s) as %s\n", i+1, n, st.Seq, st.Entry.Reason, orDash(firstID(st.Entry)), req.ID)
+			fmt.Fprintf(s.out, "%d/%d would replay %d (%s, %s) as %s\n", i+1, n, st.Seq, shownID(st.Entry.Reason), shownID(firstID(st.Entry)), shownID(req.ID))
 			continue
 		}
 		if done > 0 {
@@ -471,7 +490,7 @@ func replay(ctx context.Context, args []string, s stdio) error {
 			return err
 		}
 		done++
-		fmt.Fprintf(s.out, "%d/%d replayed %d (%s, %s) as %s\n", i+1, n, st.Seq, st.Entry.Reason, orDash(firstID(st.Entry)), req.ID)
+		fmt.Fprintf(s.out, "%d/%d replayed %d (%s, %s) as %s\n", i+1, n, st.Seq, shownID(st.Entry.Reason), shownID(firstID(st.Entry)), shownID(req.ID))
 	}
 	if *dry {
 		fmt.Fprintf(s.out, "dry run: %d of %d selected entries would be replayed, %d cannot be (nothing changed)\n", n-skipped, n, skipped)

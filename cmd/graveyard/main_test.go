@@ -88,7 +88,7 @@ func TestGraveyard_LsJSONLimitSinceAndReasons(t *testing.T) {
 
 	code, _, errOut = f.run(t, "", "ls", "--reason", "bogus")
 	require.Equal(t, 2, code)
-	require.Contains(t, errOut, `--reason "bogus": no such reason; want one of max_deliveries, expired, malformed, key_unusable`)
+	require.Contains(t, errOut, `--reason "bogus": no such reason; want one of max_deliveries, expired, malformed, key_unusable, not_allowed`)
 }
 
 func TestGraveyard_ShowByAnyIDTheEntryCarried(t *testing.T) {
@@ -144,4 +144,42 @@ func TestGraveyard_RmAndPurgeAskFirst(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "\n2 entries\n")
 	require.NotContains(t, out, "expired")
+}
+
+// TestGraveyard_PrintsNoControlCharacterAnEntryCarries buries a request whose
+// id, key name, reason and error hold terminal escape sequences, as anyone who
+// may publish a request can choose, and checks that no command prints one raw.
+func TestGraveyard_PrintsNoControlCharacterAnEntryCarries(t *testing.T) {
+	f := setup(t)
+	g, err := graveyard.New(f.conn.JS, f.conn.Streams.Graveyard.Stream.Name, f.conn.Streams.Graveyard.Stream.Subjects[0])
+	require.NoError(t, err)
+	const id = "evil\x1b[2J\x1b]0;owned\x07\u009b31m\u202e"
+	r := wire.New(f.now.Add(-time.Hour), time.Second, nil)
+	r.ID = id
+	data, err := r.Encode()
+	require.NoError(t, err)
+	require.NoError(t, g.Bury(context.Background(), graveyard.Entry{Reason: wire.ReasonMaxDeliveries, RequestID: id, Original: data,
+		Stream: f.conn.Streams.Requests.Stream.Name, StreamSeq: 9, Deliveries: 5, Key: "key\x1b[1A", BuriedAt: f.now,
+		Error: "boom\x1b[31m\nforged line\x7f", Attempts: []graveyard.Attempt{{At: f.now, Key: "key\x1b[1A", Status: 503, Result: "server_error", Error: "x\x1b[0m"}}}))
+
+	raw := func(s string) bool {
+		return strings.ContainsFunc(s, func(r rune) bool { return r == 0x1b || r == 0x07 || r == 0x7f || r == 0x9b || r == 0x202e })
+	}
+	for _, args := range [][]string{
+		{"ls"}, {"ls", "--count"}, {"ls", "--json"}, {"ls", "--count", "--json"}, {"ls", "--id", id},
+		{"show", id}, {"show", "nope\x1b[2J"}, {"replay", "--dry-run", id},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			_, out, errOut := f.run(t, "", args...)
+			require.False(t, raw(out), "stdout holds a control character: %q", out)
+			require.False(t, raw(errOut), "stderr holds a control character: %q", errOut)
+		})
+	}
+	_, out, _ := f.run(t, "", "ls")
+	require.Contains(t, out, `evil\x1b[2J`, "the id is shown, escaped")
+	require.NotContains(t, out, "\nforged line", "an error cannot start a line of its own")
+	_, out, _ = f.run(t, "", "show", id)
+	var shown map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &shown))
+	require.Equal(t, id, shown["request_id"], "show's JSON holds the same value, escaped")
 }

@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *interval <= 0 {
 		return cli.Usage(fmt.Errorf("--interval %s must be positive", *interval))
 	}
-	nc, err := nopts.Resolve(os.Getenv)
+	nc, err := nopts.Resolve(os.Getenv, cmd.Logger())
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	log := o.log
-	nc, err := o.nats.Resolve(os.Getenv)
+	nc, err := o.nats.Resolve(os.Getenv, log)
 	if err != nil {
 		return err
 	}

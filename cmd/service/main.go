@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmd.Usage(fmt.Errorf("--max-waiting %d: must be at least 1", *maxWaiting))
 	}
 	log := cmd.Logger()
-	nc, err := natsFlags.Resolve(os.Getenv)
+	nc, err := natsFlags.Resolve(os.Getenv, log)
 	if err != nil {
 		return err
 	}

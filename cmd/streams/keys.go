@@ -82,7 +82,7 @@ func newKeysCommand(name, what string, stdout, stderr io.Writer) *keysConn {
 }
 
 func (c *keysConn) open(ctx context.Context) (*natsconn.Conn, error) {
-	nc, err := c.nats.Resolve(os.Getenv)
+	nc, err := c.nats.Resolve(os.Getenv, c.Logger())
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if r.NextFreeMs != nil {
 			free = fmt.Sprintf("%dms", *r.NextFreeMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\n", r.Name, r.State, dash(r.Holder), r.Count429, r.MaxDelayMs, free, dash(r.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\n", cli.Printable(r.Name), cli.Printable(r.State), dash(cli.Printable(r.Holder)), r.Count429, r.MaxDelayMs, free, dash(cli.Printable(r.Reason)))
 	}
 	fmt.Fprintf(tw, "\n%d keys\n", len(rows))
 	return tw.Flush()

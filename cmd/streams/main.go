@@ -65,7 +65,7 @@ func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr
 	if _, err := c.Parse(args, os.Getenv); err != nil {
 		return err
 	}
-	nc, err := nopts.Resolve(os.Getenv)
+	nc, err := nopts.Resolve(os.Getenv, c.Logger())
 	if err != nil {
 		return err
 	}

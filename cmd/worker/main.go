@@ -73,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkUpstream(prof.BaseURL, *insecureUp); err != nil {
 		return cmd.Usage(err)
 	}
-	nc, err := nopts.Resolve(os.Getenv)
+	nc, err := nopts.Resolve(os.Getenv, cmd.Logger())
 	if err != nil {
 		return err
 	}
@@ -90,6 +90,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	factory, err := worker.NewPacerFactory(*pacer, lcfg)
 	if err != nil {
 		return err
+	}
+	if *keysFile != "" {
+		if err := nopts.Files.Check(log, "--keys-file", *keysFile); err != nil {
+			return err
+		}
 	}
 	ks, err := keys.Load(*keysFile, os.Getenv)
 	if err != nil {

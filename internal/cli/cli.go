@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 )
@@ -46,8 +45,9 @@ func Usage(err error) error {
 
 // ExitCode returns the exit status for err: 0 for success, --help and
 // --version, 2 for a usage error, 1 for any other error. It prints err once on
-// stderr prefixed with the command's name, and for a usage error a second line
-// saying where the usage is.
+// stderr prefixed with the command's name, each of its lines made Printable
+// (an error may quote what came from NATS or a user), and for a usage error a
+// second line saying where the usage is.
 func ExitCode(name string, err error, stderr io.Writer) int {
 	var usage UsageError
 	switch {
@@ -58,11 +58,21 @@ func ExitCode(name string, err error, stderr io.Writer) int {
 		if usage.Command != "" {
 			help = usage.Command
 		}
-		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for the usage.\n", name, err, help)
+		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for the usage.\n", name, printableLines(err.Error()), help)
 		return 2
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	fmt.Fprintf(stderr, "%s: %s\n", name, printableLines(err.Error()))
 	return 1
+}
+
+// printableLines returns s with each of its lines made Printable: a message of
+// several lines keeps them.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = Printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // ErrBadID is the error CheckID wraps.
@@ -94,34 +104,65 @@ func CheckID(flagName, id string) error {
 	return nil
 }
 
-// RedactURL returns the comma-separated URLs in s with their user information
-// (user, password or token) removed, for logs and errors.
+// RedactURL returns the comma-separated server URLs in s without their user
+// information (a user and password, or a token), for logs, errors and output.
+// It takes every form nats.Connect does: with or without a scheme
+// (alice:pw@host:4222 is nats://alice:pw@host:4222), a token alone (tok@host),
+// several URLs, and user information url.Parse refuses (a password holding '/',
+// '@' or a bad escape): whatever precedes a URL's last '@' goes. A part that is
+// not a plausible host[:port] (the piece of a password cut at a comma, which
+// nats.Connect cannot use either) is shown as REDACTED.
 func RedactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		parts[i] = redactOne(strings.TrimSpace(p))
+		p = strings.TrimSpace(p)
+		scheme, rest := "", p
+		if i := strings.Index(p, "://"); i > 0 && isScheme(p[:i]) {
+			scheme, rest = p[:i+3], p[i+3:]
+		}
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			rest = rest[at+1:]
+		}
+		if !isHostPort(rest) {
+			rest = "REDACTED"
+		}
+		parts[i] = scheme + rest
 	}
 	return strings.Join(parts, ",")
 }
 
-func redactOne(s string) string {
-	u, err := url.Parse(s)
-	if err == nil && u.User == nil {
-		return s
-	}
-	if err == nil {
-		u.User = nil
-		return u.String()
-	}
-	// Not a URL url.Parse takes: cut anything before an @ after the scheme.
-	if at := strings.LastIndex(s, "@"); at >= 0 {
-		scheme := ""
-		if i := strings.Index(s, "://"); i >= 0 && i < at {
-			scheme = s[:i+3]
+// isScheme reports whether s is a URL scheme (RFC 3986): a letter, then
+// letters, digits, '+', '-' or '.'.
+func isScheme(s string) bool {
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return false
 		}
-		return scheme + "REDACTED@" + s[at+1:]
 	}
-	return s
+	return s != ""
+}
+
+// isHostPort reports whether s is a host (a name, an IPv4 address or a
+// bracketed IPv6 one), optionally with a numeric port, then optionally a path.
+func isHostPort(s string) bool {
+	hostport, _, _ := strings.Cut(s, "/")
+	host, port := hostport, ""
+	if i := strings.LastIndex(hostport, ":"); i >= 0 && !strings.HasSuffix(hostport, "]") {
+		host, port = hostport[:i], hostport[i+1:]
+		if port == "" || strings.Trim(port, "0123456789") != "" {
+			return false
+		}
+	}
+	if inner, ok := strings.CutPrefix(host, "["); ok {
+		inner, ok = strings.CutSuffix(inner, "]")
+		return ok && inner != "" && strings.Trim(strings.ToLower(inner), "0123456789abcdef:.%") == ""
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // readSecretFile reads a one-line secret from path, trimming the line end.

@@ -3,6 +3,7 @@ package cli
 import (
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -20,6 +21,10 @@ type NATS struct {
 	Token, TokenFile             string
 	TLSCert, TLSKey, TLSCA       string
 	InboxPrefix                  string
+	// Files is --insecure-file-mode: whether a file of secrets (--creds, --nkey,
+	// --password-file, --token-file, --tlskey) that its group or others may read
+	// is refused or only warned about.
+	Files SecretFiles
 }
 
 // setting names one connection setting: its flag and environment variables.
@@ -62,8 +67,9 @@ func EnvNames() []string {
 
 // Register adds the connection flags to fs: --nats (also -s and --server),
 // --context, --creds, --nkey, --user, --password, --password-file, --token,
-// --token-file, --tlscert, --tlskey, --tlsca and --inbox-prefix. No default shows
-// a value from the environment, so --help never prints a secret.
+// --token-file, --tlscert, --tlskey, --tlsca, --inbox-prefix and
+// --insecure-file-mode. No default shows a value from the environment, so --help
+// never prints a secret.
 func (n *NATS) Register(fs *flag.FlagSet) {
 	help := map[string]string{
 		"nats":          "NATS server `URLs`, comma-separated (default $NATS_URL, else " + DefaultURL + "); user information in a URL is never printed",
@@ -89,6 +95,7 @@ func (n *NATS) Register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&n.URL, "s", "", "same as --nats")
 	fs.StringVar(&n.URL, "server", "", "same as --nats")
+	n.Files.Register(fs)
 }
 
 // Connection is a resolved way to reach NATS.
@@ -108,9 +115,10 @@ type Connection struct {
 func (c Connection) Redacted() string { return RedactURL(c.URL) }
 
 // Resolve merges the flags with the environment (getenv, normally os.Getenv) and a
-// saved context, checks that every named file exists, and returns the connection.
-// Errors name the setting at fault.
-func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
+// saved context, checks that every named file exists and that no file of secrets
+// is open to its group or others (SecretFiles; a warning goes to log), and
+// returns the connection. Errors name the setting at fault.
+func (n *NATS) Resolve(getenv func(string) string, log *slog.Logger) (Connection, error) {
 	// levels[0] is the flags, then each environment variable in turn, then the
 	// context; a setting takes the first level that has it.
 	var levels []NATS
@@ -178,13 +186,20 @@ func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
 		v.URL = DefaultURL
 	}
 	c.URL = v.URL
+	secretFile := func(name, path string) error { return n.Files.Check(log, from[name], path) }
 	var err error
 	if v.PasswordFile != "" {
+		if err := secretFile("password-file", v.PasswordFile); err != nil {
+			return c, err
+		}
 		if v.Password, err = readSecretFile(from["password-file"], v.PasswordFile); err != nil {
 			return c, err
 		}
 	}
 	if v.TokenFile != "" {
+		if err := secretFile("token-file", v.TokenFile); err != nil {
+			return c, err
+		}
 		if v.Token, err = readSecretFile(from["token-file"], v.TokenFile); err != nil {
 			return c, err
 		}
@@ -216,10 +231,16 @@ func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
 		if err := checkFile("creds", v.Creds); err != nil {
 			return c, err
 		}
+		if err := secretFile("creds", v.Creds); err != nil {
+			return c, err
+		}
 		c.Options = append(c.Options, nats.UserCredentials(v.Creds))
 		c.Auth = "credentials file " + v.Creds
 	case v.NKey != "":
 		if err := checkFile("nkey", v.NKey); err != nil {
+			return c, err
+		}
+		if err := secretFile("nkey", v.NKey); err != nil {
 			return c, err
 		}
 		opt, err := nats.NkeyOptionFromSeed(v.NKey)
@@ -243,6 +264,9 @@ func (n *NATS) Resolve(getenv func(string) string) (Connection, error) {
 			if err := checkFile(f.name, f.path); err != nil {
 				return c, err
 			}
+		}
+		if err := secretFile("tlskey", v.TLSKey); err != nil {
+			return c, err
 		}
 		c.Options = append(c.Options, nats.ClientCert(v.TLSCert, v.TLSKey))
 	}

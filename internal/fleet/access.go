@@ -132,7 +132,7 @@ func (a *Access) Connection(url, role string) (cli.Connection, error) {
 	if a.pki != nil {
 		n.TLSCA, n.TLSCert, n.TLSKey = a.pki.CA, a.pki.ClientCert, a.pki.ClientKey
 	}
-	return n.Resolve(func(string) string { return "" })
+	return n.Resolve(func(string) string { return "" }, nil)
 }
 
 // Secrets returns every secret of the run: passwords and NKey seeds, for tests

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -108,14 +109,20 @@ func Load(path string, getenv func(string) string) ([]Key, error) {
 //	name id=PUBLIC_KEY secret=SECRET [passphrase=PASSPHRASE]
 //
 // A bare secret is named key<N> after its position; a bare base64 secret ending
-// in padding (abc==) is read whole. The third form is for upstreams that sign
-// requests: fields are separated by spaces, and each value is read whole (a base64
-// secret may hold '='). Blank lines and lines starting with # are skipped. Names
-// must be unique and usable as NATS KV keys; secrets and ids must be unique too.
+// in padding (abc==) is read whole, but one ending in a single = reads as a name
+// with no secret, and is refused: name it (k=abc=). Spaces around the = of
+// name=secret are allowed. The third form is for upstreams that sign requests:
+// fields are separated by spaces, with none around their =, and each value is
+// read whole (a base64 secret may hold '='). Blank lines and lines starting with #
+// are skipped. Names must be unique and usable as NATS KV keys; secrets and ids
+// must be unique too.
+//
+// An error names the source, the line and the field at fault, and never any
+// content of the line: a line that is not what it should be may hold a secret
+// anywhere.
 func Parse(source string, r io.Reader) ([]Key, error) {
 	var out []Key
-	seen := map[string]bool{}
-	secrets, ids := map[string]string{}, map[string]string{}
+	names, secrets, ids := map[string]int{}, map[string]int{}, map[string]int{}
 	sc := bufio.NewScanner(r)
 	line := 0
 	for sc.Scan() {
@@ -124,26 +131,28 @@ func Parse(source string, r io.Reader) ([]Key, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
+		bad := func(format string, args ...any) error {
+			return fmt.Errorf("%s line %d: %s", source, line, fmt.Sprintf(format, args...))
+		}
 		k, err := parseLine(text, len(out)+1)
 		if err != nil {
-			return nil, fmt.Errorf("%s line %d: %w", source, line, err)
+			return nil, bad("%v", err)
 		}
-		name := k.name
 		switch {
 		case k.secret == "":
-			return nil, fmt.Errorf("%s line %d: key %q has an empty secret", source, line, name)
-		case !validName(name):
-			return nil, fmt.Errorf("%s line %d: key name %q may hold only letters, digits, '-' and '_'", source, line, name)
-		case seen[name]:
-			return nil, fmt.Errorf("%s line %d: key name %q is used twice; names must be unique", source, line, name)
-		case secrets[k.secret] != "":
-			return nil, fmt.Errorf("%s line %d: key %q repeats the secret of key %q; each key needs its own", source, line, name, secrets[k.secret])
-		case k.id != "" && ids[k.id] != "":
-			return nil, fmt.Errorf("%s line %d: key %q repeats the id of key %q; each key needs its own", source, line, name, ids[k.id])
+			return nil, bad("secret: empty (a bare base64 secret ending in a single = reads as a name without a secret: name it, as in name=SECRET)")
+		case !validName(k.name):
+			return nil, bad("name: may hold only letters, digits, '-' and '_'")
+		case names[k.name] != 0:
+			return nil, bad("name: already used on line %d; names must be unique", names[k.name])
+		case secrets[k.secret] != 0:
+			return nil, bad("secret: the same as on line %d; each key needs its own", secrets[k.secret])
+		case k.id != "" && ids[k.id] != 0:
+			return nil, bad("id: the same as on line %d; each key needs its own", ids[k.id])
 		}
-		seen[name], secrets[k.secret] = true, name
+		names[k.name], secrets[k.secret] = line, line
 		if k.id != "" {
-			ids[k.id] = name
+			ids[k.id] = line
 		}
 		out = append(out, k)
 	}
@@ -156,28 +165,31 @@ func Parse(source string, r io.Reader) ([]Key, error) {
 	return out, nil
 }
 
+// signingFields are the fields of a signing key's line, after its name.
+var signingFields = []string{"id", "secret", "passphrase"}
+
 // parseLine reads one non-blank line; n is the key's position, for a bare secret's
-// name.
+// name. Its errors hold nothing of the line but the positions of its words.
 func parseLine(text string, n int) (Key, error) {
-	if fields := strings.Fields(text); len(fields) > 1 && !strings.Contains(fields[0], "=") && strings.Trim(fields[1], "=") != "" {
-		k := Key{name: fields[0]}
-		var secret string
-		for _, f := range fields[1:] {
+	if fields := strings.Fields(text); len(fields) > 1 && !strings.Contains(fields[0], "=") && !strings.HasPrefix(fields[1], "=") {
+		name := fields[0]
+		values := map[string]string{}
+		for i, f := range fields[1:] {
 			field, value, ok := strings.Cut(f, "=")
 			switch {
-			case !ok || value == "":
-				return Key{}, fmt.Errorf("key %q: %q is not field=value (fields: id, secret, passphrase)", k.name, field)
-			case field == "id":
-				k.id = value
-			case field == "secret":
-				secret = value
-			case field == "passphrase":
-				k.passphrase = value
-			default:
-				return Key{}, fmt.Errorf("key %q: unknown field %q (fields: id, secret, passphrase)", k.name, field)
+			case !ok || value == "" || field == "":
+				return Key{}, fmt.Errorf("word %d: not field=value; write `name id=PUBLIC secret=SECRET [passphrase=P]`, with no spaces around =", i+2)
+			case !slices.Contains(signingFields, field):
+				return Key{}, fmt.Errorf("word %d: not a field of a signing key (id=, secret=, passphrase=)", i+2)
+			case values[field] != "":
+				return Key{}, fmt.Errorf("%s: given twice", field)
 			}
+			values[field] = value
 		}
-		return NewSigning(k.name, k.id, secret, k.passphrase), nil
+		if values["secret"] == "" {
+			return Key{}, errors.New("secret: missing; add secret=SECRET")
+		}
+		return NewSigning(name, values["id"], values["secret"], values["passphrase"]), nil
 	}
 	name, secret, named := strings.Cut(text, "=")
 	// A bare base64 secret's padding is not a name=secret separator.

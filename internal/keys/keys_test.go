@@ -25,16 +25,18 @@ func TestParse(t *testing.T) {
 	}{
 		{"bare secrets get positional names", secret + "\n\n# comment\nOTHER", []string{"key1", "key2"}, ""},
 		{"named", "alpha=" + secret + "\nbeta = OTHER", []string{"alpha", "beta"}, ""},
-		{"duplicate name", "a=x\na=y", nil, `line 2: key name "a" is used twice`},
-		{"empty secret", "a=", nil, `line 1: key "a" has an empty secret`},
-		{"bad name", "a.b=x", nil, `line 1: key name "a.b"`},
+		{"duplicate name", "a=x\na=y", nil, `test line 2: name: already used on line 1`},
+		{"empty secret", "a=", nil, `test line 1: secret: empty`},
+		{"bad name", "a.b=x", nil, `test line 1: name: may hold only`},
 		{"nothing", "# none\n", nil, "no API keys"},
 		{"bare base64 secret with padding", "abc==\nk2=def=", []string{"key1", "k2"}, ""},
+		{"spaces around the = of name=secret", "a = x\nb =y\nc= z", []string{"a", "b", "c"}, ""},
 		{"signing key", "kr id=PUB1 secret=kQH5HW/8p1uGOVjb== passphrase=pp", []string{"kr"}, ""},
-		{"duplicate secret", "a=x\nb=x", nil, `line 2: key "b" repeats the secret of key "a"`},
-		{"duplicate id", "a id=P secret=x\nb id=P secret=y", nil, `line 2: key "b" repeats the id of key "a"`},
-		{"unknown field", "a id=P secrt=x", nil, `unknown field "secrt"`},
-		{"signing key without secret", "a id=P", nil, `key "a" has an empty secret`},
+		{"duplicate secret", "a=x\nb=x", nil, `test line 2: secret: the same as on line 1`},
+		{"duplicate id", "a id=P secret=x\nb id=P secret=y", nil, `test line 2: id: the same as on line 1`},
+		{"unknown field", "a id=P secrt=x", nil, `test line 1: word 3: not a field of a signing key`},
+		{"signing key without secret", "a id=P", nil, `test line 1: secret: missing`},
+		{"a field twice", "a id=P id=Q secret=x", nil, `test line 1: id: given twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,6 +52,38 @@ func TestParse(t *testing.T) {
 				names = append(names, k.Name())
 			}
 			require.Equal(t, tt.want, names)
+		})
+	}
+}
+
+// TestParse_ErrorsNeverHoldTheLine feeds lines that are wrong in every way a
+// secret can end up where a name or a field was expected, and checks that the
+// error names the file, the line and the field, and holds no six characters in a
+// row of the secret.
+func TestParse_ErrorsNeverHoldTheLine(t *testing.T) {
+	const b64 = "c2VjcmV0LWtleS0xMjM0NTY3OA=" // base64 with one = of padding
+	tests := []struct {
+		name, lines, secret, want string
+	}{
+		{"a bare base64 secret with one = of padding", "# keys\n" + b64, b64, "keys line 2: secret: empty"},
+		{"a padded secret after a name and a space", "k " + b64, b64, "keys line 1: word 2: not field=value"},
+		{"missing secret=", "k id=PUB " + secret, secret, "keys line 1: word 3: not field=value"},
+		{"missing secret= before a padded secret", "k id=PUB " + b64, b64, "keys line 1: word 3: not field=value"},
+		{"spaces around a field's =", "k id=PUB secret = " + secret, secret, "keys line 1: word 3: not field=value"},
+		{"a space after a field's =", "k id=PUB secret= " + secret, secret, "keys line 1: word 3: not field=value"},
+		{"a space before a field's =", "k id=PUB secret =" + secret, secret, "keys line 1: word 3: not field=value"},
+		{"a secret where the name goes", "kQH5HW/8p1uGOVjbgWA7 id=PUB secret=x", "kQH5HW/8p1uGOVjbgWA7", "keys line 1: name: may hold only"},
+		{"a secret with = inside as the name", "ab/cd" + secret + "=x", secret, "keys line 1: name: may hold only"},
+		{"a secret holding = as a field", "k id=PUB " + secret[:10] + "=" + secret[10:], secret, "keys line 1: word 3: not a field of a signing key"},
+		{"a repeated secret", "a=" + secret + "\nb=" + secret, secret, "keys line 2: secret: the same as on line 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := keys.Parse("keys", strings.NewReader(tt.lines))
+			require.ErrorContains(t, err, tt.want)
+			for i := 0; i+6 <= len(tt.secret); i++ {
+				require.NotContains(t, err.Error(), tt.secret[i:i+6], "the error holds part of the secret")
+			}
 		})
 	}
 }

@@ -21,7 +21,7 @@ var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 
 // buriedResults are the results that say a request was buried: each is also
 // the reason it is buried with, one name end to end.
-var buriedResults = []string{stats.ResultExpired, stats.ResultMalformed, stats.ResultMaxDeliveries}
+var buriedResults = []string{stats.ResultExpired, stats.ResultMalformed, stats.ResultNotAllowed, stats.ResultMaxDeliveries}
 
 // Metrics exposes the latest snapshot in the Prometheus exposition format, by
 // Prometheus's conventions: counters only for what happened (attempts by key

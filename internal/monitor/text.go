@@ -8,11 +8,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )
 
 // WriteText writes the snapshot as the fleet's text block: a label column and
 // value columns, then one row a key, every column aligned to its widest cell.
+// What came from NATS (key names, worker ids, reasons, errors) is made
+// cli.Printable: a terminal obeys no escape sequence it holds.
 func WriteText(w io.Writer, s Snapshot) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "---- ratefleet %s (elapsed %s) ----\n", s.At.Format("15:04:05"), s.Elapsed.Round(time.Second))
@@ -34,7 +37,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 		sort.Strings(reasons)
 		var cells []string
 		for _, r := range reasons {
-			cells = append(cells, f("%s %d", r, q.ByReason[r]))
+			cells = append(cells, f("%s %d", cli.Printable(r), q.ByReason[r]))
 		}
 		row(append([]string{"graveyard by reason:"}, cells...)...)
 	}
@@ -57,7 +60,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 		return err
 	}
 	if q.Err != "" {
-		fmt.Fprintf(&b, "queue state unavailable: %s\n", q.Err)
+		fmt.Fprintf(&b, "queue state unavailable: %s\n", cli.Printable(q.Err))
 	}
 	if q.Stalled != "" {
 		fmt.Fprintf(&b, "QUEUE NOT MOVING: %s\n", q.Stalled)
@@ -76,7 +79,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 					free = fmt.Sprint(max(k.NextFree.Sub(s.At).Milliseconds(), 0))
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%d\t%s\n", k.Name, k.State, orDash(k.Holder), since,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%d\t%s\n", cli.Printable(k.Name), cli.Printable(k.State), orDash(cli.Printable(k.Holder)), since,
 				k.Sent, k.OK, k.RateLimited, k.BadNonce, k.Count429Lifetime, k.MaxDelayMs, k.LagMs, k.Evidence, free)
 		}
 		if err := tw.Flush(); err != nil {
@@ -84,7 +87,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 		}
 		for _, k := range s.Keys {
 			if k.Reason != "" {
-				fmt.Fprintf(&b, "%s %s: %s\n", k.Name, k.State, k.Reason)
+				fmt.Fprintf(&b, "%s %s: %s\n", cli.Printable(k.Name), cli.Printable(k.State), cli.Printable(k.Reason))
 			}
 		}
 	}
@@ -101,7 +104,7 @@ func orDash(s string) string {
 
 func failedAttempts(results map[string]uint64) string {
 	var parts []string
-	for _, r := range append(stats.AttemptResults()[1:], stats.ResultExpired, stats.ResultMalformed, stats.ResultMaxDeliveries) {
+	for _, r := range append(stats.AttemptResults()[1:], stats.ResultExpired, stats.ResultMalformed, stats.ResultNotAllowed, stats.ResultMaxDeliveries) {
 		if n := results[r]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", r, n))
 		}

@@ -83,3 +83,17 @@ func TestSnapshotJSON_SnakeCaseWithUnits(t *testing.T) {
 	}
 	walk(v)
 }
+
+func TestWriteText_PrintsNoControlCharacterFromNATS(t *testing.T) {
+	s := sample()
+	s.Keys[0].Holder = "w1\x1b[2J"
+	s.Keys[1].Name, s.Keys[1].Reason = "key\x1b]0;x\x07", "ban\x1b[31m\nforged"
+	s.Queue.ByReason["odd\x7f"] = 1
+	s.Queue.Err = "nats: \u009b2J"
+	var b strings.Builder
+	require.NoError(t, monitor.WriteText(&b, s))
+	out := b.String()
+	require.False(t, strings.ContainsFunc(out, func(r rune) bool { return r == 0x1b || r == 0x07 || r == 0x7f || r == 0x9b }), "%q", out)
+	require.Contains(t, out, `w1\x1b[2J`)
+	require.NotContains(t, out, "\nforged")
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -96,7 +97,7 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 				log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", cli.RedactURL(c.ConnectedUrl())) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				select {
@@ -111,7 +112,7 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 	}, o.Connect...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (%s)", shown, err, connectHint(err))
+		return nil, fmt.Errorf("connect to NATS at %s: %w (%s)", shown, redact(err, url), connectHint(err))
 	}
 	if err := cfg.CheckPayload(nc.MaxPayload(), graveyard.EntryOverhead); err != nil {
 		nc.Close()
@@ -164,6 +165,48 @@ func (c *Conn) Close() {
 	if err := c.NC.Drain(); err != nil {
 		c.NC.Close()
 	}
+}
+
+// redactedError is an error told without the user information of a URL in its
+// message; errors.Is and errors.As still see the error it stands for.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
+
+// redact returns err, from connecting to the servers of list, with a message
+// free of their user information. A URL that does not parse is told in words of
+// its own: url.Error quotes the URL, and may quote a piece of its password as a
+// bad port or escape.
+func redact(err error, list string) error {
+	if !strings.Contains(list, "@") {
+		return err
+	}
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return redactedError{fmt.Sprintf("%s %s: not a valid URL (the details are left out: they may quote its password)", ue.Op, cli.RedactURL(ue.URL)), err}
+	}
+	msg := err.Error()
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		msg = strings.ReplaceAll(msg, p, cli.RedactURL(p))
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			user := p[:at+1]
+			if i := strings.Index(user, "://"); i >= 0 {
+				user = user[i+3:]
+			}
+			msg = strings.ReplaceAll(msg, user, "")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return redactedError{msg, err}
 }
 
 // connectHint says what to do about a failed connection.

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Class is what an answer means.
@@ -151,6 +153,11 @@ func (a *Answers) validate(v *validator) {
 	}
 	if a.Otherwise != "" && !slices.Contains(classes, a.Otherwise) {
 		v.addf("answers.otherwise", "is %q; use done, rate_limited, bad_nonce, key_unusable or retry_later", a.Otherwise)
+	}
+	for i, h := range a.KeepHeaders {
+		if !wire.ValidHeaderName(h) {
+			v.addf(fmt.Sprintf("answers.keep_headers[%d]", i), "%q must be a header name, an RFC 7230 token", h)
+		}
 	}
 	if a.MaxBody < 0 || a.MaxBody > MaxMaxBody {
 		v.addf("answers.max_body", "%d must be from 0 (64 KiB) to %d bytes (an answer too large for a result message is kept in the answers object store)", a.MaxBody, MaxMaxBody)

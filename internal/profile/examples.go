@@ -9,6 +9,8 @@ version: 1
 name: signed
 base_url: http://127.0.0.1:8080
 default_call: {method: POST, path: /api/private}
+calls:                               # the only call a request may make
+  - {method: POST, path: /api/private}
 request_id: {in: form, name: req_id}
 key: {in: header, name: API-Key}
 nonce: {in: form, name: nonce}
@@ -44,6 +46,8 @@ version: 1
 name: per-minute
 base_url: http://127.0.0.1:8080
 default_call: {method: POST, path: /v1/complete, body: '{"prompt":"hello"}', content_type: application/json}
+calls:
+  - {method: POST, path: /v1/complete}
 request_id: {in: header, name: X-Request-Id}
 key: {in: bearer}
 rate:

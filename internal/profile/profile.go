@@ -2,7 +2,9 @@
 // key, where the key, the nonce and the request id go, how requests are signed,
 // and what its answers mean. A profile is a YAML file, loaded strictly (an unknown
 // field is an error naming its line) and validated with the way to fix each
-// problem; Reference is the built-in default, the reference exchange.
+// problem; Reference is the built-in default, the reference exchange. A profile
+// may list the calls it permits (Calls): then a request's call outside the list
+// is refused with ErrNotAllowed, and never sent.
 //
 // A profile is pure description: Build turns a request's call into the HTTP
 // request to send (with the key, nonce, request id and signature), and Classify
@@ -38,6 +40,10 @@ var ErrInvalid = errors.New("invalid upstream profile")
 // cannot be made with this profile, and no retry will change that.
 var ErrCall = errors.New("call not possible with this profile")
 
+// ErrNotAllowed is wrapped by the error of CheckCall (and Build) for a call the
+// profile's calls do not list. It wraps ErrCall.
+var ErrNotAllowed = fmt.Errorf("%w: not among the profile's calls", ErrCall)
+
 // Profile is one upstream API. The zero value is not valid: start from Reference
 // or Load.
 type Profile struct {
@@ -69,6 +75,47 @@ type Profile struct {
 	Answers Answers `yaml:"answers"`
 	// Retry says when a failed attempt is tried again, and when no more.
 	Retry Retry `yaml:"retry"`
+	// Calls lists the calls a request may make, when set: any other is refused
+	// (ErrNotAllowed). Empty, a request may make any call.
+	Calls []CallPattern `yaml:"calls"`
+
+	// doc is the YAML the profile was parsed from, to tell a problem's line.
+	doc []byte
+}
+
+// CallPattern is one call a profile permits: a method and a path pattern. The
+// pattern is matched segment by segment against the path as the request writes
+// it (escapes are not decoded): a segment matches itself, * matches any one
+// segment, and ** as the last segment matches the rest of the path, none or
+// more segments (/0/private/** matches /0/private and everything under it).
+type CallPattern struct {
+	// Method is GET, POST, PUT, PATCH or DELETE.
+	Method string `yaml:"method"`
+	// Path is the pattern, starting with /.
+	Path string `yaml:"path"`
+}
+
+// Match reports whether the call with this method and path matches the pattern.
+func (c CallPattern) Match(method, path string) bool {
+	if method != c.Method {
+		return false
+	}
+	pat, segs := strings.Split(c.Path, "/"), strings.Split(path, "/")
+	for i, p := range pat {
+		switch {
+		case p == "**" && i == len(pat)-1:
+			return len(segs) >= i
+		case i >= len(segs):
+			return false
+		case p == "*":
+			if segs[i] == "" {
+				return false
+			}
+		case p != segs[i]:
+			return false
+		}
+	}
+	return len(segs) == len(pat)
 }
 
 // Place says where a value goes: in a query parameter, a header, a form body
@@ -142,7 +189,7 @@ func Parse(source string, data []byte) (*Profile, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("%s: %w:\n%s", source, ErrInvalid, yaml.FormatError(err, false, true))
 	}
-	p.Source = source
+	p.Source, p.doc = source, data
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -186,10 +233,10 @@ answers:
   max_body: 65536
 `
 
-// Validate checks the profile and reports every problem found, each with the way
-// to fix it.
+// Validate checks the profile and reports every problem found, each with its
+// field, its line when the profile was parsed from a file, and the way to fix it.
 func (p *Profile) Validate() error {
-	v := validator{source: p.Source}
+	v := validator{source: p.Source, doc: p.doc}
 	if p.Version != 1 {
 		v.addf("version", "is %d; this ratefleet reads version 1 (set `version: 1`)", p.Version)
 	}
@@ -221,7 +268,18 @@ func (p *Profile) Validate() error {
 	if p.Sign != nil {
 		p.Sign.validate(&v, p)
 	}
-	if _, err := limiter.New(p.LimiterConfig(limiter.Config{})); err != nil {
+	negative := false
+	if p.Rate.MaxDelay < 0 {
+		v.addf("rate.max_delay", "%v is negative: give the largest one-way delay to the upstream, such as 50ms (0 for the default)", p.Rate.MaxDelay)
+		negative = true
+	}
+	for i, r := range p.Rate.Rules {
+		if r.Window < 0 {
+			v.addf(fmt.Sprintf("rate.rules[%d].window", i), "%v is negative: give the window's length, such as 1s", r.Window)
+			negative = true
+		}
+	}
+	if _, err := limiter.New(p.LimiterConfig(limiter.Config{})); err != nil && !negative {
 		v.addf("rate", "%v", err)
 	}
 	if len(p.Rate.Rules) == 0 {
@@ -243,7 +301,48 @@ func (p *Profile) Validate() error {
 	p.Answers.validate(&v)
 	p.Retry.validate(&v)
 	v.reserved(p)
+	p.validateCalls(&v)
 	return v.err()
+}
+
+// validateCalls checks the calls' patterns, and that the default call is among
+// them.
+func (p *Profile) validateCalls(v *validator) {
+	for i, c := range p.Calls {
+		field := fmt.Sprintf("calls[%d]", i)
+		if !slices.Contains(wire.Methods(), c.Method) {
+			v.addf(field+".method", "is %q; use one of %s", c.Method, strings.Join(wire.Methods(), ", "))
+		}
+		segs := strings.Split(c.Path, "/")
+		switch {
+		case !strings.HasPrefix(c.Path, "/"):
+			v.addf(field+".path", "%q must start with /", c.Path)
+		case strings.ContainsAny(c.Path, "?# \\") || strings.ContainsFunc(c.Path, func(r rune) bool { return r < ' ' || r == 0x7f }):
+			v.addf(field+".path", "%q: a path pattern holds no query, space, control character or backslash", c.Path)
+		case slices.Contains(segs, ".") || slices.Contains(segs, ".."):
+			v.addf(field+".path", "%q must not hold . or .. segments", c.Path)
+		default:
+			for j, seg := range segs {
+				if strings.Contains(seg, "*") && seg != "*" && !(seg == "**" && j == len(segs)-1) {
+					v.addf(field+".path", "%q: * stands alone for one segment, and ** only as the last segment for the rest", c.Path)
+					break
+				}
+			}
+		}
+	}
+	if len(p.Calls) > 0 && !p.allows(&p.DefaultCall) {
+		v.addf("default_call", "%s %s is not among the calls listed: add it to calls", p.DefaultCall.GetMethod(), p.DefaultCall.Path)
+	}
+}
+
+// allows reports whether the profile permits c: it lists no calls, or c matches
+// one of them.
+func (p *Profile) allows(c *wire.Call) bool {
+	if len(p.Calls) == 0 {
+		return true
+	}
+	m := c.GetMethod()
+	return slices.ContainsFunc(p.Calls, func(pc CallPattern) bool { return pc.Match(m, c.Path) })
 }
 
 // LimiterConfig returns base with the profile's rules, delay bound and ban
@@ -305,9 +404,13 @@ func (p *Profile) places() map[string]Place {
 	return m
 }
 
-// CheckCall reports, wrapping ErrCall, a call that sets something the profile
-// sets itself (the key's header, the nonce parameter, the signature, ...).
+// CheckCall reports, wrapping ErrCall, a call that the profile's calls do not
+// list (wrapping ErrNotAllowed too), or that sets something the profile sets
+// itself (the key's header, the nonce parameter, the signature, ...).
 func (p *Profile) CheckCall(c *wire.Call) error {
+	if !p.allows(c) {
+		return fmt.Errorf("%w: %s %q", ErrNotAllowed, c.GetMethod(), c.Path)
+	}
 	for what, pl := range p.places() {
 		name := pl.Name
 		switch pl.In {
@@ -339,11 +442,35 @@ func (p *Profile) CheckCall(c *wire.Call) error {
 
 type validator struct {
 	source   string
+	doc      []byte // the YAML, when parsed from one: problems tell their line
 	problems []string
 }
 
+// addf reports a problem of field, a path such as rate.rules[0].window, with
+// the line it is on when the profile came from YAML.
 func (v *validator) addf(field, format string, args ...any) {
-	v.problems = append(v.problems, fmt.Sprintf("%s: %s", field, fmt.Sprintf(format, args...)))
+	where := field
+	if line := lineOf(v.doc, field); line > 0 {
+		where = fmt.Sprintf("line %d: %s", line, field)
+	}
+	v.problems = append(v.problems, fmt.Sprintf("%s: %s", where, fmt.Sprintf(format, args...)))
+}
+
+// lineOf returns the line of field in the YAML doc, or 0 when it is not there
+// (a field left out) or doc is empty.
+func lineOf(doc []byte, field string) int {
+	if len(doc) == 0 {
+		return 0
+	}
+	path, err := yaml.PathString("$." + field)
+	if err != nil {
+		return 0
+	}
+	node, err := path.ReadNode(bytes.NewReader(doc))
+	if err != nil || node == nil || node.GetToken() == nil {
+		return 0
+	}
+	return node.GetToken().Position.Line
 }
 
 func (v *validator) err() error {
@@ -360,8 +487,8 @@ func (v *validator) place(field string, p Place, bearer bool) {
 			v.addf(field+".name", "must name the %s field", p.In)
 		}
 	case InHeader:
-		if p.Name == "" || textproto.CanonicalMIMEHeaderKey(p.Name) == "Host" || strings.ContainsAny(p.Name, " :\t") {
-			v.addf(field+".name", "%q must be a header name (not Host)", p.Name)
+		if !wire.ValidHeaderName(p.Name) || textproto.CanonicalMIMEHeaderKey(p.Name) == "Host" {
+			v.addf(field+".name", "%q must be a header name, an RFC 7230 token (not Host)", p.Name)
 		}
 	case InBearer:
 		if !bearer {

@@ -226,6 +226,49 @@ func TestParse_SaysWhatIsWrong(t *testing.T) {
 	}
 }
 
+// TestParse_RefusesHeaderNamesThatAreNoTokensAndNegativeDurations checks that
+// every header name a profile gives is an RFC 7230 token (a CR or LF in one would
+// forge headers) and that no duration is negative, each refused with its field
+// and its line.
+func TestParse_RefusesHeaderNamesThatAreNoTokensAndNegativeDurations(t *testing.T) {
+	tests := []struct {
+		name, edit string
+		field, at  string // the problem's field, and text on the line it is on
+		want       string
+	}{
+		{"key header with CR LF", `key: {in: header, name: "X-Key\r\nX-Evil: 1"}`, "key.name", "key:", "must be a header name, an RFC 7230 token"},
+		{"key header with a space", `key: {in: header, name: "X Key"}`, "key.name", "key:", "RFC 7230 token"},
+		{"key header with a colon", `key: {in: header, name: "X-Key:"}`, "key.name", "key:", "RFC 7230 token"},
+		{"request id header with LF", `request_id: {in: header, name: "X-Id\n"}`, "request_id.name", "request_id:", "RFC 7230 token"},
+		{"passphrase header with a control", `passphrase: {in: header, name: "X-Pass\u0000"}`, "passphrase.name", "passphrase:", "RFC 7230 token"},
+		{"timestamp header that is not ASCII", `timestamp: {in: header, name: "X-Zeit-ä"}`, "timestamp.name", "timestamp:", "RFC 7230 token"},
+		{"signature header with CR", "nonce: null\nsign:\n  algorithm: hmac-sha256\n  message: [path]\n  output: hex\n  in: header\n  name: \"Sig\\r\"", "sign.name", "name: \"Sig", "RFC 7230 token"},
+		{"kept header with LF", "answers:\n  rules: [{status: [200], class: done}]\n  keep_headers: [Content-Type, \"X-A\\nB\"]", "answers.keep_headers[1]", "keep_headers", "RFC 7230 token"},
+		{"negative max_delay", "rate:\n  rules: [{limit: 20, window: 1s}]\n  max_delay: -50ms\n  ban_after: 10", "rate.max_delay", "max_delay: -50ms", "-50ms is negative"},
+		{"negative window", "rate:\n  rules:\n    - {limit: 20, window: 1s}\n    - {limit: 100, window: -1m}\n  ban_after: 10", "rate.rules[1].window", "window: -1m", "-1m0s is negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := override(profile.ReferenceYAML, tt.edit)
+			line := 0
+			for i, l := range strings.Split(doc, "\n") {
+				if strings.Contains(l, tt.at) {
+					line = i + 1
+				}
+			}
+			require.Positive(t, line, "the test's text %q is in the profile", tt.at)
+			_, err := profile.Parse("p.yaml", []byte(doc))
+			require.ErrorIs(t, err, profile.ErrInvalid)
+			require.ErrorContains(t, err, fmt.Sprintf("line %d: %s: ", line, tt.field))
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+	for _, ok := range []string{`key: {in: header, name: "X-MBX-APIKEY"}`, `key: {in: header, name: "x_key.v2~!#$%&'*+^|"}`} {
+		_, err := profile.Parse("p.yaml", []byte(override(profile.ReferenceYAML, ok)))
+		require.NoError(t, err, ok)
+	}
+}
+
 // override replaces the top-level fields of base that edit sets.
 func override(base, edit string) string {
 	set := map[string]bool{}
@@ -253,6 +296,104 @@ func TestExamples_AreValid(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := profile.Parse(name, []byte(doc))
 			require.NoError(t, err)
+		})
+	}
+}
+
+func TestCallPattern_Match(t *testing.T) {
+	tests := []struct {
+		pattern, method, path string // the pattern's method is POST
+		want                  bool
+	}{
+		{"/0/private/Balance", "POST", "/0/private/Balance", true},
+		{"/0/private/Balance", "GET", "/0/private/Balance", false},
+		{"/0/private/Balance", "POST", "/0/private/Balance/x", false},
+		{"/0/private/Balance", "POST", "/0/private/balance", false},
+		{"/0/private/Balance", "POST", "/0/private/%42alance", false},
+		{"/0/private/*", "POST", "/0/private/AddOrder", true},
+		{"/0/private/*", "POST", "/0/private/", false},
+		{"/0/private/*", "POST", "/0/private", false},
+		{"/0/private/*", "POST", "/0/private/a/b", false},
+		{"/api/*/orders", "POST", "/api/v3/orders", true},
+		{"/api/*/orders", "POST", "/api/v3/trades", false},
+		{"/0/private/**", "POST", "/0/private", true},
+		{"/0/private/**", "POST", "/0/private/", true},
+		{"/0/private/**", "POST", "/0/private/a/b/c", true},
+		{"/0/private/**", "POST", "/0/public/Time", false},
+		{"/0/private/**", "POST", "/0/privateX", false},
+		{"/**", "POST", "/anything/at/all", true},
+		{"/", "POST", "/", true},
+		{"/", "POST", "/x", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pattern+" "+tt.method+" "+tt.path, func(t *testing.T) {
+			require.Equal(t, tt.want, profile.CallPattern{Method: "POST", Path: tt.pattern}.Match(tt.method, tt.path))
+		})
+	}
+}
+
+// krakenCalls is krakenProfile with the calls it permits.
+const krakenCalls = krakenProfile + `
+calls:
+  - {method: POST, path: /0/private/Balance}
+  - {method: POST, path: /0/private/AddOrder}
+  - {method: POST, path: /0/private/Query*}
+  - {method: GET, path: /0/public/**}
+`
+
+func TestCheckCall_RefusesACallTheProfileDoesNotList(t *testing.T) {
+	listed, err := profile.Parse("kraken", []byte(strings.Replace(krakenCalls, "/0/private/Query*", "/0/private/QueryOrders", 1)))
+	require.NoError(t, err)
+	unlisted, err := profile.Parse("kraken", []byte(krakenProfile))
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		call wire.Call
+		ok   bool // with the list; without it every call here is allowed
+	}{
+		{"listed", wire.Call{Method: "POST", Path: "/0/private/AddOrder", Body: "pair=XBTUSD"}, true},
+		{"under a listed **", wire.Call{Method: "GET", Path: "/0/public/Ticker"}, true},
+		{"not listed", wire.Call{Method: "POST", Path: "/0/private/Withdraw", Body: "asset=XBT"}, false},
+		{"listed path, other method", wire.Call{Method: "DELETE", Path: "/0/private/AddOrder"}, false},
+		{"a GET by default", wire.Call{Path: "/0/private/Balance"}, false},
+		{"one segment more", wire.Call{Method: "POST", Path: "/0/private/AddOrder/x"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.NoError(t, unlisted.CheckCall(&tt.call), "no list: unchanged")
+			err := listed.CheckCall(&tt.call)
+			if tt.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, profile.ErrNotAllowed)
+			require.ErrorIs(t, err, profile.ErrCall, "no retry will change it")
+			require.ErrorContains(t, err, fmt.Sprintf("%s %q", tt.call.GetMethod(), tt.call.Path))
+			_, err = listed.Build(&tt.call, profile.Creds{APIKey: "P", Secret: "c2VjcmV0"}, profile.Send{Nonce: 1})
+			require.ErrorIs(t, err, profile.ErrNotAllowed, "Build refuses it too")
+		})
+	}
+}
+
+func TestParse_CallsSayWhatIsWrong(t *testing.T) {
+	const balance = "  - {method: POST, path: /0/private/Balance}\n"         // the default call
+	second := fmt.Sprintf("line %d: ", strings.Count(krakenProfile, "\n")+3) // the second entry's
+	tests := []struct{ name, calls, want string }{
+		{"unknown method", balance + "  - {method: FETCH, path: /x}", second + `calls[1].method: is "FETCH"`},
+		{"lower-case method", balance + "  - {method: post, path: /x}", `calls[1].method: is "post"`},
+		{"no slash", balance + "  - {method: POST, path: x}", second + `calls[1].path: "x" must start with /`},
+		{"going up", balance + "  - {method: POST, path: /a/../b}", "must not hold . or .. segments"},
+		{"a query", balance + "  - {method: POST, path: /a?b=1}", "holds no query"},
+		{"a partial glob", balance + "  - {method: POST, path: /a/b*}", "* stands alone"},
+		{"** in the middle", balance + "  - {method: POST, path: /a/**/b}", "** only as the last segment"},
+		{"an unknown field", balance + "  - {method: POST, path: /a, weight: 2}", "unknown field"},
+		{"the default call not listed", "  - {method: POST, path: /0/private/AddOrder}", "default_call: POST /0/private/Balance is not among the calls listed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := profile.Parse("kraken.yaml", []byte(krakenProfile+"calls:\n"+tt.calls+"\n"))
+			require.ErrorIs(t, err, profile.ErrInvalid)
+			require.ErrorContains(t, err, tt.want)
 		})
 	}
 }

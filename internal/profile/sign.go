@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Sign says how a request is signed: an HMAC, keyed by the key's secret, over a
@@ -215,6 +216,9 @@ func (s *Sign) validate(v *validator, p *Profile) {
 	case InHeader, InQuery:
 		if s.Name == "" {
 			v.addf("sign.name", "must name the %s the signature goes in", s.In)
+		}
+		if s.In == InHeader && s.Name != "" && !wire.ValidHeaderName(s.Name) {
+			v.addf("sign.name", "%q must be a header name, an RFC 7230 token", s.Name)
 		}
 	default:
 		v.addf("sign.in", "is %q; use header or query", s.In)

@@ -112,12 +112,13 @@ func Get(cfg *streams.Config, name string) (Role, error) {
 	case Producer:
 		svc := []string{service.DefaultPrefix + ".>", micro.APIPrefix + ".>"}
 		r.Commands = "producer, service, callers of the service, and Go services using the client package"
-		r.Publish = cat(check, req.Subjects, ordered(res.Name), svc, streamRead(answers))
+		r.Publish = cat(check, req.Subjects, ordered(res.Name), streamRead(res.Name), svc, streamRead(answers))
 		r.Subscribe = cat(inbox, []string{reply}, svc)
 		r.Responses = true
 		r.Why = []string{
 			"publish requests to " + req.Subjects[0] + " (the stream's acks come back on _INBOX)",
 			"await results: read " + res.Name + " through ordered consumers it creates and deletes, and receive replies on " + reply,
+			"refuse an id already used: get the last result under it in " + res.Name,
 			"read an answer too large for a result from the object store " + answers + " (direct gets of the object the result names)",
 			"serve and call the " + service.Name + " service on " + svc[0] + " and answer its discovery on " + svc[1] + " (the service answers each request once on its reply subject: allow_responses)",
 			"read the configuration of every stream, the workers' consumer and every bucket, to check streams.yaml",

@@ -1,7 +1,11 @@
 package settle
 
 import (
+	"errors"
+
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/upstream"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Outcome is what one answer class means for each party: what the limiter is
@@ -76,4 +80,14 @@ func Of(c upstream.Class) Outcome {
 		return Outcome{c.String(), Lost, KeyLeaseLost, MsgBack}
 	}
 	return Outcome{upstream.ConnError.String(), Lost, KeyNothing, MsgRetry}
+}
+
+// Refusal returns the reason a request is buried with when its profile cannot
+// send it (the worker's check of its call): not_allowed for a call the
+// profile's calls do not list, malformed for any other.
+func Refusal(err error) string {
+	if errors.Is(err, profile.ErrNotAllowed) {
+		return wire.ReasonNotAllowed
+	}
+	return wire.ReasonMalformed
 }

@@ -40,6 +40,7 @@ const (
 	ResultKeyUnusable   = "key_unusable"           // 401 or blocked: NAKed, key released
 	ResultExpired       = wire.ReasonExpired       // stale before it could be sent: buried
 	ResultMalformed     = wire.ReasonMalformed     // could not be decoded: buried
+	ResultNotAllowed    = wire.ReasonNotAllowed    // a call the upstream profile does not list: buried, never sent
 	ResultMaxDeliveries = wire.ReasonMaxDeliveries // last allowed delivery failed: buried
 	ResultBuryFailed    = "bury_failed"            // the graveyard refused an entry: the request stays queued
 	ResultPullError     = "pull_error"             // a pull request failed (not an attempt: counted without a key)
@@ -47,9 +48,9 @@ const (
 )
 
 // AttemptResults lists the results of a try at sending a request on a key, each
-// counted once per try. The other results (expired, malformed, buried,
-// bury_failed, pull_error) are what became of a request, or of a pull, not
-// attempts.
+// counted once per try. The other results (expired, malformed, not_allowed,
+// buried, bury_failed, pull_error) are what became of a request, or of a pull,
+// not attempts.
 func AttemptResults() []string {
 	return []string{ResultOK, ResultRateLimited, ResultBadNonce, ResultServerError, ResultGatewayError,
 		ResultFenced, ResultTimeout, ResultConnError, ResultKeyUnusable}

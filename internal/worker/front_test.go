@@ -40,6 +40,7 @@ func TestWorkers_ARefusalInFrontOfTheUpstreamIsFinalAndSentOnce(t *testing.T) {
 	t.Cleanup(up.Close)
 	env := testenv.Start(t, testenv.Options{})
 	p := loadProfile(t, profile.PerMinuteYAML, up.URL, profile.Rule{Limit: 20, Window: time.Second})
+	p.Calls = nil // any call: the endpoint's absence is the upstream's to say
 	startProfiled(t, env, 1, exchange.DefaultKeys()[:1], p, limiter.Config{MaxDelay: 50 * time.Millisecond})
 	nc, err := nats.Connect(env.NATS.ClientURL())
 	require.NoError(t, err)

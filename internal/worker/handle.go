@@ -51,7 +51,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	case err != nil:
 		s.gate.unexpect() // free the key for the next request before burying this one
-		w.settler.Bury(finish, d, wire.ReasonMalformed, err.Error(), nil)
+		w.settler.Bury(finish, d, settle.Refusal(err), err.Error(), nil)
 		return
 	}
 	if res, ok := w.settler.Earlier(finish, d); ok {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/profile"
@@ -226,4 +227,106 @@ func TestWorker_AWeightedRequestTakesItsWeightOfTheWindow(t *testing.T) {
 	require.EqualValues(t, 40, k.OK)
 	require.LessOrEqual(t, k.MaxInWindow, 4, "weight 5 of 20 units: at most 4 requests in any window")
 	require.Len(t, results(t, env), len(ids))
+}
+
+// sends records every request that reaches the simulator: its method and the
+// path as it came on the wire.
+type sends struct {
+	h  http.Handler
+	mu sync.Mutex
+	at []string
+}
+
+func (s *sends) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.at = append(s.at, r.Method+" "+r.URL.EscapedPath())
+	s.mu.Unlock()
+	s.h.ServeHTTP(w, r)
+}
+
+// TestWorker_ACallTheProfileDoesNotListIsBuriedNeverSent runs a worker whose
+// profile lists one call. Calls outside the list are buried as not_allowed, and
+// paths that go up only once decoded (%2e%2e, ..%2f) are buried as malformed
+// when the request is decoded (wire.Call.Validate refuses them): none reaches
+// the simulator, while the listed call is served.
+func TestWorker_ACallTheProfileDoesNotListIsBuriedNeverSent(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	rec := &sends{h: env.Exchange.Handler()}
+	srv := httptest.NewServer(rec)
+	t.Cleanup(srv.Close)
+
+	var served, refused []string
+	for i, c := range []wire.Call{
+		{Method: "GET", Path: "/api/request"},
+		{Method: "GET", Path: "/api/request"},
+		{Method: "GET", Path: "/admin/faults"},
+		{Method: "POST", Path: "/api/request", Body: "a=1"},
+		{Method: "DELETE", Path: "/admin/faults"},
+		{Method: "GET", Path: "/api/request/x"},
+	} {
+		r := wire.New(time.Now(), time.Minute, nil)
+		r.Call = &c
+		b, err := r.Encode()
+		require.NoError(t, err)
+		publish(t, env, b, r.ID)
+		if i < 2 {
+			served = append(served, r.ID)
+		} else {
+			refused = append(refused, r.ID)
+		}
+	}
+	created := time.Now().UTC().Format(time.RFC3339Nano)
+	encoded := map[string]string{
+		"dots":             "/api/%2e%2e/admin/faults",
+		"dots in capitals": "/api/%2E%2E/admin/faults",
+		"slash":            "/api/..%2fadmin/faults",
+	}
+	for name, path := range encoded {
+		id := "encoded-" + strings.ReplaceAll(name, " ", "-")
+		publish(t, env, []byte(`{"v":2,"id":"`+id+`","created":"`+created+`","ttl_ms":60000,"call":{"method":"GET","path":"`+path+`"}}`), id)
+	}
+
+	p := loadProfile(t, profile.ReferenceYAML+"calls:\n  - {method: GET, path: /api/request}\n", srv.URL, profile.Rule{Limit: 20, Window: 100 * time.Millisecond})
+	require.Len(t, p.Calls, 1)
+	startProfiled(t, env, 1, exchange.DefaultKeys()[:1], p, limiter.Config{MaxDelay: 250 * time.Millisecond})
+	waitDrained(t, env, 30*time.Second)
+
+	rec.mu.Lock()
+	require.Equal(t, []string{"GET /api/request", "GET /api/request"}, rec.at, "only the listed call reaches the simulator")
+	rec.mu.Unlock()
+	require.ElementsMatch(t, served, answeredIDs(env))
+
+	notAllowed, malformed := map[string]graveyard.Entry{}, map[string]graveyard.Entry{}
+	for _, e := range graveyardEntries(t, env) {
+		switch e.Reason {
+		case wire.ReasonNotAllowed:
+			notAllowed[e.RequestID] = e
+		case wire.ReasonMalformed:
+			ids := e.IDs()
+			require.Len(t, ids, 1)
+			malformed[ids[0]] = e
+		default:
+			t.Fatalf("buried as %s: %s", e.Reason, e.Error)
+		}
+	}
+	require.Len(t, notAllowed, len(refused))
+	for _, id := range refused {
+		e, ok := notAllowed[id]
+		require.True(t, ok, "request %s buried as not_allowed", id)
+		require.Contains(t, e.Error, "not among the profile's calls")
+		require.Empty(t, e.Attempts, "never sent")
+	}
+	require.Len(t, malformed, len(encoded))
+	for name, path := range encoded {
+		e := malformed["encoded-"+strings.ReplaceAll(name, " ", "-")]
+		require.Contains(t, e.Error, "malformed request", "%s: refused when decoded", path)
+		require.Contains(t, e.Error, "call path")
+	}
+	for _, r := range results(t, env) {
+		if r.Outcome == wire.Buried {
+			require.Equal(t, wire.ReasonNotAllowed, r.Reason)
+			require.Contains(t, refused, r.ID)
+		}
+	}
+	require.EqualValues(t, len(served), env.Exchange.Stats().Keys[0].OK)
 }
