@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -33,6 +34,9 @@ const DefaultTTL = time.Second
 
 // MaxWeight bounds a request's weight.
 const MaxWeight = 1000
+
+// MaxIDBytes bounds a request id.
+const MaxIDBytes = 256
 
 // MinTTL is the shortest time to live a request may have.
 const MinTTL = time.Millisecond
@@ -148,6 +152,10 @@ func (r Request) Validate() error {
 		return fmt.Errorf("%w: request %s is version %d but has call, weight or reply_to, which need version 2", ErrMalformed, r.ID, r.V)
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
+	case len(r.ID) > MaxIDBytes || !utf8.ValidString(r.ID) || !validValue(r.ID):
+		// It travels in message headers (Nats-Msg-Id): a CR or LF there could
+		// forge one.
+		return fmt.Errorf("%w: request id %q: must be UTF-8 of at most %d bytes without control characters", ErrMalformed, r.ID, MaxIDBytes)
 	case r.Created.IsZero():
 		return fmt.Errorf("%w: request %s has no created time", ErrMalformed, r.ID)
 	case r.TTLms <= 0:

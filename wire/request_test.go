@@ -45,6 +45,7 @@ func TestDecode_Rejects(t *testing.T) {
 		{"no id", `{"v":1,"created":"2026-01-01T00:00:00Z","ttl_ms":1000}`, wire.ErrMalformed},
 		{"zero ttl", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":0}`, wire.ErrMalformed},
 		{"unknown field", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"x":1}`, wire.ErrMalformed},
+		{"an id that would forge a header", `{"v":1,"id":"a\r\nNats-Msg-Id: b","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, wire.ErrMalformed},
 		{"trailing", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5} {}`, wire.ErrMalformed},
 		{"future version", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, wire.ErrUnsupportedVersion},
 		{"future version with fields unknown here", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call2":{}}`, wire.ErrUnsupportedVersion},
