@@ -25,6 +25,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -461,11 +462,19 @@ func replay(ctx context.Context, args []string, s stdio) error {
 		return err
 	}
 	r.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
+	results := settle.NewResults(conn.JS, conn.Streams)
+	r.Served = func(ctx context.Context, id string, seq uint64) (bool, error) {
+		res, ok, err := results.Of(ctx, id, seq)
+		return ok && res.Outcome == wire.Served, err
+	}
 	gap := time.Duration(float64(time.Second) / *rate)
 	n := len(selected)
 	done, skipped := 0, 0
 	for i, st := range selected {
 		req, err := r.Plan(st)
+		if err == nil {
+			err = r.Check(ctx, st)
+		}
 		if err != nil {
 			fmt.Fprintf(s.out, "%d/%d skip %d: %s\n", i+1, n, st.Seq, cli.Printable(err.Error()))
 			skipped++

@@ -14,6 +14,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -184,4 +185,27 @@ func TestGraveyard_PrintsNoControlCharacterAnEntryCarries(t *testing.T) {
 	var shown map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &shown))
 	require.Equal(t, id, shown["request_id"], "show's JSON holds the same value, escaped")
+}
+
+// An entry whose request was served after all (the server gave up on a delivery
+// whose send then succeeded) is not replayed: that would do it twice.
+func TestGraveyard_ReplayRefusesAnEntryServedAfterAll(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	g, err := graveyard.New(f.conn.JS, f.conn.Streams.Graveyard.Stream.Name, f.conn.Streams.Graveyard.Stream.Subjects[0])
+	require.NoError(t, err)
+	r := wire.New(f.now.Add(-time.Minute), time.Second, nil)
+	data, err := r.Encode()
+	require.NoError(t, err)
+	require.NoError(t, g.Bury(ctx, graveyard.Entry{Reason: wire.ReasonMaxDeliveries, RequestID: r.ID, Original: data,
+		Stream: f.conn.Streams.Requests.Stream.Name, StreamSeq: 12, Deliveries: 5, BuriedAt: f.now, Error: "no worker reported the last attempt"}))
+	require.NoError(t, settle.NewResults(f.conn.JS, f.conn.Streams).Publish(ctx, "",
+		wire.Result{ID: r.ID, Seq: 12, Outcome: wire.Served, Status: 200, Delivery: 5, At: f.now}))
+
+	_, out, _ := f.run(t, "", "replay", "--id", r.ID)
+	require.Contains(t, out, "served after all")
+	require.Contains(t, out, "0 of 1 replayed, 1 skipped")
+	st, err := f.conn.JS.Stream(ctx, f.conn.Streams.Requests.Stream.Name)
+	require.NoError(t, err)
+	require.Zero(t, st.CachedInfo().State.Msgs, "nothing published")
 }

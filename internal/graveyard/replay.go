@@ -148,6 +148,30 @@ type Replayer struct {
 	// DuplicateWindow is the requests stream's duplicate_window: an unconfirmed
 	// replay is published again only within it. 2 minutes when 0.
 	DuplicateWindow time.Duration
+	// Served, when set, reports whether the request stored at seq under id has
+	// a served result: the server may give up on a delivery whose send then
+	// succeeded, so an entry may stand for a request served after all, which a
+	// replay would do twice. Such entries are refused (ErrServed).
+	Served func(ctx context.Context, id string, seq uint64) (bool, error)
+}
+
+// ErrServed: the entry's request was served after all; replaying it would do
+// it twice. Remove the entry (graveyard rm) once its result is read.
+var ErrServed = errors.New("its request was served after all")
+
+// Check returns ErrServed, wrapped, when s's request was served after all.
+func (r *Replayer) Check(ctx context.Context, s Stored) error {
+	if r.Served == nil || s.Entry.RequestID == "" {
+		return nil
+	}
+	served, err := r.Served(ctx, s.Entry.RequestID, s.Entry.StreamSeq)
+	if err != nil {
+		return fmt.Errorf("replay entry %d: look for a served result of %s: %w", s.Seq, s.Entry.RequestID, err)
+	}
+	if served {
+		return fmt.Errorf("replay entry %d: %w (request %s has a served result); replaying would do it twice: read its result, then graveyard rm %d", s.Seq, ErrServed, s.Entry.RequestID, s.Seq)
+	}
+	return nil
 }
 
 // NewReplayer returns a replayer that publishes to the requests subject with a
@@ -195,6 +219,9 @@ func (r *Replayer) Plan(s Stored) (wire.Request, error) {
 func (r *Replayer) Replay(ctx context.Context, s Stored) (wire.Request, error) {
 	req, err := r.Plan(s)
 	if err != nil {
+		return req, err
+	}
+	if err := r.Check(ctx, s); err != nil {
 		return req, err
 	}
 	publish, err := r.mayPublish(ctx, s, req.ID)
