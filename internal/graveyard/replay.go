@@ -150,8 +150,9 @@ type Replayer struct {
 	DuplicateWindow time.Duration
 }
 
-// NewReplayer returns a replayer that publishes to the requests subject with a
-// fresh time to live.
+// NewReplayer returns a replayer that publishes, with a fresh time to live, to
+// the requests subject of the entry's owner under requestsSubject (the bare
+// one), so the replay is the same user's request as the original.
 func NewReplayer(g *Graveyard, requestsSubject string, ttl time.Duration, now func() time.Time) *Replayer {
 	if now == nil {
 		now = time.Now
@@ -181,7 +182,7 @@ func (r *Replayer) Plan(s Stored) (wire.Request, error) {
 	rep := wire.Request{
 		ID: ReplayID(s), Created: r.now(), TTLms: ttl.Milliseconds(),
 		Payload: orig.Payload, ReplayOf: orig.ID,
-		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo,
+		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo, Owner: s.Entry.Owner,
 	}
 	rep.V = rep.NeededVersion()
 	return rep, nil
@@ -206,9 +207,9 @@ func (r *Replayer) Replay(ctx context.Context, s Stored) (wire.Request, error) {
 		if err != nil {
 			return req, err
 		}
-		msg := nats.NewMsg(r.subject)
+		msg := nats.NewMsg(req.Owner.RequestSubject(r.subject))
 		msg.Data = data
-		ack, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.ID))
+		ack, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.Owner.MsgID(req.ID)))
 		if err != nil {
 			return req, fmt.Errorf("replay entry %d: publish: %w (the entry stays in the graveyard; replay it again)", s.Seq, err)
 		}

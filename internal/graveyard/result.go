@@ -16,7 +16,7 @@ import (
 // its acknowledgement counted).
 func (k *Keeper) publishResult(ctx context.Context, e Entry) error {
 	rs := k.cfg.Results
-	subject := wire.ResultSubject(rs.Prefix(), e.RequestID)
+	subject := wire.ResultSubject(rs.Prefix(), e.Owner, e.RequestID)
 	st, err := k.js.Stream(ctx, rs.Stream.Name)
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", rs.Stream.Name, err)
@@ -36,7 +36,7 @@ func (k *Keeper) publishResult(ctx context.Context, e Entry) error {
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
-	if _, err := k.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s/%d", wire.Token(e.RequestID), e.Deliveries))); err != nil {
+	if _, err := k.js.PublishMsg(ctx, msg, jetstream.WithMsgID(wire.ResultMsgID(e.Owner, e.RequestID, e.Deliveries))); err != nil {
 		return fmt.Errorf("publish the result of %s: %w", e.RequestID, err)
 	}
 	return nil

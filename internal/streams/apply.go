@@ -135,6 +135,7 @@ func (s Stream) streamConfig() jetstream.StreamConfig {
 		MaxMsgsPerSubject: unlimited(s.MaxMsgsPerSubject),
 		Discard:           discard,
 		Duplicates:        s.DuplicateWindow,
+		AllowDirect:       s.AllowDirect,
 	}
 }
 
@@ -168,6 +169,7 @@ func applyStream(ctx context.Context, js jetstream.JetStream, s Stream, dry bool
 	merged.MaxMsgSize = want.MaxMsgSize
 	merged.MaxMsgsPerSubject = want.MaxMsgsPerSubject
 	merged.Discard = want.Discard
+	merged.AllowDirect = want.AllowDirect
 	if want.Duplicates > 0 {
 		merged.Duplicates = want.Duplicates
 	}
@@ -186,7 +188,8 @@ func applyStream(ctx context.Context, js jetstream.JetStream, s Stream, dry bool
 func sameStream(a, b jetstream.StreamConfig) bool {
 	return slices.Equal(a.Subjects, b.Subjects) && a.Replicas == b.Replicas && a.MaxMsgs == b.MaxMsgs &&
 		a.MaxBytes == b.MaxBytes && a.MaxAge == b.MaxAge && a.MaxMsgSize == b.MaxMsgSize &&
-		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard && a.Duplicates == b.Duplicates
+		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard && a.Duplicates == b.Duplicates &&
+		a.AllowDirect == b.AllowDirect
 }
 
 func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer, dry bool) (Action, error) {

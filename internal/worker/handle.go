@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,7 +32,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		s.log.Error("message without JetStream metadata; leaving it for redelivery", "err", err)
 		return
 	}
-	req, err := wire.Decode(msg.Data())
+	req, err := wire.DecodeFrom(w.cfg.Streams.Requests.Subject(), msg.Subject(), msg.Data())
 	if errors.Is(err, wire.ErrUnsupportedVersion) {
 		// Written by a newer producer: leave it for a newer worker, and bury it
 		// with the reason at its last delivery. It is never half-read or sent.
@@ -58,7 +57,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if md.NumDelivered > 1 {
-		if res, ok := s.resultOf(finish, req.ID); ok {
+		if res, ok := s.resultOf(finish, req.Owner, req.ID); ok {
 			// An earlier delivery ended (its result is written) but was not
 			// acknowledged: acknowledge it now, never send it again.
 			s.gate.unexpect()
@@ -188,8 +187,8 @@ func (s *session) check(req wire.Request) (int, error) {
 			return 0, err
 		}
 	}
-	if req.ReplyTo != "" && !s.replyAllowed(req.ReplyTo) {
-		return 0, fmt.Errorf("reply_to %q is outside the declared reply prefix %q (streams.yaml results.reply_prefix)", req.ReplyTo, s.w.cfg.Streams.Results.ReplyPrefix)
+	if err := req.CheckReply(s.w.cfg.Streams.Results.ReplyPrefix); err != nil {
+		return 0, err
 	}
 	return p.Weight(req.Weight)
 }
@@ -304,7 +303,7 @@ func (s *session) bury(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	e := graveyard.Entry{
-		Reason: reason, RequestID: req.ID, Original: msg.Data(),
+		Reason: reason, RequestID: req.ID, Owner: req.Owner, Original: msg.Data(),
 		Stream: md.Stream, StreamSeq: md.Sequence.Stream, Stored: md.Timestamp, Deliveries: md.NumDelivered,
 		Attempts: attempts, Error: why, Worker: s.w.cfg.ID, Key: s.key.Name(), BuriedAt: s.w.cfg.Now(),
 	}

@@ -28,8 +28,8 @@ func (s *session) served(req wire.Request, md *jetstream.MsgMetadata, ans upstre
 }
 
 // publishResult writes a request's result to the results stream, and to its
-// reply subject if it has one, before the request is acknowledged: once the
-// upstream answered, the answer is not lost. A retried publish of the same
+// reply subject (its reply_to, or its owner's), before the request is
+// acknowledged: once the upstream answered, the answer is not lost. A retried publish of the same
 // delivery's result is stored once (its message id); a later delivery's result is
 // a second one, recognisable by its Delivery.
 func (s *session) publishResult(ctx context.Context, req wire.Request, res wire.Result) error {
@@ -37,8 +37,8 @@ func (s *session) publishResult(ctx context.Context, req wire.Request, res wire.
 	if err != nil {
 		return err
 	}
-	subject := wire.ResultSubject(s.w.cfg.Streams.Results.Prefix(), req.ID)
-	msgID := fmt.Sprintf("%s/%d", wire.Token(req.ID), res.Delivery)
+	subject := wire.ResultSubject(s.w.cfg.Streams.Results.Prefix(), req.Owner, req.ID)
+	msgID := wire.ResultMsgID(req.Owner, req.ID, res.Delivery)
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, ackTimeout)
 		msg := nats.NewMsg(subject)
@@ -53,8 +53,8 @@ func (s *session) publishResult(ctx context.Context, req wire.Request, res wire.
 	if err != nil {
 		return fmt.Errorf("publish the result of %s: %w", req.ID, err)
 	}
-	if req.ReplyTo != "" && s.replyAllowed(req.ReplyTo) {
-		if err := s.w.js.Conn().Publish(req.ReplyTo, data); err != nil {
+	if to := req.ReplySubject(s.w.cfg.Streams.Results.ReplyPrefix); s.replyAllowed(to) {
+		if err := s.w.js.Conn().Publish(to, data); err != nil {
 			// The caller can still Await the result in the stream.
 			s.log.Warn("could not send the result to the reply subject; it is in the results stream", "request", req.ID, "err", err)
 		}
@@ -70,7 +70,7 @@ func (s *session) replyAllowed(subject string) bool {
 // resultOf returns the result already published for a request, if any: a
 // delivery after a worker stopped between publishing a result and acknowledging
 // finds it, and is acknowledged without being sent again.
-func (s *session) resultOf(ctx context.Context, id string) (wire.Result, bool) {
+func (s *session) resultOf(ctx context.Context, owner wire.Owner, id string) (wire.Result, bool) {
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	rs := s.w.cfg.Streams.Results
@@ -79,7 +79,7 @@ func (s *session) resultOf(ctx context.Context, id string) (wire.Result, bool) {
 		s.log.Warn("could not look for an earlier result; sending the request", "request", id, "err", err)
 		return wire.Result{}, false
 	}
-	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), id))
+	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), owner, id))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			s.log.Warn("could not look for an earlier result; sending the request", "request", id, "err", err)
