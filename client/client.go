@@ -20,22 +20,38 @@
 //
 // Results are written before the request is acknowledged, so an answer the
 // upstream gave is never lost; a request's result may rarely be published twice
-// (see Result), and Await returns the first.
+// (see Result): Do returns the first to arrive, Await the one the results
+// stream holds last.
+//
+// # Whose results
+//
+// A request belongs to the NATS user that submits it (its owner, wire.Owner):
+// the client publishes it on the requests subject of that user, and the fleet
+// sends its result only to that user's subjects, which NATS permissions let no
+// other user read (docs/security.md). The owner is the connection's user (its
+// user name, NKey public key or credentials name) unless WithOwner names it; a
+// connection without a user submits requests of no owner. On a server with
+// ratefleet's roles, connect with that user's inbox prefix,
+// nats.CustomInboxPrefix(wire.InboxPrefix(user)): the user may receive answers
+// there and nowhere else.
+//
+// The client creates no consumer. It waits on the owner's reply subject of the
+// request and reads the results stream by direct get of the request's own
+// subject, the one read NATS permissions can confine to a user's results.
 package client
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet"
+	"github.com/ratefleet/ratefleet/internal/results"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/wire"
 )
@@ -89,11 +105,18 @@ type Request struct {
 // Client submits requests and awaits their results. It is safe for concurrent
 // use.
 type Client struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	streams *streams.Config
-	now     func() time.Time
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	streams  *streams.Config
+	owner    wire.Owner
+	ownerSet bool
+	now      func() time.Time
 }
+
+// recheck is how long a wait for the reply goes before the results stream is
+// read again: a reply is core NATS, and is lost if the caller's connection
+// drops at that moment; the result in the stream is not.
+const recheck = 2 * time.Second
 
 // Option changes a Client's defaults.
 type Option func(*Client) error
@@ -111,6 +134,24 @@ func WithStreams(yaml []byte) Option {
 	}
 }
 
+// WithOwner submits requests as NATS user (the name the server's permissions
+// give it subjects by), instead of the connection's user; "" submits requests of
+// no owner, as on a server without users.
+func WithOwner(user string) Option {
+	return func(c *Client) error {
+		c.owner, c.ownerSet = wire.Anonymous, true
+		if user == "" {
+			return nil
+		}
+		o, err := wire.ParseOwner(user)
+		if err != nil {
+			return err
+		}
+		c.owner = o
+		return nil
+	}
+}
+
 // New returns a client over nc. It does not create streams: the fleet's commands
 // apply streams.yaml when they start.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
@@ -124,6 +165,13 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("ratefleet client: %w", err)
 		}
 	}
+	if !c.ownerSet {
+		if user := wire.UserOf(&nc.Opts); user != "" {
+			if c.owner, err = wire.ParseOwner(user); err != nil {
+				return nil, fmt.Errorf("ratefleet client: the connection's user: %w; pass WithOwner with the name its permissions use", err)
+			}
+		}
+	}
 	if c.streams == nil {
 		if c.streams, err = streams.Parse("built-in streams.yaml", ratefleet.DefaultStreams()); err != nil {
 			return nil, fmt.Errorf("ratefleet client: %w", err)
@@ -132,6 +180,9 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
+// Owner returns the owner the client submits requests as.
+func (c *Client) Owner() wire.Owner { return c.owner }
+
 // Submit publishes r to the requests stream and returns its id once the stream
 // has stored it. An invalid request fails with ErrInvalidRequest and is not
 // published. An id already used fails with ErrDuplicate, and nothing is
@@ -139,197 +190,183 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 // after it, a result written under the id does (an id names one request, and
 // Await its one result).
 func (c *Client) Submit(ctx context.Context, r Request) (string, error) {
-	id, _, err := c.submit(ctx, r, "")
-	return id, err
+	rec, data, err := c.record(r)
+	if err != nil {
+		return "", err
+	}
+	if err := c.unused(ctx, r.ID); err != nil {
+		return "", err
+	}
+	_, err = c.publish(ctx, rec.ID, data)
+	return rec.ID, err
 }
 
-func (c *Client) submit(ctx context.Context, r Request, replyTo string) (string, uint64, error) {
+// unused fails with ErrDuplicate when id, given by the caller, already has a
+// result (a fresh UUID cannot).
+func (c *Client) unused(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	prev, found, err := results.Get(ctx, c.nc, c.streams.Results, c.owner, id)
+	if err != nil {
+		return fmt.Errorf("submit request %s: look for an earlier request with its id: %w", id, err)
+	}
+	if found {
+		return fmt.Errorf("%w: request %s already ended (%s at %s, sequence %d); submit under a new id",
+			ErrDuplicate, id, prev.Outcome, prev.At.Format(time.RFC3339), prev.Seq)
+	}
+	return nil
+}
+
+// record builds and encodes the request record of r.
+func (c *Client) record(r Request) (wire.Request, []byte, error) {
 	if r.TTL < 0 {
-		return "", 0, fmt.Errorf("%w: negative time to live %s", ErrInvalidRequest, r.TTL)
+		return wire.Request{}, nil, fmt.Errorf("%w: negative time to live %s", ErrInvalidRequest, r.TTL)
 	}
 	ttl := wire.TTLOr(r.TTL)
 	if err := wire.CheckTTL(ttl); err != nil {
-		return "", 0, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		return wire.Request{}, nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	rec := wire.New(c.now(), ttl, r.Payload)
 	if r.ID != "" {
 		rec.ID = r.ID
 	}
-	rec.Call, rec.Weight, rec.ReplyTo = r.Call, r.Weight, replyTo
+	rec.Call, rec.Weight = r.Call, r.Weight
 	data, err := rec.Encode()
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		return wire.Request{}, nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	if r.ID != "" {
-		if err := c.unused(ctx, rec.ID); err != nil {
-			return "", 0, err
-		}
-	}
-	msg := nats.NewMsg(c.streams.Requests.Stream.Subjects[0])
-	msg.Data = data
-	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(rec.ID))
-	if err != nil {
-		return "", 0, fmt.Errorf("submit request %s: %w (is the fleet's NATS up, and the requests stream not full?)", rec.ID, err)
-	}
-	if ack.Duplicate {
-		return "", 0, fmt.Errorf("%w: request %s is already stored (sequence %d in %s); this one, with whatever call it has, was not: submit it under a new id",
-			ErrDuplicate, rec.ID, ack.Sequence, ack.Stream)
-	}
-	return rec.ID, ack.Sequence, nil
+	return rec, data, nil
 }
 
-// unused fails with ErrDuplicate when id already has a result.
-func (c *Client) unused(ctx context.Context, id string) error {
-	rs := c.streams.Results
-	st, err := c.js.Stream(ctx, rs.Stream.Name)
+// publish stores a request record on the owner's requests subject and returns
+// its sequence in the requests stream.
+func (c *Client) publish(ctx context.Context, id string, data []byte) (uint64, error) {
+	msg := nats.NewMsg(c.owner.RequestSubject(c.streams.Requests.Subject()))
+	msg.Data = data
+	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(c.owner.MsgID(id)))
 	if err != nil {
-		return fmt.Errorf("submit request %s: read stream %s: %w", id, rs.Stream.Name, err)
+		return 0, fmt.Errorf("submit request %s: %w (is the fleet's NATS up, the requests stream not full, and %s allowed to this user?)", id, err, msg.Subject)
 	}
-	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
+	if ack.Duplicate {
+		return 0, fmt.Errorf("%w: request %s is already stored (sequence %d in %s); this one, with whatever call it has, was not: submit it under a new id",
+			ErrDuplicate, id, ack.Sequence, ack.Stream)
 	}
-	if err != nil {
-		return fmt.Errorf("submit request %s: look for an earlier request with its id: %w", id, err)
-	}
-	prev, err := wire.DecodeResult(m.Data)
-	if err != nil {
-		return fmt.Errorf("%w: request id %s already has a result; submit under a new id", ErrDuplicate, id)
-	}
-	return fmt.Errorf("%w: request %s already ended (%s at %s, sequence %d); submit under a new id",
-		ErrDuplicate, id, prev.Outcome, prev.At.Format(time.RFC3339), prev.Seq)
+	return ack.Sequence, nil
 }
 
 // Await waits for the result of request id until ctx ends. A result published
 // before the call is found at once.
 func (c *Client) Await(ctx context.Context, id string) (Result, error) {
-	rs := c.streams.Results
-	cons, err := c.js.OrderedConsumer(ctx, rs.Stream.Name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{wire.ResultSubject(rs.Prefix(), id)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	sub, err := c.subscribe(id)
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	res, err := c.wait(ctx, sub, id, 0)
 	if err != nil {
 		return Result{}, fmt.Errorf("await result of %s: %w", id, err)
 	}
+	return res, nil
+}
+
+// Do submits r and waits for its result until ctx ends. When the request was
+// submitted but no result came in time, the returned Result still carries its
+// ID: Await(ctx, id) keeps waiting.
+func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
+	rec, data, err := c.record(r)
+	if err != nil {
+		return Result{}, err
+	}
+	// Subscribed before the request is stored, so the reply cannot come first.
+	sub, err := c.subscribe(rec.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := c.unused(ctx, r.ID); err != nil {
+		return Result{}, err
+	}
+	seq, err := c.publish(ctx, rec.ID, data)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := c.wait(ctx, sub, rec.ID, seq)
+	if err != nil {
+		return Result{ID: rec.ID}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", rec.ID, err)
+	}
+	return res, nil
+}
+
+// subscribe subscribes to the owner's reply subject of request id.
+func (c *Client) subscribe(id string) (*nats.Subscription, error) {
+	subject := wire.ReplySubject(c.streams.Results.ReplyPrefix, c.owner, id)
+	sub, err := c.nc.SubscribeSync(subject)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to the reply subject %s: %w", subject, err)
+	}
+	return sub, nil
+}
+
+// wait returns the result of request id: from the results stream if it is
+// there, else the first reply on sub that is that result. A message on the
+// reply subject that is not it (another id, not a result, or a message
+// delivered there under another subject, as a JetStream consumer someone
+// pointed at the subject delivers it) is ignored, not an error: the real result
+// still arrives or is found in the stream, and an error would let anyone who
+// can put a message there end the caller's wait.
+func (c *Client) wait(ctx context.Context, sub *nats.Subscription, id string, seq uint64) (Result, error) {
 	for {
-		wait := 5 * time.Second
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, max(time.Until(dl), time.Millisecond))
+		res, found, err := results.Get(ctx, c.nc, c.streams.Results, c.owner, id)
+		if err != nil {
+			return Result{}, err
 		}
-		msg, err := cons.Next(jetstream.FetchMaxWait(wait))
-		switch {
-		case err == nil:
-			if res, ok := c.first(ctx, cons, msg, id); ok {
-				return c.withBody(ctx, res)
+		if found && (seq == 0 || res.Seq == seq) {
+			return c.withBody(ctx, res)
+		}
+		for {
+			wctx, cancel := context.WithTimeout(ctx, recheck)
+			msg, err := sub.NextMsgWithContext(wctx)
+			cancel()
+			if err == nil {
+				if res, ok := accept(msg, sub.Subject, id); ok && (seq == 0 || res.Seq == seq) {
+					return c.withBody(ctx, res)
+				}
+				continue
 			}
-		case ctx.Err() != nil:
-			return Result{}, fmt.Errorf("await result of %s: %w (the request may still be waiting for a key; call Await again)", id, ctx.Err())
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
-			continue
-		default:
-			return Result{}, fmt.Errorf("await result of %s: %w", id, err)
+			if ctx.Err() != nil {
+				return Result{}, fmt.Errorf("%w (the request may still be waiting for a key; call Await again)", ctx.Err())
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				break // read the stream again
+			}
+			return Result{}, fmt.Errorf("wait for the reply: %w", err)
 		}
 	}
 }
 
-// withBody reads a body kept in the answers object store into res. It reads
-// the object's chunks by direct gets, so a caller needs no consumer of its own.
+// withBody reads a body that travelled in parts into res.
 func (c *Client) withBody(ctx context.Context, res Result) (Result, error) {
-	if res.BodyObject == "" {
+	if res.BodyParts == 0 {
 		return res, nil
 	}
-	bucket := c.streams.Results.Answers.Bucket
-	body, err := readObject(ctx, c.js, bucket, res.BodyObject)
+	body, err := results.Body(ctx, c.nc, c.streams.Results, c.owner, res)
 	if err != nil {
-		return res, fmt.Errorf("read the %d-byte answer of %s from object store %s: %w", res.BodySize, res.ID, bucket, err)
+		return res, err
 	}
 	res.SetBody(body)
 	return res, nil
 }
 
-// readObject returns the object name of bucket, chunk by chunk, checked
-// against its digest.
-func readObject(ctx context.Context, js jetstream.JetStream, bucket, name string) ([]byte, error) {
-	obs, err := js.ObjectStore(ctx, bucket)
-	if err != nil {
-		return nil, err
+// accept returns msg as the result of request id, if it is one, sent to
+// subject itself.
+func accept(msg *nats.Msg, subject, id string) (Result, bool) {
+	if msg.Subject != subject {
+		return Result{}, false
 	}
-	info, err := obs.GetInfo(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("object %s: %w", name, err)
+	res, err := wire.DecodeResult(msg.Data)
+	if err != nil || res.ID != id {
+		return Result{}, false
 	}
-	st, err := js.Stream(ctx, "OBJ_"+bucket)
-	if err != nil {
-		return nil, err
-	}
-	chunks := fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)
-	body := make([]byte, 0, info.Size)
-	h := sha256.New()
-	for seq, n := uint64(1), uint32(0); n < info.Chunks; n++ {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(chunks))
-		if err != nil {
-			return nil, fmt.Errorf("object %s: chunk %d of %d: %w", name, n+1, info.Chunks, err)
-		}
-		body, seq = append(body, m.Data...), m.Sequence+1
-		h.Write(m.Data)
-	}
-	if got := jetstream.GetObjectDigestValue(h); uint64(len(body)) != info.Size || got != info.Digest {
-		return nil, fmt.Errorf("object %s: %d bytes with digest %s, but its info says %d and %s", name, len(body), got, info.Size, info.Digest)
-	}
-	return body, nil
-}
-
-// first returns the result of id among msg and the results written after it
-// already: a served result before a buried one (the server may give up on a
-// delivery whose send then succeeds), else the first. Messages that are not a
-// result of id are skipped.
-func (c *Client) first(ctx context.Context, cons jetstream.Consumer, msg jetstream.Msg, id string) (wire.Result, bool) {
-	var found *wire.Result
-	for {
-		if res, err := wire.DecodeResult(msg.Data()); err == nil && res.ID == id {
-			if res.Outcome == wire.Served {
-				return res, true
-			}
-			if found == nil {
-				found = &res
-			}
-		}
-		md, err := msg.Metadata()
-		if err != nil || md.NumPending == 0 || ctx.Err() != nil {
-			break
-		}
-		if msg, err = cons.Next(jetstream.FetchMaxWait(time.Second)); err != nil {
-			break
-		}
-	}
-	if found == nil {
-		return wire.Result{}, false
-	}
-	return *found, true
-}
-
-// Do submits r with a reply subject of its own and waits for its result until
-// ctx ends. When the request was submitted but no result came in time, the
-// returned Result still carries its ID: Await(ctx, id) keeps waiting.
-func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
-	inbox := c.streams.Results.ReplyPrefix + uuid.NewString()
-	sub, err := c.nc.SubscribeSync(inbox)
-	if err != nil {
-		return Result{}, fmt.Errorf("subscribe to the reply subject: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	id, seq, err := c.submit(ctx, r, inbox)
-	if err != nil {
-		return Result{}, err
-	}
-	for {
-		msg, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return Result{ID: id}, fmt.Errorf("wait for the result of %s: %w (call Await with the id to keep waiting)", id, err)
-		}
-		// Only this request's result: anything else on the subject is not.
-		if res, err := wire.DecodeResult(msg.Data); err == nil && res.ID == id && (res.Seq == 0 || res.Seq == seq) {
-			return c.withBody(ctx, res)
-		}
-	}
+	return res, true
 }

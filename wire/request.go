@@ -13,6 +13,22 @@
 // a record of a version above its own gets ErrUnsupportedVersion from Decode,
 // whatever fields the record holds: it leaves the request for a newer worker (and
 // buries it, with that reason, at its last delivery), never half-reads it.
+// # Owners
+//
+// A request belongs to the NATS user that published it, and only that user may
+// read its result or receive its reply. The record cannot say whose it is: anyone
+// who may publish a request may write any field. The subject can, because NATS
+// permissions name subjects: user alice may publish only to
+// <requests subject>.alice, so the requests stream stores her requests under that
+// subject and nobody else's. A worker takes the owner from the subject the request
+// was stored under (DecodeFrom), never from the record, and derives from it where
+// the result and the reply go (ResultSubject, ReplySubject): alice may read only
+// <results prefix>alice.> and subscribe only to <reply prefix>alice.>.
+//
+// A request published on the bare requests subject has no owner (Anonymous): that
+// is what a server without users sees, and what ratefleet wrote before owners
+// existed. Its result and reply subjects carry no owner token, so they never fall
+// inside any user's subjects.
 package wire
 
 import (
@@ -79,7 +95,8 @@ var (
 type Request struct {
 	// V is the schema version.
 	V int `json:"v"`
-	// ID identifies the request end to end; it is also the message's Nats-Msg-Id.
+	// ID identifies the request end to end; with its owner it is the message's
+	// Nats-Msg-Id (Owner.MsgID).
 	ID string `json:"id"`
 	// Created is when the request was made; its time to live counts from here.
 	Created time.Time `json:"created"`
@@ -98,8 +115,15 @@ type Request struct {
 	// the upstream counts weights (version 2); 0 means 1.
 	Weight int `json:"weight,omitempty"`
 	// ReplyTo is a NATS subject the result is also published to, for a caller
-	// that waits (version 2); it must lie under the declared reply prefix.
+	// that waits (version 2); it must lie under the declared reply prefix, in
+	// the owner's subjects there (Owner.MayReplyTo). Without it the result goes
+	// to the owner's ReplySubject.
 	ReplyTo string `json:"reply_to,omitempty"`
+
+	// Owner is the NATS user that published the request, taken from the
+	// subject the requests stream stored it under (DecodeFrom). It is never read
+	// from or written to the record, whose fields anyone who publishes can set.
+	Owner Owner `json:"-"`
 }
 
 // New returns a request with a fresh id, created at now.

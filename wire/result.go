@@ -64,12 +64,13 @@ type Result struct {
 	Body       string `json:"body,omitempty"`
 	BodyBase64 []byte `json:"body_base64,omitempty"`
 	Truncated  bool   `json:"truncated,omitempty"`
-	// BodyObject, when set, names the object in the answers object store
-	// (streams.yaml results.answers) that holds the body, which was too large
-	// for a result message; BodySize is its size in bytes. The Go client reads
-	// it into Body (or BodyBase64) before returning the result.
-	BodyObject string `json:"body_object,omitempty"`
+	// BodyParts, when not 0, says the body was too large for a result message
+	// and travels in that many parts (PartSubject), BodySize bytes in all with
+	// SHA-256 BodyDigest (unpadded base64url). The Go client reads them into
+	// Body (or BodyBase64) before returning the result.
+	BodyParts  int    `json:"body_parts,omitempty"`
 	BodySize   int    `json:"body_size,omitempty"`
+	BodyDigest string `json:"body_digest,omitempty"`
 	// Reason (a graveyard reason: expired, malformed, max_deliveries, ...) and
 	// Error say why a buried request was given up on.
 	Reason string `json:"reason,omitempty"`

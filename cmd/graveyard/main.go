@@ -463,8 +463,8 @@ func replay(ctx context.Context, args []string, s stdio) error {
 	}
 	r.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
 	results := settle.NewResults(conn.JS, conn.Streams)
-	r.Served = func(ctx context.Context, id string, seq uint64) (bool, error) {
-		res, ok, err := results.Of(ctx, id, seq)
+	r.Served = func(ctx context.Context, owner wire.Owner, id string, seq uint64) (bool, error) {
+		res, ok, err := results.Of(ctx, owner, id, seq)
 		return ok && res.Outcome == wire.Served, err
 	}
 	gap := time.Duration(float64(time.Second) / *rate)

@@ -32,7 +32,7 @@ Shapes (--shape):
             every field optional (id: a new UUID, ttl_ms: --ttl, created: when read);
             "call":{"method":"POST","path":"/x","query":[{"name":"a","value":"1"}],
             "header":[...],"body":"...","content_type":"..."}, "weight":2 and
-            "reply_to":"ratefleet.reply.<your inbox>" are optional too
+            "reply_to":"ratefleet.reply.<your user>.<anything>" are optional too
 
 The call (--path with --method, --query, --header, --body) is what each request asks of
 the upstream; without --path the worker's profile makes its default call (the reference

@@ -11,11 +11,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/producer"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func main() {
@@ -50,26 +50,37 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	defer func() { err = errors.Join(err, closeIDs()) }()
 	o.cfg.DuplicateWindow = conn.Streams.Requests.Stream.DuplicateWindow
+	// The requests are the connection's user's: only that user may read their
+	// results (docs/security.md).
+	if conn.User != "" {
+		if o.cfg.Owner, err = wire.ParseOwner(conn.User); err != nil {
+			return fmt.Errorf("the NATS user cannot own requests: %w", err)
+		}
+	}
 	var ids *producer.IDSet
+	var results *producer.Results
 	if o.resultsOut != "" {
 		ids = producer.NewIDSet()
 		o.cfg.IDs = multi(o.cfg.IDs, ids)
+		if results, err = producer.WatchResults(conn.NC, conn.Streams.Results, o.cfg.Owner); err != nil {
+			return err
+		}
+		defer results.Close()
 	}
-	p, err := producer.New(conn.NC, conn.Streams.Requests.Stream.Subjects[0], o.cfg, log)
+	p, err := producer.New(conn.NC, conn.Streams.Requests.Subject(), o.cfg, log)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	sum, err := p.Run(ctx, src)
 	if ids != nil {
-		err = errors.Join(err, o.collect(context.WithoutCancel(ctx), conn, ids, start, stdout, log))
+		err = errors.Join(err, o.collect(context.WithoutCancel(ctx), results, ids, stdout, log))
 	}
 	fmt.Fprint(stdout, sum)
 	return err
 }
 
 // collect writes the results of the published requests to --results-out.
-func (o options) collect(ctx context.Context, conn *natsconn.Conn, ids *producer.IDSet, since time.Time, stdout io.Writer, log *slog.Logger) error {
+func (o options) collect(ctx context.Context, results *producer.Results, ids *producer.IDSet, stdout io.Writer, log *slog.Logger) error {
 	w, closeOut := stdout, func() error { return nil }
 	if o.resultsOut != "-" {
 		f, err := os.Create(o.resultsOut)
@@ -80,7 +91,7 @@ func (o options) collect(ctx context.Context, conn *natsconn.Conn, ids *producer
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.resultsWait)
 	defer cancel()
-	t, err := producer.CollectResults(ctx, conn.JS, conn.Streams, ids, since.Add(-time.Second), w)
+	t, err := results.Collect(ctx, ids, w)
 	err = errors.Join(err, closeOut())
 	log.Info("results", "served", t.Served, "buried", t.Buried, "missing", t.Missing)
 	if t.Missing > 0 {

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -88,7 +90,8 @@ func printRoles(args []string, stdout, stderr io.Writer) error {
 	c := cli.NewCommand("streams roles", "Prints the NATS permissions of each role.", stdout, stderr)
 	fs := c.Flags
 	format := fs.String("format", "table", "table, server (a nats-server configuration block) or nsc (nsc add user commands)")
-	role := fs.String("role", "", "only this role: producer, worker, monitor, graveyard or admin (default: all)")
+	role := fs.String("role", "", "only this role: "+strings.Join(roles.Names(), ", ")+" (default: all)")
+	producers := fs.String("producers", "", "producer user `names`, comma-separated: one user each, with its own requests, results, replies and inbox (default: one user, ratefleet-producer)")
 	account := fs.String("account", "RATEFLEET", "the nsc account the users go into, for --format nsc")
 	streamsFile := fs.String("streams", "", "streams.yaml whose names the permissions use (default: the built-in one)")
 	if _, err := c.Parse(args, os.Getenv); err != nil {
@@ -98,13 +101,19 @@ func printRoles(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rs := roles.All(cfg)
+	var users []string
+	if *producers != "" {
+		users = strings.Split(*producers, ",")
+	}
+	rs, err := roles.AllWith(cfg, users)
+	if err != nil {
+		return cli.Usage(fmt.Errorf("--producers: %w", err))
+	}
 	if *role != "" {
-		r, err := roles.Get(cfg, *role)
-		if err != nil {
-			return cli.Usage(err)
+		if !slices.Contains(roles.Names(), *role) {
+			return cli.Usage(fmt.Errorf("--role %q: want one of %s", *role, strings.Join(roles.Names(), ", ")))
 		}
-		rs = []roles.Role{r}
+		rs = slices.DeleteFunc(rs, func(r roles.Role) bool { return r.Name != *role })
 	}
 	switch *format {
 	case "table":

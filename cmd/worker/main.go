@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		timeout     = fs.Duration("request-timeout", worker.DefaultRequestTimeout, "how long one attempt may take before it counts as a timeout; a request timed out keeps its place in the key's windows for --max-arrival after it left")
 		maxArrival  = fs.Duration("max-arrival", limiter.DefaultMaxArrival, "the longest a request may take to reach the upstream: one with no answer (a timeout, a broken connection) keeps its place in the key's windows until it left plus this, or the longest round trip seen")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
-		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker)")
+		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker); it needs the keeper role: under the worker role, pass --keeper=false")
 		profileFile = fs.String("profile", "", "upstream profile (YAML): what to call, where the key and nonce go, how to sign, what answers mean (default: the reference exchange)")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)

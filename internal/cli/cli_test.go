@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
@@ -259,4 +261,41 @@ func TestExitCode_PrintsTheErrorPrintable(t *testing.T) {
 	var out bytes.Buffer
 	require.Equal(t, 1, cli.ExitCode("graveyard", errors.New("no such entry \x1b[2J\nsecond line"), &out))
 	require.Equal(t, "graveyard: no such entry \\x1b[2J\nsecond line\n", out.String())
+}
+
+// A named user connects with its own inbox prefix, the only one ratefleet's
+// roles let it subscribe to; --inbox-prefix still wins.
+func TestResolve_ANamedUserAnswersOnItsOwnInbox(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	kp, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	seed, err := kp.Seed()
+	require.NoError(t, err)
+	pub, err := kp.PublicKey()
+	require.NoError(t, err)
+	seedFile := filepath.Join(t.TempDir(), "u.nk")
+	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		user, inbox string
+	}{
+		{"a user", []string{"--user", "alice", "--password", "pw"}, "alice", "_INBOX_alice"},
+		{"an explicit prefix", []string{"--user", "alice", "--password", "pw", "--inbox-prefix", "_INBOX"}, "alice", "_INBOX"},
+		{"an NKey", []string{"--nkey", seedFile}, pub, "_INBOX_" + pub},
+		{"a name that is no subject token", []string{"--user", "a.b", "--password", "pw"}, "a.b", ""},
+		{"a token", []string{"--token", "t"}, "", ""},
+		{"nobody", nil, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := resolve(t, tc.args, nil)
+			require.NoError(t, err)
+			require.Equal(t, tc.user, c.User)
+			o := nats.GetDefaultOptions()
+			for _, opt := range c.Options {
+				require.NoError(t, opt(&o))
+			}
+			require.Equal(t, tc.inbox, o.InboxPrefix)
+		})
+	}
 }

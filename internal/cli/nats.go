@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/jsm.go/natscontext"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // NATS is the connection settings of a command, as the nats CLI names them.
@@ -84,7 +86,7 @@ func (n *NATS) Register(fs *flag.FlagSet) {
 		"tlscert":       "TLS client certificate `file` (PEM)",
 		"tlskey":        "TLS client private key `file` (PEM)",
 		"tlsca":         "TLS certificate authority `file` (PEM) that signed the server's certificate",
-		"inbox-prefix":  "`prefix` of reply subjects instead of _INBOX (when the role's permissions name one)",
+		"inbox-prefix":  "`prefix` of reply subjects (default _INBOX_<user> for a named user, the only inbox ratefleet's roles let it read; _INBOX otherwise)",
 	}
 	for _, s := range settings() {
 		text := help[s.flag]
@@ -109,6 +111,10 @@ type Connection struct {
 	Auth string
 	// Context is the saved context used, if any.
 	Context string
+	// User is the name the server knows the user by, as ratefleet's roles name
+	// it (wire.UserOf): a user name, an NKey public key or a credentials file's
+	// name; empty for a token or none.
+	User string
 }
 
 // Redacted returns the server URLs without user information.
@@ -275,6 +281,18 @@ func (n *NATS) Resolve(getenv func(string) string, log *slog.Logger) (Connection
 			return c, err
 		}
 		c.Options = append(c.Options, nats.RootCAs(v.TLSCA))
+	}
+	// A named user's answers come to its own inbox prefix, the only one its
+	// role lets it subscribe to (roles: no user may read another's inbox).
+	o := nats.GetDefaultOptions()
+	for _, opt := range c.Options {
+		_ = opt(&o) // only the identity is read here; nats.Connect reports errors
+	}
+	c.User = wire.UserOf(&o)
+	if v.InboxPrefix == "" && c.User != "" {
+		if _, err := wire.ParseOwner(c.User); err == nil {
+			v.InboxPrefix = wire.InboxPrefix(c.User)
+		}
 	}
 	if v.InboxPrefix != "" {
 		c.Options = append(c.Options, nats.CustomInboxPrefix(v.InboxPrefix))

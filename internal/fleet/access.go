@@ -36,7 +36,7 @@ type roleUser struct {
 func NewAccess(cfg *streams.Config, dir string, nkeyUsers, useTLS bool) (*Access, error) {
 	a := &Access{dir: dir, users: map[string]roleUser{}}
 	for _, name := range roles.Names() {
-		u := roleUser{name: "ratefleet-" + name}
+		u := roleUser{name: roles.DefaultUser(name)}
 		if nkeyUsers {
 			kp, err := nkeys.CreateUser()
 			if err != nil {
@@ -68,21 +68,29 @@ func NewAccess(cfg *streams.Config, dir string, nkeyUsers, useTLS bool) (*Access
 	return a, nil
 }
 
-// Users returns the server side: one user per role with its permissions.
+// Users returns the server side: one user per role with its permissions, which
+// name the user as the server knows it (an NKey user by its public key).
 func (a *Access) Users(cfg *streams.Config) ([]embedded.User, error) {
 	var out []embedded.User
-	for _, r := range roles.All(cfg) {
-		u := a.users[r.Name]
-		eu := embedded.User{Name: u.name, Password: u.password, Publish: r.Publish, Subscribe: r.Subscribe, Responses: r.Responses}
+	for _, name := range roles.Names() {
+		u := a.users[name]
+		eu := embedded.User{Name: u.name, Password: u.password}
+		user := u.name
 		if u.seed != "" {
 			kp, err := nkeys.FromSeed([]byte(u.seed))
 			if err != nil {
-				return nil, fmt.Errorf("NKey of %s: %w", r.Name, err)
+				return nil, fmt.Errorf("NKey of %s: %w", name, err)
 			}
 			if eu.NKey, err = kp.PublicKey(); err != nil {
-				return nil, fmt.Errorf("NKey of %s: %w", r.Name, err)
+				return nil, fmt.Errorf("NKey of %s: %w", name, err)
 			}
+			user = eu.NKey
 		}
+		r, err := roles.For(cfg, name, user)
+		if err != nil {
+			return nil, err
+		}
+		eu.Publish, eu.Subscribe, eu.Responses = r.Publish, r.Subscribe, r.Responses
 		out = append(out, eu)
 	}
 	return out, nil

@@ -46,6 +46,9 @@ func CheckResults(ctx context.Context, js jetstream.JetStream, sc *streams.Confi
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			if m.Headers().Get(wire.HeaderPart) != "" {
+				continue // a part of a large body, not a result
+			}
 			r, err := wire.DecodeResult(m.Data())
 			if err != nil {
 				return c, err

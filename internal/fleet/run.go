@@ -246,15 +246,16 @@ func (f *Fleet) RoleArgs(role string) []string {
 	return args
 }
 
-// StartWorker starts one more worker process.
+// StartWorker starts one more worker process. Each runs the graveyard keeper, as
+// a worker does by default, so each runs as the keeper role.
 func (f *Fleet) StartWorker() (*Proc, error) {
 	f.nextWorker++
 	id := fmt.Sprintf("worker-%d", f.nextWorker)
-	args := append(f.RoleArgs(roles.Worker), "--upstream", f.ExchangeURL, "--id", id)
+	args := append(f.RoleArgs(roles.Keeper), "--upstream", f.ExchangeURL, "--id", id)
 	args = append(args, f.cfg.WorkerArgs...)
-	env := append(f.Access.Env(roles.Worker), keys.EnvVar+"="+f.keyPairs())
+	env := append(f.Access.Env(roles.Keeper), keys.EnvVar+"="+f.keyPairs())
 	if f.keysFile != "" {
-		args, env = append(args, "--keys-file", f.keysFile), f.Access.Env(roles.Worker)
+		args, env = append(args, "--keys-file", f.keysFile), f.Access.Env(roles.Keeper)
 	}
 	if f.cfg.Profile != "" {
 		args = append(args, "--profile", f.cfg.Profile)

@@ -30,6 +30,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // Version is the entry schema version. Version 1 entries (the whole entry as
@@ -77,6 +79,9 @@ type Entry struct {
 	V         int    `json:"v"`
 	Reason    string `json:"reason"`
 	RequestID string `json:"request_id,omitempty"`
+	// Owner is the NATS user whose request it is (wire.Owner): its result goes
+	// to that user's subjects, and a replay is published as that user's.
+	Owner wire.Owner `json:"owner,omitempty"`
 	// Original is the message exactly as it was published. It is the entry's
 	// body; only version 1 entries carry it in their JSON.
 	Original []byte `json:"original,omitempty"`

@@ -148,11 +148,11 @@ type Replayer struct {
 	// DuplicateWindow is the requests stream's duplicate_window: an unconfirmed
 	// replay is published again only within it. 2 minutes when 0.
 	DuplicateWindow time.Duration
-	// Served, when set, reports whether the request stored at seq under id has
+	// Served, when set, reports whether owner's request stored at seq under id has
 	// a served result: the server may give up on a delivery whose send then
 	// succeeded, so an entry may stand for a request served after all, which a
 	// replay would do twice. Such entries are refused (ErrServed).
-	Served func(ctx context.Context, id string, seq uint64) (bool, error)
+	Served func(ctx context.Context, owner wire.Owner, id string, seq uint64) (bool, error)
 }
 
 // ErrServed: the entry's request was served after all; replaying it would do
@@ -164,7 +164,7 @@ func (r *Replayer) Check(ctx context.Context, s Stored) error {
 	if r.Served == nil || s.Entry.RequestID == "" {
 		return nil
 	}
-	served, err := r.Served(ctx, s.Entry.RequestID, s.Entry.StreamSeq)
+	served, err := r.Served(ctx, s.Entry.Owner, s.Entry.RequestID, s.Entry.StreamSeq)
 	if err != nil {
 		return fmt.Errorf("replay entry %d: look for a served result of %s: %w", s.Seq, s.Entry.RequestID, err)
 	}
@@ -174,8 +174,9 @@ func (r *Replayer) Check(ctx context.Context, s Stored) error {
 	return nil
 }
 
-// NewReplayer returns a replayer that publishes to the requests subject with a
-// fresh time to live.
+// NewReplayer returns a replayer that publishes, with a fresh time to live, to
+// the requests subject of the entry's owner under requestsSubject (the bare
+// one), so the replay is the same user's request as the original.
 func NewReplayer(g *Graveyard, requestsSubject string, ttl time.Duration, now func() time.Time) *Replayer {
 	if now == nil {
 		now = time.Now
@@ -205,7 +206,7 @@ func (r *Replayer) Plan(s Stored) (wire.Request, error) {
 	rep := wire.Request{
 		ID: ReplayID(s), Created: r.now(), TTLms: ttl.Milliseconds(),
 		Payload: orig.Payload, ReplayOf: orig.ID,
-		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo,
+		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo, Owner: s.Entry.Owner,
 	}
 	rep.V = rep.NeededVersion()
 	return rep, nil
@@ -233,9 +234,9 @@ func (r *Replayer) Replay(ctx context.Context, s Stored) (wire.Request, error) {
 		if err != nil {
 			return req, err
 		}
-		msg := nats.NewMsg(r.subject)
+		msg := nats.NewMsg(req.Owner.RequestSubject(r.subject))
 		msg.Data = data
-		ack, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.ID))
+		ack, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.Owner.MsgID(req.ID)))
 		if err != nil {
 			return req, fmt.Errorf("replay entry %d: publish: %w (the entry stays in the graveyard; replay it again)", s.Seq, err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // DefaultURL is where commands look for NATS unless told otherwise.
@@ -55,6 +56,9 @@ type Conn struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Streams *streams.Config
+	// User is the name the server knows the connection's user by
+	// (wire.UserOf); empty without a user.
+	User string
 }
 
 // LoadStreams reads the named streams.yaml, or the shipped one when path is empty.
@@ -157,7 +161,7 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 			log.Info("applied stream declaration", "kind", ch.Kind, "name", ch.Name, "action", string(ch.Action))
 		}
 	}
-	return &Conn{NC: nc, JS: js, Streams: cfg}, nil
+	return &Conn{NC: nc, JS: js, Streams: cfg, User: wire.UserOf(&nc.Opts)}, nil
 }
 
 // Close drains the connection, letting pending acks and publishes go out.

@@ -95,7 +95,7 @@ func (r *run) deliver(req wire.Request) {
 
 // publish makes one attempt and waits for its answer, until settle ends.
 func (r *run) publish(id string, data []byte) (*jetstream.PubAck, error) {
-	fut, err := r.p.js.PublishMsgAsync(&nats.Msg{Subject: r.p.subject, Data: data}, jetstream.WithMsgID(id))
+	fut, err := r.p.js.PublishMsgAsync(&nats.Msg{Subject: r.p.subject, Data: data}, jetstream.WithMsgID(r.p.cfg.Owner.MsgID(id)))
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}

@@ -32,6 +32,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // ErrNotStored is wrapped by the error Run returns when some requests ended failed
@@ -78,6 +80,9 @@ type Config struct {
 	IDs io.Writer
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// Owner is the NATS user the requests are published as (wire.Owner): they
+	// go to its requests subject, with its message ids. Anonymous by default.
+	Owner wire.Owner
 }
 
 // DefaultConfig returns the defaults: 256 requests out at once, 1000 retries each,
@@ -155,7 +160,8 @@ type Producer struct {
 	current atomic.Pointer[run]
 }
 
-// New returns a producer publishing on subject over nc. It keeps its own JetStream
+// New returns a producer publishing over nc on cfg.Owner's requests subject
+// under subject (the requests stream's bare subject). It keeps its own JetStream
 // context, whose pending acks are capped at MaxPending and time out after
 // AckTimeout. A nil log discards the logs.
 func New(nc *nats.Conn, subject string, cfg Config, log *slog.Logger) (*Producer, error) {
@@ -175,7 +181,7 @@ func New(nc *nats.Conn, subject string, cfg Config, log *slog.Logger) (*Producer
 	if err != nil {
 		return nil, fmt.Errorf("producer: open JetStream: %w", err)
 	}
-	return &Producer{nc: nc, js: js, subject: subject, cfg: cfg, log: log}, nil
+	return &Producer{nc: nc, js: js, subject: cfg.Owner.RequestSubject(subject), cfg: cfg, log: log}, nil
 }
 
 // Snapshot returns the counts of the run in progress, or of the last run once it

@@ -160,6 +160,6 @@ func (a *Answers) validate(v *validator) {
 		}
 	}
 	if a.MaxBody < 0 || a.MaxBody > MaxMaxBody {
-		v.addf("answers.max_body", "%d must be from 0 (64 KiB) to %d bytes (an answer too large for a result message is kept in the answers object store)", a.MaxBody, MaxMaxBody)
+		v.addf("answers.max_body", "%d must be from 0 (64 KiB) to %d bytes (an answer too large for a result message travels in parts)", a.MaxBody, MaxMaxBody)
 	}
 }

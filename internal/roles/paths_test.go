@@ -17,8 +17,8 @@ import (
 
 // TestRoles_BuryingAndReplayingWorkUnderTheirRoles runs, each as its own role on
 // the secured server, the paths a short clean run never takes: the worker buries a
-// request with its attempts and its keeper reconciles, the monitor reads the
-// graveyard, and the graveyard operator replays the entry.
+// request with its attempts, the keeper reconciles, the monitor reads the
+// graveyard, and the graveyard operator replays the entry as its owner's.
 func TestRoles_BuryingAndReplayingWorkUnderTheirRoles(t *testing.T) {
 	s, acc := secured(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -29,7 +29,9 @@ func TestRoles_BuryingAndReplayingWorkUnderTheirRoles(t *testing.T) {
 	req := wire.New(time.Now(), time.Minute, []byte(`{"order":1}`))
 	data, err := req.Encode()
 	require.NoError(t, err)
-	_, err = producer.JS.Publish(ctx, producer.Streams.Requests.Stream.Subjects[0], data, jetstream.WithMsgID(req.ID))
+	owner, err := wire.ParseOwner(producer.User)
+	require.NoError(t, err)
+	_, err = producer.JS.Publish(ctx, owner.RequestSubject(producer.Streams.Requests.Subject()), data, jetstream.WithMsgID(owner.MsgID(req.ID)))
 	require.NoError(t, err)
 
 	worker, refusedW := connect(t, s, acc, roles.Worker)
@@ -49,12 +51,13 @@ func TestRoles_BuryingAndReplayingWorkUnderTheirRoles(t *testing.T) {
 	g, err := graveyard.New(worker.JS, sc.Graveyard.Stream.Name, sc.Graveyard.Stream.Subjects[0])
 	require.NoError(t, err)
 	require.NoError(t, g.Bury(ctx, graveyard.Entry{
-		Reason: wire.ReasonMaxDeliveries, RequestID: req.ID, Original: msg.Data(), Stream: md.Stream, StreamSeq: md.Sequence.Stream,
+		Reason: wire.ReasonMaxDeliveries, RequestID: req.ID, Owner: owner, Original: msg.Data(), Stream: md.Stream, StreamSeq: md.Sequence.Stream,
 		Deliveries: 1, Attempts: prev, Error: "server_error", Worker: "w1", Key: "key1", BuriedAt: time.Now(),
 	}))
 	require.NoError(t, msg.DoubleAck(ctx))
 	require.NoError(t, attempts.Forget(ctx, req.ID))
-	keeper, err := settle.NewKeeper(ctx, worker.JS, sc, quiet)
+	keeperConn, refusedK := connect(t, s, acc, roles.Keeper)
+	keeper, err := settle.NewKeeper(ctx, keeperConn.JS, sc, quiet)
 	require.NoError(t, err)
 	_, err = keeper.Reconcile(ctx)
 	require.NoError(t, err)
@@ -70,14 +73,24 @@ func TestRoles_BuryingAndReplayingWorkUnderTheirRoles(t *testing.T) {
 	operator, refusedG := connect(t, s, acc, roles.Graveyard)
 	og, err := graveyard.New(operator.JS, sc.Graveyard.Stream.Name, sc.Graveyard.Stream.Subjects[0])
 	require.NoError(t, err)
-	replayed, err := graveyard.NewReplayer(og, sc.Requests.Stream.Subjects[0], time.Minute, time.Now).Replay(ctx, stored[0])
+	replayed, err := graveyard.NewReplayer(og, sc.Requests.Subject(), time.Minute, time.Now).Replay(ctx, stored[0])
 	require.NoError(t, err)
 	require.Equal(t, req.ID, replayed.ReplayOf)
+	require.Equal(t, owner, replayed.Owner, "the replay is the same user's request")
+	// The replay was stored under the owner's subject, so its result goes back to them.
+	st, err := keeperConn.JS.Stream(ctx, sc.Requests.Stream.Name)
+	require.NoError(t, err)
+	m, err := st.GetLastMsgForSubject(ctx, owner.RequestSubject(sc.Requests.Subject()))
+	require.NoError(t, err)
+	back, err := wire.DecodeFrom(sc.Requests.Subject(), m.Subject, m.Data)
+	require.NoError(t, err)
+	require.Equal(t, replayed.ID, back.ID)
+	require.Equal(t, owner, back.Owner)
 	var left int
 	require.NoError(t, og.Walk(ctx, graveyard.Filter{}, func(graveyard.Stored) bool { left++; return true }))
 	require.Zero(t, left, "the replayed entry left the graveyard")
 
-	for role, ch := range map[string]chan error{roles.Producer: refusedP, roles.Worker: refusedW, roles.Monitor: refusedM, roles.Graveyard: refusedG} {
+	for role, ch := range map[string]chan error{roles.Producer: refusedP, roles.Worker: refusedW, roles.Keeper: refusedK, roles.Monitor: refusedM, roles.Graveyard: refusedG} {
 		require.Empty(t, ch, "the server refused the %s something its job needs", role)
 	}
 }

@@ -287,7 +287,7 @@ func TestService_PrefixFromConfig(t *testing.T) {
 // The service runs as the producer role and a caller with that role uses it:
 // it receives requests and discovery on its subjects and answers on each
 // request's reply subject (allow_responses), with no permission refused.
-func TestService_RunsAsTheProducerRole(t *testing.T) {
+func TestService_RunsAsTheServiceRoleCalledByAProducer(t *testing.T) {
 	cfg, err := natsconn.LoadStreams("")
 	require.NoError(t, err)
 	acc, err := fleet.NewAccess(cfg, t.TempDir(), false, false)
@@ -320,7 +320,7 @@ func TestService_RunsAsTheProducerRole(t *testing.T) {
 	require.NoError(t, err)
 	applied.Close()
 
-	nc := connect(roles.Producer)
+	nc := connect(roles.Service)
 	fleetClient, err := client.New(nc)
 	require.NoError(t, err)
 	svc, err := service.Start(nc, fleetClient, service.Config{Logger: slog.New(slog.DiscardHandler)})

@@ -188,7 +188,7 @@ func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 	var failed []error
 	n := 0
 	for seq := st.CachedInfo().State.FirstSeq; seq > 0 && seq <= floor; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Subjects[0]))
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Filter()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -244,7 +244,7 @@ func (k *Keeper) Sweep(ctx context.Context, limit int) (int, error) {
 	var failed []error
 	n := 0
 	for range limit {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Subjects[0]))
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Filter()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			seq = 0 // end of the stream: start again from the first next time
 			break
@@ -301,8 +301,8 @@ func (k *Keeper) resolve(ctx context.Context, st jetstream.Stream, seq, deliveri
 		e.Error = why
 	}
 	var replyTo string
-	if r, err := wire.Decode(m.Data); err == nil {
-		e.RequestID, replyTo = r.ID, r.ReplyTo
+	if r, err := wire.DecodeFrom(k.cfg.Requests.Subject(), m.Subject, m.Data); err == nil {
+		e.RequestID, e.Owner, replyTo = r.ID, r.Owner, r.ReplySubject(k.cfg.Results.ReplyPrefix)
 		if e.Attempts, err = k.attempts.List(ctx, r.ID); err != nil {
 			k.log.Warn("could not read the attempts of a request given up on", "request", r.ID, "err", err)
 		}

@@ -84,7 +84,7 @@ func TestKeeper_BuriesARequestWhoseLastAttemptNoWorkerReported(t *testing.T) {
 
 	st, err := c.JS.Stream(context.Background(), c.Streams.Results.Stream.Name)
 	require.NoError(t, err)
-	m, err := st.GetLastMsgForSubject(context.Background(), wire.ResultSubject(c.Streams.Results.Prefix(), r.ID))
+	m, err := st.GetLastMsgForSubject(context.Background(), wire.ResultSubject(c.Streams.Results.Prefix(), wire.Anonymous, r.ID))
 	require.NoError(t, err, "the caller learns of it from the results stream too")
 	res, err := wire.DecodeResult(m.Data)
 	require.NoError(t, err)

@@ -2,13 +2,15 @@ package settle
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
@@ -16,19 +18,22 @@ import (
 	"github.com/ratefleet/ratefleet/wire"
 )
 
-// Results writes and finds results in the results stream. A result names the
-// stored request it ends (Result.Seq, the request's stream sequence): a request
-// that reuses an id long after an earlier one ended is a request of its own.
+// Results writes and finds results in the results stream, under each owner's
+// subjects (wire.ResultSubject). A result names the stored request it ends
+// (Result.Seq, the request's stream sequence): a request that reuses an id long
+// after an earlier one ended is a request of its own.
 //
 // A served result is always written; a buried one only while the request has no
 // result: it is published expecting the subject's last sequence it read, so a
 // served result written meanwhile (the server gave up on a delivery whose send
-// was still in flight) wins, and a reader that finds both takes the served one.
+// was still in flight) wins, and the last result of a request is its served one
+// if it has one.
 //
-// A result larger than a message may be (the server's max payload, as the
-// connection learnt it, or the results stream's max_msg_size) keeps its body in
-// the answers object store, and names it: the answer is kept whole, and the
-// request is never sent again because its result could not be written.
+// A body too large for one message (the server's max payload, as the connection
+// learnt it, or the results stream's max_msg_size) is written first in parts,
+// under the result's own subject (wire.PartSubject), then the result naming
+// them: the answer is kept whole, readable by whoever may read the result, and
+// the request is never sent again because its result could not be written.
 type Results struct {
 	js    jetstream.JetStream
 	cfg   *streams.Config
@@ -36,7 +41,7 @@ type Results struct {
 }
 
 // resultHeadroom is what a result message needs beyond its data: the subject
-// and the message id header.
+// and the headers.
 const resultHeadroom = 4 << 10
 
 // NewResults returns the results of the declarations in cfg.
@@ -48,24 +53,80 @@ func NewResults(js jetstream.JetStream, cfg *streams.Config) *Results {
 	return &Results{js: js, cfg: cfg, limit: limit - resultHeadroom}
 }
 
-// keepLarge moves the body of res to the answers object store when its result
-// would not fit in a message, and returns the result to publish.
-func (r *Results) keepLarge(ctx context.Context, res wire.Result, data []byte) ([]byte, error) {
-	if len(data) <= r.limit {
-		return data, nil
+// Of returns the result of owner's request stored at seq under id, if one is
+// written.
+func (r *Results) Of(ctx context.Context, owner wire.Owner, id string, seq uint64) (wire.Result, bool, error) {
+	res, _, err := r.last(ctx, owner, id)
+	if err != nil || res == nil || res.ID != id || res.Seq != seq {
+		return wire.Result{}, false, err
 	}
-	body := res.Bytes()
-	// A name no one can guess: only the result, read by its caller, names it.
-	name := fmt.Sprintf("%s/%d/%d/%s", wire.Token(res.ID), res.Seq, res.Delivery, nuid.Next())
-	obs, err := r.js.ObjectStore(ctx, r.cfg.Results.Answers.Bucket)
+	return *res, true, nil
+}
+
+// last returns the last result written under owner's id and its sequence in the
+// results stream, or nil and 0.
+func (r *Results) last(ctx context.Context, owner wire.Owner, id string) (*wire.Result, uint64, error) {
+	rs := r.cfg.Results
+	st, err := r.js.Stream(ctx, rs.Stream.Name)
 	if err != nil {
-		return nil, fmt.Errorf("keep the %d-byte answer of %s: open object store %s: %w", len(body), res.ID, r.cfg.Results.Answers.Bucket, err)
+		return nil, 0, fmt.Errorf("read stream %s: %w", rs.Stream.Name, err)
 	}
-	if _, err := obs.PutBytes(ctx, name, body); err != nil {
-		return nil, fmt.Errorf("keep the %d-byte answer of %s in object store %s: %w", len(body), res.ID, r.cfg.Results.Answers.Bucket, err)
+	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), owner, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
 	}
-	res.Body, res.BodyBase64, res.BodyObject, res.BodySize = "", nil, name, len(body)
-	data, err = res.Encode()
+	if err != nil {
+		return nil, 0, fmt.Errorf("look for the result of %s: %w", id, err)
+	}
+	res, err := wire.DecodeResult(m.Data)
+	if err != nil {
+		// Not one this version reads: the subject's last message all the same,
+		// never this request's result.
+		return &wire.Result{}, m.Sequence, nil
+	}
+	return &res, m.Sequence, nil
+}
+
+// Publish writes owner's served result res, and sends it to reply, when the
+// declarations allow it (the request's reply_to, or its owner's reply subject).
+// A retried publish of one delivery's result is stored once (its message id).
+func (r *Results) Publish(ctx context.Context, owner wire.Owner, reply string, res wire.Result) error {
+	data, err := res.Encode()
+	if err != nil {
+		return err
+	}
+	if len(data) > r.limit {
+		if data, err = r.parts(ctx, owner, res); err != nil {
+			return err
+		}
+	}
+	msgID := wire.ResultMsgID(owner, res.ID, res.Seq, strconv.FormatUint(res.Delivery, 10))
+	if err := r.publish(ctx, wire.ResultSubject(r.cfg.Results.Prefix(), owner, res.ID), res.ID, data, nil, jetstream.WithMsgID(msgID)); err != nil {
+		return err
+	}
+	r.reply(reply, data)
+	return nil
+}
+
+// parts writes the body of res in parts, and returns the result to publish,
+// which names them.
+func (r *Results) parts(ctx context.Context, owner wire.Owner, res wire.Result) ([]byte, error) {
+	body := res.Bytes()
+	sum := sha256.Sum256(body)
+	subject := wire.ResultSubject(r.cfg.Results.Prefix(), owner, res.ID)
+	n := 0
+	for off := 0; off < len(body); off += r.limit {
+		part := body[off:min(off+r.limit, len(body))]
+		ps := wire.PartSubject(subject, res.Seq, res.Delivery, n)
+		h := nats.Header{wire.HeaderPart: []string{strconv.Itoa(n)}}
+		if err := r.publish(ctx, ps, res.ID, part, h, jetstream.WithMsgID(ps)); err != nil {
+			return nil, fmt.Errorf("keep the %d-byte answer of %s: part %d: %w", len(body), res.ID, n, err)
+		}
+		n++
+	}
+	res.Body, res.BodyBase64 = "", nil
+	res.BodyParts, res.BodySize, res.BodyDigest = n, len(body), base64.RawURLEncoding.EncodeToString(sum[:])
+	data, err := res.Encode()
 	if err != nil {
 		return nil, err
 	}
@@ -75,62 +136,9 @@ func (r *Results) keepLarge(ctx context.Context, res wire.Result, data []byte) (
 	return data, nil
 }
 
-// Of returns the result of the request stored at seq under id, if one is
-// written.
-func (r *Results) Of(ctx context.Context, id string, seq uint64) (wire.Result, bool, error) {
-	res, _, err := r.last(ctx, id)
-	if err != nil || res == nil || res.Seq != seq {
-		return wire.Result{}, false, err
-	}
-	return *res, true, nil
-}
-
-// last returns the last result written under id and its sequence in the results
-// stream, or nil and 0.
-func (r *Results) last(ctx context.Context, id string) (*wire.Result, uint64, error) {
-	rs := r.cfg.Results
-	st, err := r.js.Stream(ctx, rs.Stream.Name)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read stream %s: %w", rs.Stream.Name, err)
-	}
-	m, err := st.GetLastMsgForSubject(ctx, wire.ResultSubject(rs.Prefix(), id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("look for the result of %s: %w", id, err)
-	}
-	res, err := wire.DecodeResult(m.Data)
-	if err != nil {
-		// Not ours to read: a result of some other version. Treat it as the
-		// subject's last message, never as this request's result.
-		return &wire.Result{}, m.Sequence, nil
-	}
-	return &res, m.Sequence, nil
-}
-
-// Publish writes a served result, and sends it to replyTo if the request has
-// one under the declared reply prefix. A retried publish of one delivery's
-// result is stored once (its message id).
-func (r *Results) Publish(ctx context.Context, replyTo string, res wire.Result) error {
-	data, err := res.Encode()
-	if err != nil {
-		return err
-	}
-	if data, err = r.keepLarge(ctx, res, data); err != nil {
-		return err
-	}
-	msgID := fmt.Sprintf("%s/%d/%d", wire.Token(res.ID), res.Seq, res.Delivery)
-	if err := r.publish(ctx, res.ID, data, jetstream.WithMsgID(msgID)); err != nil {
-		return err
-	}
-	r.reply(replyTo, data)
-	return nil
-}
-
 // Bury writes the buried result of the request e buried, unless the request
-// already has one; replyTo as for Publish.
-func (r *Results) Bury(ctx context.Context, replyTo string, e graveyard.Entry) error {
+// already has one; reply as for Publish.
+func (r *Results) Bury(ctx context.Context, reply string, e graveyard.Entry) error {
 	if e.RequestID == "" {
 		return nil // an undecodable request has no id to write a result under
 	}
@@ -148,16 +156,17 @@ func (r *Results) Bury(ctx context.Context, replyTo string, e graveyard.Entry) e
 	if err != nil {
 		return err
 	}
+	subject := wire.ResultSubject(r.cfg.Results.Prefix(), e.Owner, e.RequestID)
+	msgID := wire.ResultMsgID(e.Owner, e.RequestID, e.StreamSeq, "buried")
 	for range 3 {
-		prev, lastSeq, err := r.last(ctx, e.RequestID)
+		prev, lastSeq, err := r.last(ctx, e.Owner, e.RequestID)
 		if err != nil {
 			return err
 		}
-		if prev != nil && prev.Seq == e.StreamSeq && prev.ID == e.RequestID {
+		if prev != nil && prev.ID == e.RequestID && prev.Seq == e.StreamSeq {
 			return nil // it has its result: a served one is never replaced
 		}
-		msgID := fmt.Sprintf("%s/%d/buried", wire.Token(e.RequestID), e.StreamSeq)
-		err = r.publish(ctx, e.RequestID, data, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(lastSeq))
+		err = r.publish(ctx, subject, e.RequestID, data, nil, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(lastSeq))
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			continue // a result came meanwhile: read it
@@ -165,19 +174,21 @@ func (r *Results) Bury(ctx context.Context, replyTo string, e graveyard.Entry) e
 		if err != nil {
 			return err
 		}
-		r.reply(replyTo, data)
+		r.reply(reply, data)
 		return nil
 	}
 	return fmt.Errorf("publish the buried result of %s: results kept arriving under its id", e.RequestID)
 }
 
-func (r *Results) publish(ctx context.Context, id string, data []byte, opts ...jetstream.PublishOpt) error {
-	subject := wire.ResultSubject(r.cfg.Results.Prefix(), id)
+func (r *Results) publish(ctx context.Context, subject, id string, data []byte, h nats.Header, opts ...jetstream.PublishOpt) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, ackTimeout)
 		msg := nats.NewMsg(subject)
 		msg.Data = data
+		for k, v := range h {
+			msg.Header[k] = v
+		}
 		_, err = r.js.PublishMsg(pctx, msg, opts...)
 		cancel()
 		var apiErr *jetstream.APIError
@@ -195,16 +206,11 @@ func (r *Results) publish(ctx context.Context, id string, data []byte, opts ...j
 	return nil
 }
 
-// reply sends a result to the request's reply subject, if it has one the
-// declarations allow. A caller that missed it finds the result in the stream.
+// reply sends a result to subject, if the declarations allow it. A caller that
+// missed it finds the result in the stream.
 func (r *Results) reply(subject string, data []byte) {
-	if subject == "" || !r.ReplyAllowed(subject) {
+	if subject == "" || !strings.HasPrefix(subject, r.cfg.Results.ReplyPrefix) {
 		return
 	}
 	_ = r.js.Conn().Publish(subject, data)
-}
-
-// ReplyAllowed reports whether a request may have its result sent to subject.
-func (r *Results) ReplyAllowed(subject string) bool {
-	return strings.HasPrefix(subject, r.cfg.Results.ReplyPrefix)
 }

@@ -61,14 +61,14 @@ func TestResults_AServedResultIsNeverReplacedByABuriedOne(t *testing.T) {
 			c, rs, cl := resultsEnv(t)
 			ctx := context.Background()
 			if tt.servedFirst {
-				require.NoError(t, rs.Publish(ctx, "", served))
+				require.NoError(t, rs.Publish(ctx, wire.Anonymous, "", served))
 				require.NoError(t, rs.Bury(ctx, "", entry))
 			} else {
 				require.NoError(t, rs.Bury(ctx, "", entry))
-				require.NoError(t, rs.Publish(ctx, "", served))
+				require.NoError(t, rs.Publish(ctx, wire.Anonymous, "", served))
 			}
 			require.Equal(t, tt.want, countResults(t, c))
-			got, ok, err := rs.Of(ctx, "order-1", 7)
+			got, ok, err := rs.Of(ctx, wire.Anonymous, "order-1", 7)
 			require.NoError(t, err)
 			require.True(t, ok)
 			require.Equal(t, wire.Served, got.Outcome, "the worker's lookup finds the served result")
@@ -88,14 +88,14 @@ func TestResults_AServedResultIsNeverReplacedByABuriedOne(t *testing.T) {
 func TestResults_ABurialOfARequestThatReusedAnIDIsWritten(t *testing.T) {
 	c, rs, _ := resultsEnv(t)
 	ctx := context.Background()
-	require.NoError(t, rs.Publish(ctx, "", wire.Result{ID: "x", Seq: 1, Outcome: wire.Served, Delivery: 1, At: time.Now()}))
+	require.NoError(t, rs.Publish(ctx, wire.Anonymous, "", wire.Result{ID: "x", Seq: 1, Outcome: wire.Served, Delivery: 1, At: time.Now()}))
 	require.NoError(t, rs.Bury(ctx, "", graveyard.Entry{RequestID: "x", StreamSeq: 9, Reason: wire.ReasonExpired, Deliveries: 1, BuriedAt: time.Now()}))
 	require.Equal(t, uint64(2), countResults(t, c))
-	got, ok, err := rs.Of(ctx, "x", 9)
+	got, ok, err := rs.Of(ctx, wire.Anonymous, "x", 9)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, wire.ReasonExpired, got.Reason)
-	_, ok, err = rs.Of(ctx, "x", 3)
+	_, ok, err = rs.Of(ctx, wire.Anonymous, "x", 3)
 	require.NoError(t, err)
 	require.False(t, ok, "no result of a request stored at another sequence")
 }

@@ -88,6 +88,15 @@ type Delivery struct {
 	Key string
 }
 
+// replyTo returns where a request's result is sent besides the results stream:
+// its reply_to, or its owner's reply subject.
+func (s *Settler) replyTo(req wire.Request) string {
+	if req.ID == "" {
+		return ""
+	}
+	return req.ReplySubject(s.cfg.Streams.Results.ReplyPrefix)
+}
+
 // last reports whether this is the request's last allowed delivery.
 func (s *Settler) last(d Delivery) bool {
 	return int(d.Meta.NumDelivered) >= s.cfg.Streams.Requests.Consumer.MaxDeliver
@@ -103,7 +112,7 @@ func (s *Settler) Earlier(ctx context.Context, d Delivery) (wire.Result, bool) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
-	r, ok, err := s.results.Of(ctx, d.Req.ID, d.Meta.Sequence.Stream)
+	r, ok, err := s.results.Of(ctx, d.Req.Owner, d.Req.ID, d.Meta.Sequence.Stream)
 	if err != nil {
 		s.cfg.Log.Warn("could not look for an earlier result; sending the request", "request", d.Req.ID, "err", err)
 		return wire.Result{}, false
@@ -116,7 +125,7 @@ func (s *Settler) Earlier(ctx context.Context, d Delivery) (wire.Result, bool) {
 // again later, and a later delivery that finds a result is not sent again.
 func (s *Settler) Serve(ctx context.Context, d Delivery, res wire.Result) {
 	res.Outcome, res.Seq = wire.Served, d.Meta.Sequence.Stream
-	if err := s.results.Publish(ctx, d.Req.ReplyTo, res); err != nil {
+	if err := s.results.Publish(ctx, d.Req.Owner, s.replyTo(d.Req), res); err != nil {
 		s.cfg.Log.Error("the upstream answered but its result could not be written; the request is not acknowledged", "request", d.Req.ID, "err", err)
 		_ = d.Msg.NakWithDelay(time.Second)
 		return
@@ -211,7 +220,7 @@ func (s *Settler) Bury(ctx context.Context, d Delivery, reason, why string, atte
 	defer cancel()
 	e := graveyard.Entry{
 		Reason: reason, RequestID: d.Req.ID, Original: d.Msg.Data(),
-		Stream: d.Meta.Stream, StreamSeq: d.Meta.Sequence.Stream, Stored: d.Meta.Timestamp, Deliveries: d.Meta.NumDelivered,
+		Owner: d.Req.Owner, Stream: d.Meta.Stream, StreamSeq: d.Meta.Sequence.Stream, Stored: d.Meta.Timestamp, Deliveries: d.Meta.NumDelivered,
 		Attempts: attempts, Error: why, Worker: s.cfg.Worker, Key: d.Key, BuriedAt: s.cfg.Now(),
 	}
 	if err := s.grave.Bury(ctx, e); err != nil {
@@ -221,7 +230,7 @@ func (s *Settler) Bury(ctx context.Context, d Delivery, reason, why string, atte
 		return
 	}
 	s.cfg.Count(d.Key, reason)
-	if err := s.results.Bury(ctx, d.Req.ReplyTo, e); err != nil {
+	if err := s.results.Bury(ctx, s.replyTo(d.Req), e); err != nil {
 		// Buried, so a later delivery would bury it again (once): the caller
 		// learns of it from the graveyard.
 		s.cfg.Log.Error("buried request's result could not be written", "request", d.Req.ID, "err", err)

@@ -197,6 +197,12 @@ type soak struct {
 	pub, keys *natsconn.Conn  // as the producer and as a worker
 }
 
+// requests returns the requests subject of the soak's producer user, the only
+// one it may publish on.
+func (s *soak) requests() string {
+	return wire.Owner(s.pub.User).RequestSubject(s.f.Conn.Streams.Requests.Subject())
+}
+
 func (s *soak) connect(ctx context.Context, role string) (*natsconn.Conn, error) {
 	c, err := s.f.Access.Connection(s.f.URL(), role)
 	if err != nil {
@@ -296,7 +302,7 @@ func (s *soak) apply(ctx context.Context, kind string) (string, time.Time, error
 	case FaultOversize:
 		size := int(f.Conn.Streams.Requests.Stream.MaxMsgSize)
 		_, big := padded(size + 1)
-		_, err := s.pub.JS.Publish(ctx, f.Conn.Streams.Requests.Stream.Subjects[0], big)
+		_, err := s.pub.JS.Publish(ctx, s.requests(), big)
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) {
 			return "", time.Time{}, fmt.Errorf("the requests stream did not refuse a request above its max_msg_size as such: %v", err)
@@ -305,13 +311,13 @@ func (s *soak) apply(ctx context.Context, kind string) (string, time.Time, error
 		r, largest := padded(size)
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if _, err := s.pub.JS.Publish(pctx, f.Conn.Streams.Requests.Stream.Subjects[0], largest); err != nil {
+		if _, err := s.pub.JS.Publish(pctx, s.requests(), largest); err != nil {
 			return "", time.Time{}, fmt.Errorf("publish a request of the largest size: %w", err)
 		}
 		s.own[r.ID] = true
 		return fmt.Sprintf("%d bytes refused by the stream (%s); one of %d bytes, the largest allowed, stored", size+1, apiErr.Description, size), time.Time{}, nil
 	case FaultMalformed:
-		_, err := s.pub.JS.Publish(ctx, f.Conn.Streams.Requests.Stream.Subjects[0], []byte(`{"v":1,"id":`))
+		_, err := s.pub.JS.Publish(ctx, s.requests(), []byte(`{"v":1,"id":`))
 		return "a truncated JSON record", time.Time{}, err
 	case FaultUnusableKey:
 		st, err := keystate.Open(ctx, s.keys.JS, f.Conn.Streams.KV.KeyState.Bucket)
@@ -465,7 +471,7 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 	}
 	state := req.CachedInfo().State
 	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; {
-		m, err := req.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(sc.Requests.Stream.Subjects[0]))
+		m, err := req.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(sc.Requests.Stream.Filter()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}

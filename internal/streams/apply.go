@@ -94,54 +94,7 @@ func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (R
 		}
 		res = append(res, Change{"kv", b.bucket.Bucket, a})
 	}
-	a, err = applyObjectStore(ctx, js, c.Results.Answers, dry)
-	if err != nil {
-		return res, err
-	}
-	res = append(res, Change{"object store", c.Results.Answers.Bucket, a})
 	return res, nil
-}
-
-// applyObjectStore creates the object store b declares, or brings its limits
-// in line.
-func applyObjectStore(ctx context.Context, js jetstream.JetStream, b Bucket, dry bool) (Action, error) {
-	want := jetstream.ObjectStoreConfig{
-		Bucket: b.Bucket, Storage: storageType(b.Storage), Replicas: b.Replicas, TTL: b.MaxAge, MaxBytes: unlimited(b.MaxBytes),
-	}
-	obs, err := js.ObjectStore(ctx, b.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		if !dry {
-			if _, err := js.CreateObjectStore(ctx, want); err != nil {
-				return "", fmt.Errorf("create object store %s: %w", b.Bucket, err)
-			}
-		}
-		return Created, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up object store %s: %w", b.Bucket, err)
-	}
-	st, err := obs.Status(ctx)
-	if err != nil {
-		return "", fmt.Errorf("read object store %s: %w", b.Bucket, err)
-	}
-	if st.Storage() != want.Storage {
-		return "", fmt.Errorf("object store %s exists with storage %s, but streams.yaml needs %s: %w; "+
-			"delete it (nats object del %s) while no worker runs, and run again", b.Bucket, st.Storage(), want.Storage, ErrIncompatible, b.Bucket)
-	}
-	info, err := js.Stream(ctx, "OBJ_"+b.Bucket)
-	if err != nil {
-		return "", fmt.Errorf("read object store %s: %w", b.Bucket, err)
-	}
-	if st.Replicas() == want.Replicas && st.TTL() == want.TTL && unlimited(info.CachedInfo().Config.MaxBytes) == want.MaxBytes {
-		return Unchanged, nil
-	}
-	if dry {
-		return Updated, nil
-	}
-	if _, err := js.UpdateObjectStore(ctx, want); err != nil {
-		return "", fmt.Errorf("update object store %s: %w", b.Bucket, err)
-	}
-	return Updated, nil
 }
 
 func storageType(s string) jetstream.StorageType {
@@ -182,6 +135,7 @@ func (s Stream) streamConfig() jetstream.StreamConfig {
 		MaxMsgsPerSubject: unlimited(s.MaxMsgsPerSubject),
 		Discard:           discard,
 		Duplicates:        s.DuplicateWindow,
+		AllowDirect:       s.AllowDirect,
 	}
 }
 
@@ -215,6 +169,7 @@ func applyStream(ctx context.Context, js jetstream.JetStream, s Stream, dry bool
 	merged.MaxMsgSize = want.MaxMsgSize
 	merged.MaxMsgsPerSubject = want.MaxMsgsPerSubject
 	merged.Discard = want.Discard
+	merged.AllowDirect = want.AllowDirect
 	if want.Duplicates > 0 {
 		merged.Duplicates = want.Duplicates
 	}
@@ -233,7 +188,8 @@ func applyStream(ctx context.Context, js jetstream.JetStream, s Stream, dry bool
 func sameStream(a, b jetstream.StreamConfig) bool {
 	return slices.Equal(a.Subjects, b.Subjects) && a.Replicas == b.Replicas && a.MaxMsgs == b.MaxMsgs &&
 		a.MaxBytes == b.MaxBytes && a.MaxAge == b.MaxAge && a.MaxMsgSize == b.MaxMsgSize &&
-		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard && a.Duplicates == b.Duplicates
+		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard && a.Duplicates == b.Duplicates &&
+		a.AllowDirect == b.AllowDirect
 }
 
 func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer, dry bool) (Action, error) {

@@ -44,10 +44,6 @@ type Results struct {
 	// ending in a dot: a request cannot reply into $JS., $KV. or the fleet's own
 	// subjects.
 	ReplyPrefix string `yaml:"reply_prefix"`
-	// Answers is the object store that keeps an answer too large for a result
-	// message: the result then names the object (Result.BodyObject) and the
-	// client reads it from here.
-	Answers Bucket `yaml:"answers"`
 }
 
 // Prefix returns the results subject without its final wildcard, ending in a
@@ -59,10 +55,22 @@ func (r Results) Prefix() string {
 	return strings.TrimSuffix(r.Stream.Subjects[0], ">")
 }
 
-// Requests declares the work queue and the consumer the workers share.
+// Requests declares the work queue and the consumer the workers share. Its
+// stream has two subjects: the bare one (Subject), for requests of no owner,
+// and Subject.*, whose last token names the user that published the request
+// (see wire.Owner).
 type Requests struct {
 	Stream   Stream   `yaml:"stream"`
 	Consumer Consumer `yaml:"consumer"`
+}
+
+// Subject returns the bare requests subject, "ratefleet.requests": a user
+// publishes on Subject.<user> (wire.Owner.RequestSubject).
+func (r Requests) Subject() string {
+	if len(r.Stream.Subjects) == 0 {
+		return ""
+	}
+	return r.Stream.Subjects[0]
 }
 
 // Graveyard declares the stream of requests given up on and the stream that keeps
@@ -101,6 +109,19 @@ type Stream struct {
 	MaxMsgsPerSubject int64         `yaml:"max_msgs_per_subject"`
 	Discard           string        `yaml:"discard"`
 	DuplicateWindow   time.Duration `yaml:"duplicate_window"`
+	// AllowDirect answers $JS.API.DIRECT.GET requests: a caller reads its
+	// result by the subject-named form, the only read NATS permissions can
+	// confine to the caller's own subjects.
+	AllowDirect bool `yaml:"allow_direct"`
+}
+
+// Filter returns the one subject filter that matches every message of the
+// stream: its subject, or > when it has several.
+func (s Stream) Filter() string {
+	if len(s.Subjects) == 1 {
+		return s.Subjects[0]
+	}
+	return ">"
 }
 
 // Consumer declares the workers' durable pull consumer.
@@ -162,6 +183,13 @@ func (c *Config) Validate() error {
 	if c.Requests.Stream.Discard != "new" {
 		v.addf("requests.stream.discard", "is %q; use `new` so a full queue refuses new requests (the producer backs off) instead of silently dropping old ones", c.Requests.Stream.Discard)
 	}
+	if rs := c.Requests.Stream.Subjects; len(rs) != 2 || strings.ContainsAny(rs[0], "*>") || rs[1] != rs[0]+".*" {
+		base := "ratefleet.requests"
+		if len(rs) > 0 && !strings.ContainsAny(rs[0], "*>") {
+			base = rs[0]
+		}
+		v.addf("requests.stream.subjects", "%q must be [%s, %s.*]: a request published on %s.<user> belongs to that NATS user, and only that user may read its result and reply (docs/security.md); %s takes requests of no user, on a server without users", rs, base, base, base, base)
+	}
 	if c.Requests.Stream.DuplicateWindow <= 0 {
 		v.addf("requests.stream.duplicate_window", "must be positive (for example 2m) so a retried publish is stored once")
 	}
@@ -210,7 +238,7 @@ func (c *Config) Validate() error {
 	if c.KV.Attempts.MaxBytes <= 0 {
 		v.addf("kv.attempts.max_bytes", "must be set (for example 67108864): every request that fails once writes here, and a crash can leave its log behind until max_age")
 	}
-	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays, "results.answers": c.Results.Answers} {
+	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays} {
 		if b.LeaseTTL != 0 {
 			v.addf(field+".lease_ttl", "applies to kv.leases only; remove it")
 		}
@@ -227,7 +255,6 @@ func (c *Config) Validate() error {
 		"results.stream": c.Results.Stream.Name,
 		"kv.leases":      "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
 		"kv.attempts": "KV_" + c.KV.Attempts.Bucket, "kv.replays": "KV_" + c.KV.Replays.Bucket,
-		"results.answers": "OBJ_" + c.Results.Answers.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
 			a, b := min(field, other), max(field, other)
@@ -280,15 +307,15 @@ func (v *validator) results(c *Config) {
 	r := c.Results
 	v.stream("results.stream", r.Stream, "limits")
 	if len(r.Stream.Subjects) != 1 || !strings.HasSuffix(r.Stream.Subjects[0], ".>") {
-		v.addf("results.stream.subjects", "%q must be one subject ending in .> (the last token is the request id, encoded)", r.Stream.Subjects)
+		v.addf("results.stream.subjects", "%q must be one subject ending in .> (then the owner's token and the request id's, encoded)", r.Stream.Subjects)
+	}
+	if !r.Stream.AllowDirect {
+		v.addf("results.stream.allow_direct", "must be true: a caller reads its own results by direct get, the one read NATS permissions can confine to its subjects")
 	}
 	if r.Stream.MaxAge <= 0 || r.Stream.MaxBytes <= 0 {
 		v.addf("results.stream", "max_age and max_bytes must be positive: results are kept for a bounded time and size (for example 24h and 1073741824)")
 	}
-	v.bucket("results.answers", r.Answers)
-	if r.Answers.MaxAge <= 0 || r.Answers.MaxBytes <= 0 {
-		v.addf("results.answers", "max_age and max_bytes must be positive: large answers are kept for a bounded time and size (for example 24h and 4294967296)")
-	}
+
 	if r.Stream.Discard != "old" {
 		v.addf("results.stream.discard", "is %q; use `old`: a full results stream drops its oldest results, never a new one", r.Stream.Discard)
 	}

@@ -106,7 +106,7 @@ func TestApply_TwiceChangesNothing(t *testing.T) {
 
 	first, err := c.Apply(ctx, js)
 	require.NoError(t, err)
-	require.Len(t, first, 11)
+	require.Len(t, first, 10)
 	for _, ch := range first {
 		require.Equal(t, streams.Created, ch.Action, ch.Name)
 	}

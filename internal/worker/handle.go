@@ -3,8 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +34,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	d := settle.Delivery{Msg: msg, Meta: md, Key: s.key.Name()}
-	d.Req, err = wire.Decode(msg.Data())
+	d.Req, err = wire.DecodeFrom(w.cfg.Streams.Requests.Subject(), msg.Subject(), msg.Data())
 	if err == nil {
 		err = s.check(d.Req)
 	}
@@ -195,8 +193,8 @@ func (s *session) check(req wire.Request) error {
 			return err
 		}
 	}
-	if rp := s.w.cfg.Streams.Results.ReplyPrefix; req.ReplyTo != "" && !strings.HasPrefix(req.ReplyTo, rp) {
-		return fmt.Errorf("reply_to %q is outside the declared reply prefix %q (streams.yaml results.reply_prefix)", req.ReplyTo, rp)
+	if err := req.CheckReply(s.w.cfg.Streams.Results.ReplyPrefix); err != nil {
+		return err
 	}
 	_, err := p.Weight(req.Weight)
 	return err

@@ -22,7 +22,7 @@ import (
 
 // On a server with a stock 1 MiB max payload, an upstream answering 1.5 MiB:
 // each request is sent once, and its caller gets the whole answer (kept in the
-// answers object store). Before, the result's publish failed, the request was
+// results stream, in parts). Before, the result's publish failed, the request was
 // sent again at every delivery and buried with its answer lost.
 func TestWorkers_AnAnswerLargerThanAMessageIsKeptWholeAndSentOnce(t *testing.T) {
 	const size = 3 << 19 // 1.5 MiB

@@ -76,7 +76,7 @@ func results(t *testing.T, env *testenv.Env) []wire.Result {
 		require.NoError(t, err)
 		r, err := wire.DecodeResult(m.Data)
 		require.NoError(t, err)
-		require.Equal(t, wire.ResultSubject(env.Conn.Streams.Results.Prefix(), r.ID), m.Subject)
+		require.Equal(t, wire.ResultSubject(env.Conn.Streams.Results.Prefix(), wire.Anonymous, r.ID), m.Subject)
 		out = append(out, r)
 	}
 	return out

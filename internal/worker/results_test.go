@@ -21,7 +21,7 @@ func resultsOf(t *testing.T, env *testenv.Env, id string) []wire.Result {
 	ctx := context.Background()
 	rs := env.Conn.Streams.Results
 	cons, err := env.Conn.JS.OrderedConsumer(ctx, rs.Stream.Name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{wire.ResultSubject(rs.Prefix(), id)},
+		FilterSubjects: []string{wire.ResultSubject(rs.Prefix(), wire.Anonymous, id)},
 	})
 	require.NoError(t, err)
 	var out []wire.Result
