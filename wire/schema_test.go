@@ -159,3 +159,65 @@ func keys(m map[string]any) []string {
 	slices.Sort(out)
 	return out
 }
+
+// resultSchemaPath is the published format of the result record.
+const resultSchemaPath = "../docs/result.schema.json"
+
+// TestResultSchema_AgreesWithTheRecord checks docs/result.schema.json against
+// the code: every result the code writes is valid, results it cannot have are
+// not, every reason is listed, and the schema names exactly the record's fields.
+func TestResultSchema_AgreesWithTheRecord(t *testing.T) {
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	s, err := c.Compile(resultSchemaPath)
+	require.NoError(t, err)
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	served := wire.Result{ID: "order-1", Seq: 7, Outcome: wire.Served, Status: 200, Header: map[string][]string{"Content-Type": {"application/json"}},
+		Key: "key1", Worker: "w1", Delivery: 1, At: at}
+	served.SetBody([]byte(`{"ok":true}`))
+	binary := served
+	binary.SetBody([]byte{0xff, 0xfe})
+	parts := served
+	parts.Body, parts.BodyParts, parts.BodySize, parts.BodyDigest = "", 3, 2500000, "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+	valid := map[string]wire.Result{"served": served, "a binary body": binary, "a body in parts": parts}
+	for _, reason := range wire.Reasons() {
+		valid["buried "+reason] = wire.Result{ID: "order-2", Seq: 9, Outcome: wire.Buried, Reason: reason, Error: "why", Delivery: 5, At: at}
+	}
+	for name, r := range valid {
+		b, err := r.Encode()
+		require.NoError(t, err, name)
+		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(string(b)))
+		require.NoError(t, err)
+		require.NoError(t, s.Validate(doc), "%s: %s", name, b)
+		back, err := wire.DecodeResult(b)
+		require.NoError(t, err)
+		require.Equal(t, r.ID, back.ID)
+	}
+	for _, bad := range []struct{ name, record string }{
+		{"no id", `{"v":1,"outcome":"served","delivery":1,"at":"2030-01-02T03:04:05Z"}`},
+		{"an outcome it cannot have", `{"v":1,"id":"a","outcome":"lost","delivery":1,"at":"2030-01-02T03:04:05Z"}`},
+		{"buried without a reason", `{"v":1,"id":"a","outcome":"buried","delivery":1,"at":"2030-01-02T03:04:05Z"}`},
+		{"a body both inline and in parts", `{"v":1,"id":"a","outcome":"served","body":"x","body_parts":2,"body_size":5,"body_digest":"47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU","delivery":1,"at":"2030-01-02T03:04:05Z"}`},
+		{"an unknown field", `{"v":1,"id":"a","outcome":"served","delivery":1,"at":"2030-01-02T03:04:05Z","x":1}`},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			doc, err := jsonschema.UnmarshalJSON(strings.NewReader(bad.record))
+			require.NoError(t, err)
+			require.Error(t, s.Validate(doc), "the schema takes it")
+		})
+	}
+	raw, err := os.ReadFile(resultSchemaPath)
+	require.NoError(t, err)
+	var doc struct {
+		Properties map[string]struct {
+			Enum []string `json:"enum"`
+		} `json:"properties"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	props := map[string]any{}
+	for k := range doc.Properties {
+		props[k] = nil
+	}
+	require.Equal(t, jsonFields(reflect.TypeFor[wire.Result]()), keys(props))
+	require.ElementsMatch(t, wire.Reasons(), doc.Properties["reason"].Enum, "every reason a request is buried with")
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,8 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		useTLS   = fs.Bool("tls", false, "make the embedded NATS require TLS and client certificates from a throwaway CA")
 		nkeys    = fs.Bool("nkeys", false, "give each role's NATS user an NKey instead of a random password")
 		prof     = fs.String("profile", "reference", "the upstream's shape: reference, signed, per-minute, or a profile file")
+		ttl      = fs.Duration("ttl", 0, "the requests' time to live (default: the producer's, 1s)")
+		outage   = fs.Duration("outage", 0, "make the simulator be down for this long from its start, answering 503 at once: an upstream outage")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -67,10 +70,21 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer setup.Close()
+	if *ttl < 0 || *outage < 0 {
+		return cmd.Usage(fmt.Errorf("--ttl %s and --outage %s must not be negative", *ttl, *outage))
+	}
+	producerArgs := []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}
+	if *ttl > 0 {
+		producerArgs = append(producerArgs, "--ttl", ttl.String())
+	}
+	exchangeArgs := setup.ExchangeArgs
+	if *outage > 0 {
+		exchangeArgs = append(slices.Clone(exchangeArgs), "--down-for", outage.String())
+	}
 	f, err := fleet.Up(ctx, fleet.Config{
-		Keys: setup.Keys, Profile: setup.Profile, ExchangeArgs: setup.ExchangeArgs,
+		Keys: setup.Keys, Profile: setup.Profile, ExchangeArgs: exchangeArgs,
 		Bin: *bin, Workers: *workers, Duration: *duration, Drain: *drain,
-		ProducerArgs: []string{"--shape", *shape, "--rate", fmt.Sprint(*rate)}, WorkerArgs: []string{"--limiter", *limiter},
+		ProducerArgs: producerArgs, WorkerArgs: []string{"--limiter", *limiter},
 		Monitor: *monitor, MonitorInterval: *interval, MonitorHTTP: *web, Out: stdout, Logs: logOut, Logger: log,
 		TLS: *useTLS, NKeys: *nkeys, Cluster: *cluster,
 	})

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,4 +62,40 @@ func TestWorkers_AnAnswerLargerThanAMessageIsKeptWholeAndSentOnce(t *testing.T) 
 	}
 	waitDrained(t, env, 10*time.Second)
 	require.Equal(t, int64(n), sends.Load(), "each request sent once")
+}
+
+// An LLM-like upstream answering in 3 to 8 s, with the ack wait at its default
+// (10 s) and a request timeout above it: every request is sent exactly once.
+// The message stays in progress for the whole send, so no delivery repeats it.
+func TestWorkers_ASlowUpstreamGetsEveryRequestExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("answers take up to 8 s")
+	}
+	var mu sync.Mutex
+	sends := map[string]int{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		mu.Lock()
+		sends[id]++
+		n := len(sends)
+		mu.Unlock()
+		time.Sleep(3*time.Second + time.Duration(n%6)*time.Second) // 3 to 8 s
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"completion":"…"}`))
+	}))
+	t.Cleanup(up.Close)
+	env := testenv.Start(t, testenv.Options{})
+	require.Equal(t, 10*time.Second, env.Conn.Streams.Requests.Consumer.AckWait, "the default ack wait")
+	p := loadProfile(t, profile.PerMinuteYAML, up.URL, profile.Rule{Limit: 600, Window: time.Minute})
+	startProfiledTimeout(t, env, 1, exchange.DefaultKeys()[:1], p, limiter.Config{MaxDelay: 50 * time.Millisecond}, 20*time.Second)
+
+	ids := publishRequests(t, env, 16, 2*time.Minute)
+	waitDrained(t, env, 60*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, sends, len(ids))
+	for id, n := range sends {
+		require.Equal(t, 1, n, "request %s sent %d times", id, n)
+	}
+	require.Empty(t, graveyardEntries(t, env))
 }

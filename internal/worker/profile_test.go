@@ -42,6 +42,12 @@ func loadProfile(t *testing.T, doc, baseURL string, rules ...profile.Rule) *prof
 // startProfiled runs n workers sending through profile p until the test ends.
 func startProfiled(t *testing.T, env *testenv.Env, n int, ks []keys.Key, p *profile.Profile, lc limiter.Config) {
 	t.Helper()
+	startProfiledTimeout(t, env, n, ks, p, lc, 2*time.Second)
+}
+
+// startProfiledTimeout is startProfiled with the workers' request timeout.
+func startProfiledTimeout(t *testing.T, env *testenv.Env, n int, ks []keys.Key, p *profile.Profile, lc limiter.Config, timeout time.Duration) {
+	t.Helper()
 	require.NoError(t, p.CheckKeys(ks))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -49,7 +55,7 @@ func startProfiled(t *testing.T, env *testenv.Env, n int, ks []keys.Key, p *prof
 	factory, err := worker.NewPacerFactory("adaptive", p.LimiterConfig(lc))
 	require.NoError(t, err)
 	for i := range n {
-		up, err := upstream.NewProfile(p, 2*time.Second, 32, nil)
+		up, err := upstream.NewProfile(p, timeout, 32, nil)
 		require.NoError(t, err)
 		t.Cleanup(up.Close)
 		w, err := worker.New(ctx, env.Conn.JS, worker.Config{
