@@ -98,7 +98,10 @@ func (s *soak) partition(ctx context.Context, kind string, d time.Duration) erro
 	var detail string
 	switch kind {
 	case FaultMinority, FaultLeader:
-		node, leads := s.target(ctx, kind)
+		node, leads, err := s.target(ctx, kind)
+		if err != nil {
+			return err
+		}
 		if err := c.Isolate(node); err != nil {
 			return err
 		}
@@ -139,38 +142,48 @@ func (s *soak) partition(ctx context.Context, kind string, d time.Duration) erro
 	return err
 }
 
-// target picks the node to isolate: for FaultLeader the requests stream's leader
-// (the meta leader when it cannot be told); for FaultMinority a node leading
-// neither, at random. It also says what the node leads.
-func (s *soak) target(ctx context.Context, kind string) (int, string) {
-	leads := s.leads(ctx)
+// target picks the node to isolate: for FaultLeader the requests stream's leader,
+// for FaultMinority a node leading neither it nor the meta group, at random. It
+// also says what the node leads. Right after a heal the cluster may still be
+// electing: it asks again until the requests stream's leader is known, and
+// fails after targetWait rather than isolate a node at random.
+func (s *soak) target(ctx context.Context, kind string) (int, string, error) {
 	requests := s.f.Conn.Streams.Requests.Stream.Name
-	var leaders, minors []int
-	for i := range s.f.Cluster.Nodes {
-		switch {
-		case slices.Contains(leads[i], requests):
-			leaders = append(leaders, i)
-		case !slices.Contains(leads[i], "meta"):
-			minors = append(minors, i)
+	deadline := time.Now().Add(targetWait)
+	for {
+		leads := s.leads(ctx)
+		var leaders, minors []int
+		for i := range s.f.Cluster.Nodes {
+			switch {
+			case slices.Contains(leads[i], requests):
+				leaders = append(leaders, i)
+			case !slices.Contains(leads[i], "meta"):
+				minors = append(minors, i)
+			}
+		}
+		picks := minors
+		if kind == FaultLeader {
+			picks = leaders
+		}
+		if len(leaders) == 1 && len(picks) > 0 {
+			node := picks[s.rng.IntN(len(picks))]
+			what := strings.Join(leads[node], ", ")
+			if what == "" {
+				what = "nothing"
+			}
+			return node, what, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, "", fmt.Errorf("no leader of %s known after %s", requests, targetWait)
+		}
+		if err := fleet.Sleep(ctx, 500*time.Millisecond); err != nil {
+			return 0, "", err
 		}
 	}
-	if m := s.f.Cluster.MetaLeader(); len(leaders) == 0 && m >= 0 {
-		leaders = []int{m}
-	}
-	picks := minors
-	if kind == FaultLeader {
-		picks = leaders
-	}
-	if len(picks) == 0 { // nothing known: any node
-		picks = []int{0, 1, 2}
-	}
-	node := picks[s.rng.IntN(len(picks))]
-	what := strings.Join(leads[node], ", ")
-	if what == "" {
-		what = "nothing"
-	}
-	return node, what
 }
+
+// targetWait bounds target's wait for the cluster to know its leaders.
+const targetWait = 30 * time.Second
 
 // leads returns what each node leads: the meta group, the streams (KV buckets
 // included) and the work queue's consumer.
