@@ -14,7 +14,7 @@ DURATION    ?= 60s
 BENCH_TIME  ?= 60s
 FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint mutation run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster bench-soak clean
+.PHONY: all build test test-short lint mutation run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster bench-soak bench-partition clean
 
 all: build
 
@@ -92,3 +92,12 @@ bench-cluster: build
 SOAK_TIME   ?= 10m
 bench-soak: build
 	$(BIN)/fleet soak --bin $(BIN) --duration $(SOAK_TIME)
+
+# The partition soak (minutes; not part of `make test` or `make bench`): the seed
+# load on a three-node cluster whose routes run through TCP proxies, with random
+# partitions (a minority node cut off, the leader isolated, a flapping link, a
+# delayed link), then an audit of every request id. PARTITION_SEED replays a run.
+PARTITION_TIME ?= 10m
+PARTITION_SEED ?=
+bench-partition: build
+	$(BIN)/fleet partition --bin $(BIN) --duration $(PARTITION_TIME) $(if $(PARTITION_SEED),--seed $(PARTITION_SEED))

@@ -34,13 +34,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return cli.Dispatch(ctx, "fleet", "", args, stdout, stderr,
 		func(ctx context.Context, args []string) error { return runFleet(ctx, args, stdout, stderr) },
 		sub("bench", benchCmd), sub("delays", delays), sub("failover", failover), sub("scale", scale),
-		sub("chaos", chaos), sub("soak", soakCmd), sub("nats", natsServer))
+		sub("chaos", chaos), sub("soak", soakCmd), sub("partition", partition), sub("nats", natsServer))
 }
 
 // runFleet runs the whole fleet on this machine and prints what happened to
 // every request.
 func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
+	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet partition  the conservation soak under network partitions of a three-node cluster\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
 	fs := cmd.Flags
 	bin, logs := runFlags(fs)
 	var (
@@ -254,6 +254,49 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	return err
+}
+
+func partition(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("fleet partition", "Partition soak: the seed load on an embedded three-node NATS cluster (R3) whose routes run\n"+
+		"through TCP proxies, with random partitions (a minority node cut off, the leader isolated, a flapping\n"+
+		"link, a delayed link), each 5-30 s then healed; then every link healed, the queue drained and every\n"+
+		"request id audited. Prints one Markdown table; fails if a request is lost, a 429 was drawn or a\n"+
+		"request was answered twice with no fault to explain it.", stdout, stderr)
+	fs := cmd.Flags
+	bin, logs := runFlags(fs)
+	var (
+		workers  = fs.Int("workers", 6, "worker processes (five keys and a standby)")
+		duration = fs.Duration("duration", 10*time.Minute, "how long the producers publish")
+		ttl      = fs.Duration("ttl", 10*time.Second, "the requests' time to live")
+		seed     = fs.Uint64("seed", 0, "random seed of the partition schedule (0: drawn from the clock, and printed)")
+	)
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
+	}
+	if *seed == 0 {
+		*seed = uint64(time.Now().UnixNano())
+	}
+	log := cmd.Logger()
+	log.Info("partition soak", "seed", *seed, "duration", *duration)
+	cfg := soak.Config{Bin: *bin, Workers: *workers, Duration: *duration, TTL: *ttl, Seed: *seed,
+		Logs: processLogs(*logs, stderr), Logger: log}
+	res, err := soak.Partition(ctx, cfg)
+	fmt.Fprint(stdout, soak.FormatPartition(res, cfg))
+	if err != nil {
+		return err
+	}
+	if n := len(res.Audit.Lost); n > 0 || res.Audit.Untracked > 0 {
+		return fmt.Errorf("%d requests lost (seed %d)", n, *seed)
+	}
+	if n := res.Exchange.RateLimited; n > 0 {
+		return fmt.Errorf("%d requests drew a 429 (seed %d)", n, *seed)
+	}
+	for _, t := range res.Audit.Twice {
+		if t.Cause == "" {
+			return fmt.Errorf("request %s answered twice with no fault to explain it (seed %d)", t.ID, *seed)
+		}
+	}
+	return nil
 }
 
 func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -205,16 +205,31 @@ func (s *Server) NATS() *server.Server { return s.ns }
 type Cluster struct {
 	Nodes []*Server
 	dir   string
+	links *links // nil unless the routes are proxied
+}
+
+// ClusterOptions configures a cluster.
+type ClusterOptions struct {
+	// Users and TLS are those of every node (see Options).
+	Users []User
+	TLS   *TLS
+	// ProxyRoutes runs every route between two nodes through a TCP proxy on
+	// loopback, so that a link can be cut, delayed and healed (Cut, Heal, Isolate,
+	// Delay, HealAll). Only the routes are proxied: clients keep connecting to the
+	// nodes directly, so a node cut off from the others still serves the clients
+	// connected to it, and they meet a node without a quorum (JetStream calls time
+	// out) rather than a closed connection.
+	ProxyRoutes bool
 }
 
 // StartCluster starts a three-node JetStream cluster on loopback with fixed ports
 // chosen up front, so a node that is stopped can rejoin with StartNode. It returns
-// once the cluster has a JetStream meta leader.
-func StartCluster(name string) (*Cluster, error) { return StartClusterWith(name, Options{}) }
+// once the cluster has a JetStream meta leader that has heard from every node, so
+// that a replicated stream can be created at once.
+func StartCluster(name string) (*Cluster, error) { return StartClusterWith(name, ClusterOptions{}) }
 
-// StartClusterWith is StartCluster with the users and TLS of secure on every
-// node (its other fields are ignored).
-func StartClusterWith(name string, secure Options) (*Cluster, error) {
+// StartClusterWith is StartCluster with the users, TLS and proxied routes of o.
+func StartClusterWith(name string, o ClusterOptions) (*Cluster, error) {
 	dir, err := os.MkdirTemp("", "ratefleet-cluster-*")
 	if err != nil {
 		return nil, fmt.Errorf("embedded cluster: create store folder: %w", err)
@@ -226,20 +241,38 @@ func StartClusterWith(name string, secure Options) (*Cluster, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	routes := make([]string, n)
+	clusterAddrs := make([]string, n)
 	for i := range n {
-		routes[i] = "nats://127.0.0.1:" + strconv.Itoa(ports[n+i])
+		clusterAddrs[i] = "127.0.0.1:" + strconv.Itoa(ports[n+i])
+	}
+	routes := func(int) []string {
+		urls := make([]string, n)
+		for i, a := range clusterAddrs {
+			urls[i] = "nats://" + a
+		}
+		return urls
+	}
+	if o.ProxyRoutes {
+		if c.links, err = startLinks(clusterAddrs); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+		routes = func(i int) []string { return c.links.routes(i, n) }
 	}
 	for i := range n {
 		nodeName := fmt.Sprintf("%s-%d", name, i+1)
+		co := &server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: ports[n+i]}
+		if o.ProxyRoutes {
+			co.Advertise = unreachableRoute
+		}
 		c.Nodes = append(c.Nodes, &Server{opts: Options{
 			Name:     nodeName,
 			Port:     ports[i],
 			StoreDir: fmt.Sprintf("%s/%s", dir, nodeName),
-			cluster:  &server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: ports[n+i]},
-			routes:   routes,
-			Users:    secure.Users,
-			TLS:      secure.TLS,
+			cluster:  co,
+			routes:   routes(i),
+			Users:    o.Users,
+			TLS:      o.TLS,
 		}})
 	}
 	// Nodes are started together: a node waits for its routes before it is ready.
@@ -253,7 +286,7 @@ func StartClusterWith(name string, secure Options) (*Cluster, error) {
 		}
 	}
 	if err == nil {
-		err = c.WaitForLeader(30 * time.Second)
+		err = c.waitForPeers(30 * time.Second)
 	}
 	if err != nil {
 		c.Shutdown()
@@ -286,20 +319,103 @@ func (c *Cluster) ClientURLs() string {
 func (c *Cluster) WaitForLeader(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		for _, n := range c.Nodes {
-			if n.ns != nil && n.ns.Running() && n.ns.JetStreamIsLeader() {
-				return nil
-			}
+		if c.MetaLeader() >= 0 {
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("embedded cluster: no JetStream leader after %s: %w", timeout, ErrNotReady)
 }
 
-// Shutdown stops every node and removes the cluster's store.
+// waitForPeers waits until a node is the JetStream meta leader and has heard
+// from every node, so that it can place a replicated stream on any three.
+func (c *Cluster) waitForPeers(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if m := c.MetaLeader(); m >= 0 && len(c.Nodes[m].ns.JetStreamClusterPeers()) == len(c.Nodes) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("embedded cluster: no JetStream leader that knows all %d nodes after %s: %w", len(c.Nodes), timeout, ErrNotReady)
+}
+
+// MetaLeader returns the index of the running node that is the JetStream meta
+// leader, or -1 when none is.
+func (c *Cluster) MetaLeader() int {
+	for i, n := range c.Nodes {
+		if n.ns != nil && n.ns.Running() && n.ns.JetStreamIsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// Cut cuts the link between nodes i and j (0-based): their route connections
+// close and neither can reach the other until Heal or HealAll.
+func (c *Cluster) Cut(i, j int) error {
+	if c.links == nil {
+		return ErrNoProxies
+	}
+	return c.links.cut(i, j)
+}
+
+// Heal restores the link between nodes i and j: no cut, no delay. The nodes dial
+// each other again within a second or so.
+func (c *Cluster) Heal(i, j int) error {
+	if c.links == nil {
+		return ErrNoProxies
+	}
+	return c.links.heal(i, j)
+}
+
+// Isolate cuts every link of node i: a minority of one, still serving the
+// clients connected to it.
+func (c *Cluster) Isolate(i int) error {
+	return c.eachLink(func(a, b int) error {
+		if a != i && b != i {
+			return nil
+		}
+		return c.Cut(a, b)
+	})
+}
+
+// Delay makes every byte between nodes i and j wait d each way (a round trip of
+// 2d), in place of any delay the link had; the link stays up.
+func (c *Cluster) Delay(i, j int, d time.Duration) error {
+	if c.links == nil {
+		return ErrNoProxies
+	}
+	return c.links.delay(i, j, d)
+}
+
+// HealAll heals every link.
+func (c *Cluster) HealAll() error { return c.eachLink(c.Heal) }
+
+// eachLink calls fn for every pair of nodes a < b, and returns the first error.
+func (c *Cluster) eachLink(fn func(a, b int) error) error {
+	if c.links == nil {
+		return ErrNoProxies
+	}
+	var first error
+	for a := range c.Nodes {
+		for b := a + 1; b < len(c.Nodes); b++ {
+			if err := fn(a, b); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// Shutdown stops every node and its route proxies, and removes the cluster's
+// store.
 func (c *Cluster) Shutdown() {
 	for _, n := range c.Nodes {
 		n.stop()
+	}
+	if c.links != nil {
+		c.links.stop()
 	}
 	_ = os.RemoveAll(c.dir)
 }

@@ -61,6 +61,11 @@ type Config struct {
 	// Cluster, when 3, runs NATS as an embedded three-node cluster with every
 	// stream and bucket replicated three times; one node otherwise.
 	Cluster int
+	// ProxyRoutes, with Cluster 3, runs every route between two nodes through a
+	// TCP proxy on loopback, so a run can cut, delay and heal links
+	// (Fleet.Cluster.Cut and the like); the processes still connect to the nodes
+	// directly.
+	ProxyRoutes bool
 	// NKeys gives each role's user an NKey instead of a password.
 	NKeys bool
 	// TLS makes the embedded server require TLS and client certificates from a
@@ -210,7 +215,7 @@ func (f *Fleet) startNATS(o embedded.Options) error {
 	case 0, 1:
 		f.NATS, err = embedded.Start(o)
 	case 3:
-		f.Cluster, err = embedded.StartClusterWith("ratefleet", o)
+		f.Cluster, err = embedded.StartClusterWith("ratefleet", embedded.ClusterOptions{Users: o.Users, TLS: o.TLS, ProxyRoutes: f.cfg.ProxyRoutes})
 	default:
 		err = fmt.Errorf("cluster of %d nodes: the embedded cluster has 3", f.cfg.Cluster)
 	}

@@ -1,7 +1,10 @@
 // Package soak runs the conservation soak: the seed load on a fleet of real
 // processes (internal/fleet) with a random fault every few seconds, then an
 // audit of every request id the producers stored: served, buried or still
-// queued, and every repeat explained by the fault that can cause it.
+// queued, and every repeat explained by the fault that can cause it. Run
+// injects process, upstream and NATS faults (soak.go); Partition runs the same
+// load and audit on a three-node cluster whose links it cuts, flaps and delays
+// (partition.go).
 package soak
 
 import (
@@ -70,10 +73,12 @@ const (
 )
 
 // repeats reports whether a fault of kind can make the upstream do a request
-// twice: its answer lost after processing, or its ack lost.
+// twice: its answer lost after processing, or its ack lost (with a NATS node,
+// or with a cut link on its way to the consumer's leader). A delayed link slows
+// an ack but does not lose it.
 func repeats(kind string) bool {
 	switch kind {
-	case FaultBurstAfter, FaultKill, FaultPause, FaultNATS:
+	case FaultBurstAfter, FaultKill, FaultPause, FaultNATS, FaultMinority, FaultLeader, FaultFlap:
 		return true
 	}
 	return false
@@ -126,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	defer f.Down()
-	s := &soak{f: f, cfg: cfg, rng: rng, log: cfg.Logger, end: time.Now().Add(cfg.Duration), own: map[string]bool{}}
+	s := newSoak(f, cfg, rng)
 	// The soak publishes as the producer and writes key state as a worker: the
 	// fleet's own connection is the admin's, who may only call the JetStream API.
 	if s.pub, err = s.connect(ctx, roles.Producer); err != nil {
@@ -163,6 +168,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			s.log.Warn("soak: fault not injected", "kind", kind, "err", err)
 		}
 	}
+	return s.finish(ctx)
+}
+
+// finish waits for the end of producing, drains, lets the keepers reconcile,
+// stops the workers and audits every request id.
+func (s *soak) finish(ctx context.Context) (Result, error) {
+	var res Result
+	f := s.f
 	if err := fleet.Sleep(ctx, time.Until(s.end)); err != nil {
 		return res, err
 	}
@@ -175,6 +188,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	_ = fleet.Sleep(ctx, 70*time.Second)
 	f.StopWorkers()
 	res.Faults = s.faults
+	var err error
 	res.Audit, err = s.audit(ctx)
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.Load = strings.TrimSpace(string(load))
@@ -201,6 +215,10 @@ type soak struct {
 // one it may publish on.
 func (s *soak) requests() string {
 	return wire.Owner(s.pub.User).RequestSubject(s.f.Conn.Streams.Requests.Subject())
+}
+
+func newSoak(f *fleet.Fleet, cfg Config, rng *rand.Rand) *soak {
+	return &soak{f: f, cfg: cfg, rng: rng, log: cfg.Logger, end: time.Now().Add(cfg.Duration), own: map[string]bool{}}
 }
 
 func (s *soak) connect(ctx context.Context, role string) (*natsconn.Conn, error) {
@@ -530,7 +548,7 @@ func servedAndBuried(e graveyard.Entry) string {
 		}
 	}
 	if e.Deliveries > 1 {
-		return e.Reason + " on redelivery after an ack lost (worker killed or paused, NATS restarted)"
+		return e.Reason + " on redelivery after an ack lost (worker killed or paused, NATS restarted or cut off)"
 	}
 	return e.Reason + " with nothing to explain it"
 }

@@ -115,6 +115,7 @@ func (f *fetcher) run(ctx context.Context) {
 			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 			f.rec.Count("", stats.ResultPullError)
 			f.log.Warn("pull ended with an error; retrying", "err", err)
+			_ = sleep(ctx, 250*time.Millisecond, nil) // such as no responders, on a node cut off from the consumer's leader
 		}
 	}
 }
