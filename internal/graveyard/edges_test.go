@@ -2,35 +2,22 @@ package graveyard_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
 // open starts an embedded server and applies streams.yaml, changed by mod.
 func open(t *testing.T, mod func(*streams.Config)) *natsconn.Conn {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	ctx := context.Background()
-	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(c.NC.Close)
-	if mod != nil {
-		mod(c.Streams)
-	}
-	_, err = c.Streams.Apply(ctx, c.JS)
-	require.NoError(t, err)
-	return c
+	return testenv.NATS(t, mod)
 }
 
 // Edge 7: ending a request that never failed writes nothing to the attempts

@@ -2,27 +2,21 @@ package graveyard_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
 func setup(t *testing.T) (*natsconn.Conn, *graveyard.Graveyard) {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	c, err := natsconn.Open(context.Background(), natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(c.NC.Close)
+	c := testenv.NATS(t, nil)
 	g, err := graveyard.New(c.JS, c.Streams.Graveyard.Stream.Name, c.Streams.Graveyard.Stream.Subjects[0])
 	require.NoError(t, err)
 	return c, g

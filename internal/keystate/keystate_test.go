@@ -3,28 +3,20 @@ package keystate_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/keystate"
-	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 )
 
 func open(t *testing.T) *keystate.Store {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	ctx := context.Background()
-	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(c.NC.Close)
-	st, err := keystate.Open(ctx, c.JS, c.Streams.KV.KeyState.Bucket)
+	c := testenv.NATS(t, nil)
+	st, err := keystate.Open(context.Background(), c.JS, c.Streams.KV.KeyState.Bucket)
 	require.NoError(t, err)
 	return st
 }

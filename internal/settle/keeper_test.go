@@ -9,10 +9,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/settle"
+	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -21,17 +22,11 @@ import (
 // worker that died during its last attempt.
 func keeperSetup(t *testing.T) (*natsconn.Conn, *settle.Keeper, wire.Request) {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
+	c := testenv.NATS(t, func(cfg *streams.Config) {
+		cfg.Requests.Consumer.MaxDeliver = 1
+		cfg.Requests.Consumer.AckWait = time.Second
+	})
 	ctx := context.Background()
-	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(c.NC.Close)
-	c.Streams.Requests.Consumer.MaxDeliver = 1
-	c.Streams.Requests.Consumer.AckWait = time.Second
-	_, err = c.Streams.Apply(ctx, c.JS)
-	require.NoError(t, err)
 
 	k, err := settle.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package settle_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -10,25 +9,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/client"
-	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/settle"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
 func resultsEnv(t *testing.T) (*natsconn.Conn, *settle.Results, *client.Client) {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	ctx := context.Background()
-	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(c.NC.Close)
-	_, err = c.Streams.Apply(ctx, c.JS)
-	require.NoError(t, err)
-	nc, err := nats.Connect(s.ClientURL())
+	c := testenv.NATS(t, nil)
+	nc, err := nats.Connect(c.NC.ConnectedUrl())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	cl, err := client.New(nc)

@@ -79,3 +79,23 @@ func startExchange(t testing.TB, env *Env, o Options) *Env {
 	env.Exchange, env.ExchangeURL = ex, ex.URL()
 	return env
 }
+
+// NATS starts an embedded server alone and connects to it as natsconn does (the
+// built-in declarations applied), then, when mod is not nil, changes the
+// declarations with mod and applies them again.
+func NATS(t testing.TB, mod func(*streams.Config)) *natsconn.Conn {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	ctx := context.Background()
+	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(c.NC.Close)
+	if mod != nil {
+		mod(c.Streams)
+		_, err = c.Streams.Apply(ctx, c.JS)
+		require.NoError(t, err)
+	}
+	return c
+}
