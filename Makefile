@@ -46,7 +46,7 @@ lint:
 # mutant that lives is a change no test notices; the README lists those left and
 # why each is harmless.
 mutation:
-	GOFLAGS=-short $(GO) run $(GREMLINS) unleash --workers 2 -E 'baseline/' -E 'limitertest/' ./internal/limiter
+	GOFLAGS=-short $(GO) run $(GREMLINS) unleash --workers 2 ./internal/limiter
 
 HTTP        ?=
 CLUSTER     ?= 1

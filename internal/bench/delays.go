@@ -9,7 +9,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )

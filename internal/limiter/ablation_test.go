@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 )
 
 // TestLimiter_EveryRuleIsNeeded switches each rule of the package doc off in

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 )
 
 // wrongModel is a delay model the default L (50 ms) does not bound, run on a

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 )
 
 // L is the reference upstream's largest one-way delay.

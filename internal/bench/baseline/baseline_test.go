@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/limiter/baseline"
-	"github.com/ratefleet/ratefleet/internal/limiter/limitertest"
+	"github.com/ratefleet/ratefleet/internal/bench/baseline"
+	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 )
 
 // The production limiter has the same methods, so a worker swaps either in.
