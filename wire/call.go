@@ -61,6 +61,11 @@ func (c *Call) GetMethod() string {
 	return c.Method
 }
 
+// ErrPathEscapes is wrapped by Validate's error for a path that could leave the
+// profile's base URL (another host, a .. segment, an escaped dot or slash): a
+// worker buries such a request as not_allowed, never sends it.
+var ErrPathEscapes = errors.New("path leaves the base URL")
+
 // Validate checks that the call can be sent as it is, and only to the upstream.
 func (c *Call) Validate() error {
 	var errs []error
@@ -73,14 +78,14 @@ func (c *Call) Validate() error {
 	case !strings.HasPrefix(c.Path, "/"):
 		bad("call path %q must start with / (it is relative to the profile's base URL)", c.Path)
 	case strings.HasPrefix(c.Path, "//"):
-		bad("call path %q must not start with // (that names another host)", c.Path)
+		bad("%w: call path %q must not start with // (that names another host)", ErrPathEscapes, c.Path)
 	case strings.ContainsAny(c.Path, "?#"):
 		bad("call path %q must not hold ? or #: give query parameters in query", c.Path)
 	case strings.ContainsFunc(c.Path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '\\' }):
 		bad("call path %q holds a space, control character or backslash", c.Path)
 	default:
 		if why := checkSegments(c.Path); why != "" {
-			bad("call path %q %s", c.Path, why)
+			bad("%w: call path %q %s", ErrPathEscapes, c.Path, why)
 		}
 	}
 	for _, p := range c.Query {

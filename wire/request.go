@@ -54,6 +54,12 @@ const MaxWeight = 1000
 // MaxIDBytes bounds a request id.
 const MaxIDBytes = 256
 
+// validID reports whether id may name a request: it travels in message headers
+// (Nats-Msg-Id), where a CR or LF could forge one.
+func validID(id string) bool {
+	return len(id) <= MaxIDBytes && utf8.ValidString(id) && validValue(id)
+}
+
 // MinTTL is the shortest time to live a request may have.
 const MinTTL = time.Millisecond
 
@@ -176,7 +182,7 @@ func (r Request) Validate() error {
 		return fmt.Errorf("%w: request %s is version %d but has call, weight or reply_to, which need version 2", ErrMalformed, r.ID, r.V)
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
-	case len(r.ID) > MaxIDBytes || !utf8.ValidString(r.ID) || !validValue(r.ID):
+	case !validID(r.ID):
 		// It travels in message headers (Nats-Msg-Id): a CR or LF there could
 		// forge one.
 		return fmt.Errorf("%w: request id %q: must be UTF-8 of at most %d bytes without control characters", ErrMalformed, r.ID, MaxIDBytes)
@@ -215,7 +221,8 @@ func (r Request) Encode() ([]byte, error) {
 	return b, nil
 }
 
-// Decode parses and validates a request. The version is read first, so a record
+// Decode parses and validates a request; a record that parses but breaks a rule
+// comes back as read, with the error. The version is read first, so a record
 // of a newer version fails with ErrUnsupportedVersion whatever it holds; then
 // unknown fields are an error, so a message written by something else is caught
 // rather than half-read.
@@ -237,7 +244,12 @@ func Decode(data []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: trailing data after the request", ErrMalformed)
 	}
 	if err := r.Validate(); err != nil {
-		return Request{}, err
+		// What was read comes back with the error, so a request with a valid
+		// id can be buried with a result its caller reads.
+		if r.ID == "" || !validID(r.ID) {
+			return Request{}, err
+		}
+		return r, err
 	}
 	return r, nil
 }

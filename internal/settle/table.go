@@ -82,11 +82,12 @@ func Of(c upstream.Class) Outcome {
 	return Outcome{upstream.ConnError.String(), Lost, KeyNothing, MsgRetry}
 }
 
-// Refusal returns the reason a request is buried with when its profile cannot
-// send it (the worker's check of its call): not_allowed for a call the
-// profile's calls do not list, malformed for any other.
+// Refusal returns the reason a request is buried with when it cannot be sent as
+// it is (it cannot be read, or its profile cannot make its call): not_allowed
+// for a call the profile's calls do not list or a path that would leave the
+// base URL, malformed for any other.
 func Refusal(err error) string {
-	if errors.Is(err, profile.ErrNotAllowed) {
+	if errors.Is(err, profile.ErrNotAllowed) || errors.Is(err, wire.ErrPathEscapes) {
 		return wire.ReasonNotAllowed
 	}
 	return wire.ReasonMalformed

@@ -251,10 +251,10 @@ func (s *sends) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // TestWorker_ACallTheProfileDoesNotListIsBuriedNeverSent runs a worker whose
-// profile lists one call. Calls outside the list are buried as not_allowed, and
-// paths that go up only once decoded (%2e%2e, ..%2f) are buried as malformed
-// when the request is decoded (wire.Call.Validate refuses them): none reaches
-// the simulator, while the listed call is served.
+// profile lists one call. Calls outside the list, and paths that go up only
+// once decoded (%2e%2e, ..%2f: wire.Call.Validate refuses them when the request
+// is decoded), are buried as not_allowed with a result each: none reaches the
+// simulator, while the listed call is served.
 func TestWorker_ACallTheProfileDoesNotListIsBuriedNeverSent(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
 	rec := &sends{h: env.Exchange.Handler()}
@@ -302,36 +302,29 @@ func TestWorker_ACallTheProfileDoesNotListIsBuriedNeverSent(t *testing.T) {
 	rec.mu.Unlock()
 	require.ElementsMatch(t, served, answeredIDs(env))
 
-	notAllowed, malformed := map[string]graveyard.Entry{}, map[string]graveyard.Entry{}
+	notAllowed := map[string]graveyard.Entry{}
 	for _, e := range graveyardEntries(t, env) {
-		switch e.Reason {
-		case wire.ReasonNotAllowed:
-			notAllowed[e.RequestID] = e
-		case wire.ReasonMalformed:
-			ids := e.IDs()
-			require.Len(t, ids, 1)
-			malformed[ids[0]] = e
-		default:
-			t.Fatalf("buried as %s: %s", e.Reason, e.Error)
-		}
+		require.Equal(t, wire.ReasonNotAllowed, e.Reason, "buried as %s: %s", e.Reason, e.Error)
+		notAllowed[e.RequestID] = e
 	}
-	require.Len(t, notAllowed, len(refused))
+	require.Len(t, notAllowed, len(refused)+len(encoded))
 	for _, id := range refused {
 		e, ok := notAllowed[id]
 		require.True(t, ok, "request %s buried as not_allowed", id)
 		require.Contains(t, e.Error, "not among the profile's calls")
 		require.Empty(t, e.Attempts, "never sent")
 	}
-	require.Len(t, malformed, len(encoded))
 	for name, path := range encoded {
-		e := malformed["encoded-"+strings.ReplaceAll(name, " ", "-")]
-		require.Contains(t, e.Error, "malformed request", "%s: refused when decoded", path)
-		require.Contains(t, e.Error, "call path")
+		id := "encoded-" + strings.ReplaceAll(name, " ", "-")
+		e, ok := notAllowed[id]
+		require.True(t, ok, "%s: buried as not_allowed", path)
+		require.Contains(t, e.Error, "path leaves the base URL", "%s: refused when decoded", path)
+		refused = append(refused, id)
 	}
 	for _, r := range results(t, env) {
 		if r.Outcome == wire.Buried {
 			require.Equal(t, wire.ReasonNotAllowed, r.Reason)
-			require.Contains(t, refused, r.ID)
+			require.Contains(t, refused, r.ID, "each refused request has its result")
 		}
 	}
 	require.EqualValues(t, len(served), env.Exchange.Stats().Keys[0].OK)
