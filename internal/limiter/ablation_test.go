@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 )
 
 // TestLimiter_EveryRuleIsNeeded switches each rule of the package doc off in

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/bench/baseline"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/bench/baseline"
 )
 
 // Adaptive names the production limiter.
