@@ -27,7 +27,7 @@ const getTimeout = 5 * time.Second
 // by direct get of each part's subject and checked against its size and digest.
 func Body(ctx context.Context, nc *nats.Conn, rs streams.Results, owner wire.Owner, res wire.Result) ([]byte, error) {
 	subject := wire.ResultSubject(rs.Prefix(), owner, res.ID)
-	body := make([]byte, 0, res.BodySize)
+	body := make([]byte, 0, min(max(res.BodySize, 0), 16<<20)) // a size no result can make us allocate blindly
 	for i := range res.BodyParts {
 		part, err := get(ctx, nc, rs, wire.PartSubject(subject, res.Seq, res.Delivery, i))
 		if err != nil {
