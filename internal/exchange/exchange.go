@@ -64,9 +64,11 @@
 //	modes.go      the signed and the per-minute (LLM) endpoints, the throttle
 //	paths.go      the cost table's own paths
 //	limits.go     the model's state: one lock, the rules asked and charged
-//	rules.go      Rule and its three kinds of counter
+//	rules.go      Rule: its kind, dimension and scope
+//	counters.go   the three kinds of counter
 //	scopes.go     who shares a counter: key, account, ip
-//	costs.go      what a call costs: the path table, tokens
+//	costs.go      what a call costs: the path table
+//	tokens.go     what an LLM call costs in tokens
 //	usage.go      the usage headers
 //	penalties.go  the upstream's ban
 //	outside.go    the outside client

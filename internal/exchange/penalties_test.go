@@ -45,3 +45,27 @@ func TestBan_RepeatedRejectionsBanEveryKeyWith418ForLongerEachTime(t *testing.T)
 	assert.Equal(t, 3, st.Bans)
 	assert.Equal(t, uint64(5), st.Banned, "the 418 answers")
 }
+
+func TestBan_CoversEveryEndpoint(t *testing.T) {
+	clock := newFakeClock()
+	cfg := modelConfig(clock, exchange.Rule{Kind: exchange.Fixed, Limit: 1, Window: time.Second, Dimension: exchange.Requests, Scope: exchange.PerIP})
+	cfg.Ban = exchange.Ban{After: 1, Within: time.Second, For: 3 * time.Second}
+	cfg.Costs = []exchange.PathCost{{Method: http.MethodGet, Path: "/api/v3/ping"}}
+	_, c := start(t, cfg)
+	runCalls(t, clock, c, []call{{0, 0, http.StatusOK, ""}, {0, 1, http.StatusTooManyRequests, "1"}})
+	clock.Set(1000)
+	for _, tc := range []struct {
+		name, method, path string
+		header             http.Header
+	}{
+		{"reference", http.MethodGet, "/api/request?api_key=" + secret(2), nil},
+		{"cost table path", http.MethodGet, "/api/v3/ping", http.Header{"X-MBX-APIKEY": {secret(3)}}},
+		{"per-minute", http.MethodPost, "/v1/complete", http.Header{"Authorization": {"Bearer " + secret(4)}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := c.Send(tc.method, tc.path, tc.header, "")
+			assert.Equal(t, http.StatusTeapot, got.Status, got.Body)
+			assert.Equal(t, "2", got.Header.Get("Retry-After"))
+		})
+	}
+}
