@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -253,4 +254,37 @@ func TestNew_RefusesModelFieldsThatCannotWork(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.msg)
 		})
 	}
+}
+
+func TestRules_ConcurrentCallsOfAllKeysNeverPassASharedLimit(t *testing.T) {
+	clock := newFakeClock()
+	cfg := modelConfig(clock,
+		exchange.Rule{Name: "ip", Kind: exchange.Fixed, Limit: 50, Window: time.Second, Dimension: exchange.Requests, Scope: exchange.PerIP},
+		exchange.Rule{Name: "key", Kind: exchange.Sliding, Limit: 12, Window: time.Second, Dimension: exchange.Requests, Scope: exchange.PerKey},
+	)
+	cfg.UsageHeaders = []exchange.HeaderStyle{exchange.OpenAIHeaders}
+	s, c := start(t, cfg)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	oks := 0
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				got := c.Send(http.MethodGet, "/api/request?api_key="+secret((g+i)%5), nil, "")
+				if got.Status == http.StatusOK {
+					mu.Lock()
+					oks++
+					mu.Unlock()
+				}
+				_ = s.Stats() // read while others write
+			}
+		})
+	}
+	wg.Wait()
+	st := s.Stats()
+	assert.Equal(t, 50, oks, "160 calls, 60 room per key, 50 for the whole upstream")
+	assert.Equal(t, int64(50), st.Rules[0].Charged)
+	assert.Equal(t, float64(50), st.Rules[0].Peak)
+	assert.LessOrEqual(t, st.Rules[1].Peak, float64(12))
+	assert.Equal(t, uint64(110), st.RateLimited)
 }
