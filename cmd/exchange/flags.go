@@ -33,6 +33,13 @@ Endpoints:
         "extra_in_delay_ms":0,"spike_share":0.01,"spike_delay_ms":300,
         "down_for_ms":2000,"down_drop":false}
   POST /admin/reset-stats                         zero the counters (rules' state stays)
+  METHOD /path of the model's cost table          served as /api/request (key also in X-MBX-APIKEY),
+                                                  or signed as /api/private when API-Sign is sent
+
+Models (--model): reference (default), binance (weights per IP in calendar minutes, orders per
+account, 418 bans, X-MBX-* headers), kraken (a decaying counter per key, Kraken's answer format),
+llm (requests and tokens per organization, usage in the answer and in OpenAI/Anthropic headers).
+Every other flag changes the model; see docs/simulator.md.
 
 Durations take a unit: 50ms, 1s. The base URL is printed on stdout once listening.`
 
@@ -75,6 +82,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.Faults.SpikeDelay, "spike-delay", 0, "fault: extra incoming delay of a spike, such as 300ms (see --spike-share)")
 	fs.DurationVar(&o.cfg.Faults.DownFor, "down-for", 0, "fault: be down for this long from the start, answering --error-status at once")
 	fs.BoolVar(&o.cfg.Faults.DownDrop, "down-drop", false, "fault: while down, close connections without an answer")
+	m := registerModelFlags(fs)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return o, err
 	}
@@ -96,6 +104,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	override("out-min-delay", &o.cfg.OutDelay.Min, *outMin)
 	override("out-max-delay", &o.cfg.OutDelay.Max, *outMax)
 
+	if err := m.apply(&o.cfg, set); err != nil {
+		return fail("%w", err)
+	}
 	switch {
 	case set["keys"] && set["keys-file"]:
 		return fail("give --keys or --keys-file, not both")

@@ -16,6 +16,7 @@ const (
 	verdictBlocked                    // step 3: the key is blocked
 	verdictRateLimited                // step 4: rejected by the rate limit
 	verdictBadNonce                   // step 5: accepted by the rate limit, bad nonce
+	verdictBanned                     // the upstream's ban is in force (Config.Ban)
 )
 
 // account is one key's state. The rule state lives as long as the server; the
@@ -24,10 +25,13 @@ type account struct {
 	key        keys.Key // set once
 	window     int64    // Config.Window in ms
 	blockAfter int
+	label      string    // the account (group of keys) of rules of scope account
+	counters   []counter // the counter of each of Config.Rules the key falls under
 
 	mu sync.Mutex
 	// ring holds the arrival times, in Unix ms, of the last len(ring) accepted
 	// requests; ring[next] is the oldest, the Limit-th previous accepted arrival.
+	// It is empty when Limit is 0: the key has no ring.
 	ring []int64
 	next int
 	// recent is how many of the newest ring entries lie in [last−window, last],
@@ -40,43 +44,64 @@ type account struct {
 
 // keyCounts are one key's counters.
 type keyCounts struct {
-	accepted, ok, rateLimited, blockedAnswers, badNonce uint64
-	maxInWindow                                         int
+	accepted, ok, rateLimited, blockedAnswers, badNonce, outside uint64
+	maxInWindow                                                  int
 }
 
 func newAccount(k keys.Key, limit int, window time.Duration, blockAfter int) *account {
 	return &account{key: k, ring: make([]int64, limit), window: window.Milliseconds(), blockAfter: blockAfter}
 }
 
-// check applies steps 3 to 5 to a request whose arrival time is read from now under
-// the key's lock, so that the request that arrives first is checked first. It reports
-// whether this request's rejection blocked the key.
-func (a *account) check(now func() time.Time, nonce string) (v verdict, blockedNow bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.decide(now().UnixMilli(), nonce)
-}
-
 // decide applies steps 3 to 5 to a request arriving at t (Unix ms). a.mu must be held.
 func (a *account) decide(t int64, nonce string) (v verdict, blockedNow bool) {
+	v, blockedNow, _ = a.decideWith(t, nonce, true, nil)
+	return v, blockedNow
+}
+
+// decideWith applies steps 3 to 5 to a request arriving at t (Unix ms); step 5 only
+// when checkNonce. The model's rules, when g is not nil, are asked after the ring and
+// charged only when both admit the request. A rejection also says how long until
+// what refused it has room. a.mu must be held.
+func (a *account) decideWith(t int64, nonce string, checkNonce bool, g *ruleGate) (v verdict, blockedNow bool, wait time.Duration) {
 	if a.blocked() {
 		a.counts.blockedAnswers++
-		return verdictBlocked, false
+		return verdictBlocked, false, 0
 	}
-	if t-a.ring[a.next] <= a.window {
+	ok := !a.ringFull(t)
+	if !ok {
+		wait = time.Duration(a.ring[a.next]+a.window+1-t) * time.Millisecond
+	} else if g != nil {
+		ok, wait = g.room(t)
+	}
+	if !ok {
 		a.rejections++
 		a.counts.rateLimited++
-		return verdictRateLimited, a.blocked()
+		if g != nil {
+			g.rejected(t)
+		}
+		return verdictRateLimited, a.blocked(), wait
 	}
 	a.accept(t)
-	n, err := strconv.ParseInt(nonce, 10, 64)
-	if err != nil || n <= a.lastNonce {
-		a.counts.badNonce++
-		return verdictBadNonce, false
+	a.counts.accepted++
+	if g != nil {
+		g.charge(t)
 	}
-	a.lastNonce = n
+	if checkNonce {
+		n, err := strconv.ParseInt(nonce, 10, 64)
+		if err != nil || n <= a.lastNonce {
+			a.counts.badNonce++
+			return verdictBadNonce, false, 0
+		}
+		a.lastNonce = n
+	}
 	a.counts.ok++
-	return verdictOK, false
+	return verdictOK, false, 0
+}
+
+// ringFull reports whether the key's ring refuses an arrival at t: its Limit-th
+// previous accepted arrival is not more than Window before t.
+func (a *account) ringFull(t int64) bool {
+	return len(a.ring) > 0 && t-a.ring[a.next] <= a.window
 }
 
 func (a *account) blocked() bool {
@@ -88,6 +113,9 @@ func (a *account) blocked() bool {
 // len(ring): t was accepted because the entry it overwrites is older than t−window.
 func (a *account) accept(t int64) {
 	n := len(a.ring)
+	if n == 0 {
+		return
+	}
 	if a.recent == n {
 		a.recent-- // the entry about to be overwritten is older than t−window
 	}
@@ -99,7 +127,6 @@ func (a *account) accept(t int64) {
 	for a.recent > 1 && a.ring[(a.next-a.recent+n)%n] < t-a.window {
 		a.recent--
 	}
-	a.counts.accepted++
 	a.counts.maxInWindow = max(a.counts.maxInWindow, a.recent)
 }
 
@@ -119,6 +146,8 @@ func (a *account) stats() KeyStats {
 		Blocked:        a.blocked(),
 		MaxInWindow:    a.counts.maxInWindow,
 		LastNonce:      a.lastNonce,
+		Account:        a.label,
+		Outside:        a.counts.outside,
 	}
 }
 

@@ -42,6 +42,43 @@
 // It follows that a key accepts at most Limit requests in any span [t−Window, t] of
 // Window+1 ms: 20 per 1001 ms by default.
 //
+// # Models
+//
+// Other upstreams limit otherwise (docs/simulator.md). Config's model fields, all off
+// by default, add to the steps above: a ban of the whole upstream checked first
+// (418 with Retry-After, Ban); rate rules asked after the key's ring, each a sliding
+// window, a calendar window or a decaying counter (Rules), counting requests, weight,
+// orders or tokens (Costs, Tokens), per key, per account (Accounts) or for every key
+// at once; Retry-After on their 429s; usage headers (UsageHeaders); a client outside
+// the fleet that uses the same keys (Outside); Kraken's answer format (Format); no
+// nonce (NoNonce). ModelConfig gives the built-in models: reference, binance, kraken
+// and llm. A call of a key is admitted only when the ring and every rule it falls
+// under have room for its cost, and is then charged to all of them.
+//
+// The files, by what they hold:
+//
+//	exchange.go   Config and its checks, the reference's keys
+//	server.go     New, Open, Close, the routes
+//	api.go        the reference's endpoint and the steps of one call
+//	account.go    one key: its ring, rejections, block and nonce
+//	modes.go      the signed and the per-minute (LLM) endpoints, the throttle
+//	paths.go      the cost table's own paths
+//	limits.go     the model's state: one lock, the rules asked and charged
+//	rules.go      Rule: its kind, dimension and scope
+//	counters.go   the three kinds of counter
+//	scopes.go     who shares a counter: key, account, ip
+//	costs.go      what a call costs: the path table
+//	tokens.go     what an LLM call costs in tokens
+//	usage.go      the usage headers
+//	penalties.go  the upstream's ban
+//	outside.go    the outside client
+//	format.go     the answer formats
+//	models.go     the built-in models
+//	bounds.go     per-rule stats and the bound a perfect client reaches
+//	stats.go      GET /stats, reset
+//	faults.go     injected faults
+//	ids.go        the req_id ledger
+//
 // # Faults
 //
 // Faults are off by default. They are set in Config.Faults and changed at run time
@@ -82,7 +119,9 @@
 // done more than once). GET /stats?ids=1 adds the lists ids and duplicate_ids. The id
 // set holds at most Config.MaxIDs ids; ids past that are counted in untracked_ids and
 // not checked for duplicates. POST /admin/reset-stats zeroes the counters and the id
-// set, not the rules' state (rings, rejections, blocks, nonces).
+// set, not the rules' state (rings, rejections, blocks, nonces, counters, bans). With a
+// model, Stats also holds the rejections, the 418s and, per rule, what it counted, its
+// peak and the bound a perfect client could reach over the run (RuleStats).
 //
 // The admin and stats endpoints are not protected: listen on loopback.
 package exchange
@@ -152,6 +191,42 @@ type Config struct {
 	MaxIDs int
 	// Faults are the faults in force at start. Faults.DownFor counts from New.
 	Faults Faults
+
+	// The fields below model other upstreams (docs/simulator.md); all are off in
+	// DefaultConfig, and ModelConfig fills them for the built-in models.
+
+	// Model names the model the rules follow, for stats and logs: "" or
+	// "reference" for the reference.
+	Model string
+	// Rules are rate rules beyond each key's ring (rules.go): every call is
+	// charged to every rule it falls under, and admitted only if the ring and all
+	// of them have room. With Rules, Limit may be 0: the keys have no ring.
+	Rules []Rule
+	// Accounts gives keys, by name, the account they belong to, for rules of
+	// scope account; the AnyKey entry gives the others'. A key it leaves out is an
+	// account of its own.
+	Accounts map[string]string
+	// Costs is the per-path cost table: the weight and orders of a call by method
+	// and path. A call not in it costs weight 1 and no order. Paths that are none
+	// of the fixed endpoints are served as /api/request is (paths.go).
+	Costs []PathCost
+	// Tokens, when set, makes POST /v1/complete count each call's input and output
+	// tokens, for rules counting tokens, and report them in its answer.
+	Tokens *TokenCounting
+	// Ban is the upstream's penalty after repeated rejections: 418 for every key
+	// for a while (penalties.go). The zero value never bans.
+	Ban Ban
+	// Outside is a client outside the fleet that uses the same keys (outside.go).
+	// The zero value makes no calls.
+	Outside Outside
+	// Format is the body format of the reference-shaped answers (format.go).
+	Format Format
+	// UsageHeaders are the styles of usage headers every checked answer carries
+	// (usage.go).
+	UsageHeaders []HeaderStyle
+	// NoNonce skips step 5: no nonce is read or checked (Binance, LLM APIs).
+	NoNonce bool
+
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Sleep waits for d, or until ctx is done and then returns ctx.Err(); nil means a
@@ -197,10 +272,11 @@ func (c Config) validate() error {
 		}
 		names[k.Name()], secrets[k.Secret()] = true, true
 	}
-	if c.Limit < 1 {
-		bad("Limit %d must be at least 1 (accepted requests per key per window)", c.Limit)
+	noRing := c.Limit == 0 && len(c.Rules) > 0 // the Rules limit the keys
+	if c.Limit < 1 && !noRing {
+		bad("Limit %d must be at least 1 (accepted requests per key per window), or 0 with Rules", c.Limit)
 	}
-	if c.Window <= 0 || c.Window%time.Millisecond != 0 {
+	if !noRing && (c.Window <= 0 || c.Window%time.Millisecond != 0) {
 		bad("Window %v must be a positive whole number of milliseconds", c.Window)
 	}
 	for _, d := range []struct {
@@ -214,6 +290,7 @@ func (c Config) validate() error {
 			bad("%s %v: Max must be at least Min", d.name, d.r)
 		}
 	}
+	c.validateModel(bad, names)
 	if c.BlockAfter < 0 {
 		bad("BlockAfter %d must be at least 0 (0 never blocks a key)", c.BlockAfter)
 	}

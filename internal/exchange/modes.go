@@ -48,6 +48,8 @@ const (
 	bodyBadSignature = `{"status":"error","error_msg":"invalid signature"}`
 	bodyPerMinute429 = `{"error":{"message":"rate limit exceeded","type":"rate_limit"}}`
 	bodyUnauthorized = `{"error":{"message":"invalid api key","type":"auth"}}`
+	// bodyPerMinuteBanned answers while the upstream's ban (Config.Ban) is on.
+	bodyPerMinuteBanned = `{"error":{"message":"banned: too many rate limit errors","type":"rate_limit"}}`
 )
 
 // modes is the state of the other shapes: set once in routesExtra, but the
@@ -81,30 +83,31 @@ func (s *Server) routesExtra(mux *http.ServeMux) {
 // rules, as if its key, nonce and req_id had come in a GET's query.
 func (s *Server) handleSigned(w http.ResponseWriter, r *http.Request) {
 	raw, _ := io.ReadAll(io.LimitReader(r.Body, maxFormBody))
+	s.serveSigned(w, r, raw)
+}
+
+// serveSigned serves a signed request whose body is raw: refused before any rule
+// when its key id or signature is wrong, else by the reference's rules.
+func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, raw []byte) {
 	form, err := url.ParseQuery(string(raw))
 	a := s.modes.byID[r.Header.Get("API-Key")]
-	if err != nil || a == nil {
-		s.unknownKey.Add(1)
-		s.answer(w, faultPlan{}, http.StatusUnauthorized, []byte(bodyBadSignature))
-		return
+	if err == nil && a != nil {
+		nonce := form.Get("nonce")
+		want, err := s.modes.signer.Signature(a.key.Secret(), http.MethodPost, r.URL.EscapedPath(), "", string(raw), nonce, "")
+		if err == nil && r.Header.Get("API-Sign") == want {
+			s.serve(w, r, refCall{a: a, nonce: nonce, reqID: form.Get("req_id"), cost: s.costs.of(r.Method, r.URL.Path)})
+			return
+		}
 	}
-	nonce := form.Get("nonce")
-	want, err := s.modes.signer.Signature(a.key.Secret(), http.MethodPost, r.URL.EscapedPath(), "", string(raw), nonce, "")
-	if err != nil || r.Header.Get("API-Sign") != want {
-		s.unknownKey.Add(1)
-		s.answer(w, faultPlan{}, http.StatusUnauthorized, []byte(bodyBadSignature))
-		return
-	}
-	ref := r.Clone(r.Context())
-	ref.Method, ref.Body, ref.ContentLength = http.MethodGet, http.NoBody, 0
-	ref.URL.RawQuery = url.Values{"api_key": {a.key.Secret()}, "nonce": {nonce}, "req_id": {form.Get("req_id")}}.Encode()
-	s.handleRequest(w, ref)
+	s.unknownKey.Add(1)
+	status, body := s.format.badSignature()
+	s.answer(w, faultPlan{}, status, body)
 }
 
 // handlePerMinute serves the per-minute shape: steps 2 to 4 and 6 of the rules,
-// no nonce, 429s with Retry-After.
+// no nonce, 429s with Retry-After; with Config.Tokens, token costs and usage.
 func (s *Server) handlePerMinute(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxFormBody))
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, maxFormBody))
 	plan := s.faults.plan(s.cfg.Now(), s.uniform)
 	if plan.down {
 		s.faultCount.Add(1)
@@ -120,6 +123,17 @@ func (s *Server) handlePerMinute(w http.ResponseWriter, r *http.Request) {
 		s.unknownKey.Add(1)
 		s.answer(w, plan, http.StatusUnauthorized, []byte(bodyUnauthorized))
 		return
+	}
+	call := callCost{cost: s.costs.of(r.Method, r.URL.Path)}
+	var maxOut int64
+	if tc := s.cfg.Tokens; tc != nil {
+		in, most, err := tc.input(raw)
+		if err != nil {
+			b, _ := json.Marshal(map[string]map[string]string{"error": {"message": err.Error(), "type": "invalid_request_error"}})
+			s.answer(w, plan, http.StatusBadRequest, b)
+			return
+		}
+		call.cost.InputTokens, call.pending, maxOut = in, true, most
 	}
 	if plan.spike {
 		s.spikes.Add(1)
@@ -139,20 +153,40 @@ func (s *Server) handlePerMinute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reqID := r.Header.Get("X-Request-Id")
-	v, wait := a.checkNoNonce(s.cfg.Now)
-	status, body := http.StatusOK, perMinuteOK(reqID)
-	switch v {
+	d := s.judge(a, call, "", false)
+	s.logDecision(a, d)
+	status, body := http.StatusOK, []byte(nil)
+	switch d.v {
 	case verdictOK:
 		s.ids.record(reqID, s.cfg.Now())
 	case verdictBlocked, verdictRateLimited:
 		status, body = http.StatusTooManyRequests, []byte(bodyPerMinute429)
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(seconds(d.wait)))
+	case verdictBanned:
+		status, body = http.StatusTeapot, []byte(bodyPerMinuteBanned)
+		w.Header().Set("Retry-After", strconv.Itoa(seconds(d.wait)))
 	}
 	if plan.inject {
 		s.faultCount.Add(1)
 		status, body = plan.status, []byte(bodyFault)
 	}
-	s.answer(w, plan, status, body)
+	s.answerThen(w, plan, func(h http.Header) (int, []byte) {
+		if d.v == verdictOK && s.cfg.Tokens != nil {
+			// The output is known only now, and charged now, as LLM APIs do.
+			out := s.cfg.Tokens.output(s.seed, reqID, maxOut)
+			s.chargeOutput(a, out)
+			if body == nil {
+				body = perMinuteUsage(reqID, call.cost.InputTokens, out)
+			}
+		}
+		if body == nil {
+			body = perMinuteOK(reqID)
+		}
+		if d.v != verdictBanned {
+			s.writeUsage(h, a, call.cost)
+		}
+		return status, body
+	})
 }
 
 func perMinuteOK(reqID string) []byte {
@@ -160,24 +194,22 @@ func perMinuteOK(reqID string) []byte {
 	return b
 }
 
-// checkNoNonce applies steps 3 and 4 of the rules to a request arriving now,
-// with no nonce; a rejection also says how long until the key's window frees.
-func (a *account) checkNoNonce(now func() time.Time) (verdict, time.Duration) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	t := now().UnixMilli()
-	if a.blocked() {
-		a.counts.blockedAnswers++
-		return verdictBlocked, 0
-	}
-	if t-a.ring[a.next] <= a.window {
-		a.rejections++
-		a.counts.rateLimited++
-		return verdictRateLimited, time.Duration(a.ring[a.next]+a.window+1-t) * time.Millisecond
-	}
-	a.accept(t)
-	a.counts.ok++
-	return verdictOK, 0
+// llmAnswer is the per-minute 200 answer with token counts, as LLM APIs report
+// them.
+type llmAnswer struct {
+	ID     string   `json:"id"`
+	Output string   `json:"output"`
+	Usage  llmUsage `json:"usage"`
+}
+
+type llmUsage struct {
+	InputTokens  int64 `json:"input_tokens"`
+	OutputTokens int64 `json:"output_tokens"`
+}
+
+func perMinuteUsage(reqID string, in, out int64) []byte {
+	b, _ := json.Marshal(llmAnswer{ID: reqID, Output: "ok", Usage: llmUsage{in, out}})
+	return b
 }
 
 // throttled reports whether the throttle fault is on, and its Retry-After.

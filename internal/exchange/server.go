@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ type Server struct {
 	accounts []*account          // in Config.Keys order
 	bySecret map[string]*account // the same accounts, by API key
 	handler  http.Handler
+	seed     uint64    // Config.Seed, or the one drawn
+	costs    costTable // Config.Costs
+	format   Format
+	limits   *limits // the model's rules, ban and outside client; nil for none
 	// stop ends the delays of requests in flight when Close gives up waiting.
 	stop   context.Context
 	cancel context.CancelFunc
@@ -35,6 +40,7 @@ type Server struct {
 	unknownKey atomic.Uint64
 	faultCount atomic.Uint64
 	spikes     atomic.Uint64
+	since      atomic.Int64 // the run's start, Unix ms: New or the last ResetStats
 
 	mu        sync.Mutex // guards the listener and the HTTP server
 	ln        net.Listener
@@ -67,19 +73,32 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		bySecret: make(map[string]*account, len(cfg.Keys)),
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		ids:      newIDLedger(cfg.MaxIDs),
+		seed:     seed,
+		costs:    newCostTable(cfg.Costs),
+		format:   cfg.Format,
 	}
 	s.stop, s.cancel = context.WithCancel(context.Background())
 	for _, k := range cfg.Keys {
 		a := newAccount(k, cfg.Limit, cfg.Window, cfg.BlockAfter)
+		if len(cfg.Accounts) > 0 {
+			a.label = accountOf(cfg.Accounts, k.Name())
+		}
 		s.accounts = append(s.accounts, a)
 		s.bySecret[k.Secret()] = a
 	}
+	s.since.Store(cfg.Now().UnixMilli())
+	s.limits = newLimits(cfg, s.accounts, s.since.Load())
 	s.faults.set(cfg.Faults, cfg.Now())
 	s.handler = s.routes()
 	logger.Info("exchange rules",
 		"keys", len(cfg.Keys), "limit", cfg.Limit, "window", cfg.Window,
 		"in_delay", cfg.InDelay.String(), "out_delay", cfg.OutDelay.String(),
 		"block_after", cfg.BlockAfter, "seed", seed)
+	if cfg.Model != "" || s.limits != nil {
+		logger.Info("exchange model", "model", cmp.Or(cfg.Model, "custom"), "rules", len(cfg.Rules),
+			"paths", len(cfg.Costs), "ban_after", cfg.Ban.After, "outside_rate", cfg.Outside.Rate,
+			"format", cmp.Or(string(cfg.Format), "reference"), "no_nonce", cfg.NoNonce)
+	}
 	for _, a := range s.accounts {
 		logger.Debug("exchange key", "key", a.key)
 	}
@@ -95,6 +114,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /admin/faults", s.handleClearFaults)
 	mux.HandleFunc("POST /admin/reset-stats", s.handleResetStats)
 	s.routesExtra(mux)
+	s.routePaths(mux)
 	return mux
 }
 

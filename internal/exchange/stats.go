@@ -38,6 +38,22 @@ type Stats struct {
 	DuplicateIDs []string `json:"duplicate_ids,omitempty"`
 	// DuplicateTimes gives, with ?ids=1, when each id in DuplicateIDs was done.
 	DuplicateTimes map[string][]time.Time `json:"duplicate_times,omitempty"`
+
+	// Model names the model the rules follow (Config.Model), "" for the reference.
+	Model string `json:"model,omitempty"`
+	// RunMS is how long the run has lasted: since the server started or the
+	// stats were last reset. The rules' bounds are over this span.
+	RunMS int64 `json:"run_ms"`
+	// RateLimited is the number of rate-limit rejections of every key: the 429s of
+	// the ring and the rules (in the Kraken format, 200s with EAPI:Rate limit
+	// exceeded). The keys' BlockedAnswers are not in it.
+	RateLimited uint64 `json:"rate_limited"`
+	// Banned is the number of 418 answers given while the upstream's ban was on,
+	// and Bans the number of bans begun (Config.Ban).
+	Banned uint64 `json:"banned,omitempty"`
+	Bans   int    `json:"bans,omitempty"`
+	// Rules has one entry per Config.Rules, in order.
+	Rules []RuleStats `json:"rules,omitempty"`
 }
 
 // KeyStats is one key's part of Stats.
@@ -66,6 +82,11 @@ type KeyStats struct {
 	MaxInWindow int `json:"max_in_window"`
 	// LastNonce is the key's last accepted nonce.
 	LastNonce int64 `json:"last_nonce"`
+	// Account is the key's account, when Config.Accounts is set.
+	Account string `json:"account,omitempty"`
+	// Outside is the number of the outside client's calls counted on this key
+	// (Config.Outside); they are in no other count.
+	Outside uint64 `json:"outside,omitempty"`
 }
 
 // Stats returns the server's counters now. Its IDs and DuplicateIDs are empty.
@@ -79,9 +100,12 @@ func (s *Server) Stats() Stats {
 		WindowMS:   s.cfg.Window.Milliseconds(),
 		BlockAfter: s.cfg.BlockAfter,
 	}
+	st.Model = s.cfg.Model
+	st.RunMS, st.Banned, st.Bans, st.Rules = s.ruleStats()
 	for i, a := range s.accounts {
 		st.Keys[i] = a.stats()
 		st.OK += st.Keys[i].OK
+		st.RateLimited += st.Keys[i].RateLimited
 	}
 	st.DistinctIDs, st.Duplicates, st.UntrackedIDs = s.ids.totals()
 	return st
@@ -100,6 +124,7 @@ func (s *Server) ResetStats() {
 	s.faultCount.Store(0)
 	s.spikes.Store(0)
 	s.ids.reset()
+	s.resetRuleStats()
 }
 
 // handleStats answers GET /stats; ?ids=1 adds the id lists.
