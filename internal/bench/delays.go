@@ -6,10 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 	"github.com/ratefleet/ratefleet/internal/fleet"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
-	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
 	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/stats"
 )

@@ -8,9 +8,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/bench/baseline"
 	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 )
 
 // The production limiter has the same methods, so a worker swaps either in.
