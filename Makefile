@@ -14,7 +14,7 @@ DURATION    ?= 60s
 BENCH_TIME  ?= 60s
 FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint mutation run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cluster bench-soak bench-partition clean
+.PHONY: all build test test-short lint mutation run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cpu bench-cluster bench-soak bench-partition clean
 
 all: build
 
@@ -82,6 +82,19 @@ clean:
 # pulls, throughput and CPU per request; draws docs/scale.svg.
 bench-scale: build
 	$(BIN)/fleet scale --bin $(BIN) --plot docs/scale.svg
+
+# The CPU each request costs, per kind of process (workers, NATS in a process of
+# its own, simulator, producer, monitor), for each cell of CPU_KEYS keys ×
+# CPU_WORKERS worker processes saturated by the producer; the cell CPU_PROFILE
+# (keys x workers) also writes CPU profiles, summarised with `go tool pprof -top`.
+# The whole matrix takes about 10 minutes.
+CPU_KEYS    ?= 5,50,100,200
+CPU_WORKERS ?= 1,2,5
+CPU_TIME    ?= 30s
+CPU_WARMUP  ?= 10s
+CPU_PROFILE ?= 100x5
+bench-cpu: build
+	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)"
 
 # The fleet on an embedded three-node cluster, one node stopped every 20 s.
 bench-cluster: build

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,14 +34,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return cli.Dispatch(ctx, "fleet", "", args, stdout, stderr,
 		func(ctx context.Context, args []string) error { return runFleet(ctx, args, stdout, stderr) },
-		sub("bench", benchCmd), sub("delays", delays), sub("failover", failover), sub("scale", scale),
+		sub("bench", benchCmd), sub("delays", delays), sub("failover", failover), sub("scale", scale), sub("cpu", cpuCmd),
 		sub("chaos", chaos), sub("soak", soakCmd), sub("partition", partition), sub("nats", natsServer))
 }
 
 // runFleet runs the whole fleet on this machine and prints what happened to
 // every request.
 func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet partition  the conservation soak under network partitions of a three-node cluster\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
+	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet cpu        the CPU each request costs, per kind of process\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet partition  the conservation soak under network partitions of a three-node cluster\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
 	fs := cmd.Flags
 	bin, logs := runFlags(fs)
 	var (
@@ -303,13 +304,17 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cmd := cli.NewCommand("fleet nats", "Runs an embedded NATS server with JetStream on loopback until interrupted, with one NKey user\nper role (`streams roles`) and streams.yaml applied as admin. Connect a command as a role\nwith --nkey ACCESS/ROLE.nk.", stdout, stderr)
 	fs := cmd.Flags
 	var (
-		port   = fs.Int("port", 4222, "client port on 127.0.0.1")
-		store  = fs.String("store", "", "JetStream store folder (default: a temporary one, removed on exit)")
-		access = fs.String("access", "", "folder for each role's NKey seed file and, with --tls, the certificates (default: a temporary one, removed on exit)")
-		useTLS = fs.Bool("tls", false, "require TLS and client certificates from a throwaway CA written to --access")
+		port      = fs.Int("port", 4222, "client port on 127.0.0.1")
+		store     = fs.String("store", "", "JetStream store folder (default: a temporary one, removed on exit)")
+		access    = fs.String("access", "", "folder for each role's NKey seed file and, with --tls, the certificates (default: a temporary one, removed on exit)")
+		useTLS    = fs.Bool("tls", false, "require TLS and client certificates from a throwaway CA written to --access")
+		usersFile = fs.String("users-file", "", "serve exactly the users of this JSON `file` (as a fleet run writes them), with no roles listed nor streams applied: how `fleet cpu` runs NATS in a process of its own")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
+	}
+	if *usersFile != "" {
+		return natsForUsers(ctx, *usersFile, *port, *store, stdout)
 	}
 	dir := *access
 	if dir == "" {
@@ -356,6 +361,30 @@ func natsServer(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
+// natsForUsers runs an embedded NATS on port until ctx ends, accepting only the
+// users the file lists.
+func natsForUsers(ctx context.Context, path string, port int, store string, stdout io.Writer) error {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--users-file: %w", err)
+	}
+	var users []embedded.User
+	if err := json.Unmarshal(doc, &users); err != nil {
+		return fmt.Errorf("--users-file %s: %w", path, err)
+	}
+	if len(users) == 0 {
+		return fmt.Errorf("--users-file %s: no users: a server for nobody would accept anyone", path)
+	}
+	s, err := embedded.Start(embedded.Options{Port: port, StoreDir: store, Users: users})
+	if err != nil {
+		return err
+	}
+	defer s.Shutdown()
+	fmt.Fprintf(stdout, "NATS with JetStream at %s for %d users\n", s.ClientURL(), len(users))
+	<-ctx.Done()
+	return nil
+}
+
 func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cli.NewCommand("fleet scale", "Scale benchmark: for each number of keys, a fresh fleet holds them all, idle, then under load;\nprints one Markdown table (claim time, idle CPU, control traffic, pulls, throughput, CPU per request).", stdout, stderr)
 	fs := cmd.Flags
@@ -397,6 +426,61 @@ func scale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nplot written to %s\n", *plot)
 	}
 	return nil
+}
+
+func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("fleet cpu", "CPU benchmark: for each cell of --keys × --workers, a fresh fleet (NATS in a process of its own)\n"+
+		"offered 1.1 × 20 req/s a key; over --duration after --warmup, the CPU time of each kind of process\n"+
+		"(workers, NATS, simulator, producer, monitor) per request answered 200, and the cores 1,000 keys\n"+
+		"would take. One cell (--profile-cell) also writes CPU profiles, summarised with `go tool pprof -top`.", stdout, stderr)
+	fs := cmd.Flags
+	bin, logs := runFlags(fs)
+	var (
+		keyList    = fs.String("keys", "5,50,100,200", "numbers of keys, comma-separated")
+		workerList = fs.String("workers", "1,2,5", "numbers of worker processes sharing the keys, comma-separated")
+		warmup     = fs.Duration("warmup", 10*time.Second, "time before measuring, in each cell")
+		duration   = fs.Duration("duration", 30*time.Second, "measured time, in each cell")
+		profCell   = fs.String("profile-cell", "100x5", "the cell (keys x workers) whose processes write CPU profiles; none if it is not in the matrix, or empty")
+		goCmd      = fs.String("go", "go", "the go command, for `go tool pprof`")
+	)
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
+	}
+	ks, err := positiveList("--keys", *keyList)
+	if err != nil {
+		return cmd.Usage(err)
+	}
+	ws, err := positiveList("--workers", *workerList)
+	if err != nil {
+		return cmd.Usage(err)
+	}
+	if *warmup < 0 || *duration <= 0 {
+		return cmd.Usage(fmt.Errorf("--warmup %s must not be negative and --duration %s must be positive", *warmup, *duration))
+	}
+	var prof bench.Cell
+	if *profCell != "" {
+		if prof, err = bench.ParseCell(*profCell); err != nil {
+			return cmd.Usage(fmt.Errorf("--profile-cell: %w", err))
+		}
+	}
+	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd,
+		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
+	res, err := bench.CPU(ctx, cfg)
+	fmt.Fprint(stdout, bench.FormatCPU(res, cfg))
+	return err
+}
+
+// positiveList reads a comma-separated list of positive numbers.
+func positiveList(flagName, s string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s %q: want positive numbers, comma-separated", flagName, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func chaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/exchange", "../../cmd/producer", "../../cmd/worker", "../../cmd/monitor", "../../cmd/graveyard", "../../cmd/streams")
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/exchange", "../../cmd/producer", "../../cmd/worker", "../../cmd/monitor", "../../cmd/graveyard", "../../cmd/streams", "../../cmd/fleet")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build commands:", err)

@@ -8,6 +8,7 @@ package fleet
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -159,27 +160,85 @@ func (p *Proc) WaitCtx(ctx context.Context) error {
 // 0 where /proc is not there.
 func (p *Proc) CPU() time.Duration { return procCPU(p.PID()) }
 
-// clockTicks is Linux's USER_HZ, the unit of /proc/<pid>/stat's times.
-const clockTicks = 100
+// userHZ is Linux's USER_HZ, the unit of /proc/<pid>/stat's times, on every
+// architecture Go runs on; ClockTicks reads the kernel's own word for it.
+const userHZ = 100
+
+// atClockTick is the auxiliary vector's AT_CLKTCK: the clock ticks a second.
+const atClockTick = 17
+
+// ClockTicks returns the clock ticks a second of /proc's CPU times, from this
+// process's auxiliary vector (what sysconf(_SC_CLK_TCK) reads), or 100, Linux's
+// USER_HZ, where it cannot be read.
+func ClockTicks() int64 {
+	data, err := os.ReadFile("/proc/self/auxv")
+	if err != nil {
+		return userHZ
+	}
+	if hz := auxvValue(data, atClockTick); hz > 0 {
+		return int64(hz)
+	}
+	return userHZ
+}
+
+// auxvValue returns the value of tag in an auxiliary vector (pairs of native
+// words, ended by a zero tag), or 0 when it is not there.
+func auxvValue(auxv []byte, tag uint64) uint64 {
+	word := strconv.IntSize / 8
+	read := func(b []byte) uint64 {
+		if word == 4 {
+			return uint64(binary.NativeEndian.Uint32(b))
+		}
+		return binary.NativeEndian.Uint64(b)
+	}
+	for i := 0; i+2*word <= len(auxv); i += 2 * word {
+		t := read(auxv[i:])
+		if t == 0 {
+			break
+		}
+		if t == tag {
+			return read(auxv[i+word:])
+		}
+	}
+	return 0
+}
 
 func procCPU(pid int) time.Duration {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
-	// The command name, in parentheses, may hold spaces: count fields after it.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
+	cpu, err := StatCPU(data, ClockTicks())
+	if err != nil {
 		return 0
+	}
+	return cpu
+}
+
+// StatCPU returns the CPU time, user plus system (utime + stime), that a
+// /proc/<pid>/stat line records, its times counted in ticks a second
+// (ClockTicks).
+func StatCPU(stat []byte, ticks int64) (time.Duration, error) {
+	// The command name, in parentheses, may hold spaces and parentheses: count
+	// fields after the last ')'.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || ticks <= 0 {
+		return 0, fmt.Errorf("read CPU time from %q: not a /proc/<pid>/stat line", s)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0
+		return 0, fmt.Errorf("read CPU time from %q: %d fields after the name, want at least 13", s, len(f))
 	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	utime, err := strconv.ParseInt(f[11], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read utime: %w", err)
+	}
+	stime, err := strconv.ParseInt(f[12], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read stime: %w", err)
+	}
+	return time.Duration(utime+stime) * time.Second / time.Duration(ticks), nil
 }
 
 // SelfCPU returns the CPU time this process (and the embedded NATS in it) has used.

@@ -71,15 +71,26 @@ type Config struct {
 	// TLS makes the embedded server require TLS and client certificates from a
 	// throwaway CA.
 	TLS bool
+	// NATSProcess runs the one NATS node in a child process (`fleet nats
+	// --users-file`, from Bin) instead of inside this one, so that its CPU can be
+	// measured apart from the runner's. Not with Cluster 3 or TLS.
+	NATSProcess bool
+	// Env is added to the environment of every process the fleet starts (such
+	// as cli.CPUProfileEnv).
+	Env []string
 }
 
 // Fleet is a running fleet.
 type Fleet struct {
 	cfg Config
 	log *slog.Logger
-	// NATS is the embedded server, or nil when Cluster runs the nodes.
+	// NATS is the embedded server, or nil when Cluster runs the nodes or
+	// NATSProc runs it.
 	NATS    *embedded.Server
 	Cluster *embedded.Cluster
+	// NATSProc is the NATS node's process when Config.NATSProcess is set.
+	NATSProc *Proc
+	natsURL  string
 	// Conn is the run's own connection, as the admin role.
 	Conn *natsconn.Conn
 	// Access holds the per-role users of the embedded server.
@@ -137,7 +148,12 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.startNATS(embedded.Options{Users: users, TLS: f.Access.TLS()}); err != nil {
+	if cfg.NATSProcess {
+		err = f.startNATSProcess(ctx, users)
+	} else {
+		err = f.startNATS(embedded.Options{Users: users, TLS: f.Access.TLS()})
+	}
+	if err != nil {
 		return nil, err
 	}
 	admin, err := f.Access.Connection(f.URL(), roles.Admin)
@@ -164,7 +180,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		}
 		exArgs = append(exArgs, "--keys-file", f.keysFile)
 	}
-	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, nil, cfg.Logs, true)
+	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, cfg.Env, cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +203,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if cfg.MonitorHTTP != "" {
 			args = append(args, "--http", cfg.MonitorHTTP)
 		}
-		f.Monitor, err = Start("monitor", f.Bin("monitor"), args, f.Access.Env(roles.Monitor), cfg.Out, false)
+		f.Monitor, err = Start("monitor", f.Bin("monitor"), args, append(f.Access.Env(roles.Monitor), cfg.Env...), cfg.Out, false)
 		if err != nil {
 			return nil, err
 		}
@@ -222,6 +238,37 @@ func (f *Fleet) startNATS(o embedded.Options) error {
 	return err
 }
 
+// startNATSProcess starts the one NATS node as `fleet nats --users-file`, the
+// users written to a file of the run's folder (readable by its owner only), and
+// waits until it accepts connections.
+func (f *Fleet) startNATSProcess(ctx context.Context, users []embedded.User) error {
+	if f.cfg.Cluster > 1 || f.cfg.TLS {
+		return fmt.Errorf("NATS in a process of its own: one node without TLS only")
+	}
+	doc, err := json.Marshal(users)
+	if err != nil {
+		return fmt.Errorf("write the NATS users: %w", err)
+	}
+	path := filepath.Join(f.dir, "nats-users.json")
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		return fmt.Errorf("write the NATS users: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"nats", "--port", fmt.Sprint(port), "--users-file", path}
+	if f.NATSProc, err = Start("nats", f.Bin("fleet"), args, f.cfg.Env, f.cfg.Logs, true); err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitTCP(ctx, addr, 10*time.Second); err != nil {
+		return fmt.Errorf("NATS process: %w", err)
+	}
+	f.natsURL = "nats://" + addr
+	return nil
+}
+
 // writeR3Streams writes the built-in streams.yaml with every stream and bucket
 // replicated three times, for the cluster, into dir.
 func writeR3Streams(dir string) (string, error) {
@@ -235,6 +282,9 @@ func writeR3Streams(dir string) (string, error) {
 
 // URL returns the NATS URL(s) the processes connect to.
 func (f *Fleet) URL() string {
+	if f.natsURL != "" {
+		return f.natsURL
+	}
 	if f.Cluster != nil {
 		return f.Cluster.ClientURLs()
 	}
@@ -265,7 +315,7 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	if f.cfg.Profile != "" {
 		args = append(args, "--profile", f.cfg.Profile)
 	}
-	p, err := Start(id, f.Bin("worker"), args, env, f.cfg.Logs, true)
+	p, err := Start(id, f.Bin("worker"), args, append(env, f.cfg.Env...), f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +340,7 @@ func (f *Fleet) keyPairs() string {
 func (f *Fleet) StartProducer() error {
 	args := append(f.RoleArgs(roles.Producer), "--duration", f.cfg.Duration.String())
 	args = append(args, f.cfg.ProducerArgs...)
-	p, err := Start("producer", f.Bin("producer"), args, f.Access.Env(roles.Producer), f.cfg.Logs, true)
+	p, err := Start("producer", f.Bin("producer"), args, append(f.Access.Env(roles.Producer), f.cfg.Env...), f.cfg.Logs, true)
 	if err != nil {
 		return err
 	}
@@ -362,6 +412,9 @@ func (f *Fleet) Down() {
 	}
 	if f.NATS != nil {
 		f.NATS.Shutdown()
+	}
+	if f.NATSProc != nil {
+		_ = f.NATSProc.Stop(10 * time.Second)
 	}
 	if f.Cluster != nil {
 		f.Cluster.Shutdown()
@@ -484,6 +537,21 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitTCP(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c.Close()
+		}
+		if Sleep(ctx, 50*time.Millisecond) != nil {
+			return fmt.Errorf("not accepting connections at %s after %s: %w", addr, timeout, err)
+		}
+	}
 }
 
 func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {

@@ -1,0 +1,358 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ratefleet/ratefleet/internal/cli"
+	"github.com/ratefleet/ratefleet/internal/fleet"
+)
+
+// CPUConfig describes the CPU benchmark: for each cell of Keys × Workers, a
+// fresh fleet offered more than its keys allow, measured over Duration after
+// Warmup, the CPU time of every process read from /proc at both ends.
+type CPUConfig struct {
+	Bin              string
+	Keys, Workers    []int
+	Warmup, Duration time.Duration
+	// Profile, when it is one of the cells, has that cell's processes write CPU
+	// profiles of their whole run, summarised per kind of process by `GoCmd tool
+	// pprof`.
+	Profile Cell
+	GoCmd   string
+	Logs    io.Writer
+	Logger  *slog.Logger
+}
+
+// Cell is one point of the CPU benchmark's matrix: how many keys, shared by how
+// many worker processes.
+type Cell struct{ Keys, Workers int }
+
+// String returns the cell as --profile-cell takes it, such as "100x5".
+func (c Cell) String() string { return fmt.Sprintf("%dx%d", c.Keys, c.Workers) }
+
+// ParseCell reads a cell written keys x workers, such as "100x5".
+func ParseCell(s string) (Cell, error) {
+	k, w, ok := strings.Cut(s, "x")
+	keys, err1 := strconv.Atoi(k)
+	workers, err2 := strconv.Atoi(w)
+	if !ok || err1 != nil || err2 != nil || keys < 1 || workers < 1 {
+		return Cell{}, fmt.Errorf("cell %q: want keys x workers, such as 100x5", s)
+	}
+	return Cell{Keys: keys, Workers: workers}, nil
+}
+
+// overload is how far above its keys' hard limit (20 a second each) the producer
+// offers: enough that the queue never runs dry, so the fleet runs at its bound.
+const overload = 1.1
+
+// CPUUse is the CPU time each kind of process used over a span.
+type CPUUse struct {
+	Workers, NATS, Simulator, Producer, Monitor time.Duration
+	// Runner is the benchmark's own process (fleet cpu): not part of a
+	// deployment, and left out of All.
+	Runner time.Duration
+}
+
+// All returns the CPU of every process of the fleet: workers, NATS, simulator,
+// producer and monitor.
+func (u CPUUse) All() time.Duration {
+	return u.Workers + u.NATS + u.Simulator + u.Producer + u.Monitor
+}
+
+func (u CPUUse) sub(v CPUUse) CPUUse {
+	return CPUUse{Workers: u.Workers - v.Workers, NATS: u.NATS - v.NATS, Simulator: u.Simulator - v.Simulator,
+		Producer: u.Producer - v.Producer, Monitor: u.Monitor - v.Monitor, Runner: u.Runner - v.Runner}
+}
+
+// CPURow is one cell's result, over its measured window.
+type CPURow struct {
+	Cell
+	Window time.Duration
+	// Published is what the producer published in the window; OK what the
+	// simulator answered 200; RateLimited and BadNonce its 429s and 400s.
+	Published, OK, RateLimited, BadNonce uint64
+	// Bound is what the keys can provably carry (package limiter's doc).
+	Bound float64
+	CPU   CPUUse
+	// BoxBusy is the machine's busy share of its cores, every process of every
+	// user counted.
+	BoxBusy float64
+	// Profiled is set when the processes were writing CPU profiles meanwhile
+	// (which costs a little CPU).
+	Profiled bool
+}
+
+// OKPerSecond returns the requests answered 200 a second.
+func (r CPURow) OKPerSecond() float64 { return float64(r.OK) / r.Window.Seconds() }
+
+// PerRequest returns d per request answered 200, in milliseconds.
+func (r CPURow) PerRequest(d time.Duration) float64 {
+	if r.OK == 0 {
+		return 0
+	}
+	return float64(d) / float64(time.Millisecond) / float64(r.OK)
+}
+
+// CoresPer1000Keys returns the cores that CPU per request d would take for
+// 1,000 keys each served at the per-key bound.
+func CoresPer1000Keys(msPerRequest float64) float64 {
+	return msPerRequest * 1000 * perKeyBound / 1000
+}
+
+// CPUResult is the benchmark's rows and, for the profiled cell, the top of each
+// kind of process's CPU profile.
+type CPUResult struct {
+	Rows []CPURow
+	// Profiles holds `go tool pprof -top` of the profiled cell, by kind of process.
+	Profiles []KindProfile
+	// Load is /proc/loadavg when the benchmark started.
+	Load    string
+	Started time.Time
+}
+
+// KindProfile is the top of one kind of process's CPU profiles, merged.
+type KindProfile struct {
+	Kind  string
+	Cell  Cell
+	Files int
+	Top   string
+}
+
+// CPU runs the CPU benchmark, one row a cell.
+func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
+	res := CPUResult{Started: time.Now(), Load: loadAverage()}
+	for _, k := range cfg.Keys {
+		for _, w := range cfg.Workers {
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			c := Cell{Keys: k, Workers: w}
+			cfg.Logger.Info("benchmark: cpu", "cell", c.String(), "offered_rate", float64(k)*20*overload, "duration", cfg.Duration)
+			row, profiles, err := cpuCell(ctx, cfg, c)
+			if err != nil {
+				return res, fmt.Errorf("cpu %s: %w", c, err)
+			}
+			res.Rows = append(res.Rows, row)
+			res.Profiles = append(res.Profiles, profiles...)
+		}
+	}
+	return res, nil
+}
+
+// cpuCell runs one cell: a fleet whose NATS runs in a process of its own, the
+// producer offering overload times the keys' hard limit, CPU read per process
+// at both ends of the window.
+func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile, error) {
+	row := CPURow{Cell: c, Bound: float64(c.Keys) * perKeyBound, Profiled: c == cfg.Profile}
+	var env []string
+	var profDir string
+	if row.Profiled {
+		dir, err := os.MkdirTemp("", "ratefleet-cpu-profiles-")
+		if err != nil {
+			return row, nil, fmt.Errorf("profiles folder: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		profDir, env = dir, []string{cli.CPUProfileEnv + "=" + dir}
+	}
+	rate := float64(c.Keys) * 20 * overload
+	f, err := fleet.Up(ctx, fleet.Config{
+		Bin: cfg.Bin, Workers: c.Workers, Keys: manyKeys(c.Keys),
+		// The producer outlives the window; Down stops it.
+		Duration:     cfg.Warmup + cfg.Duration + 10*time.Second,
+		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(rate), "--ttl", "10m", "--progress", "0"},
+		WorkerArgs:   []string{"--keys", fmt.Sprint((c.Keys + c.Workers - 1) / c.Workers)},
+		Monitor:      true, NATSProcess: true, Env: env,
+		Logs: cfg.Logs, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return row, nil, err
+	}
+	down := sync.OnceFunc(f.Down)
+	defer down()
+	if err := f.StartProducer(); err != nil {
+		return row, nil, err
+	}
+	if err := fleet.Sleep(ctx, cfg.Warmup); err != nil {
+		return row, nil, err
+	}
+	s0, err := sampleFleet(ctx, f)
+	if err != nil {
+		return row, nil, err
+	}
+	if err := fleet.Sleep(ctx, cfg.Duration); err != nil {
+		return row, nil, err
+	}
+	s1, err := sampleFleet(ctx, f)
+	if err != nil {
+		return row, nil, err
+	}
+	row.Window = s1.at.Sub(s0.at)
+	row.CPU = s1.cpu.sub(s0.cpu)
+	row.Published = s1.published - s0.published
+	row.OK, row.RateLimited, row.BadNonce = s1.ex.OK-s0.ex.OK, s1.ex.RateLimited-s0.ex.RateLimited, s1.ex.BadNonce-s0.ex.BadNonce
+	if s1.boxTotal > s0.boxTotal {
+		row.BoxBusy = float64(s1.boxBusy-s0.boxBusy) / float64(s1.boxTotal-s0.boxTotal)
+	}
+	if !row.Profiled {
+		return row, nil, nil
+	}
+	kinds := processKinds(f)
+	down() // every process writes its profile as it stops
+	profiles, err := topProfiles(ctx, cfg.GoCmd, profDir, kinds, c)
+	return row, profiles, err
+}
+
+// fleetSample is what the CPU benchmark reads at each end of its window.
+type fleetSample struct {
+	at                time.Time
+	cpu               CPUUse
+	ex                fleet.ExchangeTotals
+	published         uint64
+	boxBusy, boxTotal uint64
+}
+
+// sampleFleet reads every process's CPU so far, the simulator's counts, the
+// requests published and the machine's CPU. A process that has exited would
+// read 0 and spoil the difference: that is an error.
+func sampleFleet(ctx context.Context, f *fleet.Fleet) (fleetSample, error) {
+	var s fleetSample
+	procs := append([]*fleet.Proc{f.NATSProc, f.Exchange, f.Producer, f.Monitor}, f.Workers...)
+	for _, p := range procs {
+		select {
+		case <-p.Done():
+			return s, fmt.Errorf("%s exited during the measured window: %w", p.Name, p.Wait())
+		default:
+		}
+	}
+	s.at = time.Now()
+	for _, w := range f.Workers {
+		s.cpu.Workers += w.CPU()
+	}
+	s.cpu.NATS, s.cpu.Simulator, s.cpu.Producer, s.cpu.Monitor = f.NATSProc.CPU(), f.Exchange.CPU(), f.Producer.CPU(), f.Monitor.CPU()
+	s.cpu.Runner = fleet.SelfCPU()
+	s.boxBusy, s.boxTotal = fleet.BoxCPU()
+	var err error
+	if s.ex, err = fleet.FetchExchangeTotals(ctx, f.ExchangeURL); err != nil {
+		return s, err
+	}
+	sc := f.Conn.Streams
+	st, err := f.Conn.JS.Stream(ctx, sc.Requests.Stream.Name)
+	if err != nil {
+		return s, fmt.Errorf("read the requests stream: %w", err)
+	}
+	s.published = st.CachedInfo().State.LastSeq
+	return s, nil
+}
+
+// processKinds maps each of f's processes to its kind.
+func processKinds(f *fleet.Fleet) map[int]string {
+	kinds := map[int]string{f.NATSProc.PID(): "NATS", f.Exchange.PID(): "simulator", f.Producer.PID(): "producer", f.Monitor.PID(): "monitor"}
+	for _, w := range f.Workers {
+		kinds[w.PID()] = "workers"
+	}
+	return kinds
+}
+
+// topProfiles runs `goCmd tool pprof -top -nodecount=10` on each kind's
+// profiles in dir (named <command>-<pid>.pprof by cli.Main), the workers' merged.
+func topProfiles(ctx context.Context, goCmd, dir string, kinds map[int]string, c Cell) ([]KindProfile, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.pprof"))
+	if err != nil {
+		return nil, fmt.Errorf("list the profiles: %w", err)
+	}
+	byKind := profilesByKind(files, kinds)
+	var out []KindProfile
+	for _, kind := range []string{"workers", "NATS", "simulator", "producer", "monitor"} {
+		if len(byKind[kind]) == 0 {
+			out = append(out, KindProfile{Kind: kind, Cell: c, Top: "(no profile written)\n"})
+			continue
+		}
+		args := append([]string{"tool", "pprof", "-top", "-nodecount=10"}, byKind[kind]...)
+		var stdout, stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, goCmd, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			return out, fmt.Errorf("%s tool pprof on the %s profiles of cell %s: %w: %s", goCmd, kind, c, err, strings.TrimSpace(stderr.String()))
+		}
+		out = append(out, KindProfile{Kind: kind, Cell: c, Files: len(byKind[kind]), Top: stdout.String()})
+	}
+	return out, nil
+}
+
+// profilesByKind sorts profile files, named <command>-<pid>.pprof, by the kind
+// of the process whose pid their name ends with; others are left out.
+func profilesByKind(files []string, kinds map[int]string) map[string][]string {
+	byKind := map[string][]string{}
+	for _, file := range files {
+		base := strings.TrimSuffix(filepath.Base(file), ".pprof")
+		pid, err := strconv.Atoi(base[strings.LastIndexByte(base, '-')+1:])
+		if kind, ok := kinds[pid]; err == nil && ok {
+			byKind[kind] = append(byKind[kind], file)
+		}
+	}
+	return byKind
+}
+
+// loadAverage returns the first three fields of /proc/loadavg, or "unknown".
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// FormatCPU renders the rows as one Markdown table, then the projection and the
+// profiles.
+func FormatCPU(res CPUResult, cfg CPUConfig) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms.\n\n",
+		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, cfg.Duration, cfg.Warmup, fleet.ClockTicks())
+	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range res.Rows {
+		mark := ""
+		if r.Profiled {
+			mark = " (profiled)"
+		}
+		all := r.PerRequest(r.CPU.All())
+		fmt.Fprintf(&b, "| %d | %d%s | %.1f | %.1f | %.3f | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.0f%% |\n",
+			r.Keys, r.Workers, mark, float64(r.Published)/r.Window.Seconds(), r.OKPerSecond(), r.OKPerSecond()/r.Bound, r.RateLimited, r.BadNonce,
+			r.PerRequest(r.CPU.Workers), r.PerRequest(r.CPU.NATS), r.PerRequest(r.CPU.Simulator), r.PerRequest(r.CPU.Producer), r.PerRequest(r.CPU.Monitor),
+			all, r.PerRequest(r.CPU.Runner), CoresPer1000Keys(all), 100*r.BoxBusy)
+	}
+	if len(res.Rows) > 0 {
+		most := slices.MaxFunc(res.Rows, func(a, b CPURow) int { return a.Keys - b.Keys }).Keys
+		b.WriteString("\nProjection: cores per 1,000 keys at full rate = CPU ms per request × 1,000 keys × 19.17 req/s a key / 1,000 ms, from the cells with the most keys:\n\n")
+		for _, r := range res.Rows {
+			if r.Keys != most {
+				continue
+			}
+			all := r.PerRequest(r.CPU.All())
+			fleetOnly := r.PerRequest(r.CPU.All() - r.CPU.Simulator)
+			fmt.Fprintf(&b, "- %d keys, %d worker processes: %.3f ms × 1,000 × %.2f / 1,000 = %.2f cores (%.2f without the simulator, which stands in for the upstream)\n",
+				r.Keys, r.Workers, all, perKeyBound, CoresPer1000Keys(all), CoresPer1000Keys(fleetOnly))
+		}
+	}
+	for _, p := range res.Profiles {
+		fmt.Fprintf(&b, "\nCPU profile of the %s, cell %s (%d keys, %d worker processes), %d process(es) merged, whole run (`go tool pprof -top -nodecount=10`):\n\n```\n%s```\n",
+			p.Kind, p.Cell, p.Cell.Keys, p.Cell.Workers, p.Files, p.Top)
+	}
+	return b.String()
+}

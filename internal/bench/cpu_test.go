@@ -1,0 +1,108 @@
+package bench
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseCell(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Cell
+		ok   bool
+	}{
+		{"100x5", Cell{Keys: 100, Workers: 5}, true},
+		{"5x1", Cell{Keys: 5, Workers: 1}, true},
+		{"100", Cell{}, false},
+		{"0x5", Cell{}, false},
+		{"5x0", Cell{}, false},
+		{"ax5", Cell{}, false},
+		{"5x5x5", Cell{}, false},
+		{"", Cell{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseCell(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Errorf("ParseCell(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
+			}
+			if tc.ok && got.String() != tc.in {
+				t.Errorf("%v.String() = %q, want %q", got, got.String(), tc.in)
+			}
+		})
+	}
+}
+
+func TestCPURow_PerRequestAndProjection(t *testing.T) {
+	r := CPURow{Cell: Cell{Keys: 100, Workers: 5}, Window: 20 * time.Second, OK: 4000, Bound: 100 * perKeyBound,
+		CPU: CPUUse{Workers: 6 * time.Second, NATS: 2 * time.Second, Simulator: time.Second, Producer: 800 * time.Millisecond,
+			Monitor: 200 * time.Millisecond, Runner: 4 * time.Second}}
+	// 10 s over 4,000 requests; the runner's 4 s are not the fleet's.
+	if got := r.PerRequest(r.CPU.All()); got != 2.5 {
+		t.Errorf("all: %v ms/req, want 2.5", got)
+	}
+	if got := r.PerRequest(r.CPU.Workers); got != 1.5 {
+		t.Errorf("workers: %v ms/req, want 1.5", got)
+	}
+	if got := r.OKPerSecond(); got != 200 {
+		t.Errorf("OKPerSecond = %v, want 200", got)
+	}
+	// 2.5 ms a request × 19,166 requests a second = 47.9 cores.
+	if got := CoresPer1000Keys(2.5); got < 47.90 || got > 47.93 {
+		t.Errorf("CoresPer1000Keys(2.5) = %v, want 2.5 × 1000 × 20 / 1.0435 / 1000 = 47.92", got)
+	}
+	if got := (CPURow{}).PerRequest(time.Second); got != 0 {
+		t.Errorf("no request served: %v ms/req, want 0", got)
+	}
+}
+
+func TestFormatCPU_OneRowACellAndTheProjectionFromTheMostKeys(t *testing.T) {
+	row := func(keys, workers int, profiled bool) CPURow {
+		return CPURow{Cell: Cell{Keys: keys, Workers: workers}, Window: 10 * time.Second, OK: uint64(keys) * 190, Published: uint64(keys) * 220,
+			Bound: float64(keys) * perKeyBound, CPU: CPUUse{Workers: time.Duration(keys) * 100 * time.Millisecond}, Profiled: profiled}
+	}
+	res := CPUResult{Rows: []CPURow{row(5, 2, false), row(100, 2, false), row(100, 5, true)},
+		Profiles: []KindProfile{{Kind: "workers", Cell: Cell{Keys: 100, Workers: 5}, Files: 5, Top: "flat flat%\n"}}}
+	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Warmup: time.Second})
+	lines := strings.Split(out, "\n")
+	rows := slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return !strings.HasPrefix(l, "| ") || strings.HasPrefix(l, "| keys") })
+	if len(rows) != 3 {
+		t.Fatalf("%d table rows, want 3:\n%s", len(rows), out)
+	}
+	// 100 keys: 10 s of workers' CPU over 19,000 requests = 0.526 ms.
+	if want := "| 100 | 5 (profiled) | 2200.0 | 1900.0 | 0.991 | 0 | 0 | 0.526 |"; !strings.HasPrefix(rows[2], want) {
+		t.Errorf("row %q, want it to start %q", rows[2], want)
+	}
+	var projections []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "- ") {
+			projections = append(projections, l)
+		}
+	}
+	if len(projections) != 2 || !strings.HasPrefix(projections[0], "- 100 keys, 2 worker") || !strings.HasPrefix(projections[1], "- 100 keys, 5 worker") {
+		t.Errorf("projections %q, want one for each 100-key cell", projections)
+	}
+	if !strings.Contains(out, "= 10.09 cores") {
+		t.Errorf("no projection of 0.526 ms × 19.17 = 10.09 cores in:\n%s", out)
+	}
+	if !strings.Contains(out, "CPU profile of the workers, cell 100x5 (100 keys, 5 worker processes), 5 process(es)") {
+		t.Errorf("no profile block in:\n%s", out)
+	}
+}
+
+func TestProfilesByKind_ByThePIDInTheName(t *testing.T) {
+	kinds := map[int]string{11: "workers", 12: "workers", 20: "NATS", 30: "simulator"}
+	files := []string{"/p/worker-11.pprof", "/p/worker-12.pprof", "/p/fleet-20.pprof", "/p/exchange-30.pprof", "/p/worker-99.pprof", "/p/odd.pprof"}
+	got := profilesByKind(files, kinds)
+	want := map[string][]string{"workers": {"/p/worker-11.pprof", "/p/worker-12.pprof"}, "NATS": {"/p/fleet-20.pprof"}, "simulator": {"/p/exchange-30.pprof"}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if !slices.Equal(got[k], v) {
+			t.Errorf("%s: %v, want %v", k, got[k], v)
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package fleet
+
+import (
+	"encoding/binary"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestStatCPU_SumsUserAndSystemTicks(t *testing.T) {
+	// Fields after the name: state ppid pgrp session tty tpgid flags minflt
+	// cminflt majflt cmajflt utime stime cutime cstime ...
+	const tail = " S 1 2 3 0 -1 4194560 100 0 0 0 250 75 9 9 20 0 8 0\n"
+	tests := []struct {
+		name  string
+		stat  string
+		ticks int64
+		want  time.Duration
+	}{
+		{"plain name, USER_HZ", "42 (worker)" + tail, 100, 3250 * time.Millisecond},
+		{"name with spaces and parentheses", "42 (a (b) c)" + tail, 100, 3250 * time.Millisecond},
+		{"another tick rate", "42 (worker)" + tail, 1000, 325 * time.Millisecond},
+		{"children's time not counted", "42 (x) S 1 2 3 0 -1 0 0 0 0 0 0 0 500 500 20 0 8 0", 100, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := StatCPU([]byte(tc.stat), tc.ticks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("StatCPU = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStatCPU_RejectsWhatIsNotAStatLine(t *testing.T) {
+	for _, stat := range []string{"", "42 worker S 1", "42 (worker) S 1 2 3", "42 (w) S 1 2 3 0 -1 0 0 0 0 0 x 1 0 0"} {
+		if _, err := StatCPU([]byte(stat), 100); err == nil {
+			t.Errorf("StatCPU(%q): no error", stat)
+		}
+	}
+}
+
+func TestAuxvValue_FindsTheTag(t *testing.T) {
+	word := strconv.IntSize / 8
+	vec := func(pairs ...uint64) []byte {
+		b := make([]byte, len(pairs)*word)
+		for i, v := range pairs {
+			if word == 4 {
+				binary.NativeEndian.PutUint32(b[i*word:], uint32(v))
+			} else {
+				binary.NativeEndian.PutUint64(b[i*word:], v)
+			}
+		}
+		return b
+	}
+	tests := []struct {
+		name string
+		auxv []byte
+		want uint64
+	}{
+		{"among others", vec(6, 4096, atClockTick, 250, 0, 0), 250},
+		{"absent", vec(6, 4096, 0, 0), 0},
+		{"after the end marker", vec(6, 4096, 0, 0, atClockTick, 250), 0},
+		{"truncated", vec(6, 4096, atClockTick)[:3*word], 0},
+		{"empty", nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := auxvValue(tc.auxv, atClockTick); got != tc.want {
+				t.Errorf("auxvValue = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClockTicks_IsUserHZOnLinux(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/self/auxv is Linux's")
+	}
+	if _, err := os.Stat("/proc/self/auxv"); err != nil {
+		t.Skip(err)
+	}
+	if got := ClockTicks(); got != userHZ {
+		t.Errorf("ClockTicks = %d, want %d", got, userHZ)
+	}
+}
+
+func TestProcCPU_ReadsThisProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip(err)
+	}
+	// Spin until /proc says this process has used 20 ms: a reading stuck at 0
+	// (a wrong field, a wrong unit) fails.
+	deadline := time.Now().Add(5 * time.Second)
+	for SelfCPU() < 20*time.Millisecond && time.Now().Before(deadline) {
+		for i := 0; i < 1e6; i++ {
+			_ = strconv.Itoa(i)
+		}
+	}
+	if got := SelfCPU(); got < 20*time.Millisecond {
+		t.Errorf("SelfCPU = %s after spinning, want at least 20ms", got)
+	}
+}
