@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 )
 
 // wrongModel is a delay model the default L (50 ms) does not bound, run on a

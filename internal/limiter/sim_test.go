@@ -7,8 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/bench/limitertest"
+	"github.com/ratefleet/ratefleet/internal/limiter"
 )
 
 // L is the reference upstream's largest one-way delay.
