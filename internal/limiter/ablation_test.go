@@ -84,6 +84,33 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 			return limitertest.WithSpikes(limitertest.Asymmetric(seed, 2*L, 10*ms, ms), seed, 0.1, 800*ms)
 		},
 		adjust: func(_ uint64, r *limitertest.Run) { r.GiveUp = 500 * ms }})
+	// The rule kinds, without a nonce: a fixed window bursts at each interval's
+	// start, a bucket sends at its rate.
+	kind := func(rules []limiter.Rule, offset, upstream time.Duration, adjust func(*limitertest.Run)) wrongModel {
+		return noNonce(wrongModel{requests: 4_000,
+			cfg:    limiter.Config{Rules: rules, ClockOffset: offset},
+			delays: func(seed uint64) limitertest.Delays { return limitertest.Uniform(seed, L, ms) },
+			adjust: func(_ uint64, r *limitertest.Run) {
+				r.Rules, r.Offset = rules, upstream
+				if adjust != nil {
+					adjust(r)
+				}
+			}})
+	}
+	fixed := []limiter.Rule{{Kind: limiter.Fixed, Limit: 20, Window: time.Second}}
+	models["fixed, no nonce: the upstream's intervals start 25 ms after this clock's"] = kind(fixed, 30*ms, 25*ms, nil)
+	// 20 requests ready in the second half of each second, the last just before
+	// the next interval: their arrivals spill into it.
+	models["fixed, no nonce: demand late in each interval"] = kind(fixed, 20*ms, 0, func(r *limitertest.Run) {
+		r.Start = simStart
+		r.Ready = func(i int) time.Time {
+			return simStart.Add(time.Duration(i/20)*time.Second + 500*ms + time.Duration(i%20)*25*ms)
+		}
+	})
+	bucket := []limiter.Rule{{Kind: limiter.Bucket, Limit: 10, Rate: 5}}
+	models["bucket, no nonce: 10 slow arrivals, then 10 fast ones"] = kind(bucket, 0, 0, func(r *limitertest.Run) {
+		r.Delays = limitertest.Blocks(10, limitertest.Trip{In: L}, limitertest.Trip{Out: L})
+	})
 
 	tests := []struct {
 		rule, model string
@@ -104,6 +131,9 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 		{rule: "window + 1 ms", model: "arrivals on the bound, in whole ms", want: "429"},
 		{rule: "weight in the window", model: "weights 1 to 5", want: "429"},
 		{rule: "pause after a 429", model: "another client's bursts on the key", want: "429", max429: 40},
+		{rule: "fixed: the clock offset", model: "fixed, no nonce: the upstream's intervals start 25 ms after this clock's", want: "429"},
+		{rule: "fixed: every interval the arrival may fall in", model: "fixed, no nonce: demand late in each interval", want: "429"},
+		{rule: "bucket: units drain from their bounds", model: "bucket, no nonce: 10 slow arrivals, then 10 fast ones", want: "429"},
 	}
 	var covered []string
 	for _, tt := range tests {

@@ -3,6 +3,7 @@ package limiter
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -29,6 +30,12 @@ const (
 	DefaultBanThreshold = 10
 	// DefaultGuardThreshold is how many 429s trip the ban guard.
 	DefaultGuardThreshold = 3
+	// DefaultClockOffset is how far the upstream's calendar may be from this
+	// process's wall clock, for fixed windows; see Config.ClockOffset.
+	DefaultClockOffset = time.Second
+	// MaxDrain bounds how long a full bucket takes to drain (Limit / Rate), and
+	// so how long its sends count.
+	MaxDrain = 30 * 24 * time.Hour
 	// MaxLimit bounds a rule's Limit, and so the memory of a Limiter, which keeps
 	// a record per send while it may count (about a window's sends), and the size
 	// of its State, which carries the largest Limit's unit bounds (about 35 bytes
@@ -42,6 +49,10 @@ const NoMargin time.Duration = -1
 // NoTolerance, as Config.Tolerance, allows a round trip no noise at all.
 const NoTolerance time.Duration = -1
 
+// NoClockOffset, as Config.ClockOffset, takes the upstream's calendar to be this
+// process's wall clock exactly.
+const NoClockOffset time.Duration = -1
+
 // DefaultRule is the reference upstream's rule: at most 20 requests in any window
 // of more than 1000 ms.
 var DefaultRule = Rule{Limit: 20, Window: time.Second}
@@ -50,18 +61,100 @@ var DefaultRule = Rule{Limit: 20, Window: time.Second}
 // Config they cannot use.
 var ErrInvalidConfig = errors.New("invalid limiter config")
 
-// Rule is one rate rule of the upstream: a request is accepted only if its arrival
-// minus the arrival of the Limit-th previous accepted request is more than Window,
-// both arrivals in whole milliseconds.
-type Rule struct {
-	// Limit is how many requests a window holds, at least 1.
-	Limit int `json:"limit"`
-	// Window is the rule's window, a whole number of milliseconds, at least 1 ms.
-	Window time.Duration `json:"window_ns"`
+// RuleKind is how the upstream counts for a Rule.
+type RuleKind uint8
+
+// The kinds of rule.
+const (
+	// Sliding: at most Limit units in any interval of length Window, in whole
+	// milliseconds. A unit is accepted only if its arrival minus the arrival of
+	// the Limit-th previous accepted unit is more than Window.
+	Sliding RuleKind = iota
+	// Fixed: at most Limit units in each calendar interval of length Window, the
+	// count restarting at 0 when the interval starts (a minute's count at :00 of
+	// the upstream's clock). The intervals are the multiples of Window since the
+	// Unix epoch, within Config.ClockOffset on this process's wall clock.
+	Fixed
+	// Bucket: a counter raised by each unit that arrives and lowered at Rate
+	// units a second (never below 0); a request is refused if its units would
+	// take the counter above Limit. Window, if not 0, is the step of the decay:
+	// the counter falls by Rate·Window once every Window instead of continuously.
+	Bucket
+)
+
+// ruleKinds names the kinds, as a profile spells them.
+var ruleKinds = [...]string{Sliding: "sliding", Fixed: "fixed", Bucket: "bucket"}
+
+// String returns the kind's name: sliding, fixed or bucket.
+func (k RuleKind) String() string {
+	if int(k) < len(ruleKinds) {
+		return ruleKinds[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// String returns the rule as "20 per 1s".
-func (r Rule) String() string { return fmt.Sprintf("%d per %v", r.Limit, r.Window) }
+// ParseRuleKind returns the kind named s (sliding, fixed or bucket); the empty
+// name is Sliding.
+func ParseRuleKind(s string) (RuleKind, error) {
+	if s == "" {
+		return Sliding, nil
+	}
+	for k, name := range ruleKinds {
+		if s == name {
+			return RuleKind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: rule kind %q: use sliding, fixed or bucket", ErrInvalidConfig, s)
+}
+
+// MarshalText writes the kind's name.
+func (k RuleKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText reads a kind's name.
+func (k *RuleKind) UnmarshalText(b []byte) error {
+	v, err := ParseRuleKind(string(b))
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+// Rule is one rate rule of the upstream, counted per key, as its Kind says. By
+// default (Sliding) a request is accepted only if its arrival minus the arrival
+// of the Limit-th previous accepted request is more than Window, both arrivals in
+// whole milliseconds.
+type Rule struct {
+	// Kind is how the upstream counts; Sliding when zero.
+	Kind RuleKind `json:"kind,omitempty"`
+	// Limit is how many units a window holds (for a Bucket, the counter's
+	// capacity), at least 1.
+	Limit int `json:"limit"`
+	// Window is the rule's window, a whole number of milliseconds, at least 1 ms.
+	// For a Bucket it is the step of the decay, 0 for a continuous one.
+	Window time.Duration `json:"window_ns"`
+	// Rate is how many units a second a Bucket's counter falls by; only a Bucket
+	// has one.
+	Rate float64 `json:"rate,omitempty"`
+}
+
+// String returns the rule as "20 per 1s", "20 per fixed 1m0s" or "bucket of 15
+// falling 0.33/s".
+func (r Rule) String() string {
+	switch r.Kind {
+	case Fixed:
+		return fmt.Sprintf("%d per fixed %v", r.Limit, r.Window)
+	case Bucket:
+		s := fmt.Sprintf("bucket of %d falling %g/s", r.Limit, r.Rate)
+		if r.Window > 0 {
+			s += fmt.Sprintf(" every %v", r.Window)
+		}
+		return s
+	case Sliding:
+		return fmt.Sprintf("%d per %v", r.Limit, r.Window)
+	}
+	return fmt.Sprintf("%v: %d per %v", r.Kind, r.Limit, r.Window)
+}
 
 // Config configures a Limiter. The zero value is the reference upstream's.
 type Config struct {
@@ -105,15 +198,45 @@ type Config struct {
 	// whose Retry-After says when the key may send again (LLM APIs, whose
 	// windows are minutes long). The windows themselves are kept all the same.
 	TrustRetryAfter bool
+	// ClockOffset bounds how far the upstream's calendar is from this process's
+	// wall clock, for Fixed rules: each fixed window of the upstream starts
+	// within ClockOffset of a multiple of its Window (since the Unix epoch) on
+	// this clock. It covers both clocks' errors (NTP keeps each within tens of
+	// milliseconds; a clock left unsynchronised for hours drifts by a second) and
+	// an upstream that starts its windows a little off the round second. It
+	// costs a fixed window nothing while 2·ClockOffset + L fits in its Window:
+	// each window's sends then leave ClockOffset after it starts. An offset of
+	// half the Window or more covers every alignment (the windows of an upstream
+	// that starts them at a key's first request), and the rule then paces as the
+	// sliding window does. DefaultClockOffset when 0; NoClockOffset (any
+	// negative value) for none.
+	ClockOffset time.Duration
 	// Lateness, when set, is shared by the limiters of one process: each notes
 	// its own lateness there, and each takes the machine as busy (its answers
 	// then bound its sends; see the package doc) when any of them was late.
 	Lateness *Lateness
 }
 
+// rule is a validated Rule with what the limiter derives from it.
+type rule struct {
+	Rule
+	// span is how long after its arrival a unit may count: Window for a sliding
+	// one, Window plus the offset twice for a fixed one, the time a full
+	// bucket takes to drain for a bucket.
+	span time.Duration
+	// edge is a fixed rule's clock offset plus the margin, in whole ms rounded
+	// up, at most half the Window, rounded up (which covers every alignment).
+	edge int64
+	// per is the time a bucket's counter takes to fall by one unit, rounded up:
+	// the limiter never takes it to fall faster than it does.
+	per time.Duration
+}
+
 // settings is a validated Config with its defaults filled in.
 type settings struct {
-	rules     []Rule // by Limit, smallest first
+	rules     []rule // by Limit, smallest first
+	kinds     bool   // some rule is Fixed or Bucket
+	buckets   bool   // some rule is a Bucket
 	capacity  int    // the largest Limit: how many unit bounds a State carries
 	maxDelay  time.Duration
 	ceiling   time.Duration
@@ -121,7 +244,8 @@ type settings struct {
 	unordered bool
 	margin    time.Duration
 	tolerance time.Duration
-	longest   time.Duration // the longest Window
+	longest   time.Duration // the longest span of a rule
+	offset    time.Duration // ClockOffset
 	ban       int
 	guard     int
 	trustRA   bool
@@ -130,7 +254,6 @@ type settings struct {
 
 func (c Config) settings() (settings, error) {
 	s := settings{
-		rules:     slices.Clone(c.Rules),
 		maxDelay:  c.MaxDelay,
 		ceiling:   c.MaxDelayCeiling,
 		arrival:   c.MaxArrival,
@@ -142,25 +265,20 @@ func (c Config) settings() (settings, error) {
 		trustRA:   c.TrustRetryAfter,
 		lateness:  c.Lateness,
 	}
-	if len(s.rules) == 0 {
-		s.rules = []Rule{DefaultRule}
+	rules := c.Rules
+	if len(rules) == 0 {
+		rules = []Rule{DefaultRule}
 	}
-	for i, r := range s.rules {
-		switch {
-		case r.Limit < 1 || r.Limit > MaxLimit:
-			return settings{}, fmt.Errorf("%w: rule %d (%v): limit must be between 1 and %d requests per window",
-				ErrInvalidConfig, i+1, r, MaxLimit)
-		case r.Window < time.Millisecond:
-			return settings{}, fmt.Errorf("%w: rule %d (%v): window must be at least 1ms",
-				ErrInvalidConfig, i+1, r)
-		case r.Window%time.Millisecond != 0:
-			return settings{}, fmt.Errorf("%w: rule %d (%v): window must be a whole number of milliseconds, as the upstream compares arrival times in whole milliseconds",
-				ErrInvalidConfig, i+1, r)
+	for i, r := range rules {
+		if err := r.validate(); err != nil {
+			return settings{}, fmt.Errorf("%w: rule %d (%v): %s", ErrInvalidConfig, i+1, r, err)
 		}
+		s.rules = append(s.rules, rule{Rule: r})
 		s.capacity = max(s.capacity, r.Limit)
-		s.longest = max(s.longest, r.Window)
+		s.kinds = s.kinds || r.Kind != Sliding
+		s.buckets = s.buckets || r.Kind == Bucket
 	}
-	slices.SortStableFunc(s.rules, func(a, b Rule) int { return a.Limit - b.Limit })
+	slices.SortStableFunc(s.rules, func(a, b rule) int { return a.Limit - b.Limit })
 
 	switch {
 	case s.maxDelay < 0:
@@ -201,6 +319,17 @@ func (c Config) settings() (settings, error) {
 	case s.tolerance < 0:
 		s.tolerance = 0
 	}
+	s.offset = c.ClockOffset
+	switch {
+	case s.offset == 0:
+		s.offset = DefaultClockOffset
+	case s.offset < 0:
+		s.offset = 0
+	}
+	for i := range s.rules {
+		s.rules[i].derive(s.offset, s.margin)
+		s.longest = max(s.longest, s.rules[i].span)
+	}
 	switch {
 	case s.ban < 0:
 		return settings{}, fmt.Errorf("%w: ban threshold %d is negative; use 0 for the default %d",
@@ -222,4 +351,62 @@ func (c Config) settings() (settings, error) {
 			ErrInvalidConfig, s.guard, s.ban)
 	}
 	return s, nil
+}
+
+// validate checks one rule, and says what is wrong in a sentence.
+func (r Rule) validate() error {
+	switch {
+	case r.Kind > Bucket:
+		return fmt.Errorf("kind %d: use Sliding, Fixed or Bucket", uint8(r.Kind))
+	case r.Limit < 1 || r.Limit > MaxLimit:
+		if r.Kind == Bucket {
+			return fmt.Errorf("capacity (limit) must be between 1 and %d units", MaxLimit)
+		}
+		return fmt.Errorf("limit must be between 1 and %d requests per window", MaxLimit)
+	case r.Kind == Bucket:
+		return r.validateBucket()
+	case r.Rate != 0:
+		return fmt.Errorf("rate %g: only a bucket rule has a rate; a %v window counts limit per window", r.Rate, r.Kind)
+	case r.Window < time.Millisecond:
+		return errors.New("window must be at least 1ms")
+	case r.Window%time.Millisecond != 0:
+		return errors.New("window must be a whole number of milliseconds, as the upstream compares arrival times in whole milliseconds")
+	}
+	return nil
+}
+
+func (r Rule) validateBucket() error {
+	switch {
+	case math.IsNaN(r.Rate) || math.IsInf(r.Rate, 0) || r.Rate <= 0:
+		return fmt.Errorf("rate %g: a bucket needs the rate its counter falls by, above 0 units a second, such as 0.33", r.Rate)
+	case float64(r.Limit)/r.Rate > MaxDrain.Seconds():
+		return fmt.Errorf("rate %g: a full bucket would take %.0f s to drain, more than %v; a count that slow is a fixed window (a day's count)",
+			r.Rate, float64(r.Limit)/r.Rate, MaxDrain)
+	case r.Window < 0:
+		return fmt.Errorf("window %v: a bucket's window is the step of its decay, 0 for a continuous one; it cannot be negative", r.Window)
+	case r.Window > MaxDrain:
+		return fmt.Errorf("window %v: a bucket's decay step must be at most %v", r.Window, MaxDrain)
+	}
+	return nil
+}
+
+// derive fills in what the limiter derives from a valid rule, with the
+// configured clock offset and margin.
+func (r *rule) derive(offset, margin time.Duration) {
+	switch r.Kind {
+	case Sliding:
+		r.span = r.Window
+	case Fixed:
+		w := r.Window.Milliseconds()
+		r.edge = min(ceilMs(offset+margin), (w+1)/2)
+		r.span = r.Window + 2*time.Duration(r.edge)*time.Millisecond
+	case Bucket:
+		r.per = time.Duration(math.Ceil(float64(time.Second) / r.Rate))
+		r.span = time.Duration(r.Limit)*r.per + r.Window
+	}
+}
+
+// ceilMs returns d in whole milliseconds, rounded up.
+func ceilMs(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }

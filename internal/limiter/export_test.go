@@ -8,6 +8,8 @@ var ablations = map[string]ablation{
 	"bounds keep their L": offKeepL, "order rule": offOrder, "busy machine": offBusy,
 	"outlier bound": offOutlier, "spread raises L": offSpread, "overdue is evidence": offOverdue,
 	"window + 1 ms": offGap, "weight in the window": offWeight, "pause after a 429": offPause,
+	"fixed: the clock offset": offFixedOffset, "fixed: every interval the arrival may fall in": offFixedSpan,
+	"bucket: units drain from their bounds": offBucketBound,
 }
 
 // NewAblated is New with the named rule switched off.

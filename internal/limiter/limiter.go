@@ -13,6 +13,13 @@
 // upstream takes a nonce, nonces must arrive in increasing order. Several rules
 // may hold at once.
 //
+// That is a sliding window (Sliding, the default Kind). An upstream may also
+// count per calendar interval, from 0 at each boundary of its clock (Fixed: a
+// minute's count starts at :00), or with a counter that each unit raises and
+// that falls at a steady rate (Bucket: a token bucket). Both are enforced with
+// the same bounds as the sliding window below; fixed.go and bucket.go derive
+// their conditions, show them safe, and say what they cost.
+//
 // # What the client knows
 //
 // The client never sees an arrival time a_j. Of send j it knows s_j ≤ a_j ≤ ub_j,
@@ -79,6 +86,11 @@
 // weights, and whichever way L moves: L going up raises every bound it enters,
 // and a bound computed with L never falls when L does (L_j above).
 //
+// A Fixed rule allows a send when either its own interval count or the sliding
+// window (a) for the same Limit and Window does (fixed.go); a Bucket rule when
+// its counter, had every earlier unit arrived on its bound, plus every unit
+// that may still arrive, has room for the send's (bucket.go).
+//
 // (b) Order, only where the upstream takes a nonce (Config.Unordered unset):
 // s_{j+1} ≥ ob_j + 1 ms, with ob_j the order bound of the last send before: as ub_j
 // but with the order rule's delay Lo ≤ L, and for a request still in flight or
@@ -91,7 +103,9 @@
 // for a request's open or lost bound, or a late request would stall the key.
 //
 // (c) The limiter keeps every send whose bound may still count: open, or within
-// the longest window (plus 1 ms and M) of now. Tickets of sends it forgot change
+// the longest window (plus 1 ms and M) of now; for a Fixed rule the window and
+// twice its clock offset, for a Bucket the time it takes to drain, into whose
+// counter it folds the sends it forgets. Tickets of sends it forgot change
 // nothing; a send it still keeps is found by its ticket whatever came after it.
 //
 // The margin M (1 ms by default) is not needed by this arithmetic: it absorbs what
@@ -317,6 +331,11 @@ type Limiter struct {
 	quarantine  bool
 	last        *Rejection
 	learn       learner
+
+	seeds          []seed        // per rule, for a Bucket: what the sends it forgot left in its counter
+	arrivalScratch []arrival     // reused by arrivals
+	fixedScratch   []countChange // reused by fixedAt
+	bucketScratch  []unitBound   // reused by bucketAt
 }
 
 // New returns a Limiter for a key with no recent sends, or an error wrapping
@@ -345,7 +364,10 @@ func (l *Limiter) init() {
 // NewFull returns a Limiter for a key whose recent sends are unknown, as after a
 // holder crashed: it assumes every rule's window was filled by requests that may
 // have left as late as lastLeft, and so may arrive until lastLeft + L. The first
-// send leaves at lastLeft + L + W + 1 ms + margin, for the longest window W.
+// send leaves at lastLeft + L + W + 1 ms + margin, for the longest window W (for a
+// Fixed rule, at the start of the next interval plus its offset if that is
+// earlier; a Bucket is taken as full then, and waits for the send's units to
+// drain).
 func NewFull(cfg Config, lastLeft time.Time) (*Limiter, error) {
 	s, err := cfg.settings()
 	if err != nil {
@@ -354,6 +376,7 @@ func NewFull(cfg Config, lastLeft time.Time) (*Limiter, error) {
 	l := newLimiter(s)
 	ub := lastLeft.Add(s.maxDelay)
 	l.restored(uint64(s.capacity), s.capacity, func(int) time.Time { return ub })
+	l.seedFull(ub)
 	return l, nil
 }
 
@@ -423,6 +446,13 @@ type unitBound struct {
 	units int
 }
 
+// arrival is where one send's units may arrive, for the Fixed and Bucket rules.
+type arrival struct {
+	lo, ub time.Time // from lo (zero when unknown: restored) to ub, its window bound
+	units  int
+	prior  bool // restored from a previous holder
+}
+
 // windowEntry is one cached result of windowAt, valid while the records and the
 // window delay are unchanged.
 type windowEntry struct {
@@ -442,9 +472,17 @@ func (l *Limiter) windowAt(now time.Time, w int) time.Time {
 		}
 	}
 	bounds, cacheable := l.bounds(now, win)
+	var arrivals []arrival // for the Fixed and Bucket rules, made once
+	if l.set.kinds {
+		arrivals = l.arrivals(now, win)
+	}
 	var t time.Time
 	sorted := false
-	for _, r := range l.set.rules {
+	for i, r := range l.set.rules {
+		if r.Kind == Bucket {
+			t = later(t, l.bucketAt(i, arrivals, w))
+			continue
+		}
 		k := r.Limit - w + 1
 		if l.off.has(offWeight) {
 			k = r.Limit
@@ -454,14 +492,20 @@ func (l *Limiter) windowAt(now time.Time, w int) time.Time {
 			bs = lastUnits(bounds, r.Limit)
 			sorted = false
 		}
+		var at time.Time // the sliding window's earliest instant
 		u, ok := kthLatest(bs, k, &sorted)
 		if ok {
 			gap := r.Window + time.Millisecond
 			if l.off.has(offGap) {
 				gap = r.Window
 			}
-			t = later(t, u.Add(gap+l.set.margin))
+			at = u.Add(gap + l.set.margin)
 		}
+		if r.Kind == Fixed {
+			// Either test proves the send safe: the earlier instant.
+			at = earlier(at, l.fixedAt(r, arrivals, w))
+		}
+		t = later(t, at)
 	}
 	if cacheable {
 		e := windowEntry{w: w, win: win, changes: l.changes, t: t}
@@ -491,6 +535,28 @@ func (l *Limiter) bounds(now time.Time, win time.Duration) ([]unitBound, bool) {
 	}
 	l.scratch = out
 	return out, cacheable
+}
+
+// arrivals returns where the kept sends that may arrive may do so, by seq.
+func (l *Limiter) arrivals(now time.Time, win time.Duration) []arrival {
+	out := l.arrivalScratch[:0]
+	for i := range l.recs {
+		r := &l.recs[i]
+		if r.fate != unsent {
+			out = append(out, l.arrivalOf(r, l.windowBound(r, win, now)))
+		}
+	}
+	l.arrivalScratch = out
+	return out
+}
+
+// arrivalOf returns where r may arrive, with ub its bound.
+func (l *Limiter) arrivalOf(r *record, ub time.Time) arrival {
+	a := arrival{lo: r.sent, ub: ub, units: r.units, prior: r.prior}
+	if r.prior {
+		a.lo = time.Time{} // it may have arrived at any time before its bound
+	}
+	return a
 }
 
 // lastUnits returns a copy of the sends of bs (in seq order) that hold its last n
@@ -761,11 +827,16 @@ func (l *Limiter) forget(now time.Time) {
 	}
 	last := len(l.recs) - 1
 	keep := l.recs[:0]
+	var gone []arrival // for the buckets, which keep what they forget
 	for i, r := range l.recs {
-		if i == last || r.fate == open || (r.fate != unsent && l.counts(l.hardBound(&r), now)) {
+		switch {
+		case i == last || r.fate == open || (r.fate != unsent && l.counts(l.hardBound(&r), now)):
 			keep = append(keep, r)
+		case r.fate != unsent && l.set.buckets:
+			gone = append(gone, l.arrivalOf(&r, l.hardBound(&r)))
 		}
 	}
+	l.fold(gone)
 	clear(l.recs[len(keep):])
 	l.recs = keep
 	l.compactAt = max(2*len(l.recs), 2*l.set.capacity+16)

@@ -67,7 +67,7 @@ func (l *Limiter) State() State {
 		Quarantined: l.quarantine,
 	}
 	// The unit bounds, earliest first; a request still in flight is taken as
-	// given up now. Only the latest ones can bind the next holder's windows, and
+	// given up now, and none earlier than what a Bucket folded (see raised). Only the latest ones can bind the next holder's windows, and
 	// which send each belongs to does not matter to them (the N-th latest bound
 	// is the same in any order); the order rule is carried by NextFree.
 	var ubs []time.Time
@@ -82,7 +82,7 @@ func (l *Limiter) State() State {
 				r.fate, r.at = lost, later(now, r.sent)
 			}
 		}
-		ub := l.windowBound(&r, win, now)
+		ub := l.raised(l.windowBound(&r, win, now))
 		for range r.units {
 			ubs = append(ubs, ub)
 		}
@@ -120,7 +120,9 @@ func (l *Limiter) Handoff() (json.RawMessage, error) {
 // the new holder's L comes back down only on evidence of its own. If cfg has a rule with
 // a larger Limit than the state recorded sends for, the sends missing from the
 // record are taken to have arrived as late as the oldest one recorded: they came
-// before it, so this only errs on the side of waiting.
+// before it, so this only errs on the side of waiting. A State carries no
+// Bucket's counter: the restored limiter takes it full (the upstream never holds
+// more) at the oldest bound recorded, with the later ones on top.
 //
 // It returns an error wrapping ErrInvalidConfig or ErrInvalidState.
 func Restore(cfg Config, st State) (*Limiter, error) {
@@ -167,6 +169,9 @@ func Restore(cfg Config, st State) (*Limiter, error) {
 		}
 		return ubs[i-missing]
 	})
+	if keep > 0 {
+		l.seedFull(ubs[0])
+	}
 	l.pauseUntil = st.PauseUntil
 	l.notBefore = st.NextFree
 	l.rejections = st.Rejections

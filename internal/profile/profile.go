@@ -147,9 +147,14 @@ type Timestamp struct {
 
 // Rate is what the upstream allows one key.
 type Rate struct {
-	// Rules are the upstream's windows, all enforced at once (per second, per
-	// minute, ...): at most Limit units in any Window.
+	// Rules are the upstream's rules, all enforced at once (per second, per
+	// minute, ...), each of its kind: at most Limit units in any Window
+	// (sliding), in each calendar Window (fixed), or a counter of capacity Limit
+	// falling Rate units a second (bucket).
 	Rules []Rule `yaml:"rules"`
+	// ClockOffset bounds how far the upstream's calendar may be from the
+	// worker's clock, for fixed windows; 1s when 0 (limiter.Config.ClockOffset).
+	ClockOffset time.Duration `yaml:"clock_offset"`
 	// MaxDelay is the largest one-way delay assumed at start; 50ms when 0.
 	MaxDelay time.Duration `yaml:"max_delay"`
 	// MaxWeight is the largest weight a request may ask for; 1 when 0, meaning
@@ -167,10 +172,27 @@ type Rate struct {
 	TrustRetryAfter bool `yaml:"trust_retry_after"`
 }
 
-// Rule is one rate window.
+// Rule is one rate rule of the upstream.
 type Rule struct {
-	Limit  int           `yaml:"limit"`
+	// Kind is sliding (the default), fixed or bucket; see limiter.RuleKind.
+	Kind string `yaml:"kind"`
+	// Limit is how many units a window holds, or a bucket's capacity.
+	Limit int `yaml:"limit"`
+	// Window is the window's length; for a bucket, the step its counter falls
+	// in (0: continuously).
 	Window time.Duration `yaml:"window"`
+	// Rate is how many units a second a bucket's counter falls by.
+	Rate float64 `yaml:"rate"`
+}
+
+// limiterRule returns r as the limiter takes it; an unknown kind is left to
+// Validate.
+func (r Rule) limiterRule() limiter.Rule {
+	k, err := limiter.ParseRuleKind(r.Kind)
+	if err != nil {
+		k = math.MaxUint8 // refused by the limiter as well
+	}
+	return limiter.Rule{Kind: k, Limit: r.Limit, Window: r.Window, Rate: r.Rate}
 }
 
 // Load reads and validates the profile at path.
@@ -273,12 +295,18 @@ func (p *Profile) Validate() error {
 		v.addf("rate.max_delay", "%v is negative: give the largest one-way delay to the upstream, such as 50ms (0 for the default)", p.Rate.MaxDelay)
 		negative = true
 	}
+	if p.Rate.ClockOffset < 0 {
+		v.addf("rate.clock_offset", "%v is negative: give how far the upstream's calendar may be from this clock, such as 1s (0 for the default)", p.Rate.ClockOffset)
+		negative = true
+	}
 	for i, r := range p.Rate.Rules {
 		if r.Window < 0 {
 			v.addf(fmt.Sprintf("rate.rules[%d].window", i), "%v is negative: give the window's length, such as 1s", r.Window)
 			negative = true
 		}
+		negative = r.validateKind(&v, i) || negative
 	}
+	// A problem said above would be said again, less clearly, by the limiter.
 	if _, err := limiter.New(p.LimiterConfig(limiter.Config{})); err != nil && !negative {
 		v.addf("rate", "%v", err)
 	}
@@ -303,6 +331,26 @@ func (p *Profile) Validate() error {
 	v.reserved(p)
 	p.validateCalls(&v)
 	return v.err()
+}
+
+// validateKind checks what the kind of r, rule i, asks of its fields, and
+// reports whether it found a problem.
+func (r Rule) validateKind(v *validator, i int) bool {
+	field := fmt.Sprintf("rate.rules[%d]", i)
+	k, err := limiter.ParseRuleKind(r.Kind)
+	switch {
+	case err != nil:
+		v.addf(field+".kind", "is %q; use sliding (at most limit in any window, the default), fixed (limit in each calendar window) or bucket (a counter of capacity limit falling rate a second)", r.Kind)
+	case k == limiter.Bucket && r.Rate == 0:
+		v.addf(field, "a bucket needs rate, the units a second its counter falls by, such as 0.33 (limit is its capacity)")
+	case k == limiter.Bucket && !(r.Rate > 0):
+		v.addf(field+".rate", "%g: a bucket's counter must fall by more than 0 units a second, such as 0.33", r.Rate)
+	case k != limiter.Bucket && r.Rate != 0:
+		v.addf(field+".rate", "only a bucket has a rate; a %v window counts limit per window: set kind: bucket, or leave rate out", k)
+	default:
+		return false
+	}
+	return true
 }
 
 // validateCalls checks the calls' patterns, and that the default call is among
@@ -350,7 +398,10 @@ func (p *Profile) allows(c *wire.Call) bool {
 func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	base.Rules = nil
 	for _, r := range p.Rate.Rules {
-		base.Rules = append(base.Rules, limiter.Rule{Limit: r.Limit, Window: r.Window})
+		base.Rules = append(base.Rules, r.limiterRule())
+	}
+	if base.ClockOffset == 0 {
+		base.ClockOffset = p.Rate.ClockOffset
 	}
 	base.TrustRetryAfter = p.Rate.TrustRetryAfter
 	base.Unordered = p.Nonce == nil // no nonce: requests may arrive in any order

@@ -39,6 +39,64 @@ func TestLimiterConfig_NoNonceNoOrderRule(t *testing.T) {
 	require.True(t, p.LimiterConfig(limiter.Config{}).Unordered, "no nonce: requests may arrive in any order")
 }
 
+func TestLimiterConfig_CarriesEveryRuleKind(t *testing.T) {
+	p, err := profile.Parse("kinds.yaml", []byte(override(profile.ReferenceYAML, `rate:
+  rules:
+    - {limit: 20, window: 1s}
+    - {kind: fixed, limit: 6000, window: 1m}
+    - {kind: bucket, limit: 15, rate: 0.33}
+    - {kind: bucket, limit: 50, rate: 0.8333, window: 1s}
+  clock_offset: 250ms
+  ban_after: 10`)))
+	require.NoError(t, err)
+	cfg := p.LimiterConfig(limiter.Config{})
+	require.Equal(t, []limiter.Rule{
+		{Limit: 20, Window: time.Second},
+		{Kind: limiter.Fixed, Limit: 6000, Window: time.Minute},
+		{Kind: limiter.Bucket, Limit: 15, Rate: 0.33},
+		{Kind: limiter.Bucket, Limit: 50, Rate: 0.8333, Window: time.Second},
+	}, cfg.Rules)
+	require.Equal(t, 250*time.Millisecond, cfg.ClockOffset)
+	_, err = limiter.New(cfg)
+	require.NoError(t, err)
+}
+
+func TestParse_RuleKindsSayWhatIsWrong(t *testing.T) {
+	tests := []struct {
+		name, rule string
+		field      string // the problem's field, on the rule's line
+		want       string
+	}{
+		{"unknown kind", "{kind: tumbling, limit: 5, window: 1s}", "rate.rules[1].kind", `is "tumbling"; use sliding (at most limit in any window, the default), fixed`},
+		{"bucket without a rate", "{kind: bucket, limit: 15}", "rate.rules[1]", "a bucket needs rate, the units a second its counter falls by, such as 0.33 (limit is its capacity)"},
+		{"bucket with a negative rate", "{kind: bucket, limit: 15, rate: -1}", "rate.rules[1].rate", "-1: a bucket's counter must fall by more than 0 units a second"},
+		{"fixed window with a rate", "{kind: fixed, limit: 5, window: 1m, rate: 2}", "rate.rules[1].rate", "only a bucket has a rate; a fixed window counts limit per window: set kind: bucket, or leave rate out"},
+		{"sliding window with a rate", "{limit: 5, window: 1m, rate: 2}", "rate.rules[1].rate", "only a bucket has a rate; a sliding window"},
+		{"fixed window without a window", "{kind: fixed, limit: 5}", "rate", "window must be at least 1ms"},
+		{"bucket draining for a year", "{kind: bucket, limit: 1000, rate: 0.00001}", "rate", "a full bucket would take 100000000 s to drain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := override(profile.ReferenceYAML, "rate:\n  rules:\n    - {limit: 20, window: 1s}\n    - "+tt.rule+"\n  ban_after: 10")
+			_, err := profile.Parse("p.yaml", []byte(doc))
+			require.ErrorIs(t, err, profile.ErrInvalid)
+			if tt.field != "rate" {
+				line := 0
+				for i, l := range strings.Split(doc, "\n") {
+					if strings.Contains(l, tt.rule) {
+						line = i + 1
+					}
+				}
+				require.ErrorContains(t, err, fmt.Sprintf("line %d: %s: ", line, tt.field))
+			}
+			require.ErrorContains(t, err, tt.want)
+			require.Equal(t, 1, strings.Count(err.Error(), "\n  "), "one problem, said once: %v", err)
+		})
+	}
+	_, err := profile.Parse("p.yaml", []byte(override(profile.ReferenceYAML, "rate:\n  rules: [{limit: 20, window: 1s}]\n  clock_offset: -1s\n  ban_after: 10")))
+	require.ErrorContains(t, err, "rate.clock_offset: -1s is negative")
+}
+
 // krakenProfile signs as Kraken's private REST API does.
 const krakenProfile = `
 version: 1

@@ -5,7 +5,10 @@
 // times of accepted requests floored to whole milliseconds, accepts a request only
 // if its arrival minus that of the Limit-th previous accepted one is more than the
 // Window for every rule (rejected requests are not recorded), and then checks that
-// the nonce is above the last accepted one. Requests are checked in arrival order;
+// the nonce is above the last accepted one. It counts the other kinds of rule
+// too: a Fixed rule per calendar interval of its own clock (Upstream.Offset from
+// the simulation's), a Bucket rule as a counter falling at its Rate (in steps of
+// its Window, if set) that refuses units taking it above its Limit. Requests are checked in arrival order;
 // requests arriving at the very same instant are checked latest nonce first, the
 // worst order for the client.
 //
@@ -22,6 +25,7 @@ package limitertest
 import (
 	"container/heap"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -50,23 +54,39 @@ type Weighted interface {
 // Upstream is the simulated upstream's state for one key.
 type Upstream struct {
 	rules     []limiter.Rule
-	rings     [][]int64 // per rule, the arrivals in whole ms of the last Limit accepted requests
+	rings     [][]int64 // per Sliding rule, the arrivals in whole ms of the last Limit accepted requests
 	pos       []int
+	interval  []int64   // per Fixed rule, the interval counted
+	count     []int     // and its count
+	level     []float64 // per Bucket rule, the counter
+	levelAt   []int64   // as of this arrival, in whole ms
 	lastNonce uint64
+
+	// Offset is how far the upstream's clock is behind the simulation's: it
+	// starts its Fixed intervals (and its Buckets' decay steps) Offset past each
+	// multiple of the rule's Window on the simulation's clock.
+	Offset time.Duration
 
 	// Accepted, RateLimited and BadNonce count the answers 200, 429 and 400.
 	Accepted, RateLimited, BadNonce int
 }
 
 // NewUpstream returns an upstream enforcing rules (limiter.DefaultRule when none).
-// Its record starts all zeros, as the reference upstream's.
+// Its record starts all zeros, as the reference upstream's; its fixed counts and
+// buckets start empty.
 func NewUpstream(rules []limiter.Rule) *Upstream {
 	if len(rules) == 0 {
 		rules = []limiter.Rule{limiter.DefaultRule}
 	}
-	u := &Upstream{rules: rules, rings: make([][]int64, len(rules)), pos: make([]int, len(rules))}
+	n := len(rules)
+	u := &Upstream{rules: rules, rings: make([][]int64, n), pos: make([]int, n),
+		interval: make([]int64, n), count: make([]int, n), level: make([]float64, n), levelAt: make([]int64, n)}
 	for i, r := range rules {
-		u.rings[i] = make([]int64, r.Limit)
+		if r.Kind == limiter.Sliding {
+			u.rings[i] = make([]int64, r.Limit)
+		}
+		u.interval[i] = math.MinInt64
+		u.levelAt[i] = math.MinInt64
 	}
 	return u
 }
@@ -76,29 +96,53 @@ func NewUpstream(rules []limiter.Rule) *Upstream {
 // the upstream checks no order.
 func (u *Upstream) Arrive(a time.Time, nonce uint64) int { return u.ArriveN(a, nonce, 1) }
 
-// ArriveN is Arrive for a request of w units: each unit must be more than the
-// Window past the Limit-th previous accepted unit, the request's own earlier
-// units included.
+// ArriveN is Arrive for a request of w units: for a Sliding rule each unit must
+// be more than the Window past the Limit-th previous accepted unit, the
+// request's own earlier units included; a Fixed rule's interval must hold the
+// w units, and a Bucket's counter take them. Arrivals must come in time order.
 func (u *Upstream) ArriveN(a time.Time, nonce uint64, w int) int {
 	ms := a.UnixMilli()
 	w = max(w, 1)
+	ok := true
 	for i, r := range u.rules {
-		n := len(u.rings[i])
-		if w > n {
-			u.RateLimited++
-			return 429
-		}
-		for k := range w {
-			if ms-u.rings[i][(u.pos[i]+k)%n] <= r.Window.Milliseconds() {
-				u.RateLimited++
-				return 429
+		switch r.Kind {
+		case limiter.Fixed:
+			k := floorDiv(a.UnixNano()-int64(u.Offset), int64(r.Window))
+			if k != u.interval[i] {
+				u.interval[i], u.count[i] = k, 0
+			}
+			ok = ok && u.count[i]+w <= r.Limit
+		case limiter.Bucket:
+			u.drain(i, r, a)
+			ok = ok && u.level[i]+float64(w) <= float64(r.Limit)+1e-9
+		default:
+			n := len(u.rings[i])
+			if w > n {
+				ok = false
+				continue
+			}
+			for k := range w {
+				if ms-u.rings[i][(u.pos[i]+k)%n] <= r.Window.Milliseconds() {
+					ok = false
+				}
 			}
 		}
 	}
-	for i := range u.rules {
-		for range w {
-			u.rings[i][u.pos[i]] = ms
-			u.pos[i] = (u.pos[i] + 1) % len(u.rings[i])
+	if !ok {
+		u.RateLimited++
+		return 429
+	}
+	for i, r := range u.rules {
+		switch r.Kind {
+		case limiter.Fixed:
+			u.count[i] += w
+		case limiter.Bucket:
+			u.level[i] += float64(w)
+		default:
+			for range w {
+				u.rings[i][u.pos[i]] = ms
+				u.pos[i] = (u.pos[i] + 1) % len(u.rings[i])
+			}
 		}
 	}
 	if nonce == 0 {
@@ -112,6 +156,35 @@ func (u *Upstream) ArriveN(a time.Time, nonce uint64, w int) int {
 	u.lastNonce = nonce
 	u.Accepted++
 	return 200
+}
+
+// drain lowers bucket i's counter from its last arrival to a, as the upstream's
+// clock (Offset behind the simulation's) reads them in whole milliseconds.
+func (u *Upstream) drain(i int, r limiter.Rule, a time.Time) {
+	now := floorDiv(a.UnixNano()-int64(u.Offset), int64(time.Millisecond)) * int64(time.Millisecond)
+	from := u.levelAt[i]
+	u.levelAt[i] = now
+	if from == math.MinInt64 || now <= from {
+		return
+	}
+	var fall float64
+	if step := int64(r.Window); step > 0 {
+		fall = float64(floorDiv(now, step)-floorDiv(from, step)) * r.Rate * r.Window.Seconds()
+	} else {
+		fall = time.Duration(now-from).Seconds() * r.Rate
+	}
+	u.level[i] = max(0, u.level[i]-fall)
+}
+
+// Level returns the counter of rule i, a Bucket, as of the last arrival.
+func (u *Upstream) Level(i int) float64 { return u.level[i] }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
 }
 
 // Trip is what happens to one request between client and upstream.
@@ -249,6 +322,8 @@ type Run struct {
 	Outside []time.Time
 	// OnSend, if not nil, is called with every send.
 	OnSend func(i int, at time.Time)
+	// Offset is the upstream's calendar offset (Upstream.Offset).
+	Offset time.Duration
 }
 
 // Result is what a Run observed.
@@ -318,6 +393,7 @@ func (r Run) Execute() Result {
 		return r.Pacer.Sent(now)
 	}
 	up := NewUpstream(r.Rules)
+	up.Offset = r.Offset
 	var (
 		res      Result
 		events   eventQueue

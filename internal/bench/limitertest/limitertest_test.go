@@ -36,6 +36,64 @@ func TestUpstream_AcceptsOnlyMoreThanTheWindowInWholeMilliseconds(t *testing.T) 
 	assert.Equal(t, 1, u.BadNonce)
 }
 
+func TestUpstream_CountsFixedIntervalsOnItsOwnClock(t *testing.T) {
+	// Two per 100 ms interval of the upstream's clock, which is 30 ms behind the
+	// simulation's: its intervals start at 30, 130, 230 ms.
+	u := limitertest.NewUpstream([]limiter.Rule{{Kind: limiter.Fixed, Limit: 2, Window: 100 * time.Millisecond}})
+	u.Offset = 30 * time.Millisecond
+	us := time.Microsecond
+	for i, s := range []arrival{
+		{0, 200},
+		{29900 * us, 200},
+		{29990 * us, 429}, // the third in [-70, 30)
+		{30 * time.Millisecond, 200},
+		{129 * time.Millisecond, 200},
+		{129900 * us, 429},
+		{130 * time.Millisecond, 200}, // a new interval, whatever came just before
+	} {
+		assert.Equal(t, s.want, u.Arrive(t0.Add(s.at), 0), "arrival %d at %v", i, s.at)
+	}
+}
+
+// arrival is one arrival at t0 + at and the status the upstream must answer.
+type arrival struct {
+	at   time.Duration
+	want int
+}
+
+func TestUpstream_BucketFallsAtItsRate(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		rule  limiter.Rule
+		steps []arrival
+	}{
+		// Two units, falling 10 a second: one unit every 100 ms, in whole ms.
+		{"continuous", limiter.Rule{Kind: limiter.Bucket, Limit: 2, Rate: 10}, []arrival{
+			{0, 200}, {0, 200},
+			{50 * ms, 429},                   // 2 - 0.5 + 1 > 2
+			{100 * ms, 200},                  // 2 - 1 + 1
+			{199900 * time.Microsecond, 429}, // 199 ms on its clock: 2 - 0.99 + 1
+			{200 * ms, 200},
+		}},
+		// Falling 1 a second, all at once at each whole second.
+		{"in steps", limiter.Rule{Kind: limiter.Bucket, Limit: 2, Rate: 1, Window: time.Second}, []arrival{
+			{0, 200}, {0, 200},
+			{999 * ms, 429},
+			{1000 * ms, 200},
+			{1999 * ms, 429},
+			{2000 * ms, 200},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := limitertest.NewUpstream([]limiter.Rule{tc.rule})
+			for i, s := range tc.steps {
+				assert.Equal(t, s.want, u.Arrive(t0.Add(s.at), 0), "arrival %d at %v", i, s.at)
+			}
+		})
+	}
+}
+
 // eager sends whenever asked and learns nothing.
 type eager struct{}
 
