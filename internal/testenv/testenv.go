@@ -40,25 +40,7 @@ type Options struct {
 // Start starts NATS with the declarations applied and the simulator.
 func Start(t testing.TB, o Options) *Env {
 	t.Helper()
-	ns, err := embedded.Start(embedded.Options{MaxPayload: o.MaxPayload})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	quiet := slog.New(slog.DiscardHandler)
-	c, err := natsconn.Open(ctx, natsconn.Options{URL: ns.ClientURL(), Name: "testenv", Logger: quiet})
-	require.NoError(t, err)
-	t.Cleanup(c.NC.Close)
-	if o.Streams != nil {
-		cfg, err := natsconn.LoadStreams("")
-		require.NoError(t, err)
-		o.Streams(cfg)
-		require.NoError(t, cfg.Validate())
-		_, err = cfg.Apply(ctx, c.JS)
-		require.NoError(t, err)
-		c.Streams = cfg
-	}
+	ns, c := startNATS(t, o.MaxPayload, o.Streams)
 	return startExchange(t, &Env{NATS: ns, Conn: c}, o)
 }
 
@@ -85,17 +67,27 @@ func startExchange(t testing.TB, env *Env, o Options) *Env {
 // declarations with mod and applies them again.
 func NATS(t testing.TB, mod func(*streams.Config)) *natsconn.Conn {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
+	_, c := startNATS(t, 0, mod)
+	return c
+}
+
+// startNATS starts an embedded server with the given max payload (its default
+// when 0), connects to it, and applies the declarations changed by mod, if any.
+func startNATS(t testing.TB, maxPayload int32, mod func(*streams.Config)) (*embedded.Server, *natsconn.Conn) {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{MaxPayload: maxPayload})
 	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	ctx := context.Background()
-	c, err := natsconn.Open(ctx, natsconn.Options{URL: s.ClientURL(), Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(ns.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := natsconn.Open(ctx, natsconn.Options{URL: ns.ClientURL(), Name: "testenv", Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(c.NC.Close)
 	if mod != nil {
 		mod(c.Streams)
+		require.NoError(t, c.Streams.Validate())
 		_, err = c.Streams.Apply(ctx, c.JS)
 		require.NoError(t, err)
 	}
-	return c
+	return ns, c
 }

@@ -113,7 +113,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 
 	// 3. Tell the limiter, then the key, as the answer's outcome says.
 	out := settle.Of(ans.Class)
-	s.report(sl, out, ans)
+	s.report(finish, sl, out, ans)
 	w.rec.Count(s.key.Name(), out.Name)
 
 	// 4. Settle the message.
@@ -133,7 +133,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 
 // report tells the limiter what became of a send, then acts on the key, as out
 // says.
-func (s *session) report(sl slot, out settle.Outcome, ans upstream.Answer) {
+func (s *session) report(finish context.Context, sl slot, out settle.Outcome, ans upstream.Answer) {
 	w := s.w
 	release := s.gate.done(sl, out.Key == settle.KeyCount429, func(p Pacer) {
 		now := w.cfg.Now()
@@ -155,7 +155,6 @@ func (s *session) report(sl slot, out settle.Outcome, ans upstream.Answer) {
 		}
 		s.recordLimiter(p)
 	})
-	finish := context.Background()
 	switch out.Key {
 	case settle.KeyNewNonces:
 		s.nonces.skip()
