@@ -35,6 +35,8 @@ type Key struct {
 	secret      string
 	id          string
 	passphrase  string
+	account     string
+	labels      []string
 }
 
 // New returns a key with the given name and secret, and no id: the secret is the
@@ -51,6 +53,29 @@ func NewSigning(name, id, secret, passphrase string) Key {
 	k.id, k.passphrase = id, passphrase
 	return k
 }
+
+// WithGroups returns k in the given account and with the given labels. An
+// account names the keys an upstream counts together (its limit scope
+// "account"); labels name what the key may serve (a model, a sub-account).
+func (k Key) WithGroups(account string, labels []string) Key {
+	k.account, k.labels = account, slices.Clone(labels)
+	return k
+}
+
+// Account returns the key's account: the one its keys-file line names, or the
+// key's own name when none is named (an account of its own).
+func (k Key) Account() string {
+	if k.account == "" {
+		return k.name
+	}
+	return k.account
+}
+
+// Labels returns the key's labels, in the order the keys file gives them.
+func (k Key) Labels() []string { return slices.Clone(k.labels) }
+
+// HasLabel reports whether the key carries the label l.
+func (k Key) HasLabel(l string) bool { return slices.Contains(k.labels, l) }
 
 // ID returns the key's public id, or "" when it has none.
 func (k Key) ID() string { return k.id }
@@ -106,14 +131,16 @@ func Load(path string, getenv func(string) string) ([]Key, error) {
 //
 //	name=secret
 //	secret
-//	name id=PUBLIC_KEY secret=SECRET [passphrase=PASSPHRASE]
+//	name [id=PUBLIC_KEY] secret=SECRET [passphrase=PASSPHRASE] [account=ACCOUNT] [labels=a,b]
 //
 // A bare secret is named key<N> after its position; a bare base64 secret ending
 // in padding (abc==) is read whole, but one ending in a single = reads as a name
 // with no secret, and is refused: name it (k=abc=). Spaces around the = of
 // name=secret are allowed. The third form is for upstreams that sign requests:
 // fields are separated by spaces, with none around their =, and each value is
-// read whole (a base64 secret may hold '='). Blank lines and lines starting with #
+// read whole (a base64 secret may hold '='). account= puts the key in a named
+// group the upstream counts together, labels= names what it may serve; both are
+// names as a key's is (labels comma-separated). Blank lines and lines starting with #
 // are skipped. Names must be unique and usable as NATS KV keys; secrets and ids
 // must be unique too.
 //
@@ -166,7 +193,7 @@ func Parse(source string, r io.Reader) ([]Key, error) {
 }
 
 // signingFields are the fields of a signing key's line, after its name.
-var signingFields = []string{"id", "secret", "passphrase"}
+var signingFields = []string{"id", "secret", "passphrase", "account", "labels"}
 
 // parseLine reads one non-blank line; n is the key's position, for a bare secret's
 // name. Its errors hold nothing of the line but the positions of its words.
@@ -180,7 +207,7 @@ func parseLine(text string, n int) (Key, error) {
 			case !ok || value == "" || field == "":
 				return Key{}, fmt.Errorf("word %d: not field=value; write `name id=PUBLIC secret=SECRET [passphrase=P]`, with no spaces around =", i+2)
 			case !slices.Contains(signingFields, field):
-				return Key{}, fmt.Errorf("word %d: not a field of a signing key (id=, secret=, passphrase=)", i+2)
+				return Key{}, fmt.Errorf("word %d: not a field of a key's line (id=, secret=, passphrase=, account=, labels=)", i+2)
 			case values[field] != "":
 				return Key{}, fmt.Errorf("%s: given twice", field)
 			}
@@ -189,7 +216,19 @@ func parseLine(text string, n int) (Key, error) {
 		if values["secret"] == "" {
 			return Key{}, errors.New("secret: missing; add secret=SECRET")
 		}
-		return NewSigning(name, values["id"], values["secret"], values["passphrase"]), nil
+		var labels []string
+		if v := values["labels"]; v != "" {
+			labels = strings.Split(v, ",")
+		}
+		if a := values["account"]; a != "" && !validName(a) {
+			return Key{}, errors.New("account: may hold only letters, digits, '-' and '_'")
+		}
+		for _, l := range labels {
+			if !validName(l) {
+				return Key{}, errors.New("labels: each may hold only letters, digits, '-' and '_', separated by commas")
+			}
+		}
+		return NewSigning(name, values["id"], values["secret"], values["passphrase"]).WithGroups(values["account"], labels), nil
 	}
 	name, secret, named := strings.Cut(text, "=")
 	// A bare base64 secret's padding is not a name=secret separator.

@@ -34,7 +34,7 @@ func TestParse(t *testing.T) {
 		{"signing key", "kr id=PUB1 secret=kQH5HW/8p1uGOVjb== passphrase=pp", []string{"kr"}, ""},
 		{"duplicate secret", "a=x\nb=x", nil, `test line 2: secret: the same as on line 1`},
 		{"duplicate id", "a id=P secret=x\nb id=P secret=y", nil, `test line 2: id: the same as on line 1`},
-		{"unknown field", "a id=P secrt=x", nil, `test line 1: word 3: not a field of a signing key`},
+		{"unknown field", "a id=P secrt=x", nil, `test line 1: word 3: not a field of a key's line`},
 		{"signing key without secret", "a id=P", nil, `test line 1: secret: missing`},
 		{"a field twice", "a id=P id=Q secret=x", nil, `test line 1: id: given twice`},
 	}
@@ -74,7 +74,7 @@ func TestParse_ErrorsNeverHoldTheLine(t *testing.T) {
 		{"a space before a field's =", "k id=PUB secret =" + secret, secret, "keys line 1: word 3: not field=value"},
 		{"a secret where the name goes", "kQH5HW/8p1uGOVjbgWA7 id=PUB secret=x", "kQH5HW/8p1uGOVjbgWA7", "keys line 1: name: may hold only"},
 		{"a secret with = inside as the name", "ab/cd" + secret + "=x", secret, "keys line 1: name: may hold only"},
-		{"a secret holding = as a field", "k id=PUB " + secret[:10] + "=" + secret[10:], secret, "keys line 1: word 3: not a field of a signing key"},
+		{"a secret holding = as a field", "k id=PUB " + secret[:10] + "=" + secret[10:], secret, "keys line 1: word 3: not a field of a key's line"},
 		{"a repeated secret", "a=" + secret + "\nb=" + secret, secret, "keys line 2: secret: the same as on line 1"},
 	}
 	for _, tt := range tests {
@@ -137,6 +137,40 @@ func TestParse_ReadsEveryPartOfASigningKey(t *testing.T) {
 			require.Equal(t, []string{tt.name, tt.id, tt.secret, tt.passphrase, tt.apiKey},
 				[]string{k.Name(), k.ID(), k.Secret(), k.Passphrase(), k.APIKey()})
 			require.NotContains(t, fmt.Sprintf("%v %+v", k, k), tt.secret)
+		})
+	}
+}
+
+func TestParse_AccountsAndLabels(t *testing.T) {
+	tests := []struct {
+		line    string
+		account string
+		labels  []string
+		err     string
+	}{
+		{line: "k=s1", account: "k"},
+		{line: "k secret=s1 account=main", account: "main"},
+		{line: "k id=P secret=s1 account=sub-a labels=spot,margin", account: "sub-a", labels: []string{"spot", "margin"}},
+		{line: "k secret=s1 labels=gpt_4", account: "k", labels: []string{"gpt_4"}},
+		{line: "k secret=s1 account=a.b", err: "account"},
+		{line: "k secret=s1 labels=a,,b", err: "labels"},
+		{line: "k secret=s1 labels=a/b", err: "labels"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			ks, err := keys.Parse("test", strings.NewReader(tt.line))
+			if tt.err != "" {
+				require.ErrorContains(t, err, tt.err)
+				require.NotContains(t, err.Error(), "s1")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.account, ks[0].Account())
+			require.Equal(t, tt.labels, ks[0].Labels())
+			for _, l := range tt.labels {
+				require.True(t, ks[0].HasLabel(l))
+			}
+			require.False(t, ks[0].HasLabel("other"))
 		})
 	}
 }
