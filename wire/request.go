@@ -43,7 +43,7 @@ import (
 )
 
 // Version is the highest schema version this package writes and reads.
-const Version = 2
+const Version = 3
 
 // DefaultTTL is the time to live of a request that names none.
 const DefaultTTL = time.Second
@@ -78,6 +78,35 @@ func CheckTTL(ttl time.Duration) error {
 		return fmt.Errorf("time to live %s: must be at least %s", ttl, MinTTL)
 	}
 	return nil
+}
+
+// MaxCost bounds a request's cost in one dimension.
+const MaxCost = 100_000_000
+
+// CheckCosts checks a request's costs: each names a dimension (lower-case
+// letters, digits and _, at most 32) and is from 0 to MaxCost.
+func CheckCosts(c map[string]int64) error {
+	for name, v := range c {
+		if !validDimension(name) {
+			return fmt.Errorf("costs: %q is not a dimension's name (lower-case letters, digits and _, at most 32)", name)
+		}
+		if v < 0 || v > MaxCost {
+			return fmt.Errorf("costs.%s: %d must be from 0 to %d", name, v, MaxCost)
+		}
+	}
+	return nil
+}
+
+func validDimension(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckWeight checks a request's weight: 0 (meaning 1) to MaxWeight. A profile
@@ -120,6 +149,11 @@ type Request struct {
 	// Weight is how many units of the key's rate windows the call takes, where
 	// the upstream counts weights (version 2); 0 means 1.
 	Weight int `json:"weight,omitempty"`
+	// Costs is what the call costs in what the upstream counts besides requests
+	// and weight (version 3), by dimension: input_tokens, output_tokens (the most
+	// the answer may use, such as max_tokens), orders... The profile's calls
+	// table, where it names a cost, takes precedence.
+	Costs map[string]int64 `json:"costs,omitempty"`
 	// ReplyTo is a NATS subject the result is also published to, for a caller
 	// that waits (version 2); it must lie under the declared reply prefix, in
 	// the owner's subjects there (Owner.MayReplyTo). Without it the result goes
@@ -151,6 +185,9 @@ func (r Request) Units() int { return max(r.Weight, 1) }
 
 // NeededVersion is the lowest version that carries the request's fields.
 func (r Request) NeededVersion() int {
+	if len(r.Costs) > 0 {
+		return 3
+	}
 	if r.Call != nil || r.Weight != 0 || r.ReplyTo != "" {
 		return 2
 	}
@@ -179,7 +216,7 @@ func (r Request) Validate() error {
 	case r.V > Version || r.V < 1:
 		return fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, r.V, Version)
 	case r.V < r.NeededVersion():
-		return fmt.Errorf("%w: request %s is version %d but has call, weight or reply_to, which need version 2", ErrMalformed, r.ID, r.V)
+		return fmt.Errorf("%w: request %s is version %d but has fields of version %d (call, weight, reply_to: 2; costs: 3)", ErrMalformed, r.ID, r.V, r.NeededVersion())
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
 	case !validID(r.ID):
@@ -192,6 +229,9 @@ func (r Request) Validate() error {
 		return fmt.Errorf("%w: request %s has ttl_ms %d, must be positive", ErrMalformed, r.ID, r.TTLms)
 	}
 	if err := CheckWeight(r.Weight); err != nil {
+		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
+	}
+	if err := CheckCosts(r.Costs); err != nil {
 		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 	}
 	if r.Call != nil {

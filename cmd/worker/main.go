@@ -87,10 +87,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := worker.CheckTimeouts(*timeout, lcfg); err != nil {
 		return cmd.Usage(err)
 	}
-	factory, err := worker.NewPacerFactory(*pacer, lcfg)
-	if err != nil {
-		return err
-	}
 	if *keysFile != "" {
 		if err := nopts.Files.Check(log, "--keys-file", *keysFile); err != nil {
 			return err
@@ -101,6 +97,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := prof.CheckKeys(ks); err != nil {
+		return err
+	}
+	// Every key's share of a rule counted across keys is taken over the keys
+	// loaded here: every worker of a fleet loads the same keys.
+	for _, k := range ks {
+		if _, err := prof.Limits(k, ks); err != nil {
+			return err
+		}
+	}
+	factory, err := worker.NewLimitsFactory(*pacer, lcfg, func(k keys.Key) ([]limiter.Dimension, error) {
+		return prof.Limits(k, ks)
+	})
+	if err != nil {
 		return err
 	}
 	if *id == "" {

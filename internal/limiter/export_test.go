@@ -26,6 +26,25 @@ func NewAblated(cfg Config, rule string) (*Limiter, error) {
 	return l, nil
 }
 
+// setAblations names the rules of a Set the ablation tests switch off.
+var setAblations = map[string]ablation{
+	"reservations": offReserve, "charged at the answer": offChargeAtAnswer,
+}
+
+// NewSetAblated is NewSet with the named rule switched off; "" switches none.
+func NewSetAblated(cfg SetConfig, rule string) (*Set, error) {
+	s, err := NewSet(cfg)
+	if err != nil || rule == "" {
+		return s, err
+	}
+	off, ok := setAblations[rule]
+	if !ok {
+		return nil, fmt.Errorf("no rule %q to switch off", rule)
+	}
+	s.off = off
+	return s, nil
+}
+
 // AblationRules lists the rules NewAblated can switch off.
 func AblationRules() []string {
 	out := make([]string, 0, len(ablations))

@@ -49,6 +49,9 @@ type State struct {
 	Quarantined bool `json:"quarantined,omitempty"`
 	// LastRejection is the latest 429, if any.
 	LastRejection *Rejection `json:"last_rejection,omitempty"`
+	// Dims are the states of a Set's other dimensions, by name; the State
+	// itself is its first dimension's. Empty for a Limiter.
+	Dims map[string]State `json:"dims,omitempty"`
 }
 
 // State returns what the limiter knows.
@@ -205,6 +208,12 @@ func (s State) Shifted(d time.Duration) State {
 		rej := *s.LastRejection
 		rej.At, rej.SentAt, rej.PauseUntil = shift(rej.At), shift(rej.SentAt), shift(rej.PauseUntil)
 		out.LastRejection = &rej
+	}
+	if s.Dims != nil {
+		out.Dims = make(map[string]State, len(s.Dims))
+		for name, ds := range s.Dims {
+			out.Dims[name] = ds.Shifted(d)
+		}
 	}
 	return out
 }

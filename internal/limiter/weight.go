@@ -39,6 +39,12 @@ func (l *Limiter) SentN(now time.Time, w int) (Ticket, error) {
 	}
 	l.lagged(now, l.pendingLate) // a sample even when on time: the busy rule counts shares
 	l.pendingLate = 0
+	return l.charge(now, w), nil
+}
+
+// charge records w units sent at now, whatever the windows say: SentN once it
+// has checked them, and a Set for a cost the upstream counted once it answered.
+func (l *Limiter) charge(now time.Time, w int) Ticket {
 	l.overdue(now)
 	l.forget(now)
 	l.sends++
@@ -46,7 +52,7 @@ func (l *Limiter) SentN(now time.Time, w int) (Ticket, error) {
 	l.inFlight = append(l.inFlight, l.sends)
 	l.changes++
 	l.latest = later(l.latest, now)
-	return Ticket{owner: l, seq: l.sends}, nil
+	return Ticket{owner: l, seq: l.sends}
 }
 
 // MaxWeight returns the largest weight a send may have: the smallest rule's Limit.

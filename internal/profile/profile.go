@@ -93,6 +93,11 @@ type CallPattern struct {
 	Method string `yaml:"method"`
 	// Path is the pattern, starting with /.
 	Path string `yaml:"path"`
+	// Costs is what the call costs in what the rules count (weight, orders,
+	// input_tokens...), by name; the first pattern a call matches that names
+	// costs gives them. A dimension it does not name costs what the request
+	// says, else 0 (weight: the request's weight).
+	Costs map[string]int64 `yaml:"costs"`
 }
 
 // Match reports whether the call with this method and path matches the pattern.
@@ -170,6 +175,9 @@ type Rate struct {
 	// TrustRetryAfter: a 429's Retry-After says when the key may send again,
 	// and the key waits exactly that long (not the longest window).
 	TrustRetryAfter bool `yaml:"trust_retry_after"`
+	// Costs says where the cost in each dimension other than requests and
+	// weight is known from, by name (calls when not named).
+	Costs map[string]CostSource `yaml:"costs"`
 }
 
 // Rule is one rate rule of the upstream.
@@ -183,6 +191,12 @@ type Rule struct {
 	Window time.Duration `yaml:"window"`
 	// Rate is how many units a second a bucket's counter falls by.
 	Rate float64 `yaml:"rate"`
+	// Counts is what the rule counts: weight (the default), requests, or any
+	// dimension the calls or requests give costs in (orders, input_tokens...).
+	Counts string `yaml:"counts"`
+	// Scope is whose count it is: key (the default), account or upstream; a
+	// rule counted across keys is split evenly among them (Limits).
+	Scope string `yaml:"scope"`
 }
 
 // limiterRule returns r as the limiter takes it; an unknown kind is left to
@@ -307,14 +321,14 @@ func (p *Profile) Validate() error {
 		negative = r.validateKind(&v, i) || negative
 	}
 	// A problem said above would be said again, less clearly, by the limiter.
-	if _, err := limiter.New(p.LimiterConfig(limiter.Config{})); err != nil && !negative {
-		v.addf("rate", "%v", err)
+	if !negative {
+		p.validateLimits(&v)
 	}
 	if len(p.Rate.Rules) == 0 {
 		v.addf("rate.rules", "must list at least one rule, such as {limit: 20, window: 1s}")
 	}
 	for i, r := range p.Rate.Rules {
-		if p.Rate.MaxWeight > r.Limit {
+		if r.dimension() == CountsWeight && p.Rate.MaxWeight > r.Limit {
 			v.addf(fmt.Sprintf("rate.rules[%d]", i), "limit %d is below max_weight %d: a request of that weight could never be sent", r.Limit, p.Rate.MaxWeight)
 		}
 	}
@@ -330,6 +344,7 @@ func (p *Profile) Validate() error {
 	p.Retry.validate(&v)
 	v.reserved(p)
 	p.validateCalls(&v)
+	p.validateCosts(&v)
 	return v.err()
 }
 
@@ -393,12 +408,17 @@ func (p *Profile) allows(c *wire.Call) bool {
 	return slices.ContainsFunc(p.Calls, func(pc CallPattern) bool { return pc.Match(m, c.Path) })
 }
 
-// LimiterConfig returns base with the profile's rules, delay bound and ban
-// thresholds; a profile without a nonce turns the limiter's order rule off.
+// LimiterConfig returns base with the profile's delay bound and ban
+// thresholds, and the rules counting requests or weight, each key's own (as a
+// baseline counts; Limits gives every dimension, shared rules split); a profile
+// without a nonce turns the limiter's order rule off.
 func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	base.Rules = nil
+	first := p.dimensions()
 	for _, r := range p.Rate.Rules {
-		base.Rules = append(base.Rules, r.limiterRule())
+		if len(first) > 0 && r.dimension() == first[0] {
+			base.Rules = append(base.Rules, r.limiterRule())
+		}
 	}
 	if base.ClockOffset == 0 {
 		base.ClockOffset = p.Rate.ClockOffset

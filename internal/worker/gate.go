@@ -61,10 +61,12 @@ func newGate(p Pacer, valid func(time.Time) bool, now func() time.Time, n nonceS
 // acquire waits for the right to send. It fails when ctx ends (the request's time
 // to live, or the session), when the lease is no longer valid, when no nonce can be
 // had, or when the key is quarantined.
-func (g *gate) acquire(ctx context.Context) (slot, error) { return g.acquireN(ctx, 1) }
+func (g *gate) acquire(ctx context.Context) (slot, error) {
+	return g.acquireN(ctx, limiter.Cost{DimWeight: 1})
+}
 
-// acquireN is acquire for a send of weight w: the limiter must allow w units.
-func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
+// acquireN is acquire for a send of cost c: the limiter must allow it.
+func (g *gate) acquireN(ctx context.Context, c limiter.Cost) (slot, error) {
 	turn := make(chan struct{})
 	g.mu.Lock()
 	g.expected = max(g.expected-1, 0)
@@ -94,7 +96,7 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 		}
 		wait := time.Duration(-1) // wait for a wake-up only
 		if g.leaving == 0 && g.held == 0 {
-			next := g.pacer.NextN(now, w)
+			next := g.pacer.NextC(now, c)
 			if !next.After(now) {
 				if haveOne {
 					if !promised.IsZero() && now.After(promised) {
@@ -102,7 +104,7 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 						// process is that late (a late timer, a busy box).
 						g.pacer.Late(now, now.Sub(promised))
 					}
-					s, err := g.grantLocked(now, nonce, w)
+					s, err := g.grantLocked(now, nonce, c)
 					g.mu.Unlock()
 					return s, err
 				}
@@ -134,8 +136,8 @@ func (g *gate) acquireN(ctx context.Context, w int) (slot, error) {
 	}
 }
 
-func (g *gate) grantLocked(now time.Time, nonce int64, w int) (slot, error) {
-	tk, err := g.pacer.SentN(now, w)
+func (g *gate) grantLocked(now time.Time, nonce int64, c limiter.Cost) (slot, error) {
+	tk, err := g.pacer.SentC(now, c)
 	if errors.Is(err, limiter.ErrQuarantined) {
 		return slot{}, errQuarantined
 	}
@@ -145,6 +147,13 @@ func (g *gate) grantLocked(now time.Time, nonce int64, w int) (slot, error) {
 	g.granted++
 	g.leaving = g.granted
 	return slot{seq: g.granted, ticket: tk, nonce: nonce, at: now, maxDelay: g.pacer.MaxDelay()}, nil
+}
+
+// check returns why a send of cost c could never go with this key, or nil.
+func (g *gate) check(c limiter.Cost) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.pacer.Check(c)
 }
 
 // sleep waits for d (forever when d < 0), a wake-up, or the end of ctx.
@@ -186,7 +195,7 @@ func (g *gate) waitReady(ctx context.Context, lead time.Duration) error {
 		now := g.now()
 		wait := time.Duration(-1)
 		if g.expected == 0 && len(g.queue) == 0 && g.held == 0 {
-			wait = max(g.pacer.NextN(now, 1).Sub(now)-lead, 0)
+			wait = max(g.pacer.NextC(now, nil).Sub(now)-lead, 0)
 		}
 		wake := g.wake
 		g.mu.Unlock()

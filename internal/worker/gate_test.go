@@ -33,7 +33,7 @@ func (n *stallingNonces) take(ctx context.Context) (int64, error) {
 
 func TestGate_ALeaseThatLapsesDuringANonceStallSendsNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim, err := limiter.New(limiter.Config{})
+		lim, err := weightSet(limiter.Config{})
 		require.NoError(t, err)
 		validUntil := time.Now().Add(2 * time.Second)
 		g := newGate(lim, func(now time.Time) bool { return now.Before(validUntil) }, time.Now,
@@ -53,7 +53,7 @@ func TestGate_PipelinesSendsInNonceOrderWithinTheLimitersBounds(t *testing.T) {
 		rtt = 180 * time.Millisecond // longer than L: several sends of the key are in flight
 	)
 	synctest.Test(t, func(t *testing.T) {
-		lim, err := limiter.New(limiter.Config{MaxDelay: l})
+		lim, err := weightSet(limiter.Config{MaxDelay: l})
 		require.NoError(t, err)
 		g := newGate(lim, func(time.Time) bool { return true }, time.Now, &stallingNonces{})
 
@@ -114,7 +114,7 @@ func TestGate_PipelinesSendsInNonceOrderWithinTheLimitersBounds(t *testing.T) {
 
 func TestGate_NoSendLeavesWhileA429IsBeingWritten(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim, err := limiter.New(limiter.Config{})
+		lim, err := weightSet(limiter.Config{})
 		require.NoError(t, err)
 		g := newGate(lim, func(time.Time) bool { return true }, time.Now, &stallingNonces{})
 		s, err := g.acquire(t.Context())
@@ -128,7 +128,7 @@ func TestGate_NoSendLeavesWhileA429IsBeingWritten(t *testing.T) {
 				granted <- time.Now()
 			}
 		}()
-		pause := lim.Next(time.Now())
+		pause := lim.NextC(time.Now(), nil)
 		time.Sleep(5 * time.Second) // far past the 429's pause
 		synctest.Wait()
 		require.Empty(t, granted, "a send left before the 429 was written")
@@ -142,7 +142,8 @@ func TestGate_NoSendLeavesWhileA429IsBeingWritten(t *testing.T) {
 
 func TestGate_AQuarantinedKeyRefusesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		lim, err := limiter.Restore(limiter.Config{}, limiter.State{Version: limiter.StateVersion, Rejections: 3})
+		lim, err := limiter.RestoreSet(limiter.SetConfig{Dims: []limiter.Dimension{{Name: DimWeight, Rules: []limiter.Rule{limiter.DefaultRule}}}},
+			limiter.State{Version: limiter.StateVersion, Rejections: 3})
 		require.NoError(t, err)
 		g := newGate(lim, func(time.Time) bool { return true }, time.Now, &stallingNonces{})
 		_, err = g.acquire(t.Context())
@@ -157,4 +158,14 @@ func assertNoError(t *testing.T, err error) bool {
 		return false
 	}
 	return err == nil
+}
+
+// weightSet is the production pacer of an upstream counting weight by cfg's
+// rules (the reference's when none).
+func weightSet(cfg limiter.Config) (*limiter.Set, error) {
+	rules := cfg.Rules
+	if len(rules) == 0 {
+		rules = []limiter.Rule{limiter.DefaultRule}
+	}
+	return limiter.NewSet(limiter.SetConfig{Config: cfg, Dims: []limiter.Dimension{{Name: DimWeight, Rules: rules}}})
 }

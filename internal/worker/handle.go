@@ -3,11 +3,14 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/graveyard"
+	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/settle"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/upstream"
@@ -35,8 +38,9 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	d := settle.Delivery{Msg: msg, Meta: md, Key: s.key.Name()}
 	d.Req, err = wire.DecodeFrom(w.cfg.Streams.Requests.Subject(), msg.Subject(), msg.Data())
+	var cost limiter.Cost
 	if err == nil {
-		err = s.check(d.Req)
+		cost, err = s.check(d.Req)
 	}
 	switch {
 	case errors.Is(err, wire.ErrUnsupportedVersion):
@@ -75,7 +79,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	// not delivered, and sent, again.
 	stopKeepAlive := keepAlive(finish, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
-	sl, err := s.gate.acquireN(waitCtx, d.Req.Units())
+	sl, err := s.gate.acquireN(waitCtx, cost)
 	cancel()
 	if err != nil {
 		stopKeepAlive()
@@ -139,6 +143,9 @@ func (s *session) report(finish context.Context, sl slot, out settle.Outcome, an
 		now := w.cfg.Now()
 		switch out.Report {
 		case settle.Answered:
+			if prof := w.cfg.Upstream.Profile(); prof.Answered() {
+				p.Used(sl.ticket, prof.Actual(ans.Body))
+			}
 			p.Answered(sl.ticket, ans.Answered)
 		case settle.Rejected:
 			p.Rejected(sl.ticket, ans.Answered, ans.RetryAfter)
@@ -183,20 +190,26 @@ func (s *session) served(d settle.Delivery, ans upstream.Answer) wire.Result {
 	return r
 }
 
-// check returns why the upstream's profile cannot make req's call, which no
-// retry would change, or nil.
-func (s *session) check(req wire.Request) error {
+// check returns what req costs, or why the upstream's profile cannot make its
+// call, which no retry would change.
+func (s *session) check(req wire.Request) (limiter.Cost, error) {
 	p := s.w.cfg.Upstream.Profile()
 	if req.Call != nil {
 		if err := p.CheckCall(req.Call); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := req.CheckReply(s.w.cfg.Streams.Results.ReplyPrefix); err != nil {
-		return err
+		return nil, err
 	}
-	_, err := p.Weight(req.Weight)
-	return err
+	c, err := p.Cost(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.gate.check(c); err != nil {
+		return nil, fmt.Errorf("%w: %w", profile.ErrCall, err)
+	}
+	return c, nil
 }
 
 // fence returns the check the upstream client makes before writing each byte of a
@@ -268,7 +281,7 @@ func (s *session) markUnusable(ctx context.Context, reason string, quarantined b
 // recordLimiter copies the limiter's state into the key's stats; called under the
 // gate's lock.
 func (s *session) recordLimiter(p Pacer) {
-	next := p.NextN(s.w.cfg.Now(), 1)
+	next := p.NextC(s.w.cfg.Now(), nil)
 	l := float64(p.MaxDelay()) / float64(time.Millisecond)
 	q := p.Quarantined()
 	e := p.Evidence()

@@ -16,11 +16,13 @@ import (
 const Adaptive = "adaptive"
 
 // Pacer decides when a key's next request may leave and learns from what happened:
-// limiter.Limiter in production, a baseline in benchmarks. The gate calls it
-// under its lock; see limiter.Limiter for what each method means.
+// limiter.Set in production, a baseline in benchmarks. The gate calls it under
+// its lock; see limiter.Set and limiter.Limiter for what each method means.
 type Pacer interface {
-	NextN(now time.Time, w int) time.Time
-	SentN(now time.Time, w int) (limiter.Ticket, error)
+	NextC(now time.Time, c limiter.Cost) time.Time
+	SentC(now time.Time, c limiter.Cost) (limiter.Ticket, error)
+	Used(t limiter.Ticket, c limiter.Cost)
+	Check(c limiter.Cost) error
 	Late(at time.Time, d time.Duration)
 	Wrote(t limiter.Ticket, at time.Time)
 	Answered(t limiter.Ticket, at time.Time)
@@ -54,14 +56,27 @@ type KeyStart struct {
 // PacerFactory makes the pacer of a newly claimed key.
 type PacerFactory func(key keys.Key, start KeyStart) (Pacer, error)
 
+// Limits returns what the upstream counts for key k and the rules counting
+// each, the key's share of any rule counted across keys included
+// (profile.Profile.Limits).
+type Limits func(k keys.Key) ([]limiter.Dimension, error)
+
 // PacerNames lists the limiters a worker can use: the adaptive one, then the
 // baselines it is measured against.
 func PacerNames() string {
 	return strings.Join(append([]string{Adaptive}, baseline.Names()...), ", ")
 }
 
-// NewPacerFactory returns the factory of the named limiter, configured by cfg.
+// NewPacerFactory returns the factory of the named limiter, configured by cfg,
+// for an upstream that counts one thing (a request's weight) by cfg.Rules.
 func NewPacerFactory(name string, cfg limiter.Config) (PacerFactory, error) {
+	return NewLimitsFactory(name, cfg, nil)
+}
+
+// NewLimitsFactory is NewPacerFactory for an upstream that counts what limits
+// says for each key; nil limits is cfg.Rules counting weight. Baselines count
+// sends by cfg.Rules[0] whatever limits says.
+func NewLimitsFactory(name string, cfg limiter.Config, limits Limits) (PacerFactory, error) {
 	if name == Adaptive {
 		if _, err := limiter.New(cfg); err != nil {
 			return nil, err
@@ -70,8 +85,18 @@ func NewPacerFactory(name string, cfg limiter.Config) (PacerFactory, error) {
 			// One process's keys share how late it has been.
 			cfg.Lateness = new(limiter.Lateness)
 		}
-		return func(_ keys.Key, start KeyStart) (Pacer, error) {
-			return newAdaptive(cfg, start)
+		if limits == nil {
+			rules := cfg.Rules
+			limits = func(keys.Key) ([]limiter.Dimension, error) {
+				return []limiter.Dimension{{Name: DimWeight, Rules: rules}}, nil
+			}
+		}
+		return func(k keys.Key, start KeyStart) (Pacer, error) {
+			dims, err := limits(k)
+			if err != nil {
+				return nil, err
+			}
+			return newAdaptive(limiter.SetConfig{Config: cfg, Dims: dims}, start)
 		}, nil
 	}
 	opts := baseline.Options{GuardThreshold: cfg.GuardThreshold}
@@ -87,14 +112,35 @@ func NewPacerFactory(name string, cfg limiter.Config) (PacerFactory, error) {
 	// Baselines keep no state worth handing over: each holder starts afresh, as the
 	// designs they reproduce did.
 	return func(keys.Key, KeyStart) (Pacer, error) {
-		return baseline.NewWith(name, opts)
+		p, err := baseline.NewWith(name, opts)
+		return weighed{p}, err
 	}, nil
 }
+
+// DimWeight names the dimension of a request's weight, which an upstream that
+// counts one thing counts.
+const DimWeight = "weight"
+
+// weighed is a baseline as a Pacer: it is charged a request's weight, and
+// knows no other cost.
+type weighed struct{ baseline.Pacer }
+
+func (p weighed) NextC(now time.Time, c limiter.Cost) time.Time {
+	return p.NextN(now, int(max(c[DimWeight], 1)))
+}
+
+func (p weighed) SentC(now time.Time, c limiter.Cost) (limiter.Ticket, error) {
+	return p.SentN(now, int(max(c[DimWeight], 1)))
+}
+
+func (weighed) Used(limiter.Ticket, limiter.Cost) {}
+
+func (weighed) Check(limiter.Cost) error { return nil }
 
 // newAdaptive starts the limiter from everything the fleet knows of the key: the
 // handoff (or, after a crash, a full window from the claim), and never less than
 // the lifetime 429 count and the learned delay bound.
-func newAdaptive(cfg limiter.Config, start KeyStart) (*limiter.Limiter, error) {
+func newAdaptive(cfg limiter.SetConfig, start KeyStart) (*limiter.Set, error) {
 	var st limiter.State
 	switch {
 	case start.Handoff != nil:
@@ -105,13 +151,13 @@ func newAdaptive(cfg limiter.Config, start KeyStart) (*limiter.Limiter, error) {
 		l := max(start.MaxDelay, cfg.MaxDelay, limiter.DefaultMaxDelay)
 		st = limiter.State{Version: limiter.StateVersion, UpperBounds: []time.Time{start.Crashed.Add(l)}, Sends: limiter.MaxLimit}
 	case start.Count429 == 0 && start.MaxDelay == 0:
-		return limiter.New(cfg)
+		return limiter.NewSet(cfg)
 	default:
 		st = limiter.State{Version: limiter.StateVersion}
 	}
 	st.Rejections = max(st.Rejections, start.Count429)
 	st.MaxDelay = max(st.MaxDelay, start.MaxDelay)
-	return limiter.Restore(cfg, st)
+	return limiter.RestoreSet(cfg, st)
 }
 
 // decodeHandoff reads a handed-off limiter state written at writtenAt on the
@@ -132,7 +178,11 @@ func decodeHandoff(raw json.RawMessage, writtenAt, readAt time.Time) (*limiter.S
 	// A state whose instants lie far from when it was written was not written by a
 	// limiter (which hands off within a window or a pause of the present).
 	const far = time.Hour
-	for _, t := range append([]time.Time{st.NextFree, st.PauseUntil}, st.UpperBounds...) {
+	instants := append([]time.Time{st.NextFree, st.PauseUntil}, st.UpperBounds...)
+	for _, d := range st.Dims {
+		instants = append(append(instants, d.NextFree, d.PauseUntil), d.UpperBounds...)
+	}
+	for _, t := range instants {
 		if !t.IsZero() && (t.Sub(writtenAt) > far || writtenAt.Sub(t) > far) {
 			return nil, fmt.Errorf("%w: instant %s is more than %v from the handoff at %s",
 				limiter.ErrInvalidState, t.Format(time.RFC3339Nano), far, writtenAt.Format(time.RFC3339Nano))
