@@ -7,23 +7,23 @@ type ablation uint32
 
 // The rules that can be switched off.
 const (
-	offNth         ablation = 1 << iota // window: only the sends of the last N units count, not every send whose bound may
-	offHold                             // a request in flight holds its place only until left + L
-	offLostHold                         // a request given up holds its place only until left + L
-	offKeepL                            // L going down tightens the bounds of requests answered before
-	offOrder                            // no order rule
-	offBusy                             // a busy machine does not make answers bound their requests
-	offOutlier                          // an outlier's bound is left + L, not its answer
-	offSpread                           // a spread of evidence does not raise L
-	offOverdue                          // a request unanswered past 2L + τ is not evidence until its answer
-	offGap                              // the window needs W, not W + 1 ms, past U
-	offWeight                           // a send of w units needs the N-th latest unit bound, not the (N-w+1)-th
-	offPause                            // a 429 does not pause the key
-	offFixedOffset                      // a fixed window takes the upstream's calendar to be this clock exactly
-	offFixedSpan                        // a fixed window counts a send only in the intervals of its send time, not of its whole arrival range
-	offBucketBound                      // a bucket drains each unit from its send time, not from its bound
-	offReserve                          // a Set's open reservations leave no room aside
-	offChargeAtAnswer                   // a Set charges a cost known once answered at the send, not at the answer
+	offNth            ablation = 1 << iota // window: only the sends of the last N units count, not every send whose bound may
+	offHold                                // a request in flight holds its place only until left + L
+	offLostHold                            // a request given up holds its place only until left + L
+	offKeepL                               // L going down tightens the bounds of requests answered before
+	offOrder                               // no order rule
+	offBusy                                // a busy machine does not make answers bound their requests
+	offOutlier                             // an outlier's bound is left + L, not its answer
+	offSpread                              // a spread of evidence does not raise L
+	offOverdue                             // a request unanswered past 2L + τ is not evidence until its answer
+	offGap                                 // the window needs W, not W + 1 ms, past U
+	offWeight                              // a send of w units needs the N-th latest unit bound, not the (N-w+1)-th
+	offPause                               // a 429 does not pause the key
+	offFixedOffset                         // a fixed window takes the upstream's calendar to be this clock exactly
+	offFixedSpan                           // a fixed window counts a send only in the intervals of its send time, not of its whole arrival range
+	offBucketBound                         // a bucket drains each unit from its send time, not from its bound
+	offReserve                             // a Set's open reservations leave no room aside
+	offChargeAtAnswer                      // a Set charges a cost known once answered at the send, not at the answer
 )
 
 func (a ablation) has(b ablation) bool { return a&b != 0 }
