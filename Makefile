@@ -14,7 +14,7 @@ DURATION    ?= 60s
 BENCH_TIME  ?= 60s
 FAILOVER_TIME ?= 5m
 
-.PHONY: all build test test-short lint mutation run bench bench-exchange bench-saturation bench-delays bench-failover bench-scale bench-cpu bench-cluster bench-soak bench-partition clean
+.PHONY: all build test test-short lint mutation run bench bench-exchange bench-saturation bench-delays bench-failover bench-models bench-scale bench-cpu bench-cluster bench-soak bench-partition clean
 
 all: build
 
@@ -71,6 +71,11 @@ DELAY_TIME  ?= 30s
 DELAY_KEYS  ?= 200
 bench-delays: build
 	$(BIN)/fleet delays --duration $(DELAY_TIME) --many-keys $(DELAY_KEYS) --bin $(BIN)
+
+# The fleet against the simulator's models of real upstreams (a rule shared by
+# five keys, Binance, an LLM API), each with its profile: about 12 minutes.
+bench-models: build
+	$(BIN)/fleet models --bin $(BIN)
 
 bench-failover: build
 	$(BIN)/fleet failover --duration $(FAILOVER_TIME) --bin $(BIN)

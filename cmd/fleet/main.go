@@ -34,14 +34,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return cli.Dispatch(ctx, "fleet", "", args, stdout, stderr,
 		func(ctx context.Context, args []string) error { return runFleet(ctx, args, stdout, stderr) },
-		sub("bench", benchCmd), sub("delays", delays), sub("failover", failover), sub("scale", scale), sub("cpu", cpuCmd),
+		sub("bench", benchCmd), sub("delays", delays), sub("models", models), sub("failover", failover), sub("scale", scale), sub("cpu", cpuCmd),
 		sub("chaos", chaos), sub("soak", soakCmd), sub("partition", partition), sub("nats", natsServer))
 }
 
 // runFleet runs the whole fleet on this machine and prints what happened to
 // every request.
 func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet cpu        the CPU each request costs, per kind of process\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet partition  the conservation soak under network partitions of a three-node cluster\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
+	cmd := cli.NewCommand("fleet", "Runs NATS, the exchange simulator, a producer, workers and the monitor on this machine,\nthen prints what happened to every request. The embedded NATS has one user per role\n(`streams roles`), and each process connects as its own. `fleet bench --help` describes the benchmark.\n\nOther commands, each with its own --help:\n  fleet bench      the saturation benchmark\n  fleet delays     the delay benchmark\n  fleet models     the rate-limit models benchmark\n  fleet failover   the failover benchmark\n  fleet scale      the scale benchmark\n  fleet cpu        the CPU each request costs, per kind of process\n  fleet chaos      the cluster benchmark\n  fleet soak       the conservation soak\n  fleet partition  the conservation soak under network partitions of a three-node cluster\n  fleet nats       an embedded NATS with one user per role", stdout, stderr)
 	fs := cmd.Flags
 	bin, logs := runFlags(fs)
 	var (
@@ -202,6 +202,34 @@ func delays(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rows, err := bench.Delays(ctx, cfg, cases)
 	fmt.Fprint(stdout, bench.FormatDelays(rows, cfg))
+	return err
+}
+
+func models(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cli.NewCommand("fleet models", "Rate-limit models benchmark: the fleet against the simulator's models of real upstreams\n(a rule shared by five keys, Binance's weights and orders, an LLM API's tokens), each with\nthe profile that speaks it; prints one table: 429, 418, 400, the rate of the binding rule,\nits bound and the ratio, and how each bound is computed.", stdout, stderr)
+	fs := cmd.Flags
+	bin, logs := runFlags(fs)
+	var (
+		duration = fs.Duration("duration", 60*time.Second, "measured time per case, unless the case needs whole minutes")
+		warmup   = fs.Duration("warmup", 10*time.Second, "time before measuring, unless the case needs more")
+		only     = fs.String("cases", "", "cases to run, by number (1,3); all when empty")
+	)
+	if _, err := cmd.Parse(args, os.Getenv); err != nil {
+		return err
+	}
+	all, err := bench.ModelCases()
+	if err != nil {
+		return err
+	}
+	var cases []bench.ModelCase
+	for i, c := range all {
+		if *only == "" || strings.Contains(","+*only+",", fmt.Sprintf(",%d,", i+1)) {
+			cases = append(cases, c)
+		}
+	}
+	cfg := bench.Config{Bin: *bin, Duration: *duration, Warmup: *warmup, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
+	rows, err := bench.Models(ctx, cfg, cases)
+	fmt.Fprint(stdout, bench.FormatModels(rows))
 	return err
 }
 

@@ -32,7 +32,8 @@ Shapes (--shape):
             every field optional (id: a new UUID, ttl_ms: --ttl, created: when read);
             "call":{"method":"POST","path":"/x","query":[{"name":"a","value":"1"}],
             "header":[...],"body":"...","content_type":"..."}, "weight":2 and
-            "reply_to":"ratefleet.reply.<your user>.<anything>" are optional too
+            "reply_to":"ratefleet.reply.<your user>.<anything>" and "costs":{"input_tokens":900,
+            "output_tokens":512} (what the upstream counts besides weight) are optional too
 
 The call (--path with --method, --query, --header, --body) is what each request asks of
 the upstream; without --path the worker's profile makes its default call (the reference

@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxArrival  = fs.Duration("max-arrival", limiter.DefaultMaxArrival, "the longest a request may take to reach the upstream: one with no answer (a timeout, a broken connection) keeps its place in the key's windows until it left plus this, or the longest round trip seen")
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker); it needs the keeper role: under the worker role, pass --keeper=false")
-		profileFile = fs.String("profile", "", "upstream profile (YAML): what to call, where the key and nonce go, how to sign, what answers mean (default: the reference exchange)")
+		profileFile = fs.String("profile", "", "upstream profile: a YAML file (what to call, where the key and nonce go, how to sign, what answers mean, what the upstream counts), or a built-in one: "+strings.Join(profile.BuiltinNames(), ", ")+" (default: reference)")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	prof := profile.Reference()
 	if *profileFile != "" {
 		var err error
-		if prof, err = profile.Load(*profileFile); err != nil {
+		if prof, err = profile.Open(*profileFile); err != nil {
 			return err
 		}
 	}

@@ -71,6 +71,7 @@ var builtinPaths = map[string]bool{
 	"GET /api/request":  true,
 	"POST /api/private": true,
 	"POST /v1/complete": true,
+	"POST /v1/messages": true,
 }
 
 func validateCosts(entries []PathCost) error {

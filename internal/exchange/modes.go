@@ -74,6 +74,7 @@ func (s *Server) routesExtra(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("POST /api/private", s.handleSigned)
 	mux.HandleFunc("POST /v1/complete", s.handlePerMinute)
+	mux.HandleFunc("POST /v1/messages", s.handlePerMinute) // Anthropic's path: the key in x-api-key
 	mux.HandleFunc("GET /admin/throttle", s.handleThrottle)
 	mux.HandleFunc("POST /admin/throttle", s.handleThrottle)
 	mux.HandleFunc("DELETE /admin/throttle", s.handleThrottle)
@@ -118,6 +119,9 @@ func (s *Server) handlePerMinute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if k := r.Header.Get("X-Api-Key"); !ok && k != "" {
+		secret, ok = k, true
+	}
 	a := s.bySecret[secret]
 	if !ok || a == nil {
 		s.unknownKey.Add(1)

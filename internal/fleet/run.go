@@ -436,9 +436,19 @@ func writeKeys(ks []keys.Key) (string, error) {
 	}
 	var b strings.Builder
 	for _, k := range ks {
-		if k.ID() != "" {
-			fmt.Fprintf(&b, "%s id=%s secret=%s\n", k.Name(), k.ID(), k.Secret())
-		} else {
+		groups := ""
+		if k.Account() != k.Name() {
+			groups += " account=" + k.Account()
+		}
+		if ls := k.Labels(); len(ls) > 0 {
+			groups += " labels=" + strings.Join(ls, ",")
+		}
+		switch {
+		case k.ID() != "":
+			fmt.Fprintf(&b, "%s id=%s secret=%s%s\n", k.Name(), k.ID(), k.Secret(), groups)
+		case groups != "":
+			fmt.Fprintf(&b, "%s secret=%s%s\n", k.Name(), k.Secret(), groups)
+		default:
 			fmt.Fprintf(&b, "%s=%s\n", k.Name(), k.Secret())
 		}
 	}

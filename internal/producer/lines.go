@@ -49,6 +49,10 @@ func (e *BadLineError) Unwrap() error { return e.Err }
 //
 //	{"id":"o-2","call":{"method":"POST","path":"/0/private/AddOrder","body":"pair=XBTUSD&type=buy"},"weight":2}
 //
+// and what it costs in what the upstream counts besides requests and weight:
+//
+//	{"id":"c-3","costs":{"input_tokens":1200,"output_tokens":512}}
+//
 // Blank lines are ignored. Other fields are an error, so a
 // misspelt field is caught instead of silently defaulted.
 type Lines struct {
@@ -67,13 +71,14 @@ func NewLines(r io.Reader, input string, ttl time.Duration) *Lines {
 
 // lineRecord is what a line may hold; pointers tell a missing field from a zero one.
 type lineRecord struct {
-	ID      *string         `json:"id"`
-	TTLms   *int64          `json:"ttl_ms"`
-	Payload json.RawMessage `json:"payload"`
-	Created *time.Time      `json:"created"`
-	Call    *wire.Call      `json:"call"`
-	Weight  int             `json:"weight"`
-	ReplyTo string          `json:"reply_to"`
+	ID      *string          `json:"id"`
+	TTLms   *int64           `json:"ttl_ms"`
+	Payload json.RawMessage  `json:"payload"`
+	Created *time.Time       `json:"created"`
+	Call    *wire.Call       `json:"call"`
+	Weight  int              `json:"weight"`
+	ReplyTo string           `json:"reply_to"`
+	Costs   map[string]int64 `json:"costs"`
 }
 
 var errLineTooLong = fmt.Errorf("longer than %d bytes", MaxLineBytes)
@@ -140,7 +145,7 @@ func (l *Lines) parse(raw []byte, now time.Time) (wire.Request, error) {
 	if len(rec.Payload) > 0 && !bytes.Equal(rec.Payload, []byte("null")) {
 		req.Payload = rec.Payload
 	}
-	req.Call, req.Weight, req.ReplyTo = rec.Call, rec.Weight, rec.ReplyTo
+	req.Call, req.Weight, req.ReplyTo, req.Costs = rec.Call, rec.Weight, rec.ReplyTo, rec.Costs
 	req.V = req.NeededVersion()
 	if err := req.Validate(); err != nil {
 		return wire.Request{}, err

@@ -87,6 +87,9 @@ func NewLimitsFactory(name string, cfg limiter.Config, limits Limits) (PacerFact
 		}
 		if limits == nil {
 			rules := cfg.Rules
+			if len(rules) == 0 {
+				rules = []limiter.Rule{limiter.DefaultRule}
+			}
 			limits = func(keys.Key) ([]limiter.Dimension, error) {
 				return []limiter.Dimension{{Name: DimWeight, Rules: rules}}, nil
 			}
