@@ -215,6 +215,12 @@ type Config struct {
 	// its own lateness there, and each takes the machine as busy (its answers
 	// then bound its sends; see the package doc) when any of them was late.
 	Lateness *Lateness
+	// Reported are the rules, among Rules, whose usage the upstream reports with
+	// its answers (Observed): until a rule's first report the key sends one
+	// request a window of it, then keeps what another client is seen to use.
+	// Observed reads reports of any rule; a rule named here is one whose report
+	// the key waits for before it fills the rule. No Bucket: its usage is not read.
+	Reported []Rule
 }
 
 // rule is a validated Rule with what the limiter derives from it.
@@ -250,6 +256,7 @@ type settings struct {
 	guard     int
 	trustRA   bool
 	lateness  *Lateness
+	usage     []bool // per rule, whether Config.Reported names it
 }
 
 func (c Config) settings() (settings, error) {
@@ -279,6 +286,9 @@ func (c Config) settings() (settings, error) {
 		s.buckets = s.buckets || r.Kind == Bucket
 	}
 	slices.SortStableFunc(s.rules, func(a, b rule) int { return a.Limit - b.Limit })
+	if err := s.reportedRules(c.Reported); err != nil {
+		return settings{}, err
+	}
 
 	switch {
 	case s.maxDelay < 0:

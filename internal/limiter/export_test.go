@@ -9,7 +9,7 @@ var ablations = map[string]ablation{
 	"outlier bound": offOutlier, "spread raises L": offSpread, "overdue is evidence": offOverdue,
 	"window + 1 ms": offGap, "weight in the window": offWeight, "pause after a 429": offPause,
 	"fixed: the clock offset": offFixedOffset, "fixed: every interval the arrival may fall in": offFixedSpan,
-	"bucket: units drain from their bounds": offBucketBound,
+	"bucket: units drain from their bounds": offBucketBound, "usage reservation": offReserve,
 }
 
 // NewAblated is New with the named rule switched off.
