@@ -78,6 +78,9 @@ type Profile struct {
 	// Calls lists the calls a request may make, when set: any other is refused
 	// (ErrNotAllowed). Empty, a request may make any call.
 	Calls []CallPattern `yaml:"calls"`
+	// Usage lists the headers in which the upstream reports a rule's usage with
+	// its answers, read as evidence of another client on the key (usage.go).
+	Usage []UsageHeader `yaml:"usage"`
 
 	// doc is the YAML the profile was parsed from, to tell a problem's line.
 	doc []byte
@@ -330,6 +333,7 @@ func (p *Profile) Validate() error {
 	p.Retry.validate(&v)
 	v.reserved(p)
 	p.validateCalls(&v)
+	p.validateUsage(&v)
 	return v.err()
 }
 
@@ -393,8 +397,9 @@ func (p *Profile) allows(c *wire.Call) bool {
 	return slices.ContainsFunc(p.Calls, func(pc CallPattern) bool { return pc.Match(m, c.Path) })
 }
 
-// LimiterConfig returns base with the profile's rules, delay bound and ban
-// thresholds; a profile without a nonce turns the limiter's order rule off.
+// LimiterConfig returns base with the profile's rules, delay bound, ban
+// thresholds and the rules its usage headers report; a profile without a nonce
+// turns the limiter's order rule off.
 func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	base.Rules = nil
 	for _, r := range p.Rate.Rules {
@@ -405,6 +410,7 @@ func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	}
 	base.TrustRetryAfter = p.Rate.TrustRetryAfter
 	base.Unordered = p.Nonce == nil // no nonce: requests may arrive in any order
+	base.Reported = p.reportedRules()
 	if p.Rate.MaxDelay > 0 && base.MaxDelay == 0 {
 		base.MaxDelay = p.Rate.MaxDelay
 	}

@@ -26,6 +26,7 @@
 //     check, then the send.
 //   - nonces.go: a key's nonce sequence, reserved in key state ahead of time.
 //   - pacer.go: the limiter of a newly claimed key, from what the fleet knows.
+//   - usage.go: passes what an answer's usage headers report to the limiter.
 package worker
 
 import (
