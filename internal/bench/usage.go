@@ -31,8 +31,8 @@ type UsageConfig struct {
 	Share float64
 	// Duration is the measured time; Warmup runs before it.
 	Duration, Warmup time.Duration
-	Logs         io.Writer
-	Logger       *slog.Logger
+	Logs             io.Writer
+	Logger           *slog.Logger
 }
 
 // UsageRow is what the usage-header benchmark measured on the shared key.
