@@ -286,9 +286,6 @@ func (c Config) settings() (settings, error) {
 		s.buckets = s.buckets || r.Kind == Bucket
 	}
 	slices.SortStableFunc(s.rules, func(a, b rule) int { return a.Limit - b.Limit })
-	if err := s.reportedRules(c.Reported); err != nil {
-		return settings{}, err
-	}
 
 	switch {
 	case s.maxDelay < 0:
@@ -339,6 +336,9 @@ func (c Config) settings() (settings, error) {
 	for i := range s.rules {
 		s.rules[i].derive(s.offset, s.margin)
 		s.longest = max(s.longest, s.rules[i].span)
+	}
+	if err := s.reportedRules(c.Reported); err != nil {
+		return settings{}, err
 	}
 	switch {
 	case s.ban < 0:

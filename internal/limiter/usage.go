@@ -235,6 +235,11 @@ func (s *settings) reportedRules(reported []Rule) error {
 		case r.Kind == Bucket:
 			return fmt.Errorf("%w: reported rule %v: a bucket's reported usage is not read; report a sliding or fixed rule", ErrInvalidConfig, r)
 		}
+		for _, rr := range s.rules {
+			if rr.Rule == r && rr.Kind == Fixed && 2*rr.edge >= r.Window.Milliseconds() {
+				return fmt.Errorf("%w: reported rule %v: its clock offset covers every alignment of its intervals, so no count can be placed in one; lower the clock offset below a quarter of the window", ErrInvalidConfig, r)
+			}
+		}
 	}
 	return nil
 }

@@ -255,3 +255,47 @@ func TestLimiter_ObservedChecksItsRules(t *testing.T) {
 	assert.True(t, ok)
 	assert.Zero(t, got, "reports are read only for the rules enforced")
 }
+
+// TestLimiter_UsageReportsOfAFixedWindow: 100 per calendar 10 s, the
+// upstream's intervals 40 ms off this clock (within the 100 ms offset
+// allowed), another client at 30 % evenly or in one burst an interval: no 429.
+func TestLimiter_UsageReportsOfAFixedWindow(t *testing.T) {
+	rule := limiter.Rule{Kind: limiter.Fixed, Limit: 100, Window: 10 * time.Second}
+	cfg := limiter.Config{Rules: []limiter.Rule{rule}, Reported: []limiter.Rule{rule}, ClockOffset: 100 * time.Millisecond,
+		Unordered: true, BanThreshold: 1000, GuardThreshold: 999}
+	n := 3000
+	if testing.Short() || raceEnabled {
+		n = 1500
+	}
+	rate := 0.3 * 100 / 10.0 // the other client's calls a second
+	for _, burst := range []int{1, 30} {
+		t.Run(fmt.Sprintf("bursts of %d", burst), func(t *testing.T) {
+			for seed := range uint64(2) {
+				var outside []time.Time
+				every := time.Duration(float64(burst) * float64(time.Second) / rate)
+				for at := simStart.Add(-30 * time.Second); at.Before(simStart.Add(time.Duration(n) * time.Second / 5)); at = at.Add(every) {
+					for k := range burst {
+						outside = append(outside, at.Add(time.Duration(k)*time.Millisecond+3*time.Second))
+					}
+				}
+				run := func(l limitertest.Pacer) limitertest.Result {
+					return limitertest.Run{Pacer: l, Rules: []limiter.Rule{rule}, Requests: n, Start: simStart, Usage: true,
+						Unordered: true, Offset: 40 * time.Millisecond, Outside: outside,
+						Delays: limitertest.Uniform(seed, L, time.Millisecond)}.Execute()
+				}
+				res := run(mustNew(t, cfg))
+				require.NoError(t, res.Err)
+				off, err := limiter.NewAblated(cfg, "usage reservation")
+				require.NoError(t, err)
+				ab := run(off)
+				t.Logf("seed %d: %d × 429, %.2f/s of 7 left; without the reservation %d × 429", seed, res.RateLimited, res.Rate(), ab.RateLimited)
+				assert.Zero(t, res.RateLimited, "seed %d", seed)
+				assert.Greater(t, res.Rate(), 0.6*7, "seed %d: the key serves", seed)
+				assert.Positive(t, ab.RateLimited, "seed %d: without the reservation", seed)
+			}
+		})
+	}
+	_, err := limiter.New(limiter.Config{Rules: []limiter.Rule{rule}, Reported: []limiter.Rule{rule}, ClockOffset: 5 * time.Second})
+	require.ErrorIs(t, err, limiter.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "covers every alignment")
+}
