@@ -214,6 +214,14 @@
 // after GuardThreshold of them (3 of 10 by default) the ban guard trips:
 // Quarantined reports true and Sent refuses with ErrQuarantined.
 //
+// # Another client on the key
+//
+// Where the upstream reports a rule's usage with its answers (Observed), the
+// units another client used are estimated from the count, erring high, and kept
+// back: each test of the rule uses its Limit less that reservation, so a report
+// only ever makes sends wait. usage.go derives the estimate and the prediction,
+// shows them safe and says what they cannot catch.
+//
 // # Memory and handoff
 //
 // A Limiter keeps one record per send while its bound may count (c): at most the

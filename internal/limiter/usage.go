@@ -237,7 +237,7 @@ func (s *settings) reportedRules(reported []Rule) error {
 		}
 		for _, rr := range s.rules {
 			if rr.Rule == r && rr.Kind == Fixed && 2*rr.edge >= r.Window.Milliseconds() {
-				return fmt.Errorf("%w: reported rule %v: its clock offset covers every alignment of its intervals, so no count can be placed in one; lower the clock offset below a quarter of the window", ErrInvalidConfig, r)
+				return fmt.Errorf("%w: reported rule %v: its clock offset covers every alignment of its intervals, so no count can be placed in one; lower the clock offset below half the window", ErrInvalidConfig, r)
 			}
 		}
 	}
