@@ -140,7 +140,11 @@ func (l *Limiter) outside(r *rule, rec *record, used int) (int64, int, bool) {
 			continue
 		}
 		if o == rec && r.Kind != Fixed {
-			own += o.units // it arrived before the count was read, after hi − W
+			// It arrived before the count was read; in its span if it left
+			// within W of the answer.
+			if !o.sent.Before(hi.Add(-r.Window)) {
+				own += o.units
+			}
 			continue
 		}
 		if in(o) {
@@ -154,7 +158,10 @@ func (l *Limiter) outside(r *rule, rec *record, used int) (int64, int, bool) {
 // reservation.
 func (l *Limiter) note(i int, k int64, out int) {
 	u := &l.usage[i]
-	u.seen = true
+	if !u.seen {
+		u.seen = true
+		l.changes++ // the rule's limit is no longer held back for the first report
+	}
 	switch last := &u.epochs[(u.n+usageEpochs-1)%usageEpochs]; {
 	case u.n > 0 && last.k == k:
 		last.most = max(last.most, out)

@@ -299,3 +299,35 @@ func TestLimiter_UsageReportsOfAFixedWindow(t *testing.T) {
 	require.ErrorIs(t, err, limiter.ErrInvalidConfig)
 	assert.Contains(t, err.Error(), "covers every alignment")
 }
+
+// TestLimiter_TheFirstReportFreesTheRuleAtOnce: a key that looked at Next
+// before the first report (held to one send) may send at once after a report
+// that shows no one else.
+func TestLimiter_TheFirstReportFreesTheRuleAtOnce(t *testing.T) {
+	ms := time.Millisecond
+	cfg := reportedConfig()
+	cfg.Unordered = true
+	l := mustNew(t, cfg)
+	tk, err := l.Sent(simStart)
+	require.NoError(t, err)
+	l.Wrote(tk, simStart)
+	now := simStart.Add(40 * ms)
+	l.Answered(tk, now)
+	require.True(t, l.Next(now).After(now), "no report yet: one send a window")
+	l.Observed(tk, limiter.DefaultRule, 1)
+	assert.Equal(t, now, l.Next(now), "the report shows no one else")
+}
+
+// TestLimiter_ASlowAnswerIsNotTakenAsOwn: a send whose answer came more than W
+// after it left may have arrived before the span its count was read over.
+func TestLimiter_ASlowAnswerIsNotTakenAsOwn(t *testing.T) {
+	cfg := reportedConfig()
+	l := mustNew(t, cfg)
+	tk, err := l.Sent(simStart)
+	require.NoError(t, err)
+	l.Wrote(tk, simStart)
+	l.Answered(tk, simStart.Add(1500*time.Millisecond))
+	l.Observed(tk, limiter.DefaultRule, 3) // own 0: outside 3, kept 4
+	got, _ := l.Reservation(limiter.DefaultRule)
+	assert.Equal(t, 4, got)
+}
