@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/wire"
@@ -72,11 +73,32 @@ func (p *Profile) ReadUsage(h http.Header) []Usage {
 func (p *Profile) reportedRules() []limiter.Rule {
 	var out []limiter.Rule
 	for _, u := range p.Usage {
-		if u.Rule >= 0 && u.Rule < len(p.Rate.Rules) && p.Rate.Rules[u.Rule].Kind != limiter.Bucket.String() {
-			out = append(out, p.Rate.Rules[u.Rule].limiterRule())
+		if u.Rule < 0 || u.Rule >= len(p.Rate.Rules) {
+			continue
+		}
+		if r := p.Rate.Rules[u.Rule]; r.Kind != limiter.Bucket.String() && p.placeable(r) {
+			out = append(out, r.limiterRule())
 		}
 	}
 	return out
+}
+
+// placeable reports whether a count of rule r can be placed in one interval of
+// the upstream's: a fixed window needs the clock offset (and the limiter's
+// margin) to leave part of it certain.
+func (p *Profile) placeable(r Rule) bool {
+	if r.Kind != limiter.Fixed.String() {
+		return true
+	}
+	return 2*(p.clockOffset()+limiter.DefaultMargin) < r.Window
+}
+
+// clockOffset is rate.clock_offset, or the limiter's default.
+func (p *Profile) clockOffset() time.Duration {
+	if p.Rate.ClockOffset <= 0 {
+		return limiter.DefaultClockOffset
+	}
+	return p.Rate.ClockOffset
 }
 
 // validateUsage checks the usage headers: each names a header once, a rule of
@@ -101,6 +123,8 @@ func (p *Profile) validateUsage(v *validator) {
 			v.addf(field+".rule", "%d is not a rule of rate.rules: give the index of the rule it reports, from 0 to %d", u.Rule, len(p.Rate.Rules)-1)
 		case p.Rate.Rules[u.Rule].Kind == limiter.Bucket.String():
 			v.addf(field+".rule", "%d is a bucket: its usage is not read; name a sliding or fixed rule", u.Rule)
+		case !p.placeable(p.Rate.Rules[u.Rule]):
+			v.addf(field+".rule", "%d is a fixed window of %v with rate.clock_offset %v: no count could be placed in one of its intervals; set clock_offset below half the window", u.Rule, p.Rate.Rules[u.Rule].Window, p.clockOffset())
 		}
 		if u.Reports != ReportsUsed && u.Reports != ReportsRemaining {
 			v.addf(field+".reports", "is %q; use used (the units the key has used in the rule's window) or remaining (the units it has left)", u.Reports)

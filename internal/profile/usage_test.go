@@ -44,6 +44,14 @@ func TestParse_UsageHeadersSayWhatIsWrong(t *testing.T) {
 			require.Equal(t, 1, strings.Count(err.Error(), "\n  "), "one problem, said once: %v", err)
 		})
 	}
+	t.Run("a fixed second with the default clock offset", func(t *testing.T) {
+		doc := override(profile.ReferenceYAML, "rate:\n  rules: [{kind: fixed, limit: 20, window: 1s}]\n  ban_after: 10\nusage:\n  - {header: X-Used, rule: 0, reports: used}")
+		_, err := profile.Parse("p.yaml", []byte(doc))
+		require.ErrorContains(t, err, "usage[0].rule: 0 is a fixed window of 1s with rate.clock_offset 1s: no count could be placed in one of its intervals; set clock_offset below half the window")
+		require.Equal(t, 1, strings.Count(err.Error(), "\n  "), "one problem, said once: %v", err)
+		_, err = profile.Parse("p.yaml", []byte(strings.Replace(doc, "ban_after: 10", "ban_after: 10\n  clock_offset: 200ms", 1)))
+		require.NoError(t, err)
+	})
 	t.Run("a bucket", func(t *testing.T) {
 		doc := override(profile.ReferenceYAML, "rate:\n  rules: [{kind: bucket, limit: 15, rate: 1}]\n  ban_after: 10\nusage:\n  - {header: X-Left, rule: 0, reports: remaining}")
 		_, err := profile.Parse("p.yaml", []byte(doc))
