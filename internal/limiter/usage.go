@@ -23,7 +23,8 @@ import (
 // carried a report, and it was no 429) and surely in the rule's span at every
 // such u: for a sliding rule s_i ≥ r_j − W and ub_i ≤ left_j, for a fixed rule
 // both s_i and ub_i in the interval that holds every u, whatever the clock offset
-// (j's own units count too once accepted: they arrived before u). With own the
+// (j's own units count too once accepted, where j left within W of its answer:
+// they arrived before u). With own the
 // units so found, o = c − own is at least the other client's units in the count:
 // own is a lower bound of this limiter's units counted, so o errs high. It errs
 // high by the units whose arrival the bounds cannot place (in flight around u),
@@ -35,9 +36,8 @@ import (
 // fixed one its intervals) plus a headroom of max(1, o/8) units, and 0 once those
 // windows showed no outside usage. Only windows with evidence count: a key that
 // sends nothing keeps its reservation until its answers show otherwise. Until a
-// rule's first report (Config.Reported), R is the rule's Limit less one send: the
-// key sends once, reads the count from its answer, and only then fills what is
-// left.
+// rule's first report (Config.Reported), the rule holds one send: the key sends
+// once, reads the count from its answer, and only then fills what is left.
 //
 // Why it is safe. The reservation only lowers the limit each rule's test uses,
 // and every test is shown safe for any limit up to the rule's own (the proofs
@@ -51,7 +51,9 @@ import (
 // is unseen until its calls land; one whose bursts come less often than
 // usageEpochs windows may be forgotten between them. A 429 then says so, and
 // pauses the key as any 429 does. A Bucket's count is not read: its reports are
-// ignored.
+// ignored. A Fixed rule's report within the clock offset of an interval's
+// boundary cannot be placed, and is skipped (Config.Reported refuses a Fixed
+// rule whose offset covers every alignment).
 
 // usageEpochs is how many recent windows with evidence the reservation keeps the
 // largest outside count of.
@@ -62,7 +64,7 @@ type usage struct {
 	reported bool // Config.Reported names the rule: before its first report, hold back
 	seen     bool // a report came
 	epochs   [usageEpochs]epochMost
-	n        int // epochs filled, at most usageEpochs; epochs[(n-1)%usageEpochs] is the latest
+	n        int // epochs noted so far; epochs[(n-1)%usageEpochs] is the latest
 	reserve  int
 }
 
