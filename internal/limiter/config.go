@@ -216,10 +216,12 @@ type Config struct {
 	// then bound its sends; see the package doc) when any of them was late.
 	Lateness *Lateness
 	// Reported are the rules, among Rules, whose usage the upstream reports with
-	// its answers (Observed): until a rule's first report the key sends one
-	// request a window of it, then keeps what another client is seen to use.
-	// Observed reads reports of any rule; a rule named here is one whose report
-	// the key waits for before it fills the rule. No Bucket: its usage is not read.
+	// its answers (Observed): until a rule's first report it holds one send (the
+	// key sends once and reads the count from its answer), then keeps back what
+	// another client is seen to use. Observed reads reports of any rule; naming
+	// one here makes the key wait for its first report before filling it. No
+	// Bucket (its usage is not read), and no Fixed rule whose ClockOffset covers
+	// every alignment of its intervals (no count could be placed in one).
 	Reported []Rule
 }
 
