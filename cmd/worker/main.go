@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		inFlight    = fs.Int("max-in-flight", 16, "requests one key holds at once, waiting or sending")
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker); it needs the keeper role: under the worker role, pass --keeper=false")
 		profileFile = fs.String("profile", "", "upstream profile: a YAML file (what to call, where the key and nonce go, how to sign, what answers mean, what the upstream counts), or a built-in one: "+strings.Join(profile.BuiltinNames(), ", ")+" (default: reference)")
+		checkpoint  = fs.Duration("checkpoint", worker.DefaultCheckpoint, "how often a key's holder writes its limiter's state to key state, so that a holder that crashes is followed from it (a per-day limit resumes from the day's count) rather than after its longest window; it sends nothing more than twice this after its latest; negative for none")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -127,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer up.Close()
 	w, err := worker.New(ctx, conn.JS, worker.Config{
 		ID: *id, Keys: ks, MaxKeys: *maxKeys, Upstream: up, Streams: conn.Streams,
-		NewPacer: factory, MaxInFlight: *inFlight, GatewayHold: *gatewayHold, Keeper: *keeper, Logger: log,
+		NewPacer: factory, MaxInFlight: *inFlight, GatewayHold: *gatewayHold, Checkpoint: *checkpoint, Keeper: *keeper, Logger: log,
 	})
 	if err != nil {
 		return err

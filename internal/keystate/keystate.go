@@ -57,6 +57,13 @@ type Record struct {
 	// The next holder reads the state's instants relative to it (as ages), so the
 	// two holders' clocks need not agree.
 	HandedOffAt time.Time `json:"handed_off_at,omitzero"`
+	// Checkpoint is the holder's limiter state, written every few seconds while
+	// it holds the key, for the next holder should it crash; CheckpointAt is when
+	// it was written on the writer's clock, and CheckpointSpan how long after
+	// that the writer may send without a newer one.
+	Checkpoint     json.RawMessage `json:"checkpoint,omitempty"`
+	CheckpointAt   time.Time       `json:"checkpoint_at,omitzero"`
+	CheckpointSpan time.Duration   `json:"checkpoint_span_ns,omitempty"`
 	// Count429 counts every 429 the key has had, whoever held it.
 	Count429 int `json:"count_429,omitempty"`
 	// MaxDelay is the largest one-way delay the key's limiter has learned (L);
@@ -85,6 +92,10 @@ func (r Record) Validate() error {
 		return fmt.Errorf("%w: a handed-off limiter state without the time it was written", ErrInvalid)
 	case len(r.Limiter) > 0 && !json.Valid(r.Limiter):
 		return fmt.Errorf("%w: the handed-off limiter state is not JSON", ErrInvalid)
+	case len(r.Checkpoint) > 0 && (r.CheckpointAt.IsZero() || r.CheckpointSpan <= 0 || r.CheckpointSpan > maxDelayBound):
+		return fmt.Errorf("%w: a limiter checkpoint without the time it was written or a span of 0 to %v", ErrInvalid, maxDelayBound)
+	case len(r.Checkpoint) > 0 && !json.Valid(r.Checkpoint):
+		return fmt.Errorf("%w: the limiter checkpoint is not JSON", ErrInvalid)
 	}
 	return nil
 }

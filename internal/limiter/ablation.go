@@ -22,8 +22,9 @@ const (
 	offFixedOffset                         // a fixed window takes the upstream's calendar to be this clock exactly
 	offFixedSpan                           // a fixed window counts a send only in the intervals of its send time, not of its whole arrival range
 	offBucketBound                         // a bucket drains each unit from its send time, not from its bound
-	offReserve                             // a Set's open reservations leave no room aside
+	offSetReserve                          // a Set's open reservations leave no room aside
 	offChargeAtAnswer                      // a Set charges a cost known once answered at the send, not at the answer
+	offReserve                             // usage reports keep no reservation for another client
 )
 
 func (a ablation) has(b ablation) bool { return a&b != 0 }

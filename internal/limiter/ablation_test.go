@@ -47,6 +47,16 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 			}
 		},
 		max400: func(limitertest.Result, int) int { return 20 }}
+	// Another client uses 30 % of the key, evenly spaced, seen only in the
+	// upstream's usage reports.
+	models["an outside client at 30 % of the key, in usage reports"] = wrongModel{name: "an outside client at 30 % of the key, in usage reports",
+		requests: 4_000, cfg: reportedConfig(),
+		delays: func(seed uint64) limitertest.Delays { return limitertest.Uniform(seed, L, ms) },
+		adjust: func(_ uint64, r *limitertest.Run) {
+			r.Start, r.Usage = simStart, true
+			r.Outside = outsideCalls(simStart.Add(-5*time.Second), 5*time.Second+time.Duration(r.Requests/8)*time.Second, 0.3, 1)
+		},
+		max400: func(limitertest.Result, int) int { return 0 }}
 	// Without a nonce no 400 teaches the order rule (which is off), so only the
 	// round trips show the delays.
 	noNonce := func(m wrongModel) wrongModel {
@@ -134,6 +144,7 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 		{rule: "fixed: the clock offset", model: "fixed, no nonce: the upstream's intervals start 25 ms after this clock's", want: "429"},
 		{rule: "fixed: every interval the arrival may fall in", model: "fixed, no nonce: demand late in each interval", want: "429"},
 		{rule: "bucket: units drain from their bounds", model: "bucket, no nonce: 10 slow arrivals, then 10 fast ones", want: "429"},
+		{rule: "usage reservation", model: "an outside client at 30 % of the key, in usage reports", want: "429"},
 	}
 	var covered []string
 	for _, tt := range tests {

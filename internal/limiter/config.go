@@ -215,6 +215,14 @@ type Config struct {
 	// its own lateness there, and each takes the machine as busy (its answers
 	// then bound its sends; see the package doc) when any of them was late.
 	Lateness *Lateness
+	// Reported are the rules, among Rules, whose usage the upstream reports with
+	// its answers (Observed): until a rule's first report it holds one send (the
+	// key sends once and reads the count from its answer), then keeps back what
+	// another client is seen to use. Observed reads reports of any rule; naming
+	// one here makes the key wait for its first report before filling it. No
+	// Bucket (its usage is not read), and no Fixed rule whose ClockOffset covers
+	// every alignment of its intervals (no count could be placed in one).
+	Reported []Rule
 }
 
 // rule is a validated Rule with what the limiter derives from it.
@@ -250,6 +258,7 @@ type settings struct {
 	guard     int
 	trustRA   bool
 	lateness  *Lateness
+	usage     []bool // per rule, whether Config.Reported names it
 }
 
 func (c Config) settings() (settings, error) {
@@ -329,6 +338,9 @@ func (c Config) settings() (settings, error) {
 	for i := range s.rules {
 		s.rules[i].derive(s.offset, s.margin)
 		s.longest = max(s.longest, s.rules[i].span)
+	}
+	if err := s.reportedRules(c.Reported); err != nil {
+		return settings{}, err
 	}
 	switch {
 	case s.ban < 0:

@@ -9,7 +9,7 @@ var ablations = map[string]ablation{
 	"outlier bound": offOutlier, "spread raises L": offSpread, "overdue is evidence": offOverdue,
 	"window + 1 ms": offGap, "weight in the window": offWeight, "pause after a 429": offPause,
 	"fixed: the clock offset": offFixedOffset, "fixed: every interval the arrival may fall in": offFixedSpan,
-	"bucket: units drain from their bounds": offBucketBound,
+	"bucket: units drain from their bounds": offBucketBound, "usage reservation": offReserve,
 }
 
 // NewAblated is New with the named rule switched off.
@@ -28,7 +28,7 @@ func NewAblated(cfg Config, rule string) (*Limiter, error) {
 
 // setAblations names the rules of a Set the ablation tests switch off.
 var setAblations = map[string]ablation{
-	"reservations": offReserve, "charged at the answer": offChargeAtAnswer,
+	"reservations": offSetReserve, "charged at the answer": offChargeAtAnswer,
 }
 
 // NewSetAblated is NewSet with the named rule switched off; "" switches none.

@@ -214,6 +214,14 @@
 // after GuardThreshold of them (3 of 10 by default) the ban guard trips:
 // Quarantined reports true and Sent refuses with ErrQuarantined.
 //
+// # Another client on the key
+//
+// Where the upstream reports a rule's usage with its answers (Observed), the
+// units another client used are estimated from the count, erring high, and kept
+// back: each test of the rule uses its Limit less that reservation, so a report
+// only ever makes sends wait. usage.go derives the estimate and the prediction,
+// shows them safe and says what they cannot catch.
+//
 // # Memory and handoff
 //
 // A Limiter keeps one record per send while its bound may count (c): at most the
@@ -303,6 +311,8 @@ type record struct {
 	prior   bool          // restored from a previous holder: its order rule is in notBefore
 	overdue bool          // noted in the horizon while still unanswered, as note
 	note    uint64
+	refused bool // answered 429: the upstream did not count it
+	counted bool // its answer carried a usage report and was no 429: the upstream counted it
 }
 
 // Limiter paces the sends of one API key; see the package doc for the model. It is
@@ -331,6 +341,7 @@ type Limiter struct {
 	quarantine  bool
 	last        *Rejection
 	learn       learner
+	usage       []usage // per rule, what the upstream's usage reports showed
 
 	seeds          []seed        // per rule, for a Bucket: what the sends it forgot left in its counter
 	arrivalScratch []arrival     // reused by arrivals
@@ -349,7 +360,12 @@ func New(cfg Config) (*Limiter, error) {
 }
 
 func newLimiter(s settings) *Limiter {
-	return &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay}
+	l := &Limiter{set: s, maxDelay: s.maxDelay, orderDelay: s.maxDelay, base: s.maxDelay}
+	l.usage = make([]usage, len(s.rules))
+	for i := range s.usage {
+		l.usage[i].reported = s.usage[i]
+	}
+	return l
 }
 
 // init makes the zero Limiter New(Config{}).
@@ -483,9 +499,10 @@ func (l *Limiter) windowAt(now time.Time, w int) time.Time {
 			t = later(t, l.bucketAt(i, arrivals, w))
 			continue
 		}
-		k := r.Limit - w + 1
+		lim := l.limitOf(i, w) // the Limit, less what another client is seen to use
+		k := lim - w + 1
 		if l.off.has(offWeight) {
-			k = r.Limit
+			k = lim
 		}
 		bs := bounds
 		if l.off.has(offNth) {
@@ -503,7 +520,9 @@ func (l *Limiter) windowAt(now time.Time, w int) time.Time {
 		}
 		if r.Kind == Fixed {
 			// Either test proves the send safe: the earlier instant.
-			at = earlier(at, l.fixedAt(r, arrivals, w))
+			fr := r
+			fr.Limit = lim
+			at = earlier(at, l.fixedAt(fr, arrivals, w))
 		}
 		t = later(t, at)
 	}
@@ -789,6 +808,7 @@ func (l *Limiter) Rejected(t Ticket, at time.Time, retryAfter time.Duration) {
 		// that 429 already corrected: its rejection says nothing new about L.
 		widen = l.last == nil || r.sent.After(l.last.At)
 		if r.fate == open {
+			r.refused = true
 			l.arrivedBy(r, at, rejected)
 		}
 	}

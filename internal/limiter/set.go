@@ -37,11 +37,19 @@ type Dimension struct {
 	Rules []Rule
 	// Unit is how many of its own units one limiter unit stands for, 1 when 0:
 	// a rule may then count up to MaxLimit·Unit (tokens by the hundred
-	// thousand). Costs are rounded up to whole Units and limits down.
+	// thousand). The costs of its sends add up, and each send is charged the
+	// whole Units their running total has reached, rounded up (a send whose
+	// cost the units already charged cover is charged none); so the upstream
+	// never counts more than one Unit beyond what the limiter does, and each
+	// limit, in Units, is rounded down less one.
 	Unit int64
 	// Answered says the upstream charges this dimension once it has answered,
 	// and the actual cost is known only then (output tokens).
 	Answered bool
+	// Whole are the rules as the upstream states them, before the key's share
+	// of a rule counted across keys: parallel to Rules, nil when the same. A
+	// usage report (Observed) and Config.Reported name a rule this way.
+	Whole []Rule
 }
 
 // SetConfig configures a Set: Config's delays, margins and thresholds apply to
@@ -63,16 +71,25 @@ var ErrCost = errors.New("cost not possible under the rules")
 // Set is the limiter of one key whose upstream counts several dimensions; see
 // Dimension. Like a Limiter it is not safe for concurrent use.
 type Set struct {
-	dims []*dim
-	seq  uint64
-	open map[uint64]*setSend
-	off  ablation // rules switched off, in tests only
+	dims  []*dim
+	seq   uint64
+	open  map[uint64]*setSend
+	ended map[uint64]*setSend // the latest sends ended, for their usage reports
+	order []uint64            // ended's sends, oldest first
+	off   ablation            // rules switched off, in tests only
 }
+
+// keptEnded is how many ended sends a Set keeps for their usage reports.
+const keptEnded = 256
 
 type dim struct {
 	Dimension
+	label    string // Name, or Name/Unit for a scaled one
 	lim      *Limiter
-	reserved int // units reserved by open sends (Answered dimensions)
+	scaled   []Rule // Rules in units of Unit, as the limiter enforces them
+	reserved int    // units reserved by open sends (Answered dimensions)
+	cost     int64  // own units charged so far
+	paid     int64  // limiter units charged so far: ⌈cost / Unit⌉
 }
 
 // setSend is one send of a Set: its ticket in each dimension that charged it
@@ -81,7 +98,9 @@ type dim struct {
 type setSend struct {
 	tickets []Ticket
 	reserve []int
-	actual  []int // -1 until Used says
+	actual  []int64 // -1 until Used says
+	spent   []int64 // own units charged at the send
+	paid    []int64 // limiter units charged at the send
 	left    time.Time
 }
 
@@ -98,31 +117,45 @@ func newSet(cfg SetConfig, st *State) (*Set, error) {
 	if len(cfg.Dims) == 0 {
 		return nil, fmt.Errorf("%w: a set needs at least one dimension", ErrInvalidConfig)
 	}
-	s := &Set{open: map[uint64]*setSend{}}
+	s := &Set{open: map[uint64]*setSend{}, ended: map[uint64]*setSend{}}
 	seen := map[string]bool{}
 	for i, d := range cfg.Dims {
+		label := d.Name
+		if d.Unit > 1 {
+			label = fmt.Sprintf("%s/%d", d.Name, d.Unit)
+		}
 		switch {
 		case d.Name == "":
 			return nil, fmt.Errorf("%w: dimension %d has no name", ErrInvalidConfig, i+1)
-		case seen[d.Name]:
-			return nil, fmt.Errorf("%w: dimension %q given twice", ErrInvalidConfig, d.Name)
+		case seen[label]:
+			return nil, fmt.Errorf("%w: dimension %q given twice", ErrInvalidConfig, label)
+		case i == 0 && d.Unit > 1:
+			return nil, fmt.Errorf("%w: dimension %q: the first dimension counts whole units (a rule of at most %d)", ErrInvalidConfig, d.Name, MaxLimit)
 		case len(d.Rules) == 0:
 			return nil, fmt.Errorf("%w: dimension %q has no rules", ErrInvalidConfig, d.Name)
+		case d.Whole != nil && len(d.Whole) != len(d.Rules):
+			return nil, fmt.Errorf("%w: dimension %q: %d whole rules for %d rules", ErrInvalidConfig, d.Name, len(d.Whole), len(d.Rules))
 		case d.Unit < 0:
 			return nil, fmt.Errorf("%w: dimension %q: unit %d is negative", ErrInvalidConfig, d.Name, d.Unit)
 		case i == 0 && d.Answered:
 			return nil, fmt.Errorf("%w: dimension %q: the first dimension is charged at the send (requests or weight), not once answered", ErrInvalidConfig, d.Name)
 		}
-		seen[d.Name] = true
+		seen[label] = true
 		d.Unit = max(d.Unit, 1)
+		if d.Whole == nil {
+			d.Whole = d.Rules
+		}
 		c := cfg.Config
-		c.Rules = nil
+		c.Rules, c.Reported = nil, nil
 		for j, r := range d.Rules {
 			sr, err := r.scaled(d.Unit)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s rule %d (%v): %s", ErrInvalidConfig, d.Name, j+1, r, err)
 			}
 			c.Rules = append(c.Rules, sr)
+			if slices.Contains(cfg.Reported, d.Whole[j]) {
+				c.Reported = append(c.Reported, sr)
+			}
 		}
 		c.Unordered = c.Unordered || i > 0
 		var (
@@ -135,7 +168,7 @@ func newSet(cfg SetConfig, st *State) (*Set, error) {
 		case i == 0:
 			l, err = Restore(c, withoutDims(*st))
 		default:
-			ds, ok := st.Dims[d.Name]
+			ds, ok := st.Dims[label]
 			if !ok {
 				ds = fullFrom(*st)
 			}
@@ -147,7 +180,7 @@ func newSet(cfg SetConfig, st *State) (*Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.dims = append(s.dims, &dim{Dimension: d, lim: l})
+		s.dims = append(s.dims, &dim{Dimension: d, label: label, lim: l, scaled: c.Rules})
 	}
 	return s, nil
 }
@@ -175,22 +208,41 @@ func (r Rule) scaled(unit int64) (Rule, error) {
 	if unit == 1 {
 		return r, nil
 	}
-	lim := int64(r.Limit) / unit
+	lim := int64(r.Limit)/unit - 1 // the running total may be a unit ahead of the charges
 	if lim < 1 {
-		return Rule{}, fmt.Errorf("limit %d is below one unit of %d", r.Limit, unit)
+		return Rule{}, fmt.Errorf("limit %d holds fewer than two units of %d", r.Limit, unit)
 	}
 	r.Limit = int(lim)
 	r.Rate /= float64(unit)
 	return r, nil
 }
 
-// units returns cost c in d's units, rounded up.
+// units returns cost c in d's units, rounded up: the most one send of it may be
+// charged, and what it reserves.
 func (d *dim) units(c Cost) int {
 	v := c[d.Name]
 	if v <= 0 {
 		return 0
 	}
 	return int(min((v+d.Unit-1)/d.Unit, math.MaxInt32))
+}
+
+// due returns the units a charge of v own units takes now: those its running
+// total reaches beyond the units already charged.
+func (d *dim) due(v int64) int {
+	if v <= 0 {
+		return 0
+	}
+	if d.Unit == 1 {
+		return int(min(v, math.MaxInt32))
+	}
+	return int(min((d.cost+v+d.Unit-1)/d.Unit-d.paid, math.MaxInt32))
+}
+
+// pay notes a charge of v own units in u limiter units.
+func (d *dim) pay(v int64, u int) {
+	d.cost += v
+	d.paid += int64(u)
 }
 
 // Check returns an error wrapping ErrCost if a send of cost c could never go:
@@ -216,13 +268,16 @@ func (s *Set) NextC(now time.Time, c Cost) time.Time {
 	for _, d := range s.dims {
 		u := 1
 		if c != nil {
-			u = d.units(c)
+			u = d.due(c[d.Name])
 		}
 		if d.Answered {
+			if c != nil {
+				u = d.units(c)
+			}
 			if c == nil {
 				continue
 			}
-			if !s.off.has(offReserve) {
+			if !s.off.has(offSetReserve) {
 				u += d.reserved
 			}
 			if u == 0 {
@@ -255,22 +310,30 @@ func (s *Set) SentC(now time.Time, c Cost) (Ticket, error) {
 	if next := s.NextC(now, c); now.Before(next) {
 		return Ticket{}, fmt.Errorf("%w: next send at %s, in %v", ErrTooEarly, next.Format(time.RFC3339Nano), next.Sub(now))
 	}
-	snd := &setSend{tickets: make([]Ticket, len(s.dims)), reserve: make([]int, len(s.dims)), actual: make([]int, len(s.dims)), left: now}
+	n := len(s.dims)
+	snd := &setSend{tickets: make([]Ticket, n), reserve: make([]int, n), actual: make([]int64, n),
+		spent: make([]int64, n), paid: make([]int64, n), left: now}
 	for i, d := range s.dims {
 		snd.actual[i] = -1
-		u := d.units(c)
-		switch {
-		case u == 0:
-		case d.Answered:
+		if d.Answered {
+			u := d.units(c)
 			snd.reserve[i] = u
 			d.reserved += u
-		default:
+			continue
+		}
+		v := c[d.Name]
+		u := d.due(v)
+		if u > 0 {
 			tk, err := d.lim.SentN(now, u)
 			if err != nil {
 				s.undo(snd, now)
 				return Ticket{}, fmt.Errorf("dimension %s: %w", d.Name, err)
 			}
 			snd.tickets[i] = tk
+		}
+		if v > 0 {
+			d.pay(v, u)
+			snd.spent[i], snd.paid[i] = v, int64(u)
 		}
 	}
 	s.seq++
@@ -284,6 +347,8 @@ func (s *Set) undo(snd *setSend, now time.Time) {
 		if snd.tickets[i].owner != nil {
 			d.lim.Unsent(snd.tickets[i], now)
 		}
+		d.cost -= snd.spent[i]
+		d.paid -= snd.paid[i]
 		d.reserved -= snd.reserve[i]
 	}
 }
@@ -297,8 +362,8 @@ func (s *Set) Used(t Ticket, c Cost) {
 		return
 	}
 	for i, d := range s.dims {
-		if _, ok := c[d.Name]; ok && d.Answered {
-			snd.actual[i] = d.units(c)
+		if v, ok := c[d.Name]; ok && d.Answered {
+			snd.actual[i] = max(v, 0)
 		}
 	}
 }
@@ -312,22 +377,30 @@ func (s *Set) end(t Ticket, at time.Time, charge bool, tell func(*Limiter, Ticke
 		return
 	}
 	delete(s.open, t.seq)
+	s.ended[t.seq] = snd
+	s.order = append(s.order, t.seq)
+	if len(s.order) > keptEnded {
+		delete(s.ended, s.order[0])
+		s.order = s.order[1:]
+	}
 	for i, d := range s.dims {
 		if tk := snd.tickets[i]; tk.owner != nil {
 			tell(d.lim, tk)
 			continue
 		}
-		if snd.reserve[i] == 0 && snd.actual[i] <= 0 {
+		if !d.Answered || snd.reserve[i] == 0 && snd.actual[i] <= 0 {
 			continue
 		}
 		d.reserved -= snd.reserve[i]
 		if !charge {
 			continue
 		}
-		u := snd.reserve[i]
+		v := int64(snd.reserve[i]) * d.Unit
 		if snd.actual[i] >= 0 {
-			u = snd.actual[i]
+			v = snd.actual[i]
 		}
+		u := d.due(v)
+		d.pay(v, u)
 		if u == 0 {
 			continue
 		}
@@ -340,6 +413,31 @@ func (s *Set) end(t Ticket, at time.Time, charge bool, tell func(*Limiter, Ticke
 		tk := d.lim.charge(at, u)
 		d.lim.Wrote(tk, at)
 		tell(d.lim, tk)
+	}
+}
+
+// Observed takes a usage report the answer to the send of t carried: the
+// upstream counted used units of rule r (as the upstream states it) when it
+// answered; see Limiter.Observed. For a rule counted across keys, the other keys
+// of its scope may have used their whole shares: only what the report shows
+// beyond them is taken as another client's. Report it after the answer.
+func (s *Set) Observed(t Ticket, r Rule, used int) {
+	snd := s.ended[t.seq]
+	if snd == nil {
+		return
+	}
+	for i, d := range s.dims {
+		tk := snd.tickets[i]
+		if tk.owner == nil {
+			continue
+		}
+		for j, w := range d.Whole {
+			if w != r {
+				continue
+			}
+			mine := max(int64(used)-int64(w.Limit-d.Rules[j].Limit), 0)
+			d.lim.Observed(tk, d.scaled[j], int(min((mine+d.Unit-1)/d.Unit+min(d.Unit-1, 1), math.MaxInt32)))
+		}
 	}
 }
 
@@ -389,9 +487,19 @@ func (s *Set) LostUntil(t Ticket, at, until time.Time) {
 	s.end(t, at, true, func(l *Limiter, tk Ticket) { l.LostUntil(tk, at, until) })
 }
 
-// Unsent records a send of which no byte left; see Limiter.Unsent.
+// Unsent records a send of which no byte left; see Limiter.Unsent. In a
+// scaled dimension the send's units stay counted, as given up: the running
+// total they were charged from goes on.
 func (s *Set) Unsent(t Ticket, at time.Time) {
-	s.end(t, at, false, func(l *Limiter, tk Ticket) { l.Unsent(tk, at) })
+	s.end(t, at, false, func(l *Limiter, tk Ticket) {
+		for _, d := range s.dims {
+			if d.lim == l && d.Unit > 1 {
+				l.Lost(tk, at)
+				return
+			}
+		}
+		l.Unsent(tk, at)
+	})
 }
 
 // Quarantined reports whether any dimension's ban guard has tripped.
@@ -442,7 +550,7 @@ func (s *Set) State() State {
 				// Open sends' reservations: charged as given up now.
 				ds = withReserved(ds, d.reserved, d.lim)
 			}
-			st.Dims[d.Name] = ds
+			st.Dims[d.label] = ds
 		}
 	}
 	return st
@@ -472,11 +580,12 @@ func (s *Set) Handoff() (json.RawMessage, error) {
 	return data, nil
 }
 
-// Dimensions returns the names of the set's dimensions, the first first.
+// Dimensions returns the labels of the set's dimensions, the first first: a
+// dimension's name, with its Unit for a scaled one (output_tokens/8).
 func (s *Set) Dimensions() []string {
 	out := make([]string, len(s.dims))
 	for i, d := range s.dims {
-		out[i] = d.Name
+		out[i] = d.label
 	}
 	return out
 }

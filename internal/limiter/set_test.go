@@ -55,8 +55,10 @@ func TestSet_UnitsScaleLargeLimits(t *testing.T) {
 		},
 	})
 	require.NoError(t, err)
-	// 400,000 tokens is 10,000 units of 40; 101 tokens round up to 3 units
-	// (120 tokens), so 3,333 such calls fill the window.
+	// 400,000 tokens is 10,000 units of 40, less one for the running total the
+	// charges follow: 3,960 calls of 101 tokens (399,960) fill it, within the
+	// upstream's 400,000, where rounding each call up to 3 units would fill it
+	// at 3,333.
 	now := t0
 	sent := 0
 	for s.NextC(now, limiter.Cost{"requests": 1, "tokens": 101}).Equal(now) && sent < 10_000 {
@@ -68,7 +70,7 @@ func TestSet_UnitsScaleLargeLimits(t *testing.T) {
 			now = now.Add(time.Minute + 2*time.Millisecond) // the requests rule's window passes, not the tokens' hour
 		}
 	}
-	require.Equal(t, 3333, sent, "costs round up to whole units, never down")
+	require.Equal(t, 3960, sent, "the running total is charged, never less")
 }
 
 // llmWorld is an upstream charging output tokens once it has answered, as LLM

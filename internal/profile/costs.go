@@ -107,7 +107,10 @@ func (p *Profile) dimensions() []string {
 func (p *Profile) Limits(k keys.Key, all []keys.Key) ([]limiter.Dimension, error) {
 	var dims []limiter.Dimension
 	for _, name := range p.dimensions() {
-		d := limiter.Dimension{Name: name, Answered: p.Rate.Costs[name].From == FromAnswer}
+		// Rules of at most MaxLimit count whole units; larger ones (tokens)
+		// count in units of Unit, in a meter of their own.
+		whole := limiter.Dimension{Name: name, Answered: p.Rate.Costs[name].From == FromAnswer}
+		scaled := whole
 		largest := 0
 		for i, r := range p.Rate.Rules {
 			if r.dimension() != name {
@@ -117,11 +120,25 @@ func (p *Profile) Limits(k keys.Key, all []keys.Key) ([]limiter.Dimension, error
 			if err != nil {
 				return nil, fmt.Errorf("%s: rate.rules[%d]: %w", p.Source, i, err)
 			}
+			d := &whole
+			if lr.Limit > limiter.MaxLimit {
+				d = &scaled
+				largest = max(largest, lr.Limit)
+			}
 			d.Rules = append(d.Rules, lr)
-			largest = max(largest, lr.Limit)
+			d.Whole = append(d.Whole, r.limiterRule())
 		}
-		d.Unit = int64(math.Ceil(float64(largest) / limiter.MaxLimit))
-		dims = append(dims, d)
+		if len(whole.Rules) > 0 {
+			dims = append(dims, whole)
+		}
+		if len(scaled.Rules) > 0 {
+			// One unit is kept for the running total the charges follow.
+			scaled.Unit = int64(math.Ceil(float64(largest) / (limiter.MaxLimit - 1)))
+			dims = append(dims, scaled)
+		}
+	}
+	if len(dims) > 0 && dims[0].Unit > 1 {
+		return nil, fmt.Errorf("%s: every rule counting %s holds more than %d for key %s: one must hold at most that many", p.Source, dims[0].Name, limiter.MaxLimit, k.Name())
 	}
 	return dims, nil
 }

@@ -78,6 +78,9 @@ type Profile struct {
 	// Calls lists the calls a request may make, when set: any other is refused
 	// (ErrNotAllowed). Empty, a request may make any call.
 	Calls []CallPattern `yaml:"calls"`
+	// Usage lists the headers in which the upstream reports a rule's usage with
+	// its answers, read as evidence of another client on the key (usage.go).
+	Usage []UsageHeader `yaml:"usage"`
 
 	// doc is the YAML the profile was parsed from, to tell a problem's line.
 	doc []byte
@@ -345,6 +348,7 @@ func (p *Profile) Validate() error {
 	v.reserved(p)
 	p.validateCalls(&v)
 	p.validateCosts(&v)
+	p.validateUsage(&v)
 	return v.err()
 }
 
@@ -408,10 +412,11 @@ func (p *Profile) allows(c *wire.Call) bool {
 	return slices.ContainsFunc(p.Calls, func(pc CallPattern) bool { return pc.Match(m, c.Path) })
 }
 
-// LimiterConfig returns base with the profile's delay bound and ban
-// thresholds, and the rules counting requests or weight, each key's own (as a
-// baseline counts; Limits gives every dimension, shared rules split); a profile
-// without a nonce turns the limiter's order rule off.
+// LimiterConfig returns base with the profile's delay bound, ban thresholds
+// and the rules its usage headers report, and the rules counting requests or
+// weight, each key's own (as a baseline counts; Limits gives every dimension,
+// shared rules split); a profile without a nonce turns the limiter's order rule
+// off.
 func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	base.Rules = nil
 	first := p.dimensions()
@@ -425,6 +430,7 @@ func (p *Profile) LimiterConfig(base limiter.Config) limiter.Config {
 	}
 	base.TrustRetryAfter = p.Rate.TrustRetryAfter
 	base.Unordered = p.Nonce == nil // no nonce: requests may arrive in any order
+	base.Reported = p.reportedRules()
 	if p.Rate.MaxDelay > 0 && base.MaxDelay == 0 {
 		base.MaxDelay = p.Rate.MaxDelay
 	}

@@ -92,6 +92,8 @@ type Answer struct {
 	Answered time.Time
 	// Header holds the answer's headers the profile keeps (answers.keep_headers).
 	Header http.Header
+	// Usage is what the answer's usage headers (the profile's usage) report.
+	Usage []profile.Usage
 	// Body is the answer's body, up to the profile's answers.max_body bytes;
 	// Truncated says whether more came.
 	Body      []byte
@@ -253,6 +255,7 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 			a.Header[http.CanonicalHeaderKey(h)] = v
 		}
 	}
+	a.Usage = c.prof.ReadUsage(resp.Header)
 	a.Class, a.Msg = c.classify(resp, raw)
 	return a
 }

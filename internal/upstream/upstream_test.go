@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
+	"github.com/ratefleet/ratefleet/internal/limiter"
+	"github.com/ratefleet/ratefleet/internal/profile"
 	"github.com/ratefleet/ratefleet/internal/upstream"
 )
 
@@ -280,4 +282,28 @@ func TestClient_WroteAndAnsweredKeepTheMonotonicClock(t *testing.T) {
 	}
 	require.Equal(t, reported, a.Wrote)
 	require.False(t, a.Wrote.After(a.Answered))
+}
+
+// TestClient_ReadsTheProfilesUsageHeaders: an upstream reporting its rules'
+// usage (Binance's used weight, OpenAI's remaining requests) is read as the
+// profile's usage section says, another client's calls included.
+func TestClient_ReadsTheProfilesUsageHeaders(t *testing.T) {
+	ex := startExchange(t, func(c *exchange.Config) {
+		c.Limit = 0
+		c.Rules = []exchange.Rule{{Kind: exchange.Sliding, Limit: 20, Window: time.Second, Dimension: exchange.Requests, Scope: exchange.PerKey}}
+		c.UsageHeaders = []exchange.HeaderStyle{exchange.BinanceHeaders, exchange.OpenAIHeaders}
+	})
+	p := *profile.Reference()
+	p.BaseURL = ex.URL()
+	p.Usage = []profile.UsageHeader{{Header: "x-ratelimit-remaining-requests", Rule: 0, Reports: profile.ReportsRemaining}}
+	c, err := upstream.NewProfile(&p, 2*time.Second, 4, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	key := exchange.DefaultKeys()[0].Secret()
+	for i := range 3 {
+		a := c.Send(context.Background(), upstream.Call{Secret: key, Nonce: int64(i + 1), RequestID: fmt.Sprint("r", i)})
+		require.Equal(t, upstream.OK, a.Class, a.Msg)
+		require.Equal(t, []profile.Usage{{Rule: limiter.DefaultRule, Used: i + 1}}, a.Usage, "send %d", i)
+		require.Empty(t, a.Header.Get("x-ratelimit-remaining-requests"), "a usage header is read, not kept unless keep_headers says")
+	}
 }

@@ -160,6 +160,7 @@ func (s *session) report(finish context.Context, sl slot, out settle.Outcome, an
 				p.Lost(sl.ticket, now)
 			}
 		}
+		observe(p, sl.ticket, ans)
 		s.recordLimiter(p)
 	})
 	switch out.Key {

@@ -47,6 +47,11 @@ type KeyStart struct {
 	// Crashed is the instant of the claim when the previous holder ended without a
 	// handoff: its last sends may have left until then. Zero otherwise.
 	Crashed time.Time
+	// Checkpoint is the crashed holder's last checkpoint, its instants moved
+	// onto this clock, and CheckpointSpan how long after it that holder may
+	// have sent more; nil without a crash or a checkpoint.
+	Checkpoint     *limiter.State
+	CheckpointSpan time.Duration
 	// Count429 and MaxDelay are the key's lifetime 429 count and the largest delay
 	// bound it has learned, whoever held it.
 	Count429 int
@@ -148,6 +153,11 @@ func newAdaptive(cfg limiter.SetConfig, start KeyStart) (*limiter.Set, error) {
 	switch {
 	case start.Handoff != nil:
 		st = *start.Handoff
+	case !start.Crashed.IsZero() && start.Checkpoint != nil:
+		// What the crashed holder sent up to its checkpoint is known; what it
+		// may have sent after is bounded by its rules (limiter.Recover).
+		l := max(start.MaxDelay, cfg.MaxDelay, limiter.DefaultMaxDelay)
+		st = limiter.Recover(cfg, *start.Checkpoint, start.CheckpointSpan, start.Crashed.Add(l))
 	case !start.Crashed.IsZero():
 		// Every rule's window may have been filled by sends that left as late as
 		// the claim: one bound stands for them all (Restore repeats the oldest).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
@@ -39,6 +40,8 @@ type session struct {
 	gate    *gate
 	nonces  *nonces
 	endOnce sync.Once
+	// cpUntil is when the span of the latest checkpoint written ends.
+	cpUntil atomic.Pointer[time.Time]
 }
 
 // claim takes the key under the worker lease wl and reads what the fleet knows of
@@ -58,9 +61,10 @@ func (w *Worker) claim(ctx context.Context, wl *lease.Lease, k keys.Key) (*sessi
 	}
 	claimed := w.cfg.Now()
 	var (
-		handoff   json.RawMessage
-		writtenAt time.Time
-		crashed   bool
+		handoff, checkpoint json.RawMessage
+		writtenAt, cpAt     time.Time
+		cpSpan              time.Duration
+		crashed             bool
 	)
 	// Take the handoff and clear it, so a later crash is never mistaken for a clean
 	// handoff; naming the holder lets the next one know this one may crash.
@@ -69,7 +73,11 @@ func (w *Worker) claim(ctx context.Context, wl *lease.Lease, k keys.Key) (*sessi
 			return errUnusable
 		}
 		handoff, writtenAt, crashed = r.Limiter, r.HandedOffAt, r.Limiter == nil && r.Holder != ""
+		if crashed {
+			checkpoint, cpAt, cpSpan = r.Checkpoint, r.CheckpointAt, r.CheckpointSpan
+		}
 		r.Limiter, r.HandedOffAt, r.Holder, r.Updated = nil, time.Time{}, w.cfg.ID, claimed
+		r.Checkpoint, r.CheckpointAt, r.CheckpointSpan = nil, time.Time{}, 0
 		return nil
 	})
 	if err != nil {
@@ -89,6 +97,14 @@ func (w *Worker) claim(ctx context.Context, wl *lease.Lease, k keys.Key) (*sessi
 	}
 	if crashed {
 		start.Crashed = claimed
+		if checkpoint != nil {
+			st, err := decodeHandoff(checkpoint, cpAt, w.cfg.Now())
+			if err != nil {
+				w.log.Error("the key's limiter checkpoint cannot be trusted; waiting a full window instead", "key", k, "err", err)
+			} else {
+				start.Checkpoint, start.CheckpointSpan = st, cpSpan
+			}
+		}
 	}
 	return &session{w: w, key: k, lease: l, claimed: claimed, start: start, log: w.log.With("key", k)}, nil
 }
@@ -119,7 +135,17 @@ func (s *session) run(ctx context.Context) {
 	s.nonces = newNonces(s.ctx, w.cfg.NonceBlock, func(ctx context.Context) (int64, error) {
 		return w.state.ReserveNonces(ctx, s.key.Name(), w.cfg.NonceBlock, w.cfg.Now())
 	})
-	s.gate = newGate(p, s.lease.Valid, w.cfg.Now, s.nonces)
+	s.gate = newGate(p, s.covers, w.cfg.Now, s.nonces)
+	if w.cfg.Checkpoint > 0 {
+		if err := s.checkpoint(s.ctx); err != nil {
+			s.log.Error("cannot write the key's first checkpoint; releasing the key", "err", err)
+			s.cancel(nil)
+			s.nonces.wait()
+			s.release(context.WithoutCancel(ctx))
+			return
+		}
+		go s.checkpoints(s.ctx)
+	}
 	w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) {
 		kr.Fingerprint, kr.Held, kr.Since = s.key.Fingerprint(), true, s.claimed
 		kr.MaxDelayMs = float64(p.MaxDelay()) / float64(time.Millisecond)
@@ -176,10 +202,75 @@ func (s *session) handOff(ctx context.Context) {
 			return fmt.Errorf("key state names holder %q", r.Holder)
 		}
 		r.Limiter, r.HandedOffAt, r.Holder, r.Updated = st, now, "", now
+		r.Checkpoint, r.CheckpointAt, r.CheckpointSpan = nil, time.Time{}, 0
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("could not hand the key's state over; the next holder waits a full window", "err", err)
+	}
+}
+
+// covers reports whether a send may leave at t: the lease covers it and, with
+// checkpoints, it is within the span of the latest one written.
+func (s *session) covers(t time.Time) bool {
+	if !s.lease.Valid(t) {
+		return false
+	}
+	if s.w.cfg.Checkpoint <= 0 {
+		return true
+	}
+	until := s.cpUntil.Load()
+	return until != nil && t.Before(*until)
+}
+
+// checkpointSpan is how long after a checkpoint the holder may send on it:
+// twice the interval, so that one failed write stops nothing.
+func (s *session) checkpointSpan() time.Duration { return 2 * s.w.cfg.Checkpoint }
+
+// checkpoint writes the limiter's state to key state as the key's checkpoint;
+// once written, sends may leave until its span ends.
+func (s *session) checkpoint(ctx context.Context) error {
+	var (
+		st  json.RawMessage
+		err error
+		at  time.Time
+	)
+	s.gate.state(func(p Pacer) { st, err = p.Handoff(); at = s.w.cfg.Now() })
+	if err != nil {
+		return fmt.Errorf("take the limiter's state: %w", err)
+	}
+	span := s.checkpointSpan()
+	wctx, cancel := context.WithTimeout(ctx, s.w.cfg.Checkpoint)
+	defer cancel()
+	_, err = s.w.state.Update(wctx, s.key.Name(), func(r *keystate.Record) error {
+		if r.Holder != s.w.cfg.ID {
+			return fmt.Errorf("key state names holder %q", r.Holder)
+		}
+		r.Checkpoint, r.CheckpointAt, r.CheckpointSpan = st, at, span
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write the key's checkpoint: %w", err)
+	}
+	until := at.Add(span)
+	s.cpUntil.Store(&until)
+	s.gate.update(func(Pacer) {}) // a send waiting on the span may go
+	return nil
+}
+
+// checkpoints writes a checkpoint every Config.Checkpoint until ctx ends.
+func (s *session) checkpoints(ctx context.Context) {
+	t := time.NewTicker(s.w.cfg.Checkpoint)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.checkpoint(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not write the key's checkpoint; sends stop at the end of the last one's span unless the next is written", "err", err)
+		}
 	}
 }
 

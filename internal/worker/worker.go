@@ -26,6 +26,7 @@
 //     check, then the send.
 //   - nonces.go: a key's nonce sequence, reserved in key state ahead of time.
 //   - pacer.go: the limiter of a newly claimed key, from what the fleet knows.
+//   - usage.go: passes what an answer's usage headers report to the limiter.
 package worker
 
 import (
@@ -87,6 +88,11 @@ type Config struct {
 	// keeper buries expired requests as key_unusable: longer than a failover.
 	// 15 s when 0.
 	NoKeyStall time.Duration
+	// Checkpoint is how often a holder writes its limiter's state to key state,
+	// so that should it crash the next holder resumes from it rather than
+	// waiting out the longest window; it sends nothing more than twice that
+	// after its latest checkpoint. DefaultCheckpoint when 0; negative for none.
+	Checkpoint time.Duration
 	// ClockSkew is how far the worker's clock may be from the NATS server's
 	// before it warns; DefaultClockSkew when 0.
 	ClockSkew time.Duration
@@ -95,6 +101,10 @@ type Config struct {
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
+
+// DefaultCheckpoint is Config.Checkpoint's default: a key state write every 10 s
+// per key held.
+const DefaultCheckpoint = 10 * time.Second
 
 // DefaultGatewayHold is Config.GatewayHold's default: how long after its answer
 // a gateway (a proxy's 502, 503 or 504) may still pass a request on. It holds
@@ -170,6 +180,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	}
 	if cfg.ClockSkew <= 0 {
 		cfg.ClockSkew = DefaultClockSkew
+	}
+	if cfg.Checkpoint == 0 {
+		cfg.Checkpoint = DefaultCheckpoint
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -45,6 +45,12 @@ type Pacer interface {
 	Quarantined() bool
 }
 
+// Observer is a Pacer that reads the upstream's usage reports, as
+// limiter.Limiter does (Run.Usage).
+type Observer interface {
+	Observed(t limiter.Ticket, r limiter.Rule, used int)
+}
+
 // Weighted is a Pacer that counts weights, as limiter.Limiter does.
 type Weighted interface {
 	NextN(now time.Time, w int) time.Time
@@ -174,6 +180,35 @@ func (u *Upstream) drain(i int, r limiter.Rule, a time.Time) {
 		fall = time.Duration(now-from).Seconds() * r.Rate
 	}
 	u.level[i] = max(0, u.level[i]-fall)
+}
+
+// Used returns the units rule i counts at t, as a usage header reports them: a
+// Sliding rule's accepted units arriving in [t − Window, t] (in whole ms), a
+// Fixed rule's in the interval holding t, a Bucket's counter drained to t.
+// Arrivals until t must have been checked.
+func (u *Upstream) Used(i int, t time.Time) int {
+	r := u.rules[i]
+	switch r.Kind {
+	case limiter.Fixed:
+		if floorDiv(t.UnixNano()-int64(u.Offset), int64(r.Window)) != u.interval[i] {
+			return 0
+		}
+		return u.count[i]
+	case limiter.Bucket:
+		level, at := u.level[i], u.levelAt[i]
+		u.drain(i, r, t)
+		used := int(math.Ceil(u.level[i] - 1e-9))
+		u.level[i], u.levelAt[i] = level, at
+		return used
+	}
+	from := t.UnixMilli() - r.Window.Milliseconds()
+	n := 0
+	for _, a := range u.rings[i] {
+		if a >= from {
+			n++
+		}
+	}
+	return n
 }
 
 // Level returns the counter of rule i, a Bucket, as of the last arrival.
@@ -324,6 +359,10 @@ type Run struct {
 	OnSend func(i int, at time.Time)
 	// Offset is the upstream's calendar offset (Upstream.Offset).
 	Offset time.Duration
+	// Usage makes every answer carry the upstream's count of each rule, read as
+	// the answer comes back (Upstream.Used), which a Pacer that is an Observer
+	// is told after the answer, as usage headers tell a worker.
+	Usage bool
 }
 
 // Result is what a Run observed.
@@ -464,6 +503,11 @@ func (r Run) Execute() Result {
 					r.Pacer.Inverted(e.ticket, c)
 				default:
 					r.Pacer.Answered(e.ticket, c)
+				}
+				if o, ok := r.Pacer.(Observer); ok && r.Usage {
+					for k, rule := range up.rules {
+						o.Observed(e.ticket, rule, up.Used(k, e.at))
+					}
 				}
 				res.Quarantined = res.Quarantined || r.Pacer.Quarantined()
 			case lost:
