@@ -9,7 +9,9 @@
 //
 // A request is written in the lowest version that carries its fields: a request
 // with neither a call, a weight nor a reply subject is still version 1, which every
-// worker reads, so a rolling upgrade serves it wherever it lands. A worker meeting
+// worker reads, so a rolling upgrade serves it wherever it lands; version 3
+// adds a route (key, account or label) and a priority, which also travel in its
+// subject (Request.Subject, PlaceOf). A worker meeting
 // a record of a version above its own gets ErrUnsupportedVersion from Decode,
 // whatever fields the record holds: it leaves the request for a newer worker (and
 // buries it, with that reason, at its last delivery), never half-reads it.
@@ -43,7 +45,7 @@ import (
 )
 
 // Version is the highest schema version this package writes and reads.
-const Version = 2
+const Version = 3
 
 // DefaultTTL is the time to live of a request that names none.
 const DefaultTTL = time.Second
@@ -126,6 +128,16 @@ type Request struct {
 	// to the owner's ReplySubject.
 	ReplyTo string `json:"reply_to,omitempty"`
 
+	// Key, Account and Label route the request (version 3): at most one is
+	// set, and only the key of that name, a key of that account, or a key
+	// carrying that label sends it (Route); none, any key does.
+	Key     string `json:"key,omitempty"`
+	Account string `json:"account,omitempty"`
+	Label   string `json:"label,omitempty"`
+	// Priority is the request's class, urgent or batch (version 3); empty
+	// means DefaultPriority.
+	Priority Priority `json:"priority,omitempty"`
+
 	// Owner is the NATS user that published the request, taken from the
 	// subject the requests stream stored it under (DecodeFrom). It is never read
 	// from or written to the record, whose fields anyone who publishes can set.
@@ -151,6 +163,9 @@ func (r Request) Units() int { return max(r.Weight, 1) }
 
 // NeededVersion is the lowest version that carries the request's fields.
 func (r Request) NeededVersion() int {
+	if r.Key != "" || r.Account != "" || r.Label != "" || r.Priority != "" {
+		return 3
+	}
 	if r.Call != nil || r.Weight != 0 || r.ReplyTo != "" {
 		return 2
 	}
@@ -179,7 +194,7 @@ func (r Request) Validate() error {
 	case r.V > Version || r.V < 1:
 		return fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, r.V, Version)
 	case r.V < r.NeededVersion():
-		return fmt.Errorf("%w: request %s is version %d but has call, weight or reply_to, which need version 2", ErrMalformed, r.ID, r.V)
+		return fmt.Errorf("%w: request %s is version %d but has fields of version %d (call, weight and reply_to need 2; key, account, label and priority 3)", ErrMalformed, r.ID, r.V, r.NeededVersion())
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
 	case !validID(r.ID):
@@ -198,6 +213,9 @@ func (r Request) Validate() error {
 		if err := r.Call.Validate(); err != nil {
 			return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 		}
+	}
+	if err := r.checkRoute(); err != nil {
+		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 	}
 	if r.ReplyTo != "" {
 		if err := ValidSubject(r.ReplyTo); err != nil {
