@@ -244,3 +244,18 @@ func UserOf(o *nats.Options) string {
 	}
 	return ""
 }
+
+// CancelKey returns the key of the cancel mark of o's request id in the
+// cancels bucket: u.<owner>.<digest of the id> (the digest as in
+// ResultSubject), or a.<id as a token> for Anonymous. NATS permissions give
+// each user $KV.<bucket>.u.<its name>.* alone (CancelPrefix), so no one marks
+// another's request.
+func CancelKey(o Owner, id string) string {
+	if o == Anonymous {
+		return "a." + idToken(o, id)
+	}
+	return CancelPrefix(o) + idToken(o, id)
+}
+
+// CancelPrefix returns the start of every cancel key of o: "u.<owner>.".
+func CancelPrefix(o Owner) string { return "u." + string(o) + "." }

@@ -137,3 +137,45 @@ func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {
 	require.NoError(t, k.Resolve(ctx, 1, 1, "again"))
 	require.Len(t, entries(t, c), 1)
 }
+
+// TestKeeper_ReconcileLeavesAnotherRoutesQueuedRequests queues an urgent
+// request, then moves the batch consumer's ack floor past it: the urgent
+// request, never delivered, is its own consumer's, and stays queued.
+func TestKeeper_ReconcileLeavesAnotherRoutesQueuedRequests(t *testing.T) {
+	c := testenv.NATS(t, nil)
+	ctx := context.Background()
+	k, err := settle.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	base := c.Streams.Requests.Subject()
+	urgent := wire.New(time.Now(), time.Minute, nil)
+	urgent.Priority = wire.Urgent
+	data, err := urgent.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, urgent.Subject(base), data, jetstream.WithMsgID(urgent.ID))
+	require.NoError(t, err)
+	batch := wire.New(time.Now(), time.Minute, nil)
+	data, err = batch.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, batch.Subject(base), data, jetstream.WithMsgID(batch.ID))
+	require.NoError(t, err)
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.Consumer.Durable)
+	require.NoError(t, err)
+	msg, err := cons.Next()
+	require.NoError(t, err)
+	require.Equal(t, data, msg.Data(), "the batch consumer sees only the batch request")
+	require.NoError(t, msg.DoubleAck(ctx))
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= 2
+	}, 15*time.Second, 50*time.Millisecond)
+
+	t0 := time.Now()
+	for _, at := range []time.Time{t0, t0.Add(k.Settle), t0.Add(2 * k.Settle)} {
+		k.Now = func() time.Time { return at }
+		n, err := k.Reconcile(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	}
+	require.Empty(t, entries(t, c))
+	require.Equal(t, uint64(1), requestsLeft(t, c), "the urgent request waits for its consumer")
+}

@@ -38,6 +38,7 @@ type session struct {
 	cancel  context.CancelCauseFunc
 	gate    *gate
 	nonces  *nonces
+	queues  *queues
 	endOnce sync.Once
 }
 
@@ -120,6 +121,7 @@ func (s *session) run(ctx context.Context) {
 		return w.state.ReserveNonces(ctx, s.key.Name(), w.cfg.NonceBlock, w.cfg.Now())
 	})
 	s.gate = newGate(p, s.lease.Valid, w.cfg.Now, s.nonces)
+	s.queues = w.cons.queues(s.ctx, s.key, w.rec, s.log)
 	w.rec.Key(s.key.Name(), func(kr *stats.KeyReport) {
 		kr.Fingerprint, kr.Held, kr.Since = s.key.Fingerprint(), true, s.claimed
 		kr.MaxDelayMs = float64(p.MaxDelay()) / float64(time.Millisecond)
@@ -187,9 +189,10 @@ func (s *session) handOff(ctx context.Context) {
 // request: about the time a pull takes, so the slot is not wasted.
 const pullLead = 10 * time.Millisecond
 
-// pull takes requests one at a time, through the process's fetcher, and only when
-// the key is about to be able to send: a request waits in the queue, where any key
-// may take it, rather than in one worker behind its key. It never holds more than
+// pull takes requests one at a time, from the queues its key may serve (urgent
+// first, see queues), and only when the key is about to be able to send: a
+// request waits in the queue, where any key may take it, rather than in one
+// worker behind its key. It never holds more than
 // MaxInFlight requests, and waits for those it started.
 func (s *session) pull(ctx context.Context) {
 	var handlers sync.WaitGroup
@@ -204,7 +207,7 @@ func (s *session) pull(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		msg, err := s.w.fetcher.next(ctx)
+		msg, err := s.queues.next(ctx)
 		if err != nil {
 			return
 		}
