@@ -214,7 +214,7 @@ func (r Request) Validate() error {
 			return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 		}
 	}
-	if err := r.checkRoute(); err != nil {
+	if err := r.CheckRoute(); err != nil {
 		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 	}
 	if r.ReplyTo != "" {

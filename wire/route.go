@@ -134,8 +134,9 @@ func (r Request) Prio() Priority {
 	return r.Priority
 }
 
-// checkRoute checks the key, account, label and priority fields.
-func (r Request) checkRoute() error {
+// CheckRoute checks the key, account, label and priority fields: at most one
+// of the first three, each a valid name (CheckRouteName), and a known priority.
+func (r Request) CheckRoute() error {
 	n := 0
 	for field, v := range map[string]string{"key": r.Key, "account": r.Account, "label": r.Label} {
 		if v == "" {

@@ -74,6 +74,11 @@ type lineRecord struct {
 	Call    *wire.Call      `json:"call"`
 	Weight  int             `json:"weight"`
 	ReplyTo string          `json:"reply_to"`
+
+	Key      string        `json:"key"`
+	Account  string        `json:"account"`
+	Label    string        `json:"label"`
+	Priority wire.Priority `json:"priority"`
 }
 
 var errLineTooLong = fmt.Errorf("longer than %d bytes", MaxLineBytes)
@@ -141,6 +146,7 @@ func (l *Lines) parse(raw []byte, now time.Time) (wire.Request, error) {
 		req.Payload = rec.Payload
 	}
 	req.Call, req.Weight, req.ReplyTo = rec.Call, rec.Weight, rec.ReplyTo
+	req.Key, req.Account, req.Label, req.Priority = rec.Key, rec.Account, rec.Label, rec.Priority
 	req.V = req.NeededVersion()
 	if err := req.Validate(); err != nil {
 		return wire.Request{}, err
