@@ -87,9 +87,9 @@ func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder,
 		}
 		s := source{rc: rc, cons: cons}
 		if rc.Priority == wire.Urgent {
-			q.urgent = append(q.urgent, s)
+			q.urgent.srcs = append(q.urgent.srcs, s)
 		} else {
-			q.batch = append(q.batch, s)
+			q.batch.srcs = append(q.batch.srcs, s)
 		}
 	}
 	return q
@@ -114,14 +114,41 @@ type source struct {
 // takes them in: urgent before batch, except that after wire.BatchEvery-1
 // urgent requests in a row it looks at its batch queues first, so while both
 // wait, at least one in every wire.BatchEvery requests it takes is a batch one.
-// Only its session uses it.
+// Within a priority it takes its queues (its key's, its account's, each
+// label's, any key's) in turn, starting after the one it last took from: a
+// queue of n of that priority is looked at first at least once in every n
+// takes of the priority. Only its session uses it.
 type queues struct {
 	rec *stats.Recorder
 	log *slog.Logger
 
-	urgent, batch []source
+	urgent, batch ring
 	streak        int // urgent requests taken since the last batch one
 	turn          int // which queue the next idle wait is on
+}
+
+// ring is the queues of one priority, taken in turn.
+type ring struct {
+	srcs []source
+	next int // where the next look starts
+}
+
+// order returns the queues, starting at next.
+func (r *ring) order() []source {
+	if len(r.srcs) == 0 {
+		return nil
+	}
+	i := r.next % len(r.srcs)
+	return append(append([]source(nil), r.srcs[i:]...), r.srcs[:i]...)
+}
+
+// took moves next past the queue named durable.
+func (r *ring) took(durable string) {
+	for i, s := range r.srcs {
+		if s.rc.Durable == durable {
+			r.next = i + 1
+		}
+	}
 }
 
 // next waits for one request until ctx ends, pulling only when asked: a request
@@ -129,7 +156,7 @@ type queues struct {
 // is about to be able to send it. A message it returns is the caller's to
 // handle or give back.
 func (q *queues) next(ctx context.Context) (jetstream.Msg, error) {
-	all := append(append([]source(nil), q.urgent...), q.batch...)
+	all := append(append([]source(nil), q.urgent.srcs...), q.batch.srcs...)
 	if len(all) == 0 {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -154,9 +181,9 @@ func (q *queues) next(ctx context.Context) (jetstream.Msg, error) {
 // order returns the queues in the order to look at them now.
 func (q *queues) order() []source {
 	if q.streak >= wire.BatchEvery-1 {
-		return append(append([]source(nil), q.batch...), q.urgent...)
+		return append(q.batch.order(), q.urgent.order()...)
 	}
-	return append(append([]source(nil), q.urgent...), q.batch...)
+	return append(q.urgent.order(), q.batch.order()...)
 }
 
 // pull asks s for one request, waiting up to wait for one to arrive (not at all
@@ -181,7 +208,7 @@ func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstr
 				_ = m.Nak() // the session ended meanwhile: back to the queue at once
 				return nil, ctx.Err()
 			}
-			q.took(s.rc.Priority)
+			q.took(s)
 			return m, nil
 		}
 		err = batch.Error()
@@ -195,11 +222,13 @@ func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstr
 	return nil, nil
 }
 
-// took counts a request of priority p taken.
-func (q *queues) took(p wire.Priority) {
-	if p == wire.Urgent {
+// took counts a request taken from s.
+func (q *queues) took(s source) {
+	if s.rc.Priority == wire.Urgent {
+		q.urgent.took(s.rc.Durable)
 		q.streak++
 		return
 	}
+	q.batch.took(s.rc.Durable)
 	q.streak = 0
 }

@@ -237,3 +237,30 @@ func TestWorkers_ACancelledRequestIsNeverSentAndOnlyItsOwnerCancelsIt(t *testing
 	require.ErrorIs(t, err, client.ErrEnded)
 	require.Equal(t, wire.ReasonCancelled, res.Reason)
 }
+
+// TestWorker_AKeyTakesItsQueuesOfOnePriorityInTurn queues batch requests for
+// the key's label, then batch requests any key may send: the key alternates,
+// so neither queue waits behind the other.
+func TestWorker_AKeyTakesItsQueuesOfOnePriorityInTurn(t *testing.T) {
+	ks := []keys.Key{exchange.DefaultKeys()[0].WithGroups("", []string{"spot"})}
+	env := routedEnv(t, ks)
+	c, err := client.New(env.Conn.NC)
+	require.NoError(t, err)
+	spot := submitAll(t, c, times(10, client.Request{Label: "spot"})...)
+	anyKey := submitAll(t, c, times(10, client.Request{})...)
+	startRouted(t, env, ks, 1)
+
+	got := awaitAll(t, c, slices.Concat(spot, anyKey))
+	ids := slices.Concat(spot, anyKey)
+	sort.Slice(ids, func(i, j int) bool { return got[ids[i]].At.Before(got[ids[j]].At) })
+	var seq strings.Builder
+	for _, id := range ids {
+		require.Equal(t, uint64(1), got[id].Delivery)
+		if slices.Contains(spot, id) {
+			seq.WriteString("L")
+		} else {
+			seq.WriteString("A")
+		}
+	}
+	require.Contains(t, []string{strings.Repeat("LA", 10), strings.Repeat("AL", 10)}, seq.String(), "the label's queue and any key's, in turn")
+}
