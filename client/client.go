@@ -18,6 +18,10 @@
 //	if err != nil { ... }
 //	fmt.Println(res.Status, res.Body)
 //
+// A request may name the key, account or label of the API keys that may send it,
+// and a priority (Urgent before Batch); Cancel stops one of the owner's queued
+// requests (docs/routing.md).
+//
 // Results are written before the request is acknowledged, so an answer the
 // upstream gave is never lost; a request's result may rarely be published twice
 // (see Result): Do returns the first to arrive, Await the one the results
