@@ -21,8 +21,9 @@
 // read its result or receive its reply. The record cannot say whose it is: anyone
 // who may publish a request may write any field. The subject can, because NATS
 // permissions name subjects: user alice may publish only to
-// <requests subject>.alice, so the requests stream stores her requests under that
-// subject and nobody else's. A worker takes the owner from the subject the request
+// <requests subject>.alice (and <requests subject>.alice.<priority>.<route>, see
+// PlaceOf), so the requests stream stores her requests under those subjects and
+// nobody else's. A worker takes the owner from the subject the request
 // was stored under (DecodeFrom), never from the record, and derives from it where
 // the result and the reply go (ResultSubject, ReplySubject): alice may read only
 // <results prefix>alice.> and subscribe only to <reply prefix>alice.>.

@@ -203,7 +203,7 @@ func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstr
 		batch, err = s.cons.Fetch(1, jetstream.FetchMaxWait(wait))
 	}
 	if err == nil {
-		for m := range batch.Messages() {
+		if m, ok := <-batch.Messages(); ok { // a batch of one
 			if ctx.Err() != nil {
 				_ = m.Nak() // the session ended meanwhile: back to the queue at once
 				return nil, ctx.Err()
