@@ -218,7 +218,11 @@ func Routing(ctx context.Context, cfg RoutingConfig) (RoutingResult, error) {
 		if s.labelled && !slices.ContainsFunc(ks, func(k keys.Key) bool { return k.Name() == r.Key && k.HasLabel(RoutingLabel) }) {
 			res.Violations++
 		}
-		wait := sends.first(s.id).Sub(s.at)
+		sent := sends.first(s.id)
+		if sent.IsZero() {
+			return res, fmt.Errorf("routing benchmark: request %s was served, but its arrival at the simulator carried no req_id", s.id)
+		}
+		wait := sent.Sub(s.at)
 		if s.urgent {
 			urgentWaits = append(urgentWaits, wait)
 		} else {
