@@ -179,3 +179,37 @@ func TestKeeper_ReconcileLeavesAnotherRoutesQueuedRequests(t *testing.T) {
 	require.Empty(t, entries(t, c))
 	require.Equal(t, uint64(1), requestsLeft(t, c), "the urgent request waits for its consumer")
 }
+
+// TestKeeper_BuriesAnUrgentRequestGivenUpOnByItsOwnConsumer lets the urgent
+// consumer's only delivery of a request lapse: its max-deliveries advisory,
+// of a consumer other than workers, reaches the keeper all the same.
+func TestKeeper_BuriesAnUrgentRequestGivenUpOnByItsOwnConsumer(t *testing.T) {
+	c := testenv.NATS(t, func(cfg *streams.Config) {
+		cfg.Requests.Consumer.MaxDeliver = 1
+		cfg.Requests.Consumer.AckWait = time.Second
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, err := settle.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	k.Every = time.Hour // the advisory alone must do it
+	go func() { _ = k.Run(ctx) }()
+
+	r := wire.New(time.Now(), time.Minute, nil)
+	r.Priority = wire.Urgent
+	data, err := r.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, r.Subject(c.Streams.Requests.Subject()), data, jetstream.WithMsgID(r.ID))
+	require.NoError(t, err)
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.ConsumerName(wire.Urgent, wire.Any))
+	require.NoError(t, err)
+	msg, err := cons.Next()
+	require.NoError(t, err)
+	require.Equal(t, data, msg.Data()) // taken, and never acknowledged
+
+	require.Eventually(t, func() bool { return len(entries(t, c)) == 1 }, 15*time.Second, 50*time.Millisecond)
+	e := entries(t, c)[0]
+	require.Equal(t, wire.ReasonMaxDeliveries, e.Reason)
+	require.Equal(t, r.ID, e.RequestID)
+	require.Zero(t, requestsLeft(t, c))
+}
