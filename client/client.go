@@ -18,6 +18,10 @@
 //	if err != nil { ... }
 //	fmt.Println(res.Status, res.Body)
 //
+// A request may name the key, account or label of the API keys that may send it,
+// and a priority (Urgent before Batch); Cancel stops one of the owner's queued
+// requests (docs/routing.md).
+//
 // Results are written before the request is acknowledged, so an answer the
 // upstream gave is never lost; a request's result may rarely be published twice
 // (see Result): Do returns the first to arrive, Await the one the results
@@ -65,6 +69,15 @@ var (
 	// ErrDuplicate: a request with this id is already stored, or already has a
 	// result; this submit stored nothing. The message says which request it was.
 	ErrDuplicate = errors.New("duplicate request id")
+	// ErrEnded: Cancel found the request already ended (served, or buried);
+	// it was not cancelled. The message says how it ended.
+	ErrEnded = errors.New("request already ended")
+)
+
+// Priorities a Request may have; see wire.Priority.
+const (
+	Urgent = wire.Urgent
+	Batch  = wire.Batch
 )
 
 // Call is the HTTP call a request makes upstream, relative to the profile's base
@@ -100,6 +113,16 @@ type Request struct {
 	Weight int
 	// Payload is carried along, opaque to ratefleet.
 	Payload json.RawMessage
+
+	// Key, Account and Label route the request: at most one may be set, and
+	// then only the API key of that name, a key of that account, or a key
+	// carrying that label sends it (docs/routing.md). A route no key of the
+	// fleet serves leaves the request queued until its time to live ends.
+	Key, Account, Label string
+	// Priority is Urgent or Batch (the default): a key takes urgent requests
+	// first, and a waiting batch request at least once every
+	// wire.BatchEvery requests.
+	Priority wire.Priority
 }
 
 // Client submits requests and awaits their results. It is safe for concurrent
@@ -197,7 +220,7 @@ func (c *Client) Submit(ctx context.Context, r Request) (string, error) {
 	if err := c.unused(ctx, r.ID); err != nil {
 		return "", err
 	}
-	_, err = c.publish(ctx, rec.ID, data)
+	_, err = c.publish(ctx, rec, data)
 	return rec.ID, err
 }
 
@@ -232,6 +255,8 @@ func (c *Client) record(r Request) (wire.Request, []byte, error) {
 		rec.ID = r.ID
 	}
 	rec.Call, rec.Weight = r.Call, r.Weight
+	rec.Key, rec.Account, rec.Label, rec.Priority = r.Key, r.Account, r.Label, r.Priority
+	rec.Owner = c.owner
 	data, err := rec.Encode()
 	if err != nil {
 		return wire.Request{}, nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
@@ -239,10 +264,11 @@ func (c *Client) record(r Request) (wire.Request, []byte, error) {
 	return rec, data, nil
 }
 
-// publish stores a request record on the owner's requests subject and returns
-// its sequence in the requests stream.
-func (c *Client) publish(ctx context.Context, id string, data []byte) (uint64, error) {
-	msg := nats.NewMsg(c.owner.RequestSubject(c.streams.Requests.Subject()))
+// publish stores a request record on the owner's requests subject of its
+// priority and route and returns its sequence in the requests stream.
+func (c *Client) publish(ctx context.Context, rec wire.Request, data []byte) (uint64, error) {
+	id := rec.ID
+	msg := nats.NewMsg(rec.Subject(c.streams.Requests.Subject()))
 	msg.Data = data
 	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(c.owner.MsgID(id)))
 	if err != nil {
@@ -287,7 +313,7 @@ func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
 	if err := c.unused(ctx, r.ID); err != nil {
 		return Result{}, err
 	}
-	seq, err := c.publish(ctx, rec.ID, data)
+	seq, err := c.publish(ctx, rec, data)
 	if err != nil {
 		return Result{}, err
 	}

@@ -9,7 +9,9 @@
 //
 // A request is written in the lowest version that carries its fields: a request
 // with neither a call, a weight nor a reply subject is still version 1, which every
-// worker reads, so a rolling upgrade serves it wherever it lands. A worker meeting
+// worker reads, so a rolling upgrade serves it wherever it lands; version 3
+// adds a route (key, account or label) and a priority, which also travel in its
+// subject (Request.Subject, PlaceOf). A worker meeting
 // a record of a version above its own gets ErrUnsupportedVersion from Decode,
 // whatever fields the record holds: it leaves the request for a newer worker (and
 // buries it, with that reason, at its last delivery), never half-reads it.
@@ -19,8 +21,9 @@
 // read its result or receive its reply. The record cannot say whose it is: anyone
 // who may publish a request may write any field. The subject can, because NATS
 // permissions name subjects: user alice may publish only to
-// <requests subject>.alice, so the requests stream stores her requests under that
-// subject and nobody else's. A worker takes the owner from the subject the request
+// <requests subject>.alice (and <requests subject>.alice.<priority>.<route>, see
+// PlaceOf), so the requests stream stores her requests under those subjects and
+// nobody else's. A worker takes the owner from the subject the request
 // was stored under (DecodeFrom), never from the record, and derives from it where
 // the result and the reply go (ResultSubject, ReplySubject): alice may read only
 // <results prefix>alice.> and subscribe only to <reply prefix>alice.>.
@@ -160,6 +163,16 @@ type Request struct {
 	// to the owner's ReplySubject.
 	ReplyTo string `json:"reply_to,omitempty"`
 
+	// Key, Account and Label route the request (version 3): at most one is
+	// set, and only the key of that name, a key of that account, or a key
+	// carrying that label sends it (Route); none, any key does.
+	Key     string `json:"key,omitempty"`
+	Account string `json:"account,omitempty"`
+	Label   string `json:"label,omitempty"`
+	// Priority is the request's class, urgent or batch (version 3); empty
+	// means DefaultPriority.
+	Priority Priority `json:"priority,omitempty"`
+
 	// Owner is the NATS user that published the request, taken from the
 	// subject the requests stream stored it under (DecodeFrom). It is never read
 	// from or written to the record, whose fields anyone who publishes can set.
@@ -185,7 +198,7 @@ func (r Request) Units() int { return max(r.Weight, 1) }
 
 // NeededVersion is the lowest version that carries the request's fields.
 func (r Request) NeededVersion() int {
-	if len(r.Costs) > 0 {
+	if len(r.Costs) > 0 || r.Key != "" || r.Account != "" || r.Label != "" || r.Priority != "" {
 		return 3
 	}
 	if r.Call != nil || r.Weight != 0 || r.ReplyTo != "" {
@@ -216,7 +229,7 @@ func (r Request) Validate() error {
 	case r.V > Version || r.V < 1:
 		return fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, r.V, Version)
 	case r.V < r.NeededVersion():
-		return fmt.Errorf("%w: request %s is version %d but has fields of version %d (call, weight, reply_to: 2; costs: 3)", ErrMalformed, r.ID, r.V, r.NeededVersion())
+		return fmt.Errorf("%w: request %s is version %d but has fields of version %d (call, weight and reply_to need 2; costs, key, account, label and priority 3)", ErrMalformed, r.ID, r.V, r.NeededVersion())
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
 	case !validID(r.ID):
@@ -238,6 +251,9 @@ func (r Request) Validate() error {
 		if err := r.Call.Validate(); err != nil {
 			return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 		}
+	}
+	if err := r.CheckRoute(); err != nil {
+		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
 	}
 	if r.ReplyTo != "" {
 		if err := ValidSubject(r.ReplyTo); err != nil {

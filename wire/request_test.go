@@ -65,6 +65,10 @@ func TestDecode_Rejects(t *testing.T) {
 		{"call host header", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/x","header":[{"name":"Host","value":"h"}]}}`, wire.ErrMalformed},
 		{"call body on a GET", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/x","body":"a=1"}}`, wire.ErrMalformed},
 		{"reply wildcard", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"reply_to":"x.>"}`, wire.ErrMalformed},
+		{"two routes", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"key":"k1","label":"spot"}`, wire.ErrMalformed},
+		{"a label that is no token", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"label":"a.b"}`, wire.ErrMalformed},
+		{"an unknown priority", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"priority":"high"}`, wire.ErrMalformed},
+		{"a route in version 2", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"label":"spot"}`, wire.ErrMalformed},
 		{"weight too high", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"weight":100000}`, wire.ErrMalformed},
 	}
 	for _, tt := range tests {
@@ -88,6 +92,8 @@ func TestEncode_WritesTheLowestVersionThatCarriesTheFields(t *testing.T) {
 		}, 2},
 		{"with a weight", func(r *wire.Request) { r.Weight = 5 }, 2},
 		{"with a reply subject", func(r *wire.Request) { r.ReplyTo = "ratefleet.reply.x" }, 2},
+		{"with a label", func(r *wire.Request) { r.Label = "spot" }, 3},
+		{"urgent", func(r *wire.Request) { r.Priority = wire.Urgent }, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

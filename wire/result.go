@@ -29,11 +29,12 @@ const (
 	ReasonMalformed     = "malformed"      // the message could not be decoded, or its call cannot be made
 	ReasonKeyUnusable   = "key_unusable"   // no usable key is left for it
 	ReasonNotAllowed    = "not_allowed"    // the profile's calls do not list its call; never sent
+	ReasonCancelled     = "cancelled"      // its owner cancelled it while it was queued (CancelKey); never sent
 )
 
 // Reasons returns every reason a request may be buried for.
 func Reasons() []string {
-	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable, ReasonNotAllowed}
+	return []string{ReasonMaxDeliveries, ReasonExpired, ReasonMalformed, ReasonKeyUnusable, ReasonNotAllowed, ReasonCancelled}
 }
 
 // ResultVersion is the version of the result record.

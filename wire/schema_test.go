@@ -40,9 +40,12 @@ func TestSchema_AgreesWithTheRecord(t *testing.T) {
 	v2.Call = &wire.Call{Method: "POST", Path: "/0/private/Balance", Query: []wire.Param{{Name: "a", Value: "1"}},
 		Header: []wire.Param{{Name: "X-Trace", Value: "t"}}, Body: "x=1", ContentType: "application/x-www-form-urlencoded"}
 	v2.Weight, v2.ReplyTo = 3, "ratefleet.reply.alice.1"
-	v3 := wire.New(created, 5*time.Second, nil)
+	v3 := wire.New(created, time.Second, nil)
+	v3.Label, v3.Priority = "spot", wire.Urgent
 	v3.Costs = map[string]int64{"input_tokens": 1200, "output_tokens": 512}
-	for name, r := range map[string]wire.Request{"version 1": v1, "version 2": v2, "version 3": v3} {
+	v3k := wire.New(created, time.Second, nil)
+	v3k.Key, v3k.Weight = "k1", 2
+	for name, r := range map[string]wire.Request{"version 1": v1, "version 2": v2, "version 3": v3, "version 3, a key": v3k} {
 		b, err := r.Encode()
 		require.NoError(t, err, name)
 		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(string(b)))
@@ -69,6 +72,10 @@ func TestSchema_AgreesWithTheRecord(t *testing.T) {
 		{"costs in version 2", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"costs":{"orders":1}}`},
 		{"a negative cost", `{"v":3,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"costs":{"orders":-1}}`},
 		{"a cost of no dimension", `{"v":3,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"costs":{"Orders!":1}}`},
+		{"a label in version 2", `{"v":2,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"label":"spot"}`},
+		{"a key and a label", `{"v":3,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"key":"k1","label":"spot"}`},
+		{"an account with a dot", `{"v":3,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"account":"a.b"}`},
+		{"an unknown priority", `{"v":3,"id":"a","created":"2030-01-02T03:04:05Z","ttl_ms":1000,"priority":"high"}`},
 		{"a created time that is no time", `{"v":1,"id":"a","created":"yesterday","ttl_ms":1000}`},
 	} {
 		t.Run(bad.name, func(t *testing.T) {

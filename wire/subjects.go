@@ -42,16 +42,14 @@ func ParseOwner(user string) (Owner, error) {
 
 // OwnerOf returns the owner of a request the requests stream stored under
 // subject, where requests is the stream's bare subject ("ratefleet.requests"):
-// Anonymous for requests itself, alice for requests.alice.
+// Anonymous for requests itself (and requests.<priority>.<route>), alice for
+// requests.alice (and requests.alice.<priority>.<route>); see PlaceOf.
 func OwnerOf(requests, subject string) (Owner, error) {
-	if subject == requests {
-		return Anonymous, nil
+	pl, err := PlaceOf(requests, subject)
+	if err != nil {
+		return "", err
 	}
-	tok, ok := strings.CutPrefix(subject, requests+".")
-	if !ok {
-		return "", fmt.Errorf("%w: subject %q is neither %s nor %s.<user>", ErrOwner, subject, requests, requests)
-	}
-	return ParseOwner(tok)
+	return pl.Owner, nil
 }
 
 // RequestSubject returns the subject o publishes requests to, under the
@@ -157,15 +155,21 @@ func Token(id string) string { return base64.RawURLEncoding.EncodeToString([]byt
 // DecodeFrom decodes a request the requests stream stored under subject, where
 // requests is the stream's bare subject, and sets its Owner from the subject. A
 // subject that names no owner is ErrMalformed: the request is not anyone's to
-// answer. With ErrUnsupportedVersion, the returned request still carries its ID
-// and Owner, so its burial reaches its owner.
+// answer. So is a record whose priority or route is not its subject's: the
+// subject decided which keys were offered it (Request.Subject). With
+// ErrUnsupportedVersion, the returned request still carries its ID and Owner,
+// so its burial reaches its owner.
 func DecodeFrom(requests, subject string, data []byte) (Request, error) {
-	o, err := OwnerOf(requests, subject)
+	pl, err := PlaceOf(requests, subject)
 	if err != nil {
-		return Request{}, fmt.Errorf("%w: %w (publish on %s.<your NATS user>)", ErrMalformed, err, requests)
+		return Request{}, fmt.Errorf("%w: %w (publish on %s.<your NATS user>[.<priority>.<route>])", ErrMalformed, err, requests)
 	}
 	r, err := Decode(data)
-	r.Owner = o
+	r.Owner = pl.Owner
+	if err == nil && (r.Prio() != pl.Priority || r.Route() != pl.Route) {
+		return r, fmt.Errorf("%w: request %s names priority %s and route %s, but was published on %s (priority %s, route %s): publish it on %s",
+			ErrMalformed, r.ID, r.Prio(), r.Route(), subject, pl.Priority, pl.Route, r.Subject(requests))
+	}
 	return r, err
 }
 
@@ -240,3 +244,18 @@ func UserOf(o *nats.Options) string {
 	}
 	return ""
 }
+
+// CancelKey returns the key of the cancel mark of o's request id in the
+// cancels bucket: u.<owner>.<digest of the id> (the digest as in
+// ResultSubject), or a.<id as a token> for Anonymous. NATS permissions give
+// each user $KV.<bucket>.u.<its name>.* alone (CancelPrefix), so no one marks
+// another's request.
+func CancelKey(o Owner, id string) string {
+	if o == Anonymous {
+		return "a." + idToken(o, id)
+	}
+	return CancelPrefix(o) + idToken(o, id)
+}
+
+// CancelPrefix returns the start of every cancel key of o: "u.<owner>.".
+func CancelPrefix(o Owner) string { return "u." + string(o) + "." }

@@ -33,7 +33,8 @@ Shapes (--shape):
             "call":{"method":"POST","path":"/x","query":[{"name":"a","value":"1"}],
             "header":[...],"body":"...","content_type":"..."}, "weight":2 and
             "reply_to":"ratefleet.reply.<your user>.<anything>" and "costs":{"input_tokens":900,
-            "output_tokens":512} (what the upstream counts besides weight) are optional too
+            "output_tokens":512} (what the upstream counts besides weight) are optional too,
+            and so are "priority":"urgent" and one of "key", "account" or "label"
 
 The call (--path with --method, --query, --header, --body) is what each request asks of
 the upstream; without --path the worker's profile makes its default call (the reference
@@ -42,7 +43,15 @@ exchange's GET /api/request). The worker adds the key, the nonce and the signatu
 The run ends at --count requests, after --duration, when the shape or file is done, or
 on SIGINT/SIGTERM (requests awaiting an ack then get --grace). The summary goes to
 stdout, logs and progress to stderr. The exit status is 0 when every request was
-stored, 1 when some were not or on an error, 2 for a usage error.`
+stored, 1 when some were not or on an error, 2 for a usage error.
+
+Routes and priorities (--key, --account or --label; --priority): only the named key, a
+key of the account, or a key carrying the label sends the request; urgent requests are
+taken first, and a waiting batch request at least once every 4 (docs/routing.md).
+
+  producer cancel [connection flags] ID...
+            cancel queued requests of this user by id: each ends buried as cancelled,
+            never sent; one already served or buried is reported as such (exit 1)`
 
 // shapeNames lists the --shape values.
 const shapeNames = "seed, rate, poisson, burst, file"
@@ -64,6 +73,7 @@ type options struct {
 	resultsWait time.Duration
 	call        *wire.Call
 	weight      int
+	route       wire.Request // Key, Account, Label, Priority
 	log         *slog.Logger
 	cfg         producer.Config
 }
@@ -105,6 +115,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.resultsOut, "results-out", "", "after publishing, write each request's result (served: status, headers, body; or buried: reason) to `file` as JSON lines, - for stdout")
 	fs.DurationVar(&o.resultsWait, "results-wait", 30*time.Second, "how long --results-out waits for the last results")
 	fs.IntVar(&o.weight, "weight", 0, "units of the key's rate windows each request takes, where the upstream counts weights (default 1)")
+	fs.StringVar(&o.route.Key, "key", "", "send each request only with the API key of this `name`")
+	fs.StringVar(&o.route.Account, "account", "", "send each request only with a key of this `account` (keys file account=)")
+	fs.StringVar(&o.route.Label, "label", "", "send each request only with a key carrying this `label` (keys file labels=)")
+	priority := fs.String("priority", "", "the requests' `class`: urgent (taken first) or batch (default batch)")
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return o, err
 	}
@@ -149,6 +163,13 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	}
 	if err := wire.CheckWeight(o.weight); err != nil {
 		return fail("--%w", err)
+	}
+	o.route.Priority = wire.Priority(*priority)
+	if err := o.route.CheckRoute(); err != nil {
+		return fail("--key, --account, --label, --priority: %w", err)
+	}
+	if o.shape == "file" && (o.route.Key != "" || o.route.Account != "" || o.route.Label != "" || o.route.Priority != "") {
+		return fail("--key, --account, --label and --priority set generated requests' route; a file's lines name their own")
 	}
 	if wire.CheckTTL(o.ttl) != nil {
 		return fail("--ttl %s: must be at least %s", o.ttl, wire.MinTTL)
@@ -209,6 +230,9 @@ func (o options) source(ctx context.Context, stdin io.Reader, log *slog.Logger) 
 		return nil, nil, err
 	}
 	if err := gen.SetCall(o.call, o.weight); err != nil {
+		return nil, nil, err
+	}
+	if err := gen.SetRoute(o.route); err != nil {
 		return nil, nil, err
 	}
 	attrs := []any{"shape", o.shape, "ttl", o.ttl, "count", o.cfg.Count, "duration", o.cfg.Duration}

@@ -2,6 +2,7 @@
 // the seed client's workload by default, or a fixed rate, a Poisson process,
 // bursts, or JSON lines from a file. It stops at its bounds or on SIGINT/SIGTERM and
 // prints what happened to every request. Run it with --help for the flags.
+// `producer cancel ID...` cancels queued requests of the connection's user.
 package main
 
 import (
@@ -25,6 +26,9 @@ func main() {
 // run publishes until the bounds are reached or ctx ends, then prints the summary
 // on stdout. stdin is read for --file -.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	if len(args) > 0 && args[0] == "cancel" {
+		return runCancel(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		return err

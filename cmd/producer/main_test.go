@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func startNATS(t *testing.T) string {
@@ -100,6 +102,10 @@ func TestRun_UsageErrors(t *testing.T) {
 		{[]string{"--path", "/x", "--body", "a=1"}, "call body on a GET"},
 		{[]string{"--path", "/x", "--query", "novalue"}, "want name=value"},
 		{[]string{"--weight", "-1"}, "--weight -1"},
+		{[]string{"--label", "spot", "--key", "k1"}, "names more than one of key, account and label"},
+		{[]string{"--priority", "high"}, `priority "high": want urgent or batch`},
+		{[]string{"--label", "a.b"}, `label: name "a.b" may hold only letters`},
+		{[]string{"--file", "x.jsonl", "--priority", "urgent"}, "a file's lines name their own"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -124,4 +130,43 @@ func TestRun_NoNATS(t *testing.T) {
 	_, _, err := runProducer(t, "", "--nats", "nats://127.0.0.1:1", "--count", "1")
 	require.ErrorContains(t, err, "connect to NATS at nats://127.0.0.1:1")
 	require.Equal(t, 1, cli.ExitCode("producer", err, &bytes.Buffer{}))
+}
+
+func TestRun_RoutedRequestsAreStoredOnTheirRouteAndCancelledByID(t *testing.T) {
+	url := startNATS(t)
+	idsFile := filepath.Join(t.TempDir(), "ids.txt")
+	_, stderr, err := runProducer(t, "", "--nats", url, "--shape", "burst", "--burst", "3", "--label", "spot", "--priority", "urgent",
+		"--ttl", "1m", "--ids-out", idsFile, "--progress", "0")
+	require.NoError(t, err, stderr)
+	ids, err := os.ReadFile(idsFile)
+	require.NoError(t, err)
+	list := strings.Fields(string(ids))
+	require.Len(t, list, 3)
+
+	c, err := natsconn.Open(context.Background(), natsconn.Options{URL: url, CheckOnly: true, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	st, err := c.JS.Stream(ctx, c.Streams.Requests.Stream.Name)
+	require.NoError(t, err)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	require.NoError(t, err)
+	require.Equal(t, map[string]uint64{"ratefleet.requests.urgent.label-spot": 3}, info.State.Subjects)
+
+	_, _, err = runProducer(t, "", "cancel", "--nats", url)
+	require.ErrorContains(t, err, "producer cancel needs ID...")
+	stdout, stderr, err := runProducer(t, "", "cancel", "--nats", url, list[0], list[2])
+	require.NoError(t, err, stderr)
+	require.Contains(t, stdout, list[0]+": cancel mark written")
+	require.Contains(t, stdout, list[2]+": cancel mark written")
+	kv, err := c.JS.KeyValue(ctx, c.Streams.KV.Cancels.Bucket)
+	require.NoError(t, err)
+	for i, id := range list {
+		_, err := kv.Get(ctx, wire.CancelKey(wire.Anonymous, id))
+		if i == 1 {
+			require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "not named, not marked")
+			continue
+		}
+		require.NoError(t, err, id)
+	}
 }

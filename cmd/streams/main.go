@@ -3,7 +3,7 @@
 // buckets), checks a server against it, prints the NATS permissions of every
 // role, and shows and clears the state of the API keys.
 //
-//	streams apply  [connection flags] [--streams FILE]
+//	streams apply  [connection flags] [--streams FILE] [--keys-file FILE]
 //	streams check  [connection flags] [--streams FILE]
 //	streams roles  [--format table|server|nsc] [--role NAME] [--streams FILE]
 //	streams keys   ls [--json] | clear KEY... | reset KEY...   [--yes]
@@ -18,8 +18,10 @@ import (
 	"strings"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
+	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/roles"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func main() {
@@ -30,7 +32,8 @@ const usage = `Usage: streams apply|check|roles|keys [flags]
 
   apply   create what streams.yaml declares and is missing, update what differs
           (never delete); run it as the admin role, before the fleet starts and
-          after every change to streams.yaml
+          after every change to streams.yaml or to the keys' accounts and labels
+          (--keys-file: a consumer for each key, account and label)
   check   compare the server with streams.yaml and change nothing; exits 1 on a
           difference (every other command does this check at start)
   roles   print the NATS permissions of each role: --format table (default),
@@ -64,8 +67,17 @@ func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr
 	var nopts cli.NATS
 	nopts.Register(fs)
 	streamsFile := fs.String("streams", "", "streams.yaml (default: the built-in one)")
+	keysFile := fs.String("keys-file", "", "the workers' keys `file`: declare the consumers of requests routed to each of its keys, accounts and labels (only names are read from it; secrets are never shown)")
 	if _, err := c.Parse(args, os.Getenv); err != nil {
 		return err
+	}
+	var routes []wire.Route
+	if *keysFile != "" {
+		ks, err := keys.Load(*keysFile, os.Getenv)
+		if err != nil {
+			return err
+		}
+		routes = keys.RoutesOf(ks)
 	}
 	nc, err := nopts.Resolve(os.Getenv, c.Logger())
 	if err != nil {
@@ -73,7 +85,7 @@ func applyOrCheck(ctx context.Context, cmd string, args []string, stdout, stderr
 	}
 	log := c.Logger()
 	conn, err := natsconn.Open(ctx, natsconn.Options{URL: nc.URL, Connect: nc.Options, Auth: nc.Auth, Name: "ratefleet-streams",
-		StreamsFile: *streamsFile, CheckOnly: cmd == "check", Logger: log})
+		StreamsFile: *streamsFile, CheckOnly: cmd == "check", Routes: routes, Logger: log})
 	if err != nil {
 		return err
 	}

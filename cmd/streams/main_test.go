@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -96,6 +97,19 @@ func TestStreams_OnlyTheAdminApplies(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "applied to "+url)
 
+	// With the keys file: a consumer for each of its routes, and not a word of
+	// its secrets.
+	const secret = "S3CRET-never-shown"
+	keysFile := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(keysFile, []byte("k1 secret="+secret+" account=main labels=spot\n"), 0o600))
+	code, stdout, stderr = runAs(t, roleEnv(acc, roles.Admin), append([]string{"apply", "--nats", url, "--keys-file", keysFile, "--log-level", "debug"}, tls...)...)
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout+stderr, secret)
+	require.Contains(t, stderr, "workers_urgent_label-spot")
+	code, _, stderr = runAs(t, roleEnv(acc, roles.Admin), append([]string{"apply", "--nats", url, "--keys-file", filepath.Join(t.TempDir(), "none")}, tls...)...)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "read API keys")
+
 	for _, role := range roles.Names() {
 		code, stdout, stderr = runAs(t, roleEnv(acc, role), append([]string{"check", "-s", url}, tls...)...)
 		require.Equal(t, 0, code, "%s: %s", role, stderr)
@@ -160,7 +174,7 @@ func TestStreams_RolesPrintsEveryFormat(t *testing.T) {
 		code, stdout, stderr := runAs(t, nil, "roles", "--format", format)
 		require.Equal(t, 0, code, stderr)
 		require.Contains(t, stdout, "ratefleet-worker")
-		require.Contains(t, stdout, "$JS.API.CONSUMER.MSG.NEXT.RATEFLEET_REQUESTS.workers")
+		require.Contains(t, stdout, "$JS.API.CONSUMER.MSG.NEXT.RATEFLEET_REQUESTS.*")
 	}
 }
 

@@ -161,7 +161,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		return nil, err
 	}
 	f.Conn, err = natsconn.Open(ctx, natsconn.Options{URL: admin.URL, Connect: admin.Options, Auth: admin.Auth, Name: "ratefleet-fleet",
-		StreamsFile: f.StreamsFile, Logger: slog.New(slog.DiscardHandler)})
+		StreamsFile: f.StreamsFile, Routes: keys.RoutesOf(cfg.Keys), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
@@ -370,12 +370,18 @@ func (f *Fleet) Drain(ctx context.Context) {
 	defer cancel()
 	sc := f.Conn.Streams
 	for ctx.Err() == nil {
-		c, err := f.Conn.JS.Consumer(ctx, sc.Requests.Stream.Name, sc.Requests.Consumer.Durable)
-		if err == nil {
-			info := c.CachedInfo()
-			if info.NumPending == 0 && info.NumAckPending == 0 {
-				return
+		busy := false
+		for _, rc := range sc.RouteConsumers() {
+			c, err := f.Conn.JS.Consumer(ctx, sc.Requests.Stream.Name, rc.Durable)
+			if err != nil {
+				busy = true // cannot tell: look again
+				continue
 			}
+			info := c.CachedInfo()
+			busy = busy || info.NumPending > 0 || info.NumAckPending > 0
+		}
+		if !busy {
+			return
 		}
 		_ = Sleep(ctx, 100*time.Millisecond)
 	}

@@ -192,8 +192,8 @@ func ReplayID(s Stored) string {
 }
 
 // Plan returns the request that would replay s: a fresh request with a new time
-// to live, the original payload, call, weight and reply subject, linked to the
-// original id.
+// to live, the original payload, call, weight, reply subject, route and
+// priority, linked to the original id.
 func (r *Replayer) Plan(s Stored) (wire.Request, error) {
 	orig, err := wire.Decode(s.Entry.Original)
 	if err != nil {
@@ -207,6 +207,7 @@ func (r *Replayer) Plan(s Stored) (wire.Request, error) {
 		ID: ReplayID(s), Created: r.now(), TTLms: ttl.Milliseconds(),
 		Payload: orig.Payload, ReplayOf: orig.ID,
 		Call: orig.Call, Weight: orig.Weight, ReplyTo: orig.ReplyTo, Owner: s.Entry.Owner,
+		Key: orig.Key, Account: orig.Account, Label: orig.Label, Priority: orig.Priority,
 	}
 	rep.V = rep.NeededVersion()
 	return rep, nil
@@ -234,7 +235,8 @@ func (r *Replayer) Replay(ctx context.Context, s Stored) (wire.Request, error) {
 		if err != nil {
 			return req, err
 		}
-		msg := nats.NewMsg(req.Owner.RequestSubject(r.subject))
+		msg := nats.NewMsg(req.Subject(r.subject)) // the original's route and priority
+
 		msg.Data = data
 		ack, err := r.g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(req.Owner.MsgID(req.ID)))
 		if err != nil {

@@ -167,3 +167,35 @@ func TestFilter_SelectsByReasonKeyStatusAndID(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) { require.Equal(t, tt.want, count(tt.f)) })
 	}
 }
+
+// TestReplay_KeepsTheRequestsRouteAndPriority replays an urgent request routed
+// to a label: the replay is stored on the same subject, so the same keys serve it.
+func TestReplay_KeepsTheRequestsRouteAndPriority(t *testing.T) {
+	c, g := setup(t)
+	ctx := context.Background()
+	orig := wire.New(time.Now().Add(-time.Hour), time.Second, nil)
+	orig.Label, orig.Priority, orig.Owner = "spot", wire.Urgent, "alice"
+	data, err := orig.Encode()
+	require.NoError(t, err)
+	require.NoError(t, g.Bury(ctx, graveyard.Entry{
+		Reason: wire.ReasonExpired, RequestID: orig.ID, Owner: "alice", Original: data,
+		Stream: c.Streams.Requests.Stream.Name, StreamSeq: 1, Deliveries: 1, BuriedAt: time.Now(),
+	}))
+	var all []graveyard.Stored
+	require.NoError(t, g.Walk(ctx, graveyard.Filter{}, func(s graveyard.Stored) bool { all = append(all, s); return true }))
+	require.Len(t, all, 1)
+	r := graveyard.NewReplayer(g, c.Streams.Requests.Subject(), time.Minute, nil)
+	rep, err := r.Replay(ctx, all[0])
+	require.NoError(t, err)
+
+	st, err := c.JS.Stream(ctx, c.Streams.Requests.Stream.Name)
+	require.NoError(t, err)
+	m, err := st.GetLastMsgForSubject(ctx, "ratefleet.requests.alice.urgent.label-spot")
+	require.NoError(t, err, "stored on the original's route")
+	got, err := wire.DecodeFrom(c.Streams.Requests.Subject(), m.Subject, m.Data)
+	require.NoError(t, err)
+	require.Equal(t, rep.ID, got.ID)
+	require.Equal(t, orig.ID, got.ReplayOf)
+	require.Equal(t, wire.Urgent, got.Prio())
+	require.Equal(t, wire.Route{Kind: wire.RouteLabel, Name: "spot"}, got.Route())
+}

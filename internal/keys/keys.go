@@ -16,6 +16,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // EnvVar is the environment variable read when no keys file is given: a comma- or
@@ -248,4 +250,42 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// Routes returns the routes of the requests the key may send, in the order a
+// session looks at them: those naming the key, its account, each of its
+// labels, then those naming none (wire.Any).
+func (k Key) Routes() []wire.Route {
+	out := []wire.Route{{Kind: wire.RouteKey, Name: k.name}, {Kind: wire.RouteAccount, Name: k.Account()}}
+	for _, l := range k.labels {
+		out = append(out, wire.Route{Kind: wire.RouteLabel, Name: l})
+	}
+	return append(out, wire.Any)
+}
+
+// Serves reports whether the key may send a request of route r.
+func (k Key) Serves(r wire.Route) bool {
+	switch r.Kind {
+	case wire.RouteKey:
+		return r.Name == k.name
+	case wire.RouteAccount:
+		return r.Name == k.Account()
+	case wire.RouteLabel:
+		return k.HasLabel(r.Name)
+	}
+	return true
+}
+
+// RoutesOf returns the routes the keys ks may send, each once, in the order
+// of ks: what the admin declares consumers for (streams apply --keys-file).
+func RoutesOf(ks []Key) []wire.Route {
+	var out []wire.Route
+	for _, k := range ks {
+		for _, r := range k.Routes() {
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }

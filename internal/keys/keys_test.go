@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 const secret = "UT4NHL1J796WCHULA1750MXYF9F5JYA6"
@@ -173,4 +175,33 @@ func TestParse_AccountsAndLabels(t *testing.T) {
 			require.False(t, ks[0].HasLabel("other"))
 		})
 	}
+}
+
+func TestKey_ServesExactlyItsRoutes(t *testing.T) {
+	ks, err := keys.Parse("test", strings.NewReader("k1 secret=a account=main labels=spot,gpt4\nk2 secret=b account=main\nk3 secret=c\n"))
+	require.NoError(t, err)
+	label := func(n string) wire.Route { return wire.Route{Kind: wire.RouteLabel, Name: n} }
+	acct := func(n string) wire.Route { return wire.Route{Kind: wire.RouteAccount, Name: n} }
+	key := func(n string) wire.Route { return wire.Route{Kind: wire.RouteKey, Name: n} }
+	tests := []struct {
+		route wire.Route
+		serve []bool // k1, k2, k3
+	}{
+		{wire.Any, []bool{true, true, true}},
+		{label("spot"), []bool{true, false, false}},
+		{label("gpt4"), []bool{true, false, false}},
+		{label("other"), []bool{false, false, false}},
+		{acct("main"), []bool{true, true, false}},
+		{acct("k3"), []bool{false, false, true}}, // a key with no account is its own
+		{key("k2"), []bool{false, true, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.route.Token(), func(t *testing.T) {
+			for i, k := range ks {
+				require.Equal(t, tt.serve[i], k.Serves(tt.route), k.Name())
+				require.Equal(t, tt.serve[i], slices.Contains(k.Routes(), tt.route), "%s lists its routes", k.Name())
+			}
+		})
+	}
+	require.Equal(t, []wire.Route{key("k1"), acct("main"), label("spot"), label("gpt4"), wire.Any, key("k2"), key("k3"), acct("k3")}, keys.RoutesOf(ks))
 }

@@ -469,12 +469,16 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 func (c *Collector) queue(ctx context.Context) Queue {
 	q := Queue{ByReason: map[string]uint64{}}
 	var errs []string
-	cons, err := c.js.Consumer(ctx, c.cfg.Requests.Stream.Name, c.cfg.Requests.Consumer.Durable)
-	if err == nil {
+	// Every consumer of the requests stream the declarations name (one per
+	// priority and route: streams.RouteConsumers).
+	for _, rc := range c.cfg.RouteConsumers() {
+		cons, err := c.js.Consumer(ctx, c.cfg.Requests.Stream.Name, rc.Durable)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
 		info := cons.CachedInfo()
-		q.Waiting, q.AwaitingAck, q.Redelivery = info.NumPending, info.NumAckPending, info.NumRedelivered
-	} else {
-		errs = append(errs, err.Error())
+		q.Waiting, q.AwaitingAck, q.Redelivery = q.Waiting+info.NumPending, q.AwaitingAck+info.NumAckPending, q.Redelivery+info.NumRedelivered
 	}
 	g, err := c.js.Stream(ctx, c.cfg.Graveyard.Stream.Name)
 	if err == nil {

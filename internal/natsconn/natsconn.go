@@ -47,6 +47,10 @@ type Options struct {
 	// created or updated, and a difference is an error. Every role but the admin
 	// checks; only the admin applies.
 	CheckOnly bool
+	// Routes are the keys, accounts and labels requests may name, each given
+	// consumers of its own (streams.Config.Routes): the admin passes those of
+	// the keys file. Others leave it empty and check only what every fleet has.
+	Routes []wire.Route
 	// Logger receives connection events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -78,6 +82,10 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 	}
 	cfg, err := LoadStreams(o.StreamsFile)
 	if err != nil {
+		return nil, err
+	}
+	cfg.Routes = o.Routes
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	url := o.URL

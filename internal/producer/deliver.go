@@ -57,7 +57,7 @@ func (r *run) deliver(req wire.Request) {
 			r.tally.retries.Add(1)
 		}
 		sent := r.p.cfg.Now()
-		ack, err := r.publish(req.ID, data)
+		ack, err := r.publish(req, data)
 		switch {
 		case err == nil:
 			if r.pause.succeeded(sent) {
@@ -94,8 +94,10 @@ func (r *run) deliver(req wire.Request) {
 }
 
 // publish makes one attempt and waits for its answer, until settle ends.
-func (r *run) publish(id string, data []byte) (*jetstream.PubAck, error) {
-	fut, err := r.p.js.PublishMsgAsync(&nats.Msg{Subject: r.p.subject, Data: data}, jetstream.WithMsgID(r.p.cfg.Owner.MsgID(id)))
+// It goes to the owner's subject of the request's priority and route.
+func (r *run) publish(req wire.Request, data []byte) (*jetstream.PubAck, error) {
+	req.Owner = r.p.cfg.Owner
+	fut, err := r.p.js.PublishMsgAsync(&nats.Msg{Subject: req.Subject(r.p.subject), Data: data}, jetstream.WithMsgID(r.p.cfg.Owner.MsgID(req.ID)))
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}

@@ -79,6 +79,11 @@ type lineRecord struct {
 	Weight  int              `json:"weight"`
 	ReplyTo string           `json:"reply_to"`
 	Costs   map[string]int64 `json:"costs"`
+
+	Key      string        `json:"key"`
+	Account  string        `json:"account"`
+	Label    string        `json:"label"`
+	Priority wire.Priority `json:"priority"`
 }
 
 var errLineTooLong = fmt.Errorf("longer than %d bytes", MaxLineBytes)
@@ -146,6 +151,7 @@ func (l *Lines) parse(raw []byte, now time.Time) (wire.Request, error) {
 		req.Payload = rec.Payload
 	}
 	req.Call, req.Weight, req.ReplyTo, req.Costs = rec.Call, rec.Weight, rec.ReplyTo, rec.Costs
+	req.Key, req.Account, req.Label, req.Priority = rec.Key, rec.Account, rec.Label, rec.Priority
 	req.V = req.NeededVersion()
 	if err := req.Validate(); err != nil {
 		return wire.Request{}, err

@@ -181,7 +181,7 @@ func New(nc *nats.Conn, subject string, cfg Config, log *slog.Logger) (*Producer
 	if err != nil {
 		return nil, fmt.Errorf("producer: open JetStream: %w", err)
 	}
-	return &Producer{nc: nc, js: js, subject: cfg.Owner.RequestSubject(subject), cfg: cfg, log: log}, nil
+	return &Producer{nc: nc, js: js, subject: subject, cfg: cfg, log: log}, nil
 }
 
 // Snapshot returns the counts of the run in progress, or of the last run once it

@@ -38,6 +38,7 @@ type Generator struct {
 	payload json.RawMessage
 	call    *wire.Call
 	weight  int
+	route   wire.Request // Key, Account, Label and Priority
 }
 
 // NewGenerator returns a source of requests with the given time to live and
@@ -65,8 +66,19 @@ func (g *Generator) Next(now time.Time) (Item, error) {
 		r.Call = &c
 	}
 	r.Weight = g.weight
+	r.Key, r.Account, r.Label, r.Priority = g.route.Key, g.route.Account, g.route.Label, g.route.Priority
 	r.V = r.NeededVersion()
 	return Item{Due: due, Request: r}, nil
+}
+
+// SetRoute makes every later request name the key, account or label (at most
+// one) and priority of route; its other fields are not read.
+func (g *Generator) SetRoute(route wire.Request) error {
+	if err := route.CheckRoute(); err != nil {
+		return fmt.Errorf("the requests' route: %w", err)
+	}
+	g.route = route
+	return nil
 }
 
 // SetCall makes every later request carry call (nil for the profile's default

@@ -110,22 +110,25 @@ func For(cfg *streams.Config, name, user string) (Role, error) {
 	}
 	req, grave, adv, st := cfg.Requests.Stream, cfg.Graveyard.Stream, cfg.Graveyard.Advisories, cfg.Stats.Stream
 	durable := cfg.Requests.Consumer.Durable
-	leases, keys, attempts, replays := cfg.KV.Leases.Bucket, cfg.KV.KeyState.Bucket, cfg.KV.Attempts.Bucket, cfg.KV.Replays.Bucket
+	leases, keys, attempts, replays, cancels := cfg.KV.Leases.Bucket, cfg.KV.KeyState.Bucket, cfg.KV.Attempts.Bucket, cfg.KV.Replays.Bucket, cfg.KV.Cancels.Bucket
 	api := func(format string, args ...any) string { return "$JS.API." + fmt.Sprintf(format, args...) }
 
 	// check is what every role but the admin needs to compare the server with
 	// streams.yaml: read the configuration of each object, nothing more.
 	var check []string
 	res := cfg.Results.Stream
-	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts, "KV_" + replays} {
+	for _, s := range []string{req.Name, grave.Name, adv.Name, st.Name, res.Name, "KV_" + leases, "KV_" + keys, "KV_" + attempts, "KV_" + replays, "KV_" + cancels} {
 		if s != "" {
 			check = append(check, api("STREAM.INFO.%s", s))
 		}
 	}
-	check = append(check, api("CONSUMER.INFO.%s.%s", req.Name, durable))
+	// The workers' consumers: one per priority and route (streams.RouteConsumers).
+	check = append(check, api("CONSUMER.INFO.%s.*", req.Name))
 	inbox := wire.InboxPrefix(user)
 	reply := cfg.Results.ReplyPrefix + ">"
 	base := cfg.Requests.Subject()
+	routed := owner.RequestSubject(base) + ".*.*" // <priority>.<route>
+	cancel := "$KV." + cancels + "." + wire.CancelPrefix(owner) + "*"
 	results := cfg.Results.Prefix() + string(owner) + ".>"
 	replies := cfg.Results.ReplyPrefix + string(owner) + ".>"
 	svc := service.DefaultPrefix + ".>"
@@ -169,15 +172,17 @@ func For(cfg *streams.Config, name, user string) (Role, error) {
 	r := Role{Name: name, User: user, Inbox: inbox, Subscribe: []string{inbox + ".>"}}
 	serve := func() {
 		r.Publish = cat(check,
-			[]string{api("CONSUMER.MSG.NEXT.%s.%s", req.Name, durable), "$JS.ACK." + req.Name + "." + durable + ".>"},
+			[]string{api("CONSUMER.MSG.NEXT.%s.*", req.Name), "$JS.ACK." + req.Name + ".*.>"},
 			kvRead(leases), kvWrite(leases), kvWatch(leases),
+			kvRead(cancels),
 			kvRead(keys), kvWrite(keys),
 			kvRead(attempts), kvWrite(attempts),
 			[]string{st.Subjects[0]},
 			grave.Subjects,
 			res.Subjects, []string{reply}, streamRead(res.Name))
 		r.Why = []string{
-			"pull from the consumer " + req.Name + "/" + durable + " and ack, NAK or terminate its messages",
+			"pull from the consumers " + req.Name + "/" + durable + " and " + durable + "_<priority>_<route> (those its keys may serve) and ack, NAK or terminate their messages",
+			"read the cancel marks in " + cancels + " just before sending",
 			"claim, renew, release and watch leases in " + leases + "; read and reserve nonces, count 429s and mark keys unusable in " + keys + "; record attempts in " + attempts,
 			"publish its counters to " + st.Subjects[0] + " and buried requests to " + grave.Subjects[0],
 			"publish every final outcome to " + cfg.Results.Prefix() + "<owner>.<id> (reading an earlier one first) and to the owner's reply subject under " + reply,
@@ -186,21 +191,22 @@ func For(cfg *streams.Config, name, user string) (Role, error) {
 	switch name {
 	case Producer:
 		r.Commands = "producer, and Go services using the client package"
-		r.Publish = cat(check, []string{owner.RequestSubject(base), api("DIRECT.GET.%s.%s", res.Name, results)}, []string{svc, micro.APIPrefix + ".>"})
+		r.Publish = cat(check, []string{owner.RequestSubject(base), routed, cancel, api("DIRECT.GET.%s.%s", res.Name, results)}, []string{svc, micro.APIPrefix + ".>"})
 		r.Subscribe = cat(r.Subscribe, []string{replies})
 		r.Why = []string{
-			"publish requests to " + owner.RequestSubject(base) + " only: they are this user's, and so are their results and replies",
+			"publish requests to " + owner.RequestSubject(base) + " and " + routed + " (a priority and a route) only: they are this user's, and so are their results and replies",
+			"cancel its own queued requests by a mark under " + cancel + ", no other's",
 			"read its own results by direct get of " + results + " (no consumer: it may create none) and receive its replies on " + replies,
 			"call the " + service.Name + " service on " + svc + " and discover it on " + micro.APIPrefix + ".> (answers come back on this user's inbox)",
 			checkWhy, inboxWhy,
 		}
 	case Service:
 		r.Commands = "service"
-		r.Publish = cat(check, []string{owner.RequestSubject(base), api("DIRECT.GET.%s.%s", res.Name, results)})
+		r.Publish = cat(check, []string{owner.RequestSubject(base), routed, cancel, api("DIRECT.GET.%s.%s", res.Name, results)})
 		r.Subscribe = cat(r.Subscribe, []string{replies, svc, micro.APIPrefix + ".>"})
 		r.Responses = true
 		r.Why = []string{
-			"submit its callers' requests as its own, to " + owner.RequestSubject(base) + ", and read their results by direct get of " + results + " and replies on " + replies,
+			"submit its callers' requests as its own, to " + owner.RequestSubject(base) + " and " + routed + ", cancel them under " + cancel + ", and read their results by direct get of " + results + " and replies on " + replies,
 			"serve " + svc + " and answer discovery on " + micro.APIPrefix + ".>, each request once on its reply subject (allow_responses); its callers share its requests, results and replies, so one service serves callers who may see each other's",
 			checkWhy, inboxWhy,
 		}
@@ -217,9 +223,10 @@ func For(cfg *streams.Config, name, user string) (Role, error) {
 			api("CONSUMER.INFO.%s.%s", adv.Name, k), api("CONSUMER.MSG.NEXT.%s.%s", adv.Name, k),
 			"$JS.ACK." + adv.Name + "." + k + ".>",
 			api("STREAM.MSG.GET.%s", req.Name), api("STREAM.MSG.DELETE.%s", req.Name),
+			api("CONSUMER.NAMES.%s", req.Name),
 		})
 		r.Why = append(r.Why,
-			"run the graveyard keeper: create and read its own durable "+k+" on "+adv.Name+", read requests given up on in "+req.Name+" and remove them once buried (the one right it has beyond a worker's)",
+			"run the graveyard keeper: create and read its own durable "+k+" on "+adv.Name+", list the consumers of "+req.Name+", read requests given up on there and remove them once buried (the one right it has beyond a worker's)",
 			checkWhy, inboxWhy)
 	case Monitor:
 		r.Commands = "monitor, graveyard ls, graveyard show, streams keys ls"

@@ -167,19 +167,41 @@ func (k *Keeper) reconcile(ctx context.Context) {
 }
 
 // Reconcile buries every request that has stayed in the requests stream below the
-// workers' consumer's ack floor for Settle, and returns how many it buried. It
-// goes on past a request it cannot bury; the error then wraps ErrUnresolved and
+// ack floor of its consumer (each priority and route has its own, see
+// streams.RouteConsumers) for Settle, and returns how many it buried. It goes
+// on past a request it cannot bury; the error then wraps ErrUnresolved and
 // names each.
 func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 	rc := k.cfg.Requests
-	cons, err := k.js.Consumer(ctx, rc.Stream.Name, rc.Consumer.Durable)
-	if err != nil {
-		return 0, fmt.Errorf("read consumer %s: %w", rc.Consumer.Durable, err)
-	}
-	floor := cons.CachedInfo().AckFloor.Stream
 	st, err := k.js.Stream(ctx, rc.Stream.Name)
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", rc.Stream.Name, err)
+	}
+	// Each consumer's own messages, by its filters, which no other's overlap:
+	// below one consumer's floor may lie another's requests still queued.
+	type below struct {
+		filters []string
+		floor   uint64
+	}
+	var floors []below
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		cons, err := st.Consumer(ctx, name)
+		if err != nil {
+			return 0, fmt.Errorf("read consumer %s: %w", name, err)
+		}
+		info := cons.CachedInfo()
+		filters := info.Config.FilterSubjects
+		if info.Config.FilterSubject != "" {
+			filters = []string{info.Config.FilterSubject}
+		}
+		if len(filters) == 0 {
+			filters = []string{rc.Stream.Filter()}
+		}
+		floors = append(floors, below{filters, info.AckFloor.Stream})
+	}
+	if err := names.Err(); err != nil {
+		return 0, fmt.Errorf("list the consumers of %s: %w", rc.Stream.Name, err)
 	}
 	now := k.Now()
 	k.mu.Lock()
@@ -187,34 +209,38 @@ func (k *Keeper) Reconcile(ctx context.Context) (int, error) {
 	seen := map[sighting]time.Time{}
 	var failed []error
 	n := 0
-	for seq := st.CachedInfo().State.FirstSeq; seq > 0 && seq <= floor; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rc.Stream.Filter()))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
+	for _, b := range floors {
+		for _, filter := range b.filters {
+			for seq := st.CachedInfo().State.FirstSeq; seq > 0 && seq <= b.floor; {
+				m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					break
+				}
+				if err != nil {
+					failed = append(failed, fmt.Errorf("read request %d: %w", seq, err))
+					break
+				}
+				if m.Sequence > b.floor {
+					break
+				}
+				seq = m.Sequence + 1
+				s := sighting{m.Sequence, m.Time.UnixNano()}
+				first, ok := k.seen[s]
+				if !ok {
+					first = now
+				}
+				if now.Sub(first) < k.Settle {
+					seen[s] = first // maybe acknowledged, not yet removed: look again later
+					continue
+				}
+				if err := k.resolve(ctx, st, m.Sequence, uint64(rc.Consumer.MaxDeliver), wire.ReasonMaxDeliveries, "found below the ack floor"); err != nil {
+					seen[s] = first
+					failed = append(failed, err)
+					continue
+				}
+				n++
+			}
 		}
-		if err != nil {
-			failed = append(failed, fmt.Errorf("read request %d: %w", seq, err))
-			break
-		}
-		if m.Sequence > floor {
-			break
-		}
-		seq = m.Sequence + 1
-		s := sighting{m.Sequence, m.Time.UnixNano()}
-		first, ok := k.seen[s]
-		if !ok {
-			first = now
-		}
-		if now.Sub(first) < k.Settle {
-			seen[s] = first // maybe acknowledged, not yet removed: look again later
-			continue
-		}
-		if err := k.resolve(ctx, st, m.Sequence, uint64(rc.Consumer.MaxDeliver), wire.ReasonMaxDeliveries, "found below the ack floor"); err != nil {
-			seen[s] = first
-			failed = append(failed, err)
-			continue
-		}
-		n++
 	}
 	k.seen = seen // forget what has left the stream
 	if len(failed) > 0 {

@@ -137,3 +137,79 @@ func TestKeeper_ReconcileFindsWhatALostAdvisoryMissed(t *testing.T) {
 	require.NoError(t, k.Resolve(ctx, 1, 1, "again"))
 	require.Len(t, entries(t, c), 1)
 }
+
+// TestKeeper_ReconcileLeavesAnotherRoutesQueuedRequests queues an urgent
+// request, then moves the batch consumer's ack floor past it: the urgent
+// request, never delivered, is its own consumer's, and stays queued.
+func TestKeeper_ReconcileLeavesAnotherRoutesQueuedRequests(t *testing.T) {
+	c := testenv.NATS(t, nil)
+	ctx := context.Background()
+	k, err := settle.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	base := c.Streams.Requests.Subject()
+	urgent := wire.New(time.Now(), time.Minute, nil)
+	urgent.Priority = wire.Urgent
+	data, err := urgent.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, urgent.Subject(base), data, jetstream.WithMsgID(urgent.ID))
+	require.NoError(t, err)
+	batch := wire.New(time.Now(), time.Minute, nil)
+	data, err = batch.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, batch.Subject(base), data, jetstream.WithMsgID(batch.ID))
+	require.NoError(t, err)
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.Consumer.Durable)
+	require.NoError(t, err)
+	msg, err := cons.Next()
+	require.NoError(t, err)
+	require.Equal(t, data, msg.Data(), "the batch consumer sees only the batch request")
+	require.NoError(t, msg.DoubleAck(ctx))
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= 2
+	}, 15*time.Second, 50*time.Millisecond)
+
+	t0 := time.Now()
+	for _, at := range []time.Time{t0, t0.Add(k.Settle), t0.Add(2 * k.Settle)} {
+		k.Now = func() time.Time { return at }
+		n, err := k.Reconcile(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	}
+	require.Empty(t, entries(t, c))
+	require.Equal(t, uint64(1), requestsLeft(t, c), "the urgent request waits for its consumer")
+}
+
+// TestKeeper_BuriesAnUrgentRequestGivenUpOnByItsOwnConsumer lets the urgent
+// consumer's only delivery of a request lapse: its max-deliveries advisory,
+// of a consumer other than workers, reaches the keeper all the same.
+func TestKeeper_BuriesAnUrgentRequestGivenUpOnByItsOwnConsumer(t *testing.T) {
+	c := testenv.NATS(t, func(cfg *streams.Config) {
+		cfg.Requests.Consumer.MaxDeliver = 1
+		cfg.Requests.Consumer.AckWait = time.Second
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, err := settle.NewKeeper(ctx, c.JS, c.Streams, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	k.Every = time.Hour // the advisory alone must do it
+	go func() { _ = k.Run(ctx) }()
+
+	r := wire.New(time.Now(), time.Minute, nil)
+	r.Priority = wire.Urgent
+	data, err := r.Encode()
+	require.NoError(t, err)
+	_, err = c.JS.Publish(ctx, r.Subject(c.Streams.Requests.Subject()), data, jetstream.WithMsgID(r.ID))
+	require.NoError(t, err)
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.ConsumerName(wire.Urgent, wire.Any))
+	require.NoError(t, err)
+	msg, err := cons.Next()
+	require.NoError(t, err)
+	require.Equal(t, data, msg.Data()) // taken, and never acknowledged
+
+	require.Eventually(t, func() bool { return len(entries(t, c)) == 1 }, 15*time.Second, 50*time.Millisecond)
+	e := entries(t, c)[0]
+	require.Equal(t, wire.ReasonMaxDeliveries, e.Reason)
+	require.Equal(t, r.ID, e.RequestID)
+	require.Zero(t, requestsLeft(t, c))
+}

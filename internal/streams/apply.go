@@ -79,15 +79,23 @@ func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (R
 		}
 		res = append(res, Change{"stream", s.Name, a})
 	}
-	a, err := applyConsumer(ctx, js, c.Requests.Stream.Name, c.Requests.Consumer, dry)
-	if err != nil {
-		return res, err
+	// The consumer of batch requests any key may send first: before routes it
+	// took the whole stream, and must narrow before another may take a part.
+	rcs := c.RouteConsumers()
+	slices.SortStableFunc(rcs, func(a, b RouteConsumer) int {
+		return boolInt(b.Durable == c.Requests.Consumer.Durable) - boolInt(a.Durable == c.Requests.Consumer.Durable)
+	})
+	for _, rc := range rcs {
+		a, err := applyConsumer(ctx, js, c.Requests.Stream.Name, c.Requests.Consumer, rc, dry)
+		if err != nil {
+			return res, err
+		}
+		res = append(res, Change{"consumer", c.Requests.Stream.Name + "/" + rc.Durable, a})
 	}
-	res = append(res, Change{"consumer", c.Requests.Stream.Name + "/" + c.Requests.Consumer.Durable, a})
 	for _, b := range []struct {
 		bucket Bucket
 		ttl    bool
-	}{{c.KV.Leases, true}, {c.KV.KeyState, false}, {c.KV.Attempts, false}, {c.KV.Replays, false}} {
+	}{{c.KV.Leases, true}, {c.KV.KeyState, false}, {c.KV.Attempts, false}, {c.KV.Replays, false}, {c.KV.Cancels, false}} {
 		a, err := applyBucket(ctx, js, b.bucket, b.ttl, dry)
 		if err != nil {
 			return res, err
@@ -192,35 +200,48 @@ func sameStream(a, b jetstream.StreamConfig) bool {
 		a.AllowDirect == b.AllowDirect
 }
 
-func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer, dry bool) (Action, error) {
-	want := jetstream.ConsumerConfig{
-		Durable:       c.Durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver,
-		MaxAckPending: c.MaxAckPending,
+func boolInt(b bool) int {
+	if b {
+		return 1
 	}
-	cons, err := js.Consumer(ctx, stream, c.Durable)
+	return 0
+}
+
+func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c Consumer, rc RouteConsumer, dry bool) (Action, error) {
+	want := jetstream.ConsumerConfig{
+		Durable:        rc.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckWait:        c.AckWait,
+		MaxDeliver:     c.MaxDeliver,
+		MaxAckPending:  c.MaxAckPending,
+		FilterSubjects: rc.Filters,
+	}
+	cons, err := js.Consumer(ctx, stream, rc.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || (dry && errors.Is(err, jetstream.ErrStreamNotFound)) {
 		if dry {
 			return Created, nil
 		}
 		if _, err := js.CreateConsumer(ctx, stream, want); err != nil {
-			return "", fmt.Errorf("create consumer %s on stream %s: %w", c.Durable, stream, err)
+			return "", fmt.Errorf("create consumer %s on stream %s: %w", rc.Durable, stream, err)
 		}
 		return Created, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("look up consumer %s on stream %s: %w", c.Durable, stream, err)
+		return "", fmt.Errorf("look up consumer %s on stream %s: %w", rc.Durable, stream, err)
 	}
 	have := cons.CachedInfo().Config
-	if have.AckPolicy != want.AckPolicy || have.DeliverPolicy != want.DeliverPolicy || have.FilterSubject != "" || len(have.FilterSubjects) > 0 {
-		return "", fmt.Errorf("consumer %s on stream %s exists with ack policy %s, deliver policy %s and filter %q: %w; "+
-			"ratefleet needs an unfiltered explicit-ack consumer delivering all: delete it (nats consumer rm %s %s) and run again",
-			c.Durable, stream, have.AckPolicy, have.DeliverPolicy, have.FilterSubject, ErrIncompatible, stream, c.Durable)
+	if have.AckPolicy != want.AckPolicy || have.DeliverPolicy != want.DeliverPolicy {
+		return "", fmt.Errorf("consumer %s on stream %s exists with ack policy %s and deliver policy %s: %w; "+
+			"ratefleet needs an explicit-ack consumer delivering all: delete it (nats consumer rm %s %s) and run again",
+			rc.Durable, stream, have.AckPolicy, have.DeliverPolicy, ErrIncompatible, stream, rc.Durable)
 	}
-	if have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending && len(have.BackOff) == 0 {
+	filters := have.FilterSubjects
+	if have.FilterSubject != "" {
+		filters = []string{have.FilterSubject}
+	}
+	if have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending && len(have.BackOff) == 0 &&
+		slices.Equal(filters, want.FilterSubjects) {
 		return Unchanged, nil
 	}
 	merged := have
@@ -228,11 +249,12 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 	merged.MaxDeliver = want.MaxDeliver
 	merged.MaxAckPending = want.MaxAckPending
 	merged.BackOff = nil // retries are delayed by the worker's NAK, deliberately
+	merged.FilterSubject, merged.FilterSubjects = "", want.FilterSubjects
 	if dry {
 		return Updated, nil
 	}
 	if _, err := js.UpdateConsumer(ctx, stream, merged); err != nil {
-		return "", fmt.Errorf("update consumer %s on stream %s: %w", c.Durable, stream, err)
+		return "", fmt.Errorf("update consumer %s on stream %s: %w", rc.Durable, stream, err)
 	}
 	return Updated, nil
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // ErrInvalid is wrapped by every error that reports a problem in the file itself.
@@ -33,6 +35,13 @@ type Config struct {
 	Stats     Stats     `yaml:"stats"`
 	Results   Results   `yaml:"results"`
 	KV        KV        `yaml:"kv"`
+
+	// Routes are the keys, accounts and labels requests may be routed to, each
+	// served by a consumer of its own per priority (RouteConsumers). They come
+	// from the keys file the admin applies with (streams apply --keys-file),
+	// never from streams.yaml; without them only the consumers of requests any
+	// key may send are declared.
+	Routes []wire.Route `yaml:"-"`
 }
 
 // Results declares the stream every request's final outcome is published to, one
@@ -55,10 +64,13 @@ func (r Results) Prefix() string {
 	return strings.TrimSuffix(r.Stream.Subjects[0], ">")
 }
 
-// Requests declares the work queue and the consumer the workers share. Its
-// stream has two subjects: the bare one (Subject), for requests of no owner,
-// and Subject.*, whose last token names the user that published the request
-// (see wire.Owner).
+// Requests declares the work queue and the consumers the workers share. Its
+// stream has four subjects: the bare one (Subject), for requests of no owner,
+// Subject.*, whose last token names the user that published the request (see
+// wire.Owner), and Subject.*.* and Subject.*.*.*, which add a priority and a
+// route (wire.PlaceOf). Consumer declares the settings of every consumer, and
+// the name of the one of batch requests any key may send; the others are
+// derived from it (RouteConsumers).
 type Requests struct {
 	Stream   Stream   `yaml:"stream"`
 	Consumer Consumer `yaml:"consumer"`
@@ -90,6 +102,10 @@ type KV struct {
 	Leases   Bucket `yaml:"leases"`
 	KeyState Bucket `yaml:"key_state"`
 	Attempts Bucket `yaml:"attempts"`
+	// Cancels holds the cancel marks callers write for their own queued
+	// requests (wire.CancelKey); a worker reads a request's mark just before
+	// sending it.
+	Cancels Bucket `yaml:"cancels"`
 	// Replays remembers each replay published, so a rerun after the requests
 	// stream's duplicate window stores nothing twice.
 	Replays Bucket `yaml:"replays"`
@@ -183,19 +199,27 @@ func (c *Config) Validate() error {
 	if c.Requests.Stream.Discard != "new" {
 		v.addf("requests.stream.discard", "is %q; use `new` so a full queue refuses new requests (the producer backs off) instead of silently dropping old ones", c.Requests.Stream.Discard)
 	}
-	if rs := c.Requests.Stream.Subjects; len(rs) != 2 || strings.ContainsAny(rs[0], "*>") || rs[1] != rs[0]+".*" {
+	if rs := c.Requests.Stream.Subjects; len(rs) != 4 || strings.ContainsAny(rs[0], "*>") || rs[1] != rs[0]+".*" || rs[2] != rs[0]+".*.*" || rs[3] != rs[0]+".*.*.*" {
 		base := "ratefleet.requests"
 		if len(rs) > 0 && !strings.ContainsAny(rs[0], "*>") {
 			base = rs[0]
 		}
-		v.addf("requests.stream.subjects", "%q must be [%s, %s.*]: a request published on %s.<user> belongs to that NATS user, and only that user may read its result and reply (docs/security.md); %s takes requests of no user, on a server without users", rs, base, base, base, base)
+		v.addf("requests.stream.subjects", "%q must be [%s, %s.*, %s.*.*, %s.*.*.*]: a request published on %s.<user> belongs to that NATS user, and only that user may read its result and reply (docs/security.md); %s takes requests of no user, on a server without users; the longer forms add a priority and a route (docs/routing.md)", rs, base, base, base, base, base, base)
 	}
 	if c.Requests.Stream.DuplicateWindow <= 0 {
 		v.addf("requests.stream.duplicate_window", "must be positive (for example 2m) so a retried publish is stored once")
 	}
 	cons := c.Requests.Consumer
-	if !validName(cons.Durable) {
-		v.addf("requests.consumer.durable", "%q must be a non-empty name without spaces, dots, '*' or '>'", cons.Durable)
+	if !validName(cons.Durable) || len(cons.Durable) > maxDurable {
+		v.addf("requests.consumer.durable", "%q must be a name of 1 to %d characters without spaces, dots, '*' or '>' (the consumers of routes add to it)", cons.Durable, maxDurable)
+	}
+	for _, r := range c.Routes {
+		if r.Kind == wire.RouteAny {
+			continue
+		}
+		if err := wire.CheckRouteName(r.Name); err != nil {
+			v.addf("routes", "%s: %v", r.Kind, err)
+		}
 	}
 	if cons.AckWait < time.Second {
 		v.addf("requests.consumer.ack_wait", "%s must be at least 1s (how long a worker may hold a request before it is redelivered)", cons.AckWait)
@@ -229,6 +253,10 @@ func (c *Config) Validate() error {
 	v.bucket("kv.key_state", c.KV.KeyState)
 	v.bucket("kv.attempts", c.KV.Attempts)
 	v.bucket("kv.replays", c.KV.Replays)
+	v.bucket("kv.cancels", c.KV.Cancels)
+	if c.KV.Cancels.MaxAge <= 0 || c.KV.Cancels.MaxBytes <= 0 {
+		v.addf("kv.cancels", "max_age and max_bytes must be positive (for example 24h, longer than any request's time to live, and 67108864)")
+	}
 	if c.KV.Replays.MaxAge < 24*time.Hour {
 		v.addf("kv.replays.max_age", "is %s; must be at least 24h: a replay is stored once for this long", c.KV.Replays.MaxAge)
 	}
@@ -238,7 +266,7 @@ func (c *Config) Validate() error {
 	if c.KV.Attempts.MaxBytes <= 0 {
 		v.addf("kv.attempts.max_bytes", "must be set (for example 67108864): every request that fails once writes here, and a crash can leave its log behind until max_age")
 	}
-	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays} {
+	for field, b := range map[string]Bucket{"kv.key_state": c.KV.KeyState, "kv.attempts": c.KV.Attempts, "kv.replays": c.KV.Replays, "kv.cancels": c.KV.Cancels} {
 		if b.LeaseTTL != 0 {
 			v.addf(field+".lease_ttl", "applies to kv.leases only; remove it")
 		}
@@ -255,6 +283,7 @@ func (c *Config) Validate() error {
 		"results.stream": c.Results.Stream.Name,
 		"kv.leases":      "KV_" + c.KV.Leases.Bucket, "kv.key_state": "KV_" + c.KV.KeyState.Bucket,
 		"kv.attempts": "KV_" + c.KV.Attempts.Bucket, "kv.replays": "KV_" + c.KV.Replays.Bucket,
+		"kv.cancels": "KV_" + c.KV.Cancels.Bucket,
 	} {
 		if other, ok := names[name]; ok && name != "" && name != "KV_" {
 			a, b := min(field, other), max(field, other)

@@ -3,156 +3,232 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/stats"
+	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
-// fetchWait bounds one pull request: how long a fetch waits for messages that are
-// not there yet. Short, so sessions that became ready meanwhile join the next one
-// soon; one pull a quarter second per process when idle.
+// fetchWait bounds the one pull a session leaves waiting on the server when
+// none of its queues has a request: short, so a request arriving on another of
+// its queues waits at most this long to be seen.
 const fetchWait = 250 * time.Millisecond
 
-// maxFetch bounds one pull request's batch.
-const maxFetch = 256
-
-// fetcher is the process's one pull loop: it asks the shared consumer for as many
-// messages as there are sessions ready to send, and hands each to one of them. So
-// the process has at most one pull request waiting on the server, whatever its
-// number of keys, and a request waits in the shared queue, where any key may take
-// it, until a key is about to be able to send it.
-type fetcher struct {
+// consumers opens the requests stream's consumers once per process and hands
+// them to the sessions whose keys may serve them.
+type consumers struct {
 	// Set once.
-	cons  jetstream.Consumer
-	log   *slog.Logger
-	rec   *stats.Recorder
-	wants chan *want
-	loop
+	js     jetstream.JetStream
+	stream string
+	all    []streams.RouteConsumer // of the worker's keys, urgent first
+
+	mu     sync.Mutex
+	opened map[string]jetstream.Consumer // by durable name
+	told   map[string]bool               // missing consumers already logged
 }
 
-// want is one session's ask for one message. Exactly one of filled and dropped
-// happens: the fetcher fills it, or its session gives up first.
-type want struct {
-	got   chan jetstream.Msg // holds the one message
-	state atomic.Int32       // wantOpen, wantFilled or wantDropped
-}
-
-const (
-	wantOpen int32 = iota
-	wantFilled
-	wantDropped
-)
-
-func newFetcher(cons jetstream.Consumer, rec *stats.Recorder, log *slog.Logger, sessions int) *fetcher {
-	return &fetcher{cons: cons, rec: rec, log: log, wants: make(chan *want, sessions), loop: newLoop()}
-}
-
-func (f *fetcher) start(wg *sync.WaitGroup) {
-	f.loop.run(wg, f.run)
-}
-
-func (f *fetcher) shutdown() {
-	f.loop.stop()
-}
-
-// next waits for one message until ctx ends. A message it returns is the caller's
-// to handle or give back.
-func (f *fetcher) next(ctx context.Context) (jetstream.Msg, error) {
-	w := &want{got: make(chan jetstream.Msg, 1)}
-	select {
-	case f.wants <- w:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-f.ctx.Done():
-		return nil, f.ctx.Err()
-	}
-	select {
-	case m := <-w.got:
-		return m, nil
-	case <-ctx.Done():
-		if w.state.CompareAndSwap(wantOpen, wantDropped) {
-			return nil, ctx.Err()
-		}
-		return <-w.got, nil // filled meanwhile: the caller gives it back
-	}
-}
-
-func (f *fetcher) run(ctx context.Context) {
-	var pending []*want
-	for {
-		if len(pending) == 0 {
-			select {
-			case w := <-f.wants:
-				pending = append(pending, w)
-			case <-ctx.Done():
-				return
-			}
-		}
-		pending = f.gather(pending)
-		if len(pending) == 0 {
+// newConsumers opens the consumers of requests any key may send, which every
+// fleet has, so a worker started before `streams apply` fails at once.
+func newConsumers(ctx context.Context, js jetstream.JetStream, sc *streams.Config, ks []keys.Key) (*consumers, error) {
+	withRoutes := *sc
+	withRoutes.Routes = keys.RoutesOf(ks)
+	c := &consumers{js: js, stream: sc.Requests.Stream.Name, all: withRoutes.RouteConsumers(), opened: map[string]jetstream.Consumer{}, told: map[string]bool{}}
+	for _, rc := range c.all {
+		if rc.Route.Kind != wire.RouteAny {
 			continue
 		}
-		batch, err := f.cons.Fetch(len(pending), jetstream.FetchMaxWait(fetchWait))
+		if _, err := c.open(ctx, rc); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *consumers) open(ctx context.Context, rc streams.RouteConsumer) (jetstream.Consumer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cons, ok := c.opened[rc.Durable]; ok {
+		return cons, nil
+	}
+	cons, err := c.js.Consumer(ctx, c.stream, rc.Durable)
+	if err != nil {
+		return nil, fmt.Errorf("open consumer %s: %w", rc.Durable, err)
+	}
+	c.opened[rc.Durable] = cons
+	return cons, nil
+}
+
+// queues returns what key k's session pulls from: the consumers of every route
+// k may serve, urgent ones first. A consumer missing on the server (the admin
+// has not applied the keys file's routes: `streams apply --keys-file`) is left
+// out until the key's next session, and told once per process: requests
+// published to its route wait in the stream until the admin declares it.
+func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder, log *slog.Logger) *queues {
+	q := &queues{rec: rec, log: log}
+	for _, rc := range c.all {
+		if !k.Serves(rc.Route) {
+			continue
+		}
+		cons, err := c.open(ctx, rc)
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			if c.tell(rc.Durable) {
+				log.Info("no consumer for this route yet: requests routed to it are served once the admin declares it (streams apply --keys-file)",
+					"priority", rc.Priority, "route", rc.Route.Token(), "err", err)
 			}
-			f.rec.Count("", stats.ResultPullError)
-			f.log.Warn("pull failed; retrying", "err", err)
-			_ = sleep(ctx, 250*time.Millisecond, nil)
 			continue
 		}
-		for msg := range batch.Messages() {
-			pending = f.hand(f.gather(pending), msg)
+		s := source{rc: rc, cons: cons}
+		if rc.Priority == wire.Urgent {
+			q.urgent.srcs = append(q.urgent.srcs, s)
+		} else {
+			q.batch.srcs = append(q.batch.srcs, s)
 		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil &&
-			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			f.rec.Count("", stats.ResultPullError)
-			f.log.Warn("pull ended with an error; retrying", "err", err)
-			_ = sleep(ctx, 250*time.Millisecond, nil) // such as no responders, on a node cut off from the consumer's leader
+	}
+	return q
+}
+
+// tell reports whether the missing consumer durable is yet to be logged.
+func (c *consumers) tell(durable string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := !c.told[durable]
+	c.told[durable] = true
+	return first
+}
+
+// source is one consumer a session pulls from.
+type source struct {
+	rc   streams.RouteConsumer
+	cons jetstream.Consumer
+}
+
+// queues is one session's view of the requests it may take, and the order it
+// takes them in: urgent before batch, except that after wire.BatchEvery-1
+// urgent requests in a row it looks at its batch queues first, so while both
+// wait, at least one in every wire.BatchEvery requests it takes is a batch one.
+// Within a priority it takes its queues (its key's, its account's, each
+// label's, any key's) in turn, starting after the one it last took from: a
+// queue of n of that priority is looked at first at least once in every n
+// takes of the priority. Only its session uses it.
+type queues struct {
+	rec *stats.Recorder
+	log *slog.Logger
+
+	urgent, batch ring
+	streak        int // urgent requests taken since the last batch one
+	turn          int // which queue the next idle wait is on
+}
+
+// ring is the queues of one priority, taken in turn.
+type ring struct {
+	srcs []source
+	next int // where the next look starts
+}
+
+// order returns the queues, starting at next.
+func (r *ring) order() []source {
+	if len(r.srcs) == 0 {
+		return nil
+	}
+	i := r.next % len(r.srcs)
+	return append(append([]source(nil), r.srcs[i:]...), r.srcs[:i]...)
+}
+
+// took moves next past the queue named durable.
+func (r *ring) took(durable string) {
+	for i, s := range r.srcs {
+		if s.rc.Durable == durable {
+			r.next = i + 1
 		}
 	}
 }
 
-// gather adds the wants that arrived meanwhile, up to maxFetch, and drops those
-// whose session gave up.
-func (f *fetcher) gather(pending []*want) []*want {
-	for len(pending) < maxFetch {
-		select {
-		case w := <-f.wants:
-			pending = append(pending, w)
-			continue
-		default:
-		}
-		break
+// next waits for one request until ctx ends, pulling only when asked: a request
+// waits in its queue, where any key that may serve it can take it, until a key
+// is about to be able to send it. A message it returns is the caller's to
+// handle or give back.
+func (q *queues) next(ctx context.Context) (jetstream.Msg, error) {
+	all := append(append([]source(nil), q.urgent.srcs...), q.batch.srcs...)
+	if len(all) == 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
 	}
-	open := pending[:0]
-	for _, w := range pending {
-		if w.state.Load() == wantOpen {
-			open = append(open, w)
+	for {
+		for _, s := range q.order() {
+			m, err := q.pull(ctx, s, 0)
+			if m != nil || err != nil {
+				return m, err
+			}
+		}
+		// Every queue is empty: wait on one, in turn, then look at all again.
+		s := all[q.turn%len(all)]
+		q.turn++
+		m, err := q.pull(ctx, s, fetchWait)
+		if m != nil || err != nil {
+			return m, err
 		}
 	}
-	return open
 }
 
-// hand gives msg to the first want still open, or back to the queue at once.
-func (f *fetcher) hand(pending []*want, msg jetstream.Msg) []*want {
-	for len(pending) > 0 {
-		w := pending[0]
-		pending = pending[1:]
-		if w.state.CompareAndSwap(wantOpen, wantFilled) {
-			w.got <- msg
-			return pending
+// order returns the queues in the order to look at them now.
+func (q *queues) order() []source {
+	if q.streak >= wire.BatchEvery-1 {
+		return append(q.batch.order(), q.urgent.order()...)
+	}
+	return append(q.urgent.order(), q.batch.order()...)
+}
+
+// pull asks s for one request, waiting up to wait for one to arrive (not at all
+// when 0). It returns nil and no error when there was none; an error only when
+// ctx ended.
+func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstream.Msg, error) {
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	var (
+		batch jetstream.MessageBatch
+		err   error
+	)
+	if wait == 0 {
+		batch, err = s.cons.FetchNoWait(1)
+	} else {
+		batch, err = s.cons.Fetch(1, jetstream.FetchMaxWait(wait))
+	}
+	if err == nil {
+		if m, ok := <-batch.Messages(); ok { // a batch of one
+			if ctx.Err() != nil {
+				_ = m.Nak() // the session ended meanwhile: back to the queue at once
+				return nil, ctx.Err()
+			}
+			q.took(s)
+			return m, nil
 		}
+		err = batch.Error()
 	}
-	if err := msg.Nak(); err != nil {
-		f.log.Warn("could not give a fetched request back; it is redelivered after its ack wait", "err", err)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		q.rec.Count("", stats.ResultPullError)
+		q.log.Warn("pull failed; retrying", "consumer", s.rc.Durable, "err", err)
+		// Such as no responders, on a node cut off from the consumer's leader.
+		return nil, sleep(ctx, 250*time.Millisecond, nil)
 	}
-	return pending
+	return nil, nil
+}
+
+// took counts a request taken from s.
+func (q *queues) took(s source) {
+	if s.rc.Priority == wire.Urgent {
+		q.urgent.took(s.rc.Durable)
+		q.streak++
+		return
+	}
+	q.batch.took(s.rc.Durable)
+	q.streak = 0
 }

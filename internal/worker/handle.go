@@ -104,6 +104,10 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
+	if s.withdraw(finish, d, sl, stopKeepAlive) { // cancelled, or not this key's
+		return
+	}
+
 	// 2. Send. The request completes even if the session ends meanwhile: it has
 	// left, or is leaving, and only the fence can stop its bytes.
 	w.rec.Sent(s.key.Name())

@@ -39,6 +39,7 @@ type session struct {
 	cancel  context.CancelCauseFunc
 	gate    *gate
 	nonces  *nonces
+	queues  *queues
 	endOnce sync.Once
 	// cpUntil is when the span of the latest checkpoint written ends.
 	cpUntil atomic.Pointer[time.Time]
@@ -136,6 +137,7 @@ func (s *session) run(ctx context.Context) {
 		return w.state.ReserveNonces(ctx, s.key.Name(), w.cfg.NonceBlock, w.cfg.Now())
 	})
 	s.gate = newGate(p, s.covers, w.cfg.Now, s.nonces)
+	s.queues = w.cons.queues(s.ctx, s.key, w.rec, s.log)
 	if w.cfg.Checkpoint > 0 {
 		if err := s.checkpoint(s.ctx); err != nil {
 			s.log.Error("cannot write the key's first checkpoint; releasing the key", "err", err)
@@ -278,9 +280,10 @@ func (s *session) checkpoints(ctx context.Context) {
 // request: about the time a pull takes, so the slot is not wasted.
 const pullLead = 10 * time.Millisecond
 
-// pull takes requests one at a time, through the process's fetcher, and only when
-// the key is about to be able to send: a request waits in the queue, where any key
-// may take it, rather than in one worker behind its key. It never holds more than
+// pull takes requests one at a time, from the queues its key may serve (urgent
+// first, see queues), and only when the key is about to be able to send: a
+// request waits in the queue, where any key may take it, rather than in one
+// worker behind its key. It never holds more than
 // MaxInFlight requests, and waits for those it started.
 func (s *session) pull(ctx context.Context) {
 	var handlers sync.WaitGroup
@@ -295,7 +298,7 @@ func (s *session) pull(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		msg, err := s.w.fetcher.next(ctx)
+		msg, err := s.queues.next(ctx)
 		if err != nil {
 			return
 		}

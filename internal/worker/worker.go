@@ -1,5 +1,5 @@
 // Package worker is the worker process: it claims API keys through leases, pulls
-// requests from the shared durable consumer and sends each through its key's
+// requests from the shared durable consumers its keys may serve and sends each through its key's
 // limiter to the upstream, then acknowledges, retries or buries it.
 //
 // Where each part lives:
@@ -11,7 +11,9 @@
 //     session for each.
 //   - table.go: watches the lease bucket, so the claimer learns of releases, lapses
 //     and new workers at once without polling keys.
-//   - fetcher.go: the process's one pull loop, feeding the sessions that can send.
+//   - fetcher.go: the consumers of the requests stream (one per priority and
+//     route) and, per session, the order it pulls from those its key may serve:
+//     urgent first, a batch request at least once every wire.BatchEvery.
 //   - reporter.go: publishes the worker's stats every StatsInterval, and a last
 //     report at the end.
 //   - keeper.go: runs the graveyard keeper (requests the server gave up on, and
@@ -20,6 +22,7 @@
 //   - session.go: one held key: claim, lease renewal, pulling, handoff, release.
 //   - handle.go: the life of one request, top to bottom: decode, time to live,
 //     the gate, the send, the answer, ack / NAK / bury.
+//   - cancel.go: the route and cancel checks of a request before it is sent.
 //   - outcome.go: the one table of what each answer class means for the limiter,
 //     the stats, the key and the message.
 //   - gate.go: one key's sends in order: the limiter's wait, the nonce, the lease
@@ -149,12 +152,12 @@ type Worker struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	rec     *stats.Recorder
-	cons    jetstream.Consumer
+	cons    *consumers
+	cancels jetstream.KeyValue
 	settler *settle.Settler
 	state   *keystate.Store
 	leases  jetstream.KeyValue
 	keeper  *settle.Keeper // nil unless Config.Keeper
-	fetcher *fetcher
 }
 
 // New checks the configuration and opens what the worker needs in NATS.
@@ -191,9 +194,13 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 		cfg.Logger = slog.Default()
 	}
 	sc := cfg.Streams
-	cons, err := js.Consumer(ctx, sc.Requests.Stream.Name, sc.Requests.Consumer.Durable)
+	cons, err := newConsumers(ctx, js, sc, cfg.Keys)
 	if err != nil {
-		return nil, fmt.Errorf("worker: open consumer %s: %w", sc.Requests.Consumer.Durable, err)
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	cancels, err := js.KeyValue(ctx, sc.KV.Cancels.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("worker: open cancel bucket: %w", err)
 	}
 	state, err := keystate.Open(ctx, js, sc.KV.KeyState.Bucket)
 	if err != nil {
@@ -216,7 +223,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	w := &Worker{
 		cfg: cfg, js: js, log: cfg.Logger.With("worker", cfg.ID),
 		rec:  stats.NewRecorder(cfg.ID, host, os.Getpid(), cfg.Now()),
-		cons: cons, state: state, leases: leases, keeper: keeper,
+		cons: cons, cancels: cancels, state: state, leases: leases, keeper: keeper,
 	}
 	retry := cfg.Upstream.Profile().Retry
 	if cfg.Retry != nil {
@@ -227,7 +234,6 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	}); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	w.fetcher = newFetcher(cons, w.rec, w.log, cfg.MaxKeys)
 	return w, nil
 }
 
@@ -281,7 +287,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.keeper.Serving = func() bool { return serving(table) }
 		duties = append(duties, newKeeperDuty(w.keeper, w.log))
 	}
-	duties = append(duties, newTableWatcher(table, w.leases, w.log), w.fetcher, newClaimer(w, table))
+	duties = append(duties, newTableWatcher(table, w.leases, w.log), newClaimer(w, table))
 
 	var wg sync.WaitGroup
 	for _, d := range duties {
