@@ -73,9 +73,11 @@ bench-delays: build
 	$(BIN)/fleet delays --duration $(DELAY_TIME) --many-keys $(DELAY_KEYS) --bin $(BIN)
 
 # The fleet against the simulator's models of real upstreams (a rule shared by
-# five keys, Binance, an LLM API), each with its profile: about 12 minutes.
+# five keys, Binance, an LLM API), each with its profile, an outside client seen
+# only in usage headers, and routing with priorities: about 20 minutes.
+MODELS_TIME ?= 60s
 bench-models: build
-	$(BIN)/fleet models --bin $(BIN)
+	$(BIN)/fleet models --bin $(BIN) --duration $(MODELS_TIME)
 
 bench-failover: build
 	$(BIN)/fleet failover --duration $(FAILOVER_TIME) --bin $(BIN)

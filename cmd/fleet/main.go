@@ -210,9 +210,13 @@ func models(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := cmd.Flags
 	bin, logs := runFlags(fs)
 	var (
-		duration = fs.Duration("duration", 60*time.Second, "measured time per case, unless the case needs whole minutes")
-		warmup   = fs.Duration("warmup", 10*time.Second, "time before measuring, unless the case needs more")
-		only     = fs.String("cases", "", "cases to run, by number (1,3); all when empty")
+		duration   = fs.Duration("duration", 60*time.Second, "measured time per case, unless the case needs whole minutes")
+		warmup     = fs.Duration("warmup", 10*time.Second, "time before measuring, unless the case needs more")
+		only       = fs.String("cases", "", "model cases to run, by number (1,3); all when empty")
+		outside    = fs.Bool("outside", true, "also run the outside-client case: 30 % of one key's budget used by a client outside the fleet, seen only in usage headers")
+		batch      = fs.Int("batch", 10000, "routing and priorities: batch requests queued before the workers start; 0 skips the case")
+		urgent     = fs.Int("urgent", 300, "routing and priorities: urgent requests published while the batch drains")
+		urgentRate = fs.Float64("urgent-rate", 3, "routing and priorities: urgent requests a second")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -229,7 +233,24 @@ func models(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg := bench.Config{Bin: *bin, Duration: *duration, Warmup: *warmup, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	rows, err := bench.Models(ctx, cfg, cases)
+	if err == nil && *outside {
+		ucfg := bench.UsageConfig{Bin: *bin, Share: 0.3, Duration: *duration, Warmup: *warmup, Logs: cfg.Logs, Logger: cfg.Logger}
+		cfg.Logger.Info("models benchmark: case", "case", "outside client")
+		var u bench.UsageRow
+		if u, err = bench.Usage(ctx, ucfg); err == nil {
+			rows = append(rows, bench.OutsideRow(u))
+		}
+	}
 	fmt.Fprint(stdout, bench.FormatModels(rows))
+	if err == nil && *batch > 0 {
+		cfg.Logger.Info("models benchmark: case", "case", "routing and priorities", "batch", *batch)
+		var r bench.RoutingResult
+		r, err = bench.Routing(ctx, bench.RoutingConfig{Batch: *batch, Urgent: *urgent, UrgentRate: *urgentRate, Logger: cfg.Logger})
+		if err == nil {
+			fmt.Fprintf(stdout, "\nRouting and priorities: %d batch requests queued before the workers start, then %d urgent at %g a second; every %dth request names a label two of the five keys carry.\n\n%s",
+				r.Batch, r.Urgent, *urgentRate, 5, bench.RoutingTable(r))
+		}
+	}
 	return err
 }
 

@@ -108,7 +108,7 @@ func ModelCases() ([]ModelCase, error) {
 			ExchangeArgs: []string{"--model", "binance"},
 			Lines:        func(i int) string { return binanceCalls[i%len(binanceCalls)] },
 			Count:        60000, Rule: "REQUEST_WEIGHT 1m", Unit: "weight/s", Align: time.Minute,
-			Bound: 100, BoundNote: "6,000 weight a calendar minute for the IP (the binding rule: the mix costs 3.0 weight and 0.2 orders a call, 33 calls/s and 6.7 orders/s of 10/s): 100/s",
+			Bound: 100, BoundNote: "6,000 weight a calendar minute for the IP (the binding rule: the mix costs 2.4 weight and 0.2 orders a call, so 41.7 calls/s and 8.3 orders/s of the 10/s the orders rule allows): 100/s",
 			Warmup: 75 * time.Second, Duration: 3 * time.Minute,
 		},
 		{
@@ -262,6 +262,19 @@ func exchangeStats(ctx context.Context, baseURL string) (exchange.Stats, error) 
 		return st, fmt.Errorf("exchange stats: %w", err)
 	}
 	return st, nil
+}
+
+// OutsideRow is the usage-header benchmark's result as a row of the models
+// table.
+func OutsideRow(u UsageRow) ModelRow {
+	return ModelRow{
+		Case: ModelCase{
+			Name: fmt.Sprintf("an outside client using %.0f %% of one key's budget, seen only in usage headers", 100*u.Share),
+			Unit: "req/s", Bound: u.Bound,
+			BoundNote: fmt.Sprintf("the key's 20 requests per 1001 ms less the outside client's %.0f %%: %.2f/s (429 counts the shared key's)", 100*u.Share, u.Bound),
+		},
+		Rate: u.OKPerSecond, RateLimited: u.RateLimited, BoxBusy: u.BoxBusy,
+	}
 }
 
 // FormatModels renders the rows as one Markdown table, then each row's bound

@@ -106,3 +106,36 @@ func startCheckpointing(t *testing.T, env *testenv.Env, id, upstreamURL string, 
 	t.Cleanup(func() { cancel(); <-s.done })
 	return s
 }
+
+// TestWorker_StopsSendingWhenItsCheckpointsCannotBeWritten shows the span of a
+// checkpoint fences the holder: once it cannot write a newer one, it sends
+// nothing after the last one's span, lease or not, so that a crash then loses
+// no more than the span to the next holder.
+func TestWorker_StopsSendingWhenItsCheckpointsCannotBeWritten(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	var answered atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answered.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"OK"}`))
+	}))
+	t.Cleanup(srv.Close)
+	store, err := keystate.Open(context.Background(), env.Conn.JS, env.Conn.Streams.KV.KeyState.Bucket)
+	require.NoError(t, err)
+	ks := exchange.DefaultKeys()[:1]
+
+	publishRequests(t, env, 5, 5*time.Minute)
+	startCheckpointing(t, env, "holder", srv.URL, limiter.Config{MaxDelay: 50 * time.Millisecond}, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return answered.Load() == 5 }, 30*time.Second, 10*time.Millisecond)
+
+	// Key state now names another holder: the holder's checkpoints fail.
+	_, err = store.Update(context.Background(), ks[0].Name(), func(r *keystate.Record) error {
+		r.Holder = "someone-else"
+		return nil
+	})
+	require.NoError(t, err)
+	time.Sleep(time.Second) // past the last checkpoint's span of 400 ms
+	publishRequests(t, env, 5, 5*time.Minute)
+	require.Never(t, func() bool { return answered.Load() > 5 }, 3*time.Second, 50*time.Millisecond,
+		"no send leaves after the last checkpoint's span")
+}
