@@ -105,7 +105,7 @@ func TestStreams_OnlyTheAdminApplies(t *testing.T) {
 	code, stdout, stderr = runAs(t, roleEnv(acc, roles.Admin), append([]string{"apply", "--nats", url, "--keys-file", keysFile, "--log-level", "debug"}, tls...)...)
 	require.Equal(t, 0, code, stderr)
 	require.NotContains(t, stdout+stderr, secret)
-	require.Contains(t, stderr, "workers_urgent_label-spot")
+	require.Contains(t, stderr, "workers_batch_label-spot")
 	code, _, stderr = runAs(t, roleEnv(acc, roles.Admin), append([]string{"apply", "--nats", url, "--keys-file", filepath.Join(t.TempDir(), "none")}, tls...)...)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "read API keys")

@@ -100,7 +100,7 @@ func Routing(ctx context.Context, cfg RoutingConfig) (RoutingResult, error) {
 		return res, err
 	}
 	defer ns.Shutdown()
-	conn, err := natsconn.Open(ctx, natsconn.Options{URL: ns.ClientURL(), Name: "bench-routing", Routes: keys.RoutesOf(ks), Logger: quiet})
+	conn, err := natsconn.Open(ctx, natsconn.Options{URL: ns.ClientURL(), Name: "bench-routing", Routes: keys.RoutesOf(ks), Priorities: true, Logger: quiet})
 	if err != nil {
 		return res, err
 	}

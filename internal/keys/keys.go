@@ -254,8 +254,16 @@ func validName(s string) bool {
 
 // Routes returns the routes of the requests the key may send, in the order a
 // session looks at them: those naming the key, its account, each of its
-// labels, then those naming none (wire.Any).
+// labels, then those naming none (wire.Any). Only a key whose line names an
+// account or labels may be named by a request: another serves wire.Any alone.
 func (k Key) Routes() []wire.Route {
+	if k.account == "" && len(k.labels) == 0 {
+		// A key whose line names no account and no label serves only
+		// requests any key may send: each route is a consumer of its own,
+		// and the server's work on every acknowledgement grows with their
+		// number.
+		return []wire.Route{wire.Any}
+	}
 	out := []wire.Route{{Kind: wire.RouteKey, Name: k.name}, {Kind: wire.RouteAccount, Name: k.Account()}}
 	for _, l := range k.labels {
 		out = append(out, wire.Route{Kind: wire.RouteLabel, Name: l})
@@ -265,6 +273,9 @@ func (k Key) Routes() []wire.Route {
 
 // Serves reports whether the key may send a request of route r.
 func (k Key) Serves(r wire.Route) bool {
+	if r.Kind != wire.RouteAny && k.account == "" && len(k.labels) == 0 {
+		return false
+	}
 	switch r.Kind {
 	case wire.RouteKey:
 		return r.Name == k.name

@@ -192,7 +192,8 @@ func TestKey_ServesExactlyItsRoutes(t *testing.T) {
 		{label("gpt4"), []bool{true, false, false}},
 		{label("other"), []bool{false, false, false}},
 		{acct("main"), []bool{true, true, false}},
-		{acct("k3"), []bool{false, false, true}}, // a key with no account is its own
+		{acct("k3"), []bool{false, false, false}}, // a key naming no account nor label serves no route
+		{key("k3"), []bool{false, false, false}},
 		{key("k2"), []bool{false, true, false}},
 	}
 	for _, tt := range tests {
@@ -203,5 +204,5 @@ func TestKey_ServesExactlyItsRoutes(t *testing.T) {
 			}
 		})
 	}
-	require.Equal(t, []wire.Route{key("k1"), acct("main"), label("spot"), label("gpt4"), wire.Any, key("k2"), key("k3"), acct("k3")}, keys.RoutesOf(ks))
+	require.Equal(t, []wire.Route{key("k1"), acct("main"), label("spot"), label("gpt4"), wire.Any, key("k2")}, keys.RoutesOf(ks))
 }

@@ -51,6 +51,9 @@ type Options struct {
 	// consumers of its own (streams.Config.Routes): the admin passes those of
 	// the keys file. Others leave it empty and check only what every fleet has.
 	Routes []wire.Route
+	// Priorities declares the consumers of urgent requests, as streams.yaml's
+	// requests.consumer.priorities does.
+	Priorities bool
 	// Logger receives connection events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -85,6 +88,7 @@ func Open(ctx context.Context, o Options) (*Conn, error) {
 		return nil, err
 	}
 	cfg.Routes = o.Routes
+	cfg.Requests.Consumer.Priorities = cfg.Requests.Consumer.Priorities || o.Priorities
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

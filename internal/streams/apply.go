@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // ErrIncompatible is wrapped when an existing stream, consumer or bucket differs
@@ -82,6 +84,17 @@ func (c *Config) apply(ctx context.Context, js jetstream.JetStream, dry bool) (R
 	// The consumer of batch requests any key may send first: before routes it
 	// took the whole stream, and must narrow before another may take a part.
 	rcs := c.RouteConsumers()
+	if len(rcs) == 1 && rcs[0].Filters == nil && !dry {
+		// One consumer, unfiltered, would overlap the consumers of routes or
+		// priorities an earlier apply declared: keep it filtered then.
+		others, err := c.routeConsumersOnServer(ctx, js)
+		if err != nil {
+			return res, err
+		}
+		if others {
+			rcs[0].Filters = append(c.Requests.Filters(wire.Batch, wire.Any), c.Requests.Filters(wire.Urgent, wire.Any)...)
+		}
+	}
 	slices.SortStableFunc(rcs, func(a, b RouteConsumer) int {
 		return boolInt(b.Durable == c.Requests.Consumer.Durable) - boolInt(a.Durable == c.Requests.Consumer.Durable)
 	})
@@ -240,8 +253,11 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 	if have.FilterSubject != "" {
 		filters = []string{have.FilterSubject}
 	}
+	// The filters of the consumer of batch requests any key may send depend on
+	// the routes and priorities an admin applied, which a check cannot know.
+	anyFilters := dry && rc.Priority == wire.Batch && rc.Route.Kind == wire.RouteAny
 	if have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending && len(have.BackOff) == 0 &&
-		slices.Equal(filters, want.FilterSubjects) {
+		(anyFilters || slices.Equal(filters, want.FilterSubjects)) {
 		return Unchanged, nil
 	}
 	merged := have
@@ -257,6 +273,26 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 		return "", fmt.Errorf("update consumer %s on stream %s: %w", rc.Durable, stream, err)
 	}
 	return Updated, nil
+}
+
+// routeConsumersOnServer reports whether the requests stream has a consumer of
+// a route or a priority beside the one of batch requests any key may send.
+func (c *Config) routeConsumersOnServer(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	st, err := js.Stream(ctx, c.Requests.Stream.Name)
+	if err != nil {
+		return false, fmt.Errorf("look up stream %s: %w", c.Requests.Stream.Name, err)
+	}
+	names := st.ConsumerNames(ctx)
+	found := false
+	for name := range names.Name() {
+		if strings.HasPrefix(name, c.Requests.Consumer.Durable+"_") {
+			found = true
+		}
+	}
+	if err := names.Err(); err != nil {
+		return false, fmt.Errorf("list the consumers of stream %s: %w", c.Requests.Stream.Name, err)
+	}
+	return found, nil
 }
 
 // limitMarkerTTL is how long the server keeps the marker of an expired key; it turns

@@ -149,6 +149,12 @@ type Consumer struct {
 	// RetryDelays is no longer read: the upstream profile's retry section says
 	// when a failed attempt is tried again. Declaring it is an error that says so.
 	RetryDelays []time.Duration `yaml:"retry_delays"`
+	// Priorities declares a consumer of urgent requests beside the one of batch
+	// requests, so that urgent ones are taken first. Without it and without
+	// routes (streams apply --keys-file), the one consumer takes every request,
+	// urgent ones as batch, with no filter: the server then does the least work
+	// a request.
+	Priorities bool `yaml:"priorities"`
 }
 
 // Bucket declares one KV bucket.

@@ -106,7 +106,7 @@ func TestApply_TwiceChangesNothing(t *testing.T) {
 
 	first, err := c.Apply(ctx, js)
 	require.NoError(t, err)
-	require.Len(t, first, 12, "5 streams, the urgent and batch consumers of any key, 5 buckets")
+	require.Len(t, first, 11, "5 streams, the one consumer (no priorities, no routes), 5 buckets")
 	for _, ch := range first {
 		require.Equal(t, streams.Created, ch.Action, ch.Name)
 	}

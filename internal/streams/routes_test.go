@@ -18,6 +18,7 @@ func TestApply_NarrowsTheOldConsumerAndGivesEachRouteItsOwn(t *testing.T) {
 	js := connect(t)
 	ctx := context.Background()
 	c := defaultConfig(t)
+	c.Requests.Consumer.Priorities = true
 	_, err := c.Apply(ctx, js)
 	require.NoError(t, err)
 	// The consumer as it was before routes: unfiltered, the only one.
@@ -77,4 +78,38 @@ func TestApply_NarrowsTheOldConsumerAndGivesEachRouteItsOwn(t *testing.T) {
 		}
 		require.ElementsMatch(t, bodies, got, name)
 	}
+}
+
+// TestApply_OneConsumerIsUnfilteredUnlessRoutesWereApplied: with neither
+// priorities nor routes the one consumer takes every request, unfiltered (the
+// least work for the server); an apply without the keys file after one with it
+// keeps it filtered, as it must not overlap the routes' consumers.
+func TestApply_OneConsumerIsUnfilteredUnlessRoutesWereApplied(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	c := defaultConfig(t)
+	_, err := c.Apply(ctx, js)
+	require.NoError(t, err)
+	filters := func() []string {
+		cons, err := js.Consumer(ctx, "RATEFLEET_REQUESTS", "workers")
+		require.NoError(t, err)
+		cfg := cons.CachedInfo().Config
+		if cfg.FilterSubject != "" {
+			return []string{cfg.FilterSubject}
+		}
+		return cfg.FilterSubjects
+	}
+	require.Empty(t, filters())
+
+	c.Routes = []wire.Route{{Kind: wire.RouteLabel, Name: "spot"}}
+	_, err = c.Apply(ctx, js)
+	require.NoError(t, err)
+	require.NotEmpty(t, filters())
+
+	c.Routes = nil
+	_, err = c.Apply(ctx, js)
+	require.NoError(t, err)
+	require.NotEmpty(t, filters(), "the label's consumer is still there")
+	_, err = c.Check(ctx, js)
+	require.NoError(t, err, "a check without the routes takes the consumer as it is")
 }

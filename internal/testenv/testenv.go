@@ -64,7 +64,7 @@ func startExchange(t testing.TB, env *Env, o Options) *Env {
 
 // NATS starts an embedded server alone and connects to it as natsconn does (the
 // built-in declarations applied), then, when mod is not nil, changes the
-// declarations with mod and applies them again.
+// declarations (with priorities, and then with mod) and applies them again.
 func NATS(t testing.TB, mod func(*streams.Config)) *natsconn.Conn {
 	t.Helper()
 	_, c := startNATS(t, 0, mod)
@@ -83,11 +83,14 @@ func startNATS(t testing.TB, maxPayload int32, mod func(*streams.Config)) (*embe
 	c, err := natsconn.Open(ctx, natsconn.Options{URL: ns.ClientURL(), Name: "testenv", Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(c.NC.Close)
+	// Tests run with priorities, the fleet's fullest shape: urgent requests
+	// have a consumer of their own.
+	c.Streams.Requests.Consumer.Priorities = true
 	if mod != nil {
 		mod(c.Streams)
-		require.NoError(t, c.Streams.Validate())
-		_, err = c.Streams.Apply(ctx, c.JS)
-		require.NoError(t, err)
 	}
+	require.NoError(t, c.Streams.Validate())
+	_, err = c.Streams.Apply(ctx, c.JS)
+	require.NoError(t, err)
 	return ns, c
 }

@@ -32,6 +32,7 @@ func routedKeys() []keys.Key {
 	ks[1] = ks[1].WithGroups("", []string{"spot", "gpt4"})
 	ks[2] = ks[2].WithGroups("main", nil)
 	ks[3] = ks[3].WithGroups("main", nil)
+	ks[4] = ks[4].WithGroups("solo", nil) // named by its own name only
 	return ks
 }
 
