@@ -1,7 +1,6 @@
 package limiter
 
 import (
-	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -28,10 +27,7 @@ func Recover(cfg SetConfig, cp State, span time.Duration, latest time.Time) Stat
 	out := recoverDim(cp, rulesOf(cfg, 0), span, latest)
 	out.Dims = nil
 	for i := 1; i < len(cfg.Dims); i++ {
-		name := cfg.Dims[i].Name
-		if u := cfg.Dims[i].Unit; u > 1 {
-			name = fmt.Sprintf("%s/%d", name, u)
-		}
+		name := cfg.Dims[i].label()
 		ds, ok := cp.Dims[name]
 		if !ok {
 			continue // RestoreSet takes a dimension the state lacks as full

@@ -52,6 +52,15 @@ type Dimension struct {
 	Whole []Rule
 }
 
+// label names d in a State's Dims: its name, with its Unit for a scaled one
+// (output_tokens/8).
+func (d Dimension) label() string {
+	if d.Unit > 1 {
+		return fmt.Sprintf("%s/%d", d.Name, d.Unit)
+	}
+	return d.Name
+}
+
 // SetConfig configures a Set: Config's delays, margins and thresholds apply to
 // every dimension (its Rules are ignored), and Dims names the dimensions. The
 // order rule, if Config has one, is kept by the first dimension only.
@@ -120,10 +129,7 @@ func newSet(cfg SetConfig, st *State) (*Set, error) {
 	s := &Set{open: map[uint64]*setSend{}, ended: map[uint64]*setSend{}}
 	seen := map[string]bool{}
 	for i, d := range cfg.Dims {
-		label := d.Name
-		if d.Unit > 1 {
-			label = fmt.Sprintf("%s/%d", d.Name, d.Unit)
-		}
+		label := d.label()
 		switch {
 		case d.Name == "":
 			return nil, fmt.Errorf("%w: dimension %d has no name", ErrInvalidConfig, i+1)
@@ -578,14 +584,4 @@ func (s *Set) Handoff() (json.RawMessage, error) {
 		return nil, fmt.Errorf("encode limiter state: %w", err)
 	}
 	return data, nil
-}
-
-// Dimensions returns the labels of the set's dimensions, the first first: a
-// dimension's name, with its Unit for a scaled one (output_tokens/8).
-func (s *Set) Dimensions() []string {
-	out := make([]string, len(s.dims))
-	for i, d := range s.dims {
-		out[i] = d.label
-	}
-	return out
 }

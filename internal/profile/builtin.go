@@ -37,13 +37,9 @@ func BuiltinNames() []string {
 
 // Builtin returns the built-in profile of that name.
 func Builtin(name string) (*Profile, error) {
-	doc, ok := builtinYAML[name]
-	if !ok {
-		b, err := builtinFS.ReadFile("builtin/" + name + ".yaml")
-		if err != nil || strings.ContainsAny(name, "/.") {
-			return nil, fmt.Errorf("%w %q: use one of %s, or a profile file's path", ErrUnknownBuiltin, name, strings.Join(BuiltinNames(), ", "))
-		}
-		doc = string(b)
+	doc, err := BuiltinYAML(name)
+	if err != nil {
+		return nil, err
 	}
 	return Parse("built-in profile "+name, []byte(doc))
 }
@@ -63,7 +59,7 @@ func BuiltinYAML(name string) (string, error) {
 		return doc, nil
 	}
 	if !slices.Contains(BuiltinNames(), name) {
-		return "", fmt.Errorf("%w %q: use one of %s", ErrUnknownBuiltin, name, strings.Join(BuiltinNames(), ", "))
+		return "", fmt.Errorf("%w %q: use one of %s, or a profile file's path", ErrUnknownBuiltin, name, strings.Join(BuiltinNames(), ", "))
 	}
 	b, err := builtinFS.ReadFile("builtin/" + name + ".yaml")
 	return string(b), err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
@@ -77,10 +78,8 @@ func (r Rule) scope() string {
 // first.
 func (p *Profile) dimensions() []string {
 	var out []string
-	seen := map[string]bool{}
 	add := func(name string) {
-		if !seen[name] {
-			seen[name] = true
+		if !slices.Contains(out, name) {
 			out = append(out, name)
 		}
 	}

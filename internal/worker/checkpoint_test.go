@@ -2,23 +2,18 @@ package worker_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/testenv"
-	"github.com/ratefleet/ratefleet/internal/upstream"
 	"github.com/ratefleet/ratefleet/internal/worker"
 )
 
@@ -45,13 +40,7 @@ func TestWorkers_ACrashResumesFromTheLastCheckpoint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := testenv.Start(t, testenv.Options{})
-			var answered atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				answered.Add(1)
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(`{"status":"OK"}`))
-			}))
-			t.Cleanup(srv.Close)
+			srv, answered := countingUpstream(t)
 			store, err := keystate.Open(context.Background(), env.Conn.JS, env.Conn.Streams.KV.KeyState.Bucket)
 			require.NoError(t, err)
 			ks := exchange.DefaultKeys()[:1]
@@ -84,27 +73,21 @@ func TestWorkers_ACrashResumesFromTheLastCheckpoint(t *testing.T) {
 // every interval (none when negative).
 func startCheckpointing(t *testing.T, env *testenv.Env, id, upstreamURL string, lc limiter.Config, interval time.Duration) *soloWorker {
 	t.Helper()
-	nc, err := nats.Connect(env.NATS.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	factory, err := worker.NewPacerFactory("adaptive", lc)
-	require.NoError(t, err)
-	up, err := upstream.New(upstreamURL, 2*time.Second, 32, nil)
-	require.NoError(t, err)
-	t.Cleanup(up.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(ctx, js, worker.Config{
-		ID: id, Keys: exchange.DefaultKeys()[:1], Upstream: up, Streams: env.Conn.Streams, NewPacer: factory,
-		ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond, Checkpoint: interval,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test_worker", id),
-	})
-	require.NoError(t, err)
-	s := &soloWorker{w: w, nc: nc, stop: cancel, done: make(chan struct{})}
-	go func() { defer close(s.done); _ = w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-s.done })
-	return s
+	return startSoloWith(t, env, id, upstreamURL, 0, lc, exchange.DefaultKeys()[:1], 1, func(c *worker.Config) { c.Checkpoint = interval })
+}
+
+// countingUpstream answers every request 200 in the reference's format and
+// counts them.
+func countingUpstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	answered := new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answered.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"OK"}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, answered
 }
 
 // TestWorker_StopsSendingWhenItsCheckpointsCannotBeWritten shows the span of a
@@ -113,13 +96,7 @@ func startCheckpointing(t *testing.T, env *testenv.Env, id, upstreamURL string, 
 // no more than the span to the next holder.
 func TestWorker_StopsSendingWhenItsCheckpointsCannotBeWritten(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
-	var answered atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		answered.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"OK"}`))
-	}))
-	t.Cleanup(srv.Close)
+	srv, answered := countingUpstream(t)
 	store, err := keystate.Open(context.Background(), env.Conn.JS, env.Conn.Streams.KV.KeyState.Bucket)
 	require.NoError(t, err)
 	ks := exchange.DefaultKeys()[:1]

@@ -43,6 +43,13 @@ func startSolo(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time
 // startSoloHolding is startSolo for a worker holding up to maxKeys keys.
 func startSoloHolding(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time.Duration, lc limiter.Config, ks []keys.Key, maxKeys int) *soloWorker {
 	t.Helper()
+	return startSoloWith(t, env, id, upstreamURL, skew, lc, ks, maxKeys, nil)
+}
+
+// startSoloWith is startSoloHolding with the worker's configuration changed by
+// mod, if not nil.
+func startSoloWith(t *testing.T, env *testenv.Env, id, upstreamURL string, skew time.Duration, lc limiter.Config, ks []keys.Key, maxKeys int, mod func(*worker.Config)) *soloWorker {
+	t.Helper()
 	nc, err := nats.Connect(env.NATS.ClientURL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
@@ -55,11 +62,15 @@ func startSoloHolding(t *testing.T, env *testenv.Env, id, upstreamURL string, sk
 	require.NoError(t, err)
 	t.Cleanup(up.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(ctx, js, worker.Config{
+	cfg := worker.Config{
 		ID: id, Keys: ks, MaxKeys: maxKeys, Upstream: up, Streams: env.Conn.Streams, NewPacer: factory, Now: clock,
 		ClaimRetry: 100 * time.Millisecond, StatsInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("test_worker", id),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	w, err := worker.New(ctx, js, cfg)
 	require.NoError(t, err)
 	s := &soloWorker{w: w, nc: nc, stop: cancel, done: make(chan struct{})}
 	go func() { defer close(s.done); _ = w.Run(ctx) }()
