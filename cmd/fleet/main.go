@@ -491,6 +491,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		duration   = fs.Duration("duration", 30*time.Second, "measured time, in each cell")
 		profCell   = fs.String("profile-cell", "100x5", "the cell (keys x workers) whose processes write CPU profiles; none if it is not in the matrix, or empty")
 		goCmd      = fs.String("go", "go", "the go command, for `go tool pprof`")
+		profDir    = fs.String("profiles-dir", "", "keep the profiled cell's raw CPU profiles in this `folder` (default: a temporary one, removed)")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -512,7 +513,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return cmd.Usage(fmt.Errorf("--profile-cell: %w", err))
 		}
 	}
-	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd,
+	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd, ProfileDir: *profDir,
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	res, err := bench.CPU(ctx, cfg)
 	fmt.Fprint(stdout, bench.FormatCPU(res, cfg))

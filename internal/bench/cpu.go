@@ -31,8 +31,12 @@ type CPUConfig struct {
 	// pprof`.
 	Profile Cell
 	GoCmd   string
-	Logs    io.Writer
-	Logger  *slog.Logger
+	// ProfileDir, when set, is where the profiled cell's raw profiles are
+	// written and kept, for `go tool pprof` by hand; otherwise they go to a
+	// temporary folder removed after the summary.
+	ProfileDir string
+	Logs       io.Writer
+	Logger     *slog.Logger
 }
 
 // Cell is one point of the CPU benchmark's matrix: how many keys, shared by how
@@ -159,11 +163,17 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 	var env []string
 	var profDir string
 	if row.Profiled {
-		dir, err := os.MkdirTemp("", "ratefleet-cpu-profiles-")
-		if err != nil {
+		dir := cfg.ProfileDir
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "ratefleet-cpu-profiles-")
+			if err != nil {
+				return row, nil, fmt.Errorf("profiles folder: %w", err)
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
+		} else if err := os.MkdirAll(dir, 0o755); err != nil {
 			return row, nil, fmt.Errorf("profiles folder: %w", err)
 		}
-		defer os.RemoveAll(dir)
 		profDir, env = dir, []string{cli.CPUProfileEnv + "=" + dir}
 	}
 	rate := float64(c.Keys) * 20 * overload
