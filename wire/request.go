@@ -283,21 +283,26 @@ func (r Request) Encode() ([]byte, error) {
 // unknown fields are an error, so a message written by something else is caught
 // rather than half-read.
 func Decode(data []byte) (Request, error) {
-	var head struct {
-		V  int    `json:"v"`
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(data, &head); err == nil && head.V > Version {
-		return Request{ID: head.ID}, fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, head.V, Version)
-	}
 	var r Request
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return Request{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	err := dec.Decode(&r)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the request")
 	}
-	if dec.More() {
-		return Request{}, fmt.Errorf("%w: trailing data after the request", ErrMalformed)
+	if err != nil || r.V > Version {
+		// One parse in the common case; only a record that does not read as
+		// this version's is read again for its version alone.
+		var head struct {
+			V  int    `json:"v"`
+			ID string `json:"id"`
+		}
+		if herr := json.Unmarshal(data, &head); herr == nil && head.V > Version {
+			return Request{ID: head.ID}, fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, head.V, Version)
+		}
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if err := r.Validate(); err != nil {
 		// What was read comes back with the error, so a request with a valid

@@ -174,7 +174,7 @@ func For(cfg *streams.Config, name, user string) (Role, error) {
 		r.Publish = cat(check,
 			[]string{api("CONSUMER.MSG.NEXT.%s.*", req.Name), "$JS.ACK." + req.Name + ".*.>"},
 			kvRead(leases), kvWrite(leases), kvWatch(leases),
-			kvRead(cancels),
+			kvRead(cancels), kvWatch(cancels),
 			kvRead(keys), kvWrite(keys),
 			kvRead(attempts), kvWrite(attempts),
 			[]string{st.Subjects[0]},
@@ -182,7 +182,7 @@ func For(cfg *streams.Config, name, user string) (Role, error) {
 			res.Subjects, []string{reply}, streamRead(res.Name))
 		r.Why = []string{
 			"pull from the consumers " + req.Name + "/" + durable + " and " + durable + "_<priority>_<route> (those its keys may serve) and ack, NAK or terminate their messages",
-			"read the cancel marks in " + cancels + " just before sending",
+			"watch the cancel marks in " + cancels + ", and read one just before sending while the watch is not running",
 			"claim, renew, release and watch leases in " + leases + "; read and reserve nonces, count 429s and mark keys unusable in " + keys + "; record attempts in " + attempts,
 			"publish its counters to " + st.Subjects[0] + " and buried requests to " + grave.Subjects[0],
 			"publish every final outcome to " + cfg.Results.Prefix() + "<owner>.<id> (reading an earlier one first) and to the owner's reply subject under " + reply,

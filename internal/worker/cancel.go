@@ -3,6 +3,10 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -40,13 +44,18 @@ func (s *session) withdraw(ctx context.Context, d settle.Delivery, sl slot, stop
 	return true
 }
 
-// cancelled reports whether req's owner has marked it cancelled. A mark that
-// cannot be read counts as none (the request is sent, as asked before the
-// mark), with a warning.
+// cancelled reports whether req's owner has marked it cancelled: from the
+// worker's copy of the cancels bucket while its watch is live, else from the
+// bucket. A mark that cannot be read counts as none (the request is sent, as
+// asked before the mark), with a warning.
 func (s *session) cancelled(ctx context.Context, req wire.Request) bool {
+	key := wire.CancelKey(req.Owner, req.ID)
+	if marked, known := s.w.marks.lookup(key); known {
+		return marked
+	}
 	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
-	_, err := s.w.cancels.Get(ctx, wire.CancelKey(req.Owner, req.ID))
+	_, err := s.w.cancels.Get(ctx, key)
 	switch {
 	case err == nil:
 		return true
@@ -56,3 +65,113 @@ func (s *session) cancelled(ctx context.Context, req wire.Request) bool {
 	s.log.Warn("could not read the request's cancel mark; sending it", "request", req.ID, "err", err)
 	return false
 }
+
+// marks is the worker's copy of the cancels bucket's keys, kept by a watch, so
+// that the check before each send costs no read of the bucket. Marks are rare
+// and small; each is dropped once the bucket's max_age has removed it from the
+// bucket too, so the copy holds no more than the bucket does.
+//
+// What it gives up: a mark is seen once the watch delivers it, a moment after
+// it is written (on one machine, well under a millisecond), where a read of
+// the bucket sees it as soon as it is stored. A request checked in that moment
+// is sent; as with a read, a cancel that comes after the check is too late
+// anyway. Until the watch has delivered the bucket's content, and while it is
+// restarting, lookups say they do not know and the caller reads the bucket.
+type marks struct {
+	// Set once.
+	kv     jetstream.KeyValue
+	maxAge time.Duration // 0: marks never expire
+	now    func() time.Time
+
+	mu    sync.Mutex
+	live  bool                 // the watch has delivered the bucket's content and runs
+	set   map[string]time.Time // key → when its mark was written
+	swept time.Time
+}
+
+func newMarks(kv jetstream.KeyValue, maxAge time.Duration, now func() time.Time) *marks {
+	return &marks{kv: kv, maxAge: maxAge, now: now, set: map[string]time.Time{}}
+}
+
+// lookup reports whether key is marked, and whether the copy knows.
+func (m *marks) lookup(key string) (marked, known bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.live {
+		return false, false
+	}
+	at, ok := m.set[key]
+	return ok && (m.maxAge <= 0 || m.now().Sub(at) < m.maxAge), true
+}
+
+// run keeps the copy until ctx ends or the watch fails; the copy is not live
+// once it returns.
+func (m *marks) run(ctx context.Context) error {
+	defer func() {
+		m.mu.Lock()
+		m.live = false
+		m.mu.Unlock()
+	}()
+	w, err := m.kv.WatchAll(ctx, jetstream.MetaOnly())
+	if err != nil {
+		return fmt.Errorf("watch cancel marks: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("watch cancel marks: the watch ended")
+			}
+			m.apply(e)
+		}
+	}
+}
+
+// apply takes one update of the watch: nil once the bucket's content is in.
+func (m *marks) apply(e jetstream.KeyValueEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e == nil {
+		m.live = true
+		return
+	}
+	if e.Operation() == jetstream.KeyValuePut {
+		m.set[e.Key()] = e.Created()
+	} else {
+		delete(m.set, e.Key())
+	}
+	if now := m.now(); m.maxAge > 0 && now.Sub(m.swept) >= m.maxAge/24 {
+		m.swept = now
+		for k, at := range m.set {
+			if now.Sub(at) >= m.maxAge {
+				delete(m.set, k)
+			}
+		}
+	}
+}
+
+// marksWatcher is the duty that keeps the worker's copy of the cancel marks.
+type marksWatcher struct {
+	marks *marks
+	log   *slog.Logger
+	loop  loop
+}
+
+func (m *marksWatcher) start(wg *sync.WaitGroup) {
+	m.loop.run(wg, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			if err := m.marks.run(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("cancel mark watch ended; reading marks from the bucket until it runs again", "err", err)
+				_ = sleep(ctx, time.Second, nil)
+			}
+		}
+	})
+}
+
+func (m *marksWatcher) shutdown() { m.loop.stop() }

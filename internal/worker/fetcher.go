@@ -2,16 +2,15 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratefleet/ratefleet/internal/keys"
+	"github.com/ratefleet/ratefleet/internal/pull"
 	"github.com/ratefleet/ratefleet/internal/stats"
 	"github.com/ratefleet/ratefleet/internal/streams"
 	"github.com/ratefleet/ratefleet/wire"
@@ -71,8 +70,12 @@ func (c *consumers) open(ctx context.Context, rc streams.RouteConsumer) (jetstre
 // has not applied the keys file's routes: `streams apply --keys-file`) is left
 // out until the key's next session, and told once per process: requests
 // published to its route wait in the stream until the admin declares it.
-func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder, log *slog.Logger) *queues {
-	q := &queues{rec: rec, log: log}
+func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder, log *slog.Logger) (*queues, error) {
+	p, err := pull.New(c.js)
+	if err != nil {
+		return nil, err
+	}
+	q := &queues{rec: rec, log: log, stream: c.stream, puller: p}
 	for _, rc := range c.all {
 		if !k.Serves(rc.Route) {
 			continue
@@ -92,7 +95,7 @@ func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder,
 			q.batch.srcs = append(q.batch.srcs, s)
 		}
 	}
-	return q
+	return q, nil
 }
 
 // tell reports whether the missing consumer durable is yet to be logged.
@@ -119,8 +122,10 @@ type source struct {
 // queue of n of that priority is looked at first at least once in every n
 // takes of the priority. Only its session uses it.
 type queues struct {
-	rec *stats.Recorder
-	log *slog.Logger
+	rec    *stats.Recorder
+	log    *slog.Logger
+	stream string
+	puller *pull.Puller
 
 	urgent, batch ring
 	streak        int // urgent requests taken since the last batch one
@@ -193,34 +198,28 @@ func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstr
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	var (
-		batch jetstream.MessageBatch
-		err   error
-	)
-	if wait == 0 {
-		batch, err = s.cons.FetchNoWait(1)
-	} else {
-		batch, err = s.cons.Fetch(1, jetstream.FetchMaxWait(wait))
-	}
-	if err == nil {
-		if m, ok := <-batch.Messages(); ok { // a batch of one
-			if ctx.Err() != nil {
-				_ = m.Nak() // the session ended meanwhile: back to the queue at once
-				return nil, ctx.Err()
-			}
-			q.took(s)
-			return m, nil
+	m, err := q.puller.Next(ctx, q.stream, s.rc.Durable, wait)
+	switch {
+	case m != nil:
+		if ctx.Err() != nil {
+			_ = m.Nak() // the session ended meanwhile: back to the queue at once
+			return nil, ctx.Err()
 		}
-		err = batch.Error()
+		q.took(s)
+		return m, nil
+	case err == nil:
+		return nil, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
 	}
-	if err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		q.rec.Count("", stats.ResultPullError)
-		q.log.Warn("pull failed; retrying", "consumer", s.rc.Durable, "err", err)
-		// Such as no responders, on a node cut off from the consumer's leader.
-		return nil, sleep(ctx, 250*time.Millisecond, nil)
-	}
-	return nil, nil
+	// Such as no responders, on a node cut off from the consumer's leader.
+	q.rec.Count("", stats.ResultPullError)
+	q.log.Warn("pull failed; retrying", "consumer", s.rc.Durable, "err", err)
+	return nil, sleep(ctx, 250*time.Millisecond, nil)
 }
+
+// close gives back the requests delivered and not taken.
+func (q *queues) close() { q.puller.Close() }
 
 // took counts a request taken from s.
 func (q *queues) took(s source) {

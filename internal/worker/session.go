@@ -137,10 +137,15 @@ func (s *session) run(ctx context.Context) {
 		return w.state.ReserveNonces(ctx, s.key.Name(), w.cfg.NonceBlock, w.cfg.Now())
 	})
 	s.gate = newGate(p, s.covers, w.cfg.Now, s.nonces)
-	s.queues = w.cons.queues(s.ctx, s.key, w.rec, s.log)
+	if s.queues, err = w.cons.queues(s.ctx, s.key, w.rec, s.log); err != nil {
+		s.log.Error("cannot pull requests; releasing the key", "err", err)
+		s.release(context.WithoutCancel(ctx))
+		return
+	}
 	if w.cfg.Checkpoint > 0 {
 		if err := s.checkpoint(s.ctx); err != nil {
 			s.log.Error("cannot write the key's first checkpoint; releasing the key", "err", err)
+			s.queues.close()
 			s.cancel(nil)
 			s.nonces.wait()
 			s.release(context.WithoutCancel(ctx))
@@ -157,6 +162,7 @@ func (s *session) run(ctx context.Context) {
 		"count_429_lifetime", s.start.Count429, "max_delay", p.MaxDelay())
 
 	s.pull(s.ctx)
+	s.queues.close()
 	s.cancel(nil) // ends reservations still running
 	s.nonces.wait()
 

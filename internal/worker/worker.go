@@ -154,6 +154,7 @@ type Worker struct {
 	rec     *stats.Recorder
 	cons    *consumers
 	cancels jetstream.KeyValue
+	marks   *marks
 	settler *settle.Settler
 	state   *keystate.Store
 	leases  jetstream.KeyValue
@@ -223,7 +224,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	w := &Worker{
 		cfg: cfg, js: js, log: cfg.Logger.With("worker", cfg.ID),
 		rec:  stats.NewRecorder(cfg.ID, host, os.Getpid(), cfg.Now()),
-		cons: cons, cancels: cancels, state: state, leases: leases, keeper: keeper,
+		cons: cons, cancels: cancels, marks: newMarks(cancels, sc.KV.Cancels.MaxAge, time.Now), state: state, leases: leases, keeper: keeper,
 	}
 	retry := cfg.Upstream.Profile().Retry
 	if cfg.Retry != nil {
@@ -282,7 +283,7 @@ type duty interface {
 // claiming last, once all it relies on runs) and stops them in the reverse order.
 func (w *Worker) Run(ctx context.Context) error {
 	table := lease.NewTable()
-	duties := []duty{newReporter(w), newClockWatch(w)}
+	duties := []duty{newReporter(w), newClockWatch(w), &marksWatcher{marks: w.marks, log: w.log, loop: newLoop()}}
 	if w.keeper != nil {
 		w.keeper.Serving = func() bool { return serving(table) }
 		duties = append(duties, newKeeperDuty(w.keeper, w.log))
