@@ -100,8 +100,9 @@ CPU_WORKERS ?= 1,2,5
 CPU_TIME    ?= 30s
 CPU_WARMUP  ?= 10s
 CPU_PROFILE ?= 100x5
+CPU_RESULTS ?= keep
 bench-cpu: build
-	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)"
+	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS)
 
 # The fleet on an embedded three-node cluster, one node stopped every 20 s.
 bench-cluster: build

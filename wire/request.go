@@ -46,7 +46,7 @@ import (
 )
 
 // Version is the highest schema version this package writes and reads.
-const Version = 3
+const Version = 4
 
 // DefaultTTL is the time to live of a request that names none.
 const DefaultTTL = time.Second
@@ -172,6 +172,10 @@ type Request struct {
 	// Priority is the request's class, urgent or batch (version 3); empty
 	// means DefaultPriority.
 	Priority Priority `json:"priority,omitempty"`
+	// Results says where the result goes if the upstream serves the request
+	// (version 4); empty means ResultsKeep. A buried request's result is
+	// always kept and sent.
+	Results Results `json:"results,omitempty"`
 
 	// Owner is the NATS user that published the request, taken from the
 	// subject the requests stream stored it under (DecodeFrom). It is never read
@@ -198,6 +202,9 @@ func (r Request) Units() int { return max(r.Weight, 1) }
 
 // NeededVersion is the lowest version that carries the request's fields.
 func (r Request) NeededVersion() int {
+	if r.Results != "" {
+		return 4
+	}
 	if len(r.Costs) > 0 || r.Key != "" || r.Account != "" || r.Label != "" || r.Priority != "" {
 		return 3
 	}
@@ -229,7 +236,7 @@ func (r Request) Validate() error {
 	case r.V > Version || r.V < 1:
 		return fmt.Errorf("%w: version %d, this ratefleet reads versions 1 to %d; a newer worker must serve it", ErrUnsupportedVersion, r.V, Version)
 	case r.V < r.NeededVersion():
-		return fmt.Errorf("%w: request %s is version %d but has fields of version %d (call, weight and reply_to need 2; costs, key, account, label and priority 3)", ErrMalformed, r.ID, r.V, r.NeededVersion())
+		return fmt.Errorf("%w: request %s is version %d but has fields of version %d (call, weight and reply_to need 2; costs, key, account, label and priority 3; results 4)", ErrMalformed, r.ID, r.V, r.NeededVersion())
 	case r.ID == "":
 		return fmt.Errorf("%w: no id", ErrMalformed)
 	case !validID(r.ID):
@@ -260,8 +267,46 @@ func (r Request) Validate() error {
 			return fmt.Errorf("%w: request %s: reply_to: %w", ErrMalformed, r.ID, err)
 		}
 	}
+	if err := r.Results.Check(); err != nil {
+		return fmt.Errorf("%w: request %s: %w", ErrMalformed, r.ID, err)
+	}
 	return nil
 }
+
+// Results is where a served request's result goes.
+type Results string
+
+// Where a served request's result goes.
+const (
+	// ResultsKeep stores it in the results stream, where the caller can read
+	// it at any time, and sends it to the reply subject. The stored result is
+	// also what keeps a request from being sent twice: a delivery after a
+	// worker stopped between the answer and the acknowledgement finds it.
+	ResultsKeep Results = "keep"
+	// ResultsReply only sends it to the reply subject: a caller that was not
+	// listening never learns it, and a request delivered again after its
+	// worker stopped between the answer and the acknowledgement (a crash, a
+	// lost connection) is sent again. It saves the store: a write and its
+	// confirmation per request.
+	ResultsReply Results = "reply"
+	// ResultsNone neither stores nor sends it, with what ResultsReply gives up.
+	ResultsNone Results = "none"
+)
+
+// Check returns an error unless r is empty or one of the known values.
+func (r Results) Check() error {
+	switch r {
+	case "", ResultsKeep, ResultsReply, ResultsNone:
+		return nil
+	}
+	return fmt.Errorf("results %q: want keep, reply or none", string(r))
+}
+
+// Kept reports whether a served result is stored in the results stream.
+func (r Results) Kept() bool { return r == "" || r == ResultsKeep }
+
+// Replied reports whether a served result is sent to the reply subject.
+func (r Results) Replied() bool { return r != ResultsNone }
 
 // Encode returns the request as JSON, in version V or, if higher, the lowest
 // version that carries its fields.

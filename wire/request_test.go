@@ -47,8 +47,8 @@ func TestDecode_Rejects(t *testing.T) {
 		{"unknown field", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"x":1}`, wire.ErrMalformed},
 		{"an id that would forge a header", `{"v":1,"id":"a\r\nNats-Msg-Id: b","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, wire.ErrMalformed},
 		{"trailing", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5} {}`, wire.ErrMalformed},
-		{"future version", `{"v":4,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, wire.ErrUnsupportedVersion},
-		{"future version with fields unknown here", `{"v":4,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call2":{}}`, wire.ErrUnsupportedVersion},
+		{"future version", `{"v":5,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5}`, wire.ErrUnsupportedVersion},
+		{"future version with fields unknown here", `{"v":5,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call2":{}}`, wire.ErrUnsupportedVersion},
 		{"version 1 with a call", `{"v":1,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/x"}}`, wire.ErrMalformed},
 		{"call path with a host", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"//evil.example/x"}}`, wire.ErrMalformed},
 		{"call path going up", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"call":{"path":"/a/../b"}}`, wire.ErrMalformed},
@@ -68,6 +68,8 @@ func TestDecode_Rejects(t *testing.T) {
 		{"two routes", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"key":"k1","label":"spot"}`, wire.ErrMalformed},
 		{"a label that is no token", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"label":"a.b"}`, wire.ErrMalformed},
 		{"an unknown priority", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"priority":"high"}`, wire.ErrMalformed},
+		{"results in version 3", `{"v":3,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"results":"none"}`, wire.ErrMalformed},
+		{"unknown results", `{"v":4,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"results":"later"}`, wire.ErrMalformed},
 		{"a route in version 2", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"label":"spot"}`, wire.ErrMalformed},
 		{"weight too high", `{"v":2,"id":"a","created":"2026-01-01T00:00:00Z","ttl_ms":5,"weight":100000}`, wire.ErrMalformed},
 	}
@@ -94,6 +96,7 @@ func TestEncode_WritesTheLowestVersionThatCarriesTheFields(t *testing.T) {
 		{"with a reply subject", func(r *wire.Request) { r.ReplyTo = "ratefleet.reply.x" }, 2},
 		{"with a label", func(r *wire.Request) { r.Label = "spot" }, 3},
 		{"urgent", func(r *wire.Request) { r.Priority = wire.Urgent }, 3},
+		{"results not kept", func(r *wire.Request) { r.Results = wire.ResultsReply }, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

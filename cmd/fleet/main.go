@@ -22,6 +22,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/roles"
 	"github.com/ratefleet/ratefleet/internal/soak"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 func main() {
@@ -491,6 +492,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		duration   = fs.Duration("duration", 30*time.Second, "measured time, in each cell")
 		profCell   = fs.String("profile-cell", "100x5", "the cell (keys x workers) whose processes write CPU profiles; none if it is not in the matrix, or empty")
 		goCmd      = fs.String("go", "go", "the go command, for `go tool pprof`")
+		resultsTo  = fs.String("results", "keep", "where served results go: keep, reply or none (the producer's --results, which says what reply and none give up)")
 		profDir    = fs.String("profiles-dir", "", "keep the profiled cell's raw CPU profiles in this `folder` (default: a temporary one, removed)")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -507,13 +509,16 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *warmup < 0 || *duration <= 0 {
 		return cmd.Usage(fmt.Errorf("--warmup %s must not be negative and --duration %s must be positive", *warmup, *duration))
 	}
+	if err := wire.Results(*resultsTo).Check(); err != nil {
+		return cmd.Usage(fmt.Errorf("--%w", err))
+	}
 	var prof bench.Cell
 	if *profCell != "" {
 		if prof, err = bench.ParseCell(*profCell); err != nil {
 			return cmd.Usage(fmt.Errorf("--profile-cell: %w", err))
 		}
 	}
-	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd, ProfileDir: *profDir,
+	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd, ProfileDir: *profDir, Results: wire.Results(*resultsTo),
 		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	res, err := bench.CPU(ctx, cfg)
 	fmt.Fprint(stdout, bench.FormatCPU(res, cfg))

@@ -199,7 +199,7 @@ func TestGraveyard_ReplayRefusesAnEntryServedAfterAll(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, g.Bury(ctx, graveyard.Entry{Reason: wire.ReasonMaxDeliveries, RequestID: r.ID, Original: data,
 		Stream: f.conn.Streams.Requests.Stream.Name, StreamSeq: 12, Deliveries: 5, BuriedAt: f.now, Error: "no worker reported the last attempt"}))
-	require.NoError(t, settle.NewResults(f.conn.JS, f.conn.Streams).Publish(ctx, wire.Anonymous, "",
+	require.NoError(t, settle.NewResults(f.conn.JS, f.conn.Streams).Publish(ctx, wire.Anonymous, "", wire.ResultsKeep,
 		wire.Result{ID: r.ID, Seq: 12, Outcome: wire.Served, Status: 200, Delivery: 5, At: f.now}))
 
 	_, out, _ := f.run(t, "", "replay", "--id", r.ID)

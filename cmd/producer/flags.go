@@ -34,7 +34,8 @@ Shapes (--shape):
             "header":[...],"body":"...","content_type":"..."}, "weight":2 and
             "reply_to":"ratefleet.reply.<your user>.<anything>" and "costs":{"input_tokens":900,
             "output_tokens":512} (what the upstream counts besides weight) are optional too,
-            and so are "priority":"urgent" and one of "key", "account" or "label"
+            and so are "priority":"urgent", one of "key", "account" or "label", and
+            "results":"reply" or "none" (see --results)
 
 The call (--path with --method, --query, --header, --body) is what each request asks of
 the upstream; without --path the worker's profile makes its default call (the reference
@@ -74,6 +75,7 @@ type options struct {
 	call        *wire.Call
 	weight      int
 	route       wire.Request // Key, Account, Label, Priority
+	results     wire.Results
 	log         *slog.Logger
 	cfg         producer.Config
 }
@@ -119,6 +121,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.route.Account, "account", "", "send each request only with a key of this `account` (keys file account=)")
 	fs.StringVar(&o.route.Label, "label", "", "send each request only with a key carrying this `label` (keys file labels=)")
 	priority := fs.String("priority", "", "the requests' `class`: urgent (taken first) or batch (default batch)")
+	results := fs.String("results", "keep", "where each served request's result goes: keep (stored in the results stream and sent to its reply subject; a request delivered again after its worker stopped between the answer and the ack finds it and is not sent twice), reply (sent only: saves a store per request, but a redelivery like that sends the request again and a caller not listening never learns the result) or none (neither)")
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return o, err
 	}
@@ -170,6 +173,16 @@ func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	}
 	if o.shape == "file" && (o.route.Key != "" || o.route.Account != "" || o.route.Label != "" || o.route.Priority != "") {
 		return fail("--key, --account, --label and --priority set generated requests' route; a file's lines name their own")
+	}
+	o.results = wire.Results(*results)
+	if err := o.results.Check(); err != nil {
+		return fail("--%w", err)
+	}
+	if o.shape == "file" && o.results != wire.ResultsKeep {
+		return fail("--results sets generated requests' results; a file's lines name their own (\"results\":\"reply\")")
+	}
+	if o.resultsOut != "" && o.results == wire.ResultsNone {
+		return fail("--results-out reads the results, and --results none sends none: use keep or reply")
 	}
 	if wire.CheckTTL(o.ttl) != nil {
 		return fail("--ttl %s: must be at least %s", o.ttl, wire.MinTTL)
@@ -234,6 +247,11 @@ func (o options) source(ctx context.Context, stdin io.Reader, log *slog.Logger) 
 	}
 	if err := gen.SetRoute(o.route); err != nil {
 		return nil, nil, err
+	}
+	if o.results != wire.ResultsKeep { // keep is the default: the record stays at its lowest version
+		if err := gen.SetResults(o.results); err != nil {
+			return nil, nil, err
+		}
 	}
 	attrs := []any{"shape", o.shape, "ttl", o.ttl, "count", o.cfg.Count, "duration", o.cfg.Duration}
 	switch o.shape {

@@ -95,7 +95,7 @@ func FormatChaos(r ChaosResult, cfg ChaosConfig) string {
 	for _, st := range r.Stops {
 		fmt.Fprintf(&b, "  %s\n", st)
 	}
-	fmt.Fprintf(&b, "served %.2f req/s   429: %d   400: %d   answered 200 twice: %d (acks the server did not confirm, so delivered again: %d)\n",
+	fmt.Fprintf(&b, "served %.2f req/s   429: %d   400: %d   answered 200 twice: %d (results or acks not written, so delivered again: %d)\n",
 		r.OKPerSec, s.Exchange.RateLimited, s.Exchange.BadNonce, s.Exchange.Duplicates, s.Results[stats.ResultAckFailed])
 	fmt.Fprintf(&b, "published %d = served %d (distinct ids the simulator answered 200) + graveyard %d + still queued %d; %s\n",
 		s.Published, s.Exchange.Distinct, s.Buried, s.InQueue, fleet.LostLine(s))

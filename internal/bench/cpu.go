@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/wire"
 )
 
 // CPUConfig describes the CPU benchmark: for each cell of Keys × Workers, a
@@ -35,8 +36,11 @@ type CPUConfig struct {
 	// written and kept, for `go tool pprof` by hand; otherwise they go to a
 	// temporary folder removed after the summary.
 	ProfileDir string
-	Logs       io.Writer
-	Logger     *slog.Logger
+	// Results is where the requests' served results go (the producer's
+	// --results); empty keeps them, the default.
+	Results wire.Results
+	Logs    io.Writer
+	Logger  *slog.Logger
 }
 
 // Cell is one point of the CPU benchmark's matrix: how many keys, shared by how
@@ -181,7 +185,7 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 		Bin: cfg.Bin, Workers: c.Workers, Keys: manyKeys(c.Keys),
 		// The producer outlives the window; Down stops it.
 		Duration:     cfg.Warmup + cfg.Duration + 10*time.Second,
-		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(rate), "--ttl", "10m", "--progress", "0"},
+		ProducerArgs: []string{"--shape", "rate", "--rate", fmt.Sprint(rate), "--ttl", "10m", "--progress", "0", "--results", string(results(cfg.Results))},
 		WorkerArgs:   []string{"--keys", fmt.Sprint((c.Keys + c.Workers - 1) / c.Workers)},
 		Monitor:      true, NATSProcess: true, Env: env,
 		Logs: cfg.Logs, Logger: cfg.Logger,
@@ -222,6 +226,14 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 	down() // every process writes its profile as it stops
 	profiles, err := topProfiles(ctx, cfg.GoCmd, profDir, kinds, c)
 	return row, profiles, err
+}
+
+// results is mode, keep when empty.
+func results(mode wire.Results) wire.Results {
+	if mode == "" {
+		return wire.ResultsKeep
+	}
+	return mode
 }
 
 // fleetSample is what the CPU benchmark reads at each end of its window.
@@ -332,8 +344,8 @@ func loadAverage() string {
 // profiles.
 func FormatCPU(res CPUResult, cfg CPUConfig) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms.\n\n",
-		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, cfg.Duration, cfg.Warmup, fleet.ClockTicks())
+	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min, results %s), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms.\n\n",
+		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, results(cfg.Results), cfg.Duration, cfg.Warmup, fleet.ClockTicks())
 	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Rows {

@@ -84,6 +84,7 @@ type lineRecord struct {
 	Account  string        `json:"account"`
 	Label    string        `json:"label"`
 	Priority wire.Priority `json:"priority"`
+	Results  wire.Results  `json:"results"`
 }
 
 var errLineTooLong = fmt.Errorf("longer than %d bytes", MaxLineBytes)
@@ -152,6 +153,7 @@ func (l *Lines) parse(raw []byte, now time.Time) (wire.Request, error) {
 	}
 	req.Call, req.Weight, req.ReplyTo, req.Costs = rec.Call, rec.Weight, rec.ReplyTo, rec.Costs
 	req.Key, req.Account, req.Label, req.Priority = rec.Key, rec.Account, rec.Label, rec.Priority
+	req.Results = rec.Results
 	req.V = req.NeededVersion()
 	if err := req.Validate(); err != nil {
 		return wire.Request{}, err

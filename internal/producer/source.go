@@ -39,6 +39,7 @@ type Generator struct {
 	call    *wire.Call
 	weight  int
 	route   wire.Request // Key, Account, Label and Priority
+	results wire.Results
 }
 
 // NewGenerator returns a source of requests with the given time to live and
@@ -67,8 +68,19 @@ func (g *Generator) Next(now time.Time) (Item, error) {
 	}
 	r.Weight = g.weight
 	r.Key, r.Account, r.Label, r.Priority = g.route.Key, g.route.Account, g.route.Label, g.route.Priority
+	r.Results = g.results
 	r.V = r.NeededVersion()
 	return Item{Due: due, Request: r}, nil
+}
+
+// SetResults makes every later request's served result go where mode says
+// (wire.Results; empty keeps it, the default).
+func (g *Generator) SetResults(mode wire.Results) error {
+	if err := mode.Check(); err != nil {
+		return fmt.Errorf("the requests' %w", err)
+	}
+	g.results = mode
+	return nil
 }
 
 // SetRoute makes every later request name the key, account or label (at most

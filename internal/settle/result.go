@@ -88,12 +88,22 @@ func (r *Results) last(ctx context.Context, owner wire.Owner, id string) (*wire.
 }
 
 // Publish writes owner's served result res, and sends it to reply, when the
-// declarations allow it (the request's reply_to, or its owner's reply subject).
-// A retried publish of one delivery's result is stored once (its message id).
-func (r *Results) Publish(ctx context.Context, owner wire.Owner, reply string, res wire.Result) error {
+// declarations allow it (the request's reply_to, or its owner's reply subject),
+// as the request's results setting says: a result sent but not kept that is too
+// large for one message is kept all the same (in parts), so the caller can read
+// it. A retried publish of one delivery's result is stored once (its message
+// id).
+func (r *Results) Publish(ctx context.Context, owner wire.Owner, reply string, mode wire.Results, res wire.Result) error {
+	if !mode.Replied() {
+		return nil
+	}
 	data, err := res.Encode()
 	if err != nil {
 		return err
+	}
+	if !mode.Kept() && len(data) <= r.limit {
+		r.reply(reply, data)
+		return nil
 	}
 	if len(data) > r.limit {
 		if data, err = r.parts(ctx, owner, res); err != nil {

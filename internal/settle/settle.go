@@ -120,12 +120,15 @@ func (s *Settler) Earlier(ctx context.Context, d Delivery) (wire.Result, bool) {
 	return r, ok
 }
 
-// Serve writes the served result res, then acknowledges the request. If the
-// result cannot be written the request is not acknowledged: it is delivered
-// again later, and a later delivery that finds a result is not sent again.
+// Serve writes the served result res, where the request's results setting
+// says, then acknowledges the request. If the result cannot be written the
+// request is not acknowledged: it is delivered again later, and a later
+// delivery that finds a result is not sent again (with results kept, the
+// default: wire.ResultsKeep).
 func (s *Settler) Serve(ctx context.Context, d Delivery, res wire.Result) {
 	res.Outcome, res.Seq = wire.Served, d.Meta.Sequence.Stream
-	if err := s.results.Publish(ctx, d.Req.Owner, s.replyTo(d.Req), res); err != nil {
+	if err := s.results.Publish(ctx, d.Req.Owner, s.replyTo(d.Req), d.Req.Results, res); err != nil {
+		s.cfg.Count("", stats.ResultAckFailed)
 		s.cfg.Log.Error("the upstream answered but its result could not be written; the request is not acknowledged", "request", d.Req.ID, "err", err)
 		_ = d.Msg.NakWithDelay(time.Second)
 		return
@@ -133,22 +136,19 @@ func (s *Settler) Serve(ctx context.Context, d Delivery, res wire.Result) {
 	s.Ack(ctx, d)
 }
 
-// Ack acknowledges a request that has its result, confirming with the server so
-// it is not delivered again, and drops its attempt log.
+// Ack acknowledges a request that has its result, and drops its attempt log.
+// The acknowledgement is not awaited: the result is stored first, so one the
+// server never gets costs no second send (the redelivery finds the result,
+// Earlier, and is acknowledged again without being sent), and awaiting it would
+// cost a message per request.
 func (s *Settler) Ack(ctx context.Context, d Delivery) {
-	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	var err error
-	for range 3 {
-		if err = d.Msg.DoubleAck(ctx); err == nil {
-			break
-		}
-	}
-	if err != nil {
+	if err := d.Msg.Ack(); err != nil {
 		s.cfg.Count("", stats.ResultAckFailed)
-		s.cfg.Log.Error("request ended but its ack failed; it may be delivered again, and its result found", "request", d.Req.ID, "err", err)
+		s.cfg.Log.Error("request ended but its ack failed; it is delivered again, and its result found", "request", d.Req.ID, "err", err)
 	}
 	if d.Meta.NumDelivered > 1 {
+		ctx, cancel := context.WithTimeout(ctx, ackTimeout)
+		defer cancel()
 		if err := s.attempts.Forget(ctx, d.Req.ID); err != nil {
 			s.cfg.Log.Warn("could not drop the attempt log", "request", d.Req.ID, "err", err)
 		}

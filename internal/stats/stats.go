@@ -44,7 +44,7 @@ const (
 	ResultMaxDeliveries = wire.ReasonMaxDeliveries // last allowed delivery failed: buried
 	ResultBuryFailed    = "bury_failed"            // the graveyard refused an entry: the request stays queued
 	ResultPullError     = "pull_error"             // a pull request failed (not an attempt: counted without a key)
-	ResultAckFailed     = "ack_failed"             // a request answered 200 whose ack the server did not confirm: it may be sent again (not an attempt)
+	ResultAckFailed     = "ack_failed"             // a request answered 200 whose result could not be written, or whose ack could not be sent: delivered again, and sent again unless its result is found (not an attempt)
 )
 
 // AttemptResults lists the results of a try at sending a request on a key, each
