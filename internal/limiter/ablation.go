@@ -25,6 +25,7 @@ const (
 	offSetReserve                          // a Set's open reservations leave no room aside
 	offChargeAtAnswer                      // a Set charges a cost known once answered at the send, not at the answer
 	offReserve                             // usage reports keep no reservation for another client
+	offUsageProven                         // usage reports: only the tightest bound of a group, not what the reports prove nor the spread
 )
 
 func (a ablation) has(b ablation) bool { return a&b != 0 }

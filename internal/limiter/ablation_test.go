@@ -57,6 +57,16 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 			r.Outside = outsideCalls(simStart.Add(-5*time.Second), 5*time.Second+time.Duration(r.Requests/8)*time.Second, 0.3, 1)
 		},
 		max400: func(limitertest.Result, int) int { return 0 }}
+	// Another client uses 32.5 % of the key in pairs 1 ms apart: a window
+	// holds 6 or 8 of its calls, by where it starts, and reports of windows
+	// that end close together show either.
+	pairs := models["an outside client at 30 % of the key, in usage reports"]
+	pairs.name = "an outside client at 32.5 % of the key in pairs, in usage reports"
+	pairs.adjust = func(_ uint64, r *limitertest.Run) {
+		r.Start, r.Usage = simStart, true
+		r.Outside = outsideCalls(simStart.Add(-5*time.Second), 5*time.Second+time.Duration(r.Requests/8)*time.Second, 0.325, 2)
+	}
+	models[pairs.name] = pairs
 	// Without a nonce no 400 teaches the order rule (which is off), so only the
 	// round trips show the delays.
 	noNonce := func(m wrongModel) wrongModel {
@@ -145,6 +155,7 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 		{rule: "fixed: every interval the arrival may fall in", model: "fixed, no nonce: demand late in each interval", want: "429"},
 		{rule: "bucket: units drain from their bounds", model: "bucket, no nonce: 10 slow arrivals, then 10 fast ones", want: "429"},
 		{rule: "usage reservation", model: "an outside client at 30 % of the key, in usage reports", want: "429"},
+		{rule: "usage: what the reports prove", model: "an outside client at 32.5 % of the key in pairs, in usage reports", want: "429"},
 	}
 	var covered []string
 	for _, tt := range tests {

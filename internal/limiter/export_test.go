@@ -10,6 +10,7 @@ var ablations = map[string]ablation{
 	"window + 1 ms": offGap, "weight in the window": offWeight, "pause after a 429": offPause,
 	"fixed: the clock offset": offFixedOffset, "fixed: every interval the arrival may fall in": offFixedSpan,
 	"bucket: units drain from their bounds": offBucketBound, "usage reservation": offReserve,
+	"usage: what the reports prove": offUsageProven,
 }
 
 // NewAblated is New with the named rule switched off.

@@ -298,21 +298,22 @@ const (
 
 // record is what the limiter knows of one send.
 type record struct {
-	seq     uint64
-	units   int // its weight, at least 1
-	sent    time.Time
-	left    time.Time // it finished leaving no later than this, when hasLeft
-	hasLeft bool
-	fate    fate
-	at      time.Time     // answered: the answer's time; lost: when it was given up
-	until   time.Time     // lost through a gateway: it may be passed on until then
-	win     time.Duration // the window delay when it ended: L going down leaves its bound
-	late    bool          // its answer is its bound, whatever L says (outlier, 400, busy machine)
-	prior   bool          // restored from a previous holder: its order rule is in notBefore
-	overdue bool          // noted in the horizon while still unanswered, as note
-	note    uint64
-	refused bool // answered 429: the upstream did not count it
-	counted bool // its answer carried a usage report and was no 429: the upstream counted it
+	seq      uint64
+	units    int // its weight, at least 1
+	sent     time.Time
+	left     time.Time // it finished leaving no later than this, when hasLeft
+	hasLeft  bool
+	fate     fate
+	at       time.Time     // answered: the answer's time; lost: when it was given up
+	until    time.Time     // lost through a gateway: it may be passed on until then
+	win      time.Duration // the window delay when it ended: L going down leaves its bound
+	late     bool          // its answer is its bound, whatever L says (outlier, 400, busy machine)
+	prior    bool          // restored from a previous holder: its order rule is in notBefore
+	overdue  bool          // noted in the horizon while still unanswered, as note
+	note     uint64
+	refused  bool // answered 429: the upstream did not count it
+	inverted bool // answered 400: its nonce arrived after a later one's
+	counted  bool // its answer carried a usage report and was no 429: the upstream counted it
 }
 
 // Limiter paces the sends of one API key; see the package doc for the model. It is
@@ -761,6 +762,7 @@ func (l *Limiter) arrivedBy(r *record, at time.Time, kind answerKind) {
 	}
 	l.learnFrom(r, at, kind)
 	r.fate, r.at = answered, at
+	r.inverted = kind == inverted
 	r.win = l.window()
 	l.ended(r)
 }

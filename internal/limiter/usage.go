@@ -24,26 +24,58 @@ import (
 // such u: for a sliding rule s_i ≥ r_j − W and ub_i ≤ left_j, for a fixed rule
 // both s_i and ub_i in the interval that holds every u, whatever the clock offset
 // (j's own units count too once accepted, where j left within W of its answer:
-// they arrived before u). With own the
-// units so found, o = c − own is at least the other client's units in the count:
-// own is a lower bound of this limiter's units counted, so o errs high. It errs
-// high by the units whose arrival the bounds cannot place (in flight around u),
-// and by those the limiter no longer keeps.
+// they arrived before u). Where the upstream takes nonces (Config.Unordered
+// unset, nonces taken in send order), a counted send i before j whose answer was
+// no 400 arrived before j when j was counted and no 400 either: had j arrived
+// first, i's nonce would have come after a later one and been refused. So i is
+// in the count at every u without its bound: the bounds of the sends in flight
+// around j no longer make o err high. With own the units so found, o = c − own
+// is at least the other client's units in the count: own is a lower bound of
+// this limiter's units counted, so o errs high, by the units whose arrival the
+// bounds cannot place (sent within a round trip of the span's start), and by
+// those the limiter no longer keeps. With mine the units of every send that may
+// be in the count (sent by r_j, bound after left_j − W − 1 ms; not refused, not
+// unsent), c − mine is at most the other client's units: the report proves that
+// many.
 //
 // The prediction. The other client keeps calling, so what it used in one window
-// it is taken to use in the next: R is the largest o seen in the last
-// usageEpochs windows (for a sliding rule the windows of the answer times, for a
-// fixed one its intervals) plus a headroom of max(1, o/8) units, and 0 once those
-// windows showed no outside usage. Only windows with evidence count: a key that
-// sends nothing keeps its reservation until its answers show otherwise. Until a
-// rule's first report (Config.Reported), the rule holds one send: the key sends
-// once, reads the count from its answer, and only then fills what is left.
+// it is taken to use in the next. A window (for a sliding rule the windows of
+// the answer times, for a fixed one its intervals) is cut into usageGroups
+// groups by answer time; the spans of the reports of one group end within W/2
+// of each other. A group shows the smallest o of its reports (an upper bound
+// of the other client's units in one of its spans), or, if larger, the largest
+// proof (at least that many in one of its spans). R is the most a group showed
+// over the last usageEpochs windows, plus the spread: the largest proof less the
+// smallest o among all those reports, where that is above 0 (the other client's
+// count was seen to differ from one span to another by that much), and 0 once
+// those windows showed no outside usage. Only windows with evidence count: a key
+// that sends nothing keeps its reservation until its answers show otherwise.
+// Until a rule's first report (Config.Reported), the rule holds one send: the
+// key sends once, reads the count from its answer, and only then fills what is
+// left.
+//
+// What it assumes. The smallest o of a group bounds one of its spans, not each:
+// the reservation covers the other client in every span only while its count
+// differs between spans ending within W/2 of each other by no more than the
+// spread the reports prove. A steady client (evenly spaced calls, or one burst
+// a window) holds the same count, give or take one call, in every span, and a
+// count that does change by a call shows in the proofs of the spans that hold
+// it once the key's own sends can be placed around them (most reports: the
+// uncertain sends are the few within a round trip of the span's start). A
+// client whose calls come in bursts less often than a window, or whose rate
+// changes faster than the reports follow, can hold more in a span than R: its
+// call, or the key's, then draws a 429, which pauses the key as any 429 does
+// (measured in simulation, 4 seeds of 3,000 sends: a client in bursts of 3
+// calls at 32.5 % of the key drew 3 × 429, at 47.5 % 13, where the earlier
+// rule, the largest o plus max(1, o/8), drew 0 and 1; steady clients and one
+// burst a window drew none).
 //
 // Why it is safe. The reservation only lowers the limit each rule's test uses,
 // and every test is shown safe for any limit up to the rule's own (the proofs
 // above count units against N − w; they hold for any smaller N): R can only delay
 // a send, never let one leave that the rule without R would hold. With R at least
-// the other client's units in any window, the two together stay within N.
+// the other client's units in any window (see What it assumes), the two together
+// stay within N.
 //
 // What it cannot catch. The count only shows what the other client managed to
 // use: while this limiter fills a window, the other's calls find no room, and a
@@ -59,6 +91,11 @@ import (
 // largest outside count of.
 const usageEpochs = 4
 
+// usageGroups is how many groups of reports a window is cut into: reports whose
+// answers came within W/usageGroups of each other (the same group) read counts
+// over nearly the same span.
+const usageGroups = 2
+
 // usage is what the reports of one rule showed.
 type usage struct {
 	reported bool // Config.Reported names the rule: before its first report, hold back
@@ -68,11 +105,22 @@ type usage struct {
 	reserve  int
 }
 
-// epochMost is the largest outside count seen in one window.
+// epochMost is what the reports of one window showed of the other client.
 type epochMost struct {
 	k    int64
-	most int
+	most int // the largest value of its groups before the current one
+	// The current group g: the smallest upper bound and the largest lower bound
+	// of the other client's units among its reports.
+	g            int64
+	tight, least int
+	// The smallest upper bound and the largest lower bound among all its
+	// reports: where the second exceeds the first, the other client's count
+	// was seen to differ from one span to another.
+	lowest, highest int
 }
+
+// value is the most the window's reports showed, its current group included.
+func (e epochMost) value() int { return max(e.most, e.tight, e.least) }
 
 // Observed reads a report of the upstream that came with the answer to the send
 // of t: the rule r (one of Config.Rules) held used units of the key when the
@@ -95,17 +143,25 @@ func (l *Limiter) Observed(t Ticket, r Rule, used int) {
 		if rr.Rule != r || rr.Kind == Bucket {
 			continue
 		}
-		k, out, ok := l.outside(rr, rec, used)
+		est, ok := l.outside(rr, rec, used)
 		if !ok {
 			continue
 		}
-		l.note(i, k, out)
+		l.note(i, est)
 	}
 }
 
-// outside returns the window (or interval) k the report on rec counts in and the
-// outside units it shows, erring high; false when the report cannot be placed.
-func (l *Limiter) outside(r *rule, rec *record, used int) (int64, int, bool) {
+// estimate is what one report shows of the other client: at least least and at
+// most out of its units in the span the count was read over, which ends in
+// window (or interval) k and, by its answer, in group g of the rule's groups.
+type estimate struct {
+	k, g       int64
+	out, least int
+}
+
+// outside returns what the report on rec shows of the other client; false when
+// the report cannot be placed.
+func (l *Limiter) outside(r *rule, rec *record, used int) (estimate, bool) {
 	lo := rec.sent
 	if rec.hasLeft {
 		lo = later(lo, rec.left)
@@ -113,16 +169,29 @@ func (l *Limiter) outside(r *rule, rec *record, used int) (int64, int, bool) {
 	hi := rec.at
 	win := l.window()
 	w := r.Window.Milliseconds()
-	var k int64
+	est := estimate{g: floorDiv(hi.UnixMilli()*usageGroups, w)}
+	// Where the upstream takes nonces, taken in send order, a counted send whose
+	// nonce was not refused arrived before every later one that was counted:
+	// before rec, so before u.
+	ordered := !l.set.unordered && !rec.inverted && !rec.refused
+	before := func(o *record) bool {
+		return ordered && o.seq < rec.seq && !o.inverted && !o.prior
+	}
 	in := func(o *record) bool { // the unit surely counted at every u in [lo, hi]
-		return !o.sent.Before(hi.Add(-r.Window)) && !l.windowBound(o, win, hi).After(lo)
+		return !o.sent.Before(hi.Add(-r.Window)) && (before(o) || !l.windowBound(o, win, hi).After(lo))
+	}
+	// The unit may be counted at some u in [lo, hi] (floored to whole
+	// milliseconds, so a millisecond more on either side).
+	maybe := func(o *record) bool {
+		return !o.sent.After(hi) && !l.windowBound(o, win, hi).Before(lo.Add(-r.Window-time.Millisecond))
 	}
 	if r.Kind == Fixed {
 		e := r.edge
-		k = floorDiv(lo.UnixMilli()-e, w)
+		k := floorDiv(lo.UnixMilli()-e, w)
 		if floorDiv(hi.UnixMilli()+e, w) != k {
-			return 0, 0, false // the interval the count is of is not known
+			return est, false // the interval the count is of is not known
 		}
+		est.k = k
 		pinned := func(t time.Time) bool {
 			return floorDiv(t.UnixMilli()-e, w) == k && floorDiv(t.UnixMilli()+e, w) == k
 		}
@@ -130,57 +199,79 @@ func (l *Limiter) outside(r *rule, rec *record, used int) (int64, int, bool) {
 			if o == rec {
 				return pinned(o.sent)
 			}
-			return pinned(o.sent) && pinned(l.windowBound(o, win, hi))
+			return pinned(o.sent) && (before(o) || pinned(l.windowBound(o, win, hi)))
+		}
+		maybe = func(o *record) bool {
+			return floorDiv(o.sent.UnixMilli()-e, w) <= k && floorDiv(l.windowBound(o, win, hi).UnixMilli()+e, w) >= k
 		}
 	} else {
-		k = floorDiv(hi.UnixMilli(), w)
+		est.k = floorDiv(hi.UnixMilli(), w)
 	}
-	own := 0
+	own, mine := 0, 0 // own: surely counted; mine: perhaps counted
 	for i := range l.recs {
 		o := &l.recs[i]
-		if !o.counted {
-			continue
+		if o.refused || o.fate == unsent {
+			continue // the upstream did not count it
 		}
-		if o == rec && r.Kind != Fixed {
+		switch {
+		case !o.counted:
+		case o == rec && r.Kind != Fixed:
 			// It arrived before the count was read; in its span if it left
 			// within W of the answer.
 			if !o.sent.Before(hi.Add(-r.Window)) {
 				own += o.units
 			}
-			continue
-		}
-		if in(o) {
+		case in(o):
 			own += o.units
 		}
+		if o == rec || maybe(o) {
+			mine += o.units
+		}
 	}
-	return k, max(used-own, 0), true
+	est.out, est.least = max(used-own, 0), max(used-mine, 0)
+	if l.off.has(offUsageProven) {
+		est.least = 0
+	}
+	return est, true
 }
 
-// note records an outside count out in window k of rule i, and sets the rule's
-// reservation.
-func (l *Limiter) note(i int, k int64, out int) {
+// note records what a report showed in its window and group of rule i, and
+// sets the rule's reservation.
+func (l *Limiter) note(i int, est estimate) {
 	u := &l.usage[i]
 	if !u.seen {
 		u.seen = true
 		l.changes++ // the rule's limit is no longer held back for the first report
 	}
 	switch last := &u.epochs[(u.n+usageEpochs-1)%usageEpochs]; {
-	case u.n > 0 && last.k == k:
-		last.most = max(last.most, out)
-	case u.n > 0 && k < last.k:
-		// A report of an earlier window, answered late: it counts in the latest.
-		last.most = max(last.most, out)
+	case u.n > 0 && last.k == est.k && last.g == est.g:
+		last.tight = min(last.tight, est.out)
+		last.least = max(last.least, est.least)
+		last.lowest, last.highest = min(last.lowest, est.out), max(last.highest, est.least)
+	case u.n > 0 && last.k == est.k && est.g > last.g:
+		last.most = last.value()
+		last.g, last.tight, last.least = est.g, est.out, est.least
+		last.lowest, last.highest = min(last.lowest, est.out), max(last.highest, est.least)
+	case u.n > 0 && (est.k < last.k || est.g < last.g):
+		// A report of an earlier window or group, answered late: it counts in
+		// the latest, on its own.
+		last.most = max(last.most, est.out)
+		last.lowest, last.highest = min(last.lowest, est.out), max(last.highest, est.least)
 	default:
-		u.epochs[u.n%usageEpochs] = epochMost{k: k, most: out}
+		u.epochs[u.n%usageEpochs] = epochMost{k: est.k, g: est.g, tight: est.out, least: est.least, lowest: est.out, highest: est.least}
 		u.n++
 	}
-	most := 0
+	most, lowest, highest := 0, -1, 0
 	for _, e := range u.epochs[:min(u.n, usageEpochs)] {
-		most = max(most, e.most)
+		most = max(most, e.value())
+		if lowest < 0 || e.lowest < lowest {
+			lowest = e.lowest
+		}
+		highest = max(highest, e.highest)
 	}
 	reserve := 0
 	if most > 0 {
-		reserve = most + max(1, most/8)
+		reserve = most + max(0, highest-lowest)
 	}
 	if reserve != u.reserve {
 		u.reserve = reserve
