@@ -197,7 +197,7 @@ func TestWorker_PerMinuteProfileHonoursRetryAfterAndKeepsTheKey(t *testing.T) {
 func TestWorkers_ARequestOfANewerVersionIsLeftThenBuriedNeverSent(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
 	created := time.Now().UTC().Format(time.RFC3339Nano)
-	publish(t, env, []byte(`{"v":4,"id":"from-the-future","created":"`+created+`","ttl_ms":60000,"call3":{"x":1}}`), "from-the-future")
+	publish(t, env, []byte(`{"v":5,"id":"from-the-future","created":"`+created+`","ttl_ms":60000,"call3":{"x":1}}`), "from-the-future")
 	startWorkers(t, env, 1, exchange.DefaultKeys()[:1])
 
 	waitDrained(t, env, 30*time.Second)
