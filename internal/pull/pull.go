@@ -130,6 +130,8 @@ func (p *Puller) Next(ctx context.Context, stream, durable string, wait time.Dur
 				return nil, nil // none now, or none within wait
 			case "100":
 				continue // a heartbeat
+			case "503":
+				return nil, fmt.Errorf("%w: %s: no JetStream server answered (503 no responders)", ErrPull, durable)
 			default:
 				return nil, fmt.Errorf("%w: %s answered %s %s", ErrPull, durable, status, m.Header.Get("Description"))
 			}
