@@ -128,3 +128,46 @@ func TestWorkers_TheProfilesRetryBudgetBuries(t *testing.T) {
 		})
 	}
 }
+
+// A request's results setting decides where its served result goes: kept and
+// sent (the default), only sent, or neither; each is served once all the same.
+func TestWorkers_AServedResultGoesWhereTheRequestSays(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	replies, err := env.Conn.NC.SubscribeSync(env.Conn.Streams.Results.ReplyPrefix + ">")
+	require.NoError(t, err)
+	require.NoError(t, env.Conn.NC.Flush())
+	modes := map[string]wire.Results{"keep": "", "keep-named": wire.ResultsKeep, "reply": wire.ResultsReply, "none": wire.ResultsNone}
+	ids := map[string]string{} // id → mode name
+	for name, mode := range modes {
+		r := wire.New(time.Now(), time.Minute, nil)
+		r.Results = mode
+		data, err := r.Encode()
+		require.NoError(t, err)
+		publish(t, env, data, r.ID)
+		ids[r.ID] = name
+	}
+	startWorkers(t, env, 1, exchange.DefaultKeys()[:1])
+	waitDrained(t, env, 10*time.Second)
+
+	replied := map[string]bool{}
+	for {
+		m, err := replies.NextMsg(time.Second)
+		if err != nil {
+			break
+		}
+		res, err := wire.DecodeResult(m.Data)
+		require.NoError(t, err)
+		replied[ids[res.ID]] = true
+	}
+	require.Equal(t, map[string]bool{"keep": true, "keep-named": true, "reply": true}, replied, "sent unless none")
+	for id, name := range ids {
+		kept := len(resultsOf(t, env, id))
+		if name == "keep" || name == "keep-named" {
+			require.Equal(t, 1, kept, "%s: kept", name)
+		} else {
+			require.Zero(t, kept, "%s: not kept", name)
+		}
+	}
+	require.Len(t, env.Exchange.IDCounts(), len(modes), "every request served once")
+	require.Zero(t, env.Exchange.Stats().Duplicates)
+}
