@@ -26,6 +26,7 @@ const (
 	offChargeAtAnswer                      // a Set charges a cost known once answered at the send, not at the answer
 	offReserve                             // usage reports keep no reservation for another client
 	offUsageProven                         // usage reports: only the tightest bound of a group, not what the reports prove nor the spread
+	offUsagePeak                           // usage reports: a client seen to vary has only the tightest bound and the spread kept back, not the largest estimate too
 )
 
 func (a ablation) has(b ablation) bool { return a&b != 0 }

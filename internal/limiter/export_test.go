@@ -11,6 +11,7 @@ var ablations = map[string]ablation{
 	"fixed: the clock offset": offFixedOffset, "fixed: every interval the arrival may fall in": offFixedSpan,
 	"bucket: units drain from their bounds": offBucketBound, "usage reservation": offReserve,
 	"usage: what the reports prove": offUsageProven,
+	"usage: the largest estimate":   offUsagePeak,
 }
 
 // NewAblated is New with the named rule switched off.

@@ -283,6 +283,8 @@ func (l *Limiter) note(i int, est estimate) {
 	switch {
 	case most > 0 && highest <= lowest:
 		reserve = most
+	case most > 0 && l.off.has(offUsagePeak):
+		reserve = most + highest - lowest
 	case most > 0:
 		reserve = max(most+highest-lowest, peak)
 	}
