@@ -71,23 +71,42 @@ func (s *session) cancelled(ctx context.Context, req wire.Request) bool {
 // and small; each is dropped once the bucket's max_age has removed it from the
 // bucket too, so the copy holds no more than the bucket does.
 //
-// What it gives up: a mark is seen once the watch delivers it, a moment after
-// it is written (on one machine, well under a millisecond), where a read of
-// the bucket sees it as soon as it is stored. A request checked in that moment
-// is sent; as with a read, a cancel that comes after the check is too late
-// anyway. Until the watch has delivered the bucket's content, and while it is
-// restarting, lookups say they do not know and the caller reads the bucket.
+// How far it can be trusted. Every marksProbe the watcher reads the bucket's
+// last sequence; once the watch has delivered up to it, every mark written
+// before that read is in the copy (fresh). A lookup answers from the copy only
+// while it was fresh within marksLag; a watch that lags, stalls or stops (a
+// lost connection, a cluster's leader moving) makes lookups say they do not
+// know, and the caller reads the bucket, as before the watch.
+//
+// What it gives up: a mark written within marksLag of a check, and not yet
+// delivered by the watch, is missed (on one machine the watch delivers in well
+// under a millisecond); a read of the bucket sees a mark as soon as it is
+// stored. As with a read, a cancel that comes after the check is too late
+// anyway.
 type marks struct {
 	// Set once.
 	kv     jetstream.KeyValue
 	maxAge time.Duration // 0: marks never expire
 	now    func() time.Time
 
-	mu    sync.Mutex
-	live  bool                 // the watch has delivered the bucket's content and runs
-	set   map[string]time.Time // key → when its mark was written
-	swept time.Time
+	mu      sync.Mutex
+	live    bool                 // the watch has delivered the bucket's content and runs
+	set     map[string]time.Time // key → when its mark was written
+	swept   time.Time
+	seen    uint64    // the latest revision the watch delivered
+	freshAt time.Time // every mark written before it is in the copy
+	probe   struct {  // the latest read of the bucket's last sequence the watch has yet to reach
+		at  time.Time
+		seq uint64
+	}
 }
+
+// How often the watcher reads the bucket's last sequence, and how long after
+// the copy was last known fresh lookups still answer from it.
+const (
+	marksProbe = 500 * time.Millisecond
+	marksLag   = 2 * time.Second
+)
 
 func newMarks(kv jetstream.KeyValue, maxAge time.Duration, now func() time.Time) *marks {
 	return &marks{kv: kv, maxAge: maxAge, now: now, set: map[string]time.Time{}}
@@ -97,11 +116,12 @@ func newMarks(kv jetstream.KeyValue, maxAge time.Duration, now func() time.Time)
 func (m *marks) lookup(key string) (marked, known bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.live {
+	now := m.now()
+	if !m.live || now.Sub(m.freshAt) > marksLag {
 		return false, false
 	}
 	at, ok := m.set[key]
-	return ok && (m.maxAge <= 0 || m.now().Sub(at) < m.maxAge), true
+	return ok && (m.maxAge <= 0 || now.Sub(at) < m.maxAge), true
 }
 
 // run keeps the copy until ctx ends or the watch fails; the copy is not live
@@ -112,15 +132,20 @@ func (m *marks) run(ctx context.Context) error {
 		m.live = false
 		m.mu.Unlock()
 	}()
+	started := m.now()
 	w, err := m.kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return fmt.Errorf("watch cancel marks: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
+	tick := time.NewTicker(marksProbe)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			m.check(ctx)
 		case e, ok := <-w.Updates():
 			if !ok {
 				if ctx.Err() != nil {
@@ -128,18 +153,55 @@ func (m *marks) run(ctx context.Context) error {
 				}
 				return errors.New("watch cancel marks: the watch ended")
 			}
-			m.apply(e)
+			m.apply(e, started)
 		}
 	}
 }
 
-// apply takes one update of the watch: nil once the bucket's content is in.
-func (m *marks) apply(e jetstream.KeyValueEntry) {
+// check reads the bucket's last sequence: the copy is fresh as of now once the
+// watch has delivered up to it. A read that fails leaves the copy as fresh as
+// it was.
+func (m *marks) check(ctx context.Context) {
+	at := m.now()
+	ctx, cancel := context.WithTimeout(ctx, marksProbe)
+	defer cancel()
+	st, err := m.kv.Status(ctx)
+	if err != nil {
+		return
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return
+	}
+	m.reached(at, bs.StreamInfo().State.LastSeq)
+}
+
+// reached records that the bucket's last sequence was seq at instant at.
+func (m *marks) reached(at time.Time, seq uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen >= seq {
+		m.freshAt = at
+		m.probe.seq = 0
+		return
+	}
+	m.probe.at, m.probe.seq = at, seq
+}
+
+// apply takes one update of the watch: nil once the bucket's content as of
+// the watch's start is in.
+func (m *marks) apply(e jetstream.KeyValueEntry, started time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e == nil {
 		m.live = true
+		m.freshAt = started
 		return
+	}
+	m.seen = max(m.seen, e.Revision())
+	if m.probe.seq != 0 && m.seen >= m.probe.seq {
+		m.freshAt = m.probe.at
+		m.probe.seq = 0
 	}
 	if e.Operation() == jetstream.KeyValuePut {
 		m.set[e.Key()] = e.Created()
