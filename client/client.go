@@ -80,6 +80,13 @@ const (
 	Batch  = wire.Batch
 )
 
+// Where a served request's result may go; see Request.Results.
+const (
+	ResultsKeep  = wire.ResultsKeep
+	ResultsReply = wire.ResultsReply
+	ResultsNone  = wire.ResultsNone
+)
+
 // Call is the HTTP call a request makes upstream, relative to the profile's base
 // URL: Method (GET when empty), Path, Query, Header, Body and ContentType. The
 // worker adds the key, the nonce, the request id and the signature as the
@@ -123,6 +130,14 @@ type Request struct {
 	// first, and a waiting batch request at least once every
 	// wire.BatchEvery requests.
 	Priority wire.Priority
+	// Results is where the result goes if the upstream serves the request:
+	// ResultsKeep (the default, when empty) stores it and sends it to the
+	// reply subject; ResultsReply only sends it, so only Do, which listens
+	// before the request is stored, receives it; ResultsNone neither, for
+	// Submit alone. Both save a store per request and give up
+	// sending a request only once across a worker's crash
+	// (docs/operating.md).
+	Results wire.Results
 }
 
 // Client submits requests and awaits their results. It is safe for concurrent
@@ -256,6 +271,7 @@ func (c *Client) record(r Request) (wire.Request, []byte, error) {
 	}
 	rec.Call, rec.Weight = r.Call, r.Weight
 	rec.Key, rec.Account, rec.Label, rec.Priority = r.Key, r.Account, r.Label, r.Priority
+	rec.Results = r.Results
 	rec.Owner = c.owner
 	data, err := rec.Encode()
 	if err != nil {
@@ -300,6 +316,9 @@ func (c *Client) Await(ctx context.Context, id string) (Result, error) {
 // submitted but no result came in time, the returned Result still carries its
 // ID: Await(ctx, id) keeps waiting.
 func (c *Client) Do(ctx context.Context, r Request) (Result, error) {
+	if r.Results == wire.ResultsNone {
+		return Result{}, fmt.Errorf("%w: results none sends no result for Do to wait for; use Submit", ErrInvalidRequest)
+	}
 	rec, data, err := c.record(r)
 	if err != nil {
 		return Result{}, err

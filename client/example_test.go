@@ -100,8 +100,18 @@ func TestClient_RefusesWhatCannotBeSentAndBuriedRequestsHaveAResult(t *testing.T
 		require.Equal(t, "malformed", res.Reason)
 		require.NotEmpty(t, res.Error)
 	}
+	// A result only sent still reaches Do; with none, Do has nothing to wait
+	// for and says so.
+	res, err := c.Do(ctx, client.Request{ID: "reply-only", Results: client.ResultsReply})
+	require.NoError(t, err)
+	require.True(t, res.OK())
+	_, err = c.Do(ctx, client.Request{Results: client.ResultsNone})
+	require.True(t, errors.Is(err, client.ErrInvalidRequest), "%v", err)
+	_, err = c.Submit(ctx, client.Request{Results: "later"})
+	require.True(t, errors.Is(err, client.ErrInvalidRequest), "%v", err)
+
 	// An id with dots and spaces is still one subject.
-	res, err := c.Do(ctx, client.Request{ID: "a.b c>*"})
+	res, err = c.Do(ctx, client.Request{ID: "a.b c>*"})
 	require.NoError(t, err)
 	require.True(t, res.OK())
 	again, err := c.Await(ctx, "a.b c>*")
