@@ -14,20 +14,8 @@ import (
 	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/lease"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 )
-
-// clock is a settable clock for fencing tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func setup(t *testing.T) (jetstream.JetStream, string) {
 	t.Helper()
@@ -119,7 +107,7 @@ func TestLease_LapsesWhenNotRenewedAndTheOldHolderIsFenced(t *testing.T) {
 func TestLease_FencedByItsOwnClock(t *testing.T) {
 	js, bucket := setup(t)
 	ctx := context.Background()
-	c := &clock{t: time.Unix(1000, 0)}
+	c := testenv.NewClock(time.Unix(1000, 0))
 	a := newLease(t, js, bucket, "a", c.Now)
 	require.NoError(t, a.Claim(ctx))
 	tests := []struct {
@@ -141,7 +129,7 @@ func TestLease_FencedByItsOwnClock(t *testing.T) {
 func TestLease_RenewAfterTakeoverIsLost(t *testing.T) {
 	js, bucket := setup(t)
 	ctx := context.Background()
-	c := &clock{t: time.Now()}
+	c := testenv.NewClock(time.Now())
 	a := newLease(t, js, bucket, "a", c.Now)
 	b := newLease(t, js, bucket, "b", nil)
 	require.NoError(t, a.Claim(ctx))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,19 +15,8 @@ import (
 	"github.com/ratefleet/ratefleet/internal/monitor"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/stats"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func connect(t *testing.T) *natsconn.Conn {
 	t.Helper()
@@ -74,7 +62,7 @@ func TestCollector_StartedLateSeesEveryWorkersLastCounts(t *testing.T) {
 	recs["b"].Count("key1", stats.ResultServerError)
 	publishReport(t, c, recs["b"], t0.Add(time.Second), false)
 
-	clk := &clock{t: t0.Add(2 * time.Second)}
+	clk := testenv.NewClock(t0.Add(2 * time.Second))
 	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -101,7 +89,7 @@ func TestSampler_ThroughputWindowsFromTotalsWhateverTheReadersDo(t *testing.T) {
 		t.Run(fmt.Sprintf("%d snapshots read between samples", reads), func(t *testing.T) {
 			c := connect(t)
 			t0 := time.Unix(1000, 0)
-			clk := &clock{t: t0}
+			clk := testenv.NewClock(t0)
 			col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
 			smp := monitor.NewSampler(col, time.Second)
 			rec := stats.NewRecorder("w", "h", 1, t0)
@@ -154,7 +142,7 @@ func TestCollector_GraveyardByReason(t *testing.T) {
 func TestCollector_ForgetsADepartedWorkerButKeepsItsCountsAndLatency(t *testing.T) {
 	c := connect(t)
 	t0 := time.Unix(1000, 0)
-	clk := &clock{t: t0}
+	clk := testenv.NewClock(t0)
 	col := monitor.New(c.JS, c.Streams, slog.New(slog.DiscardHandler), clk.Now)
 	col.ForgetAfter = time.Minute
 	ctx := context.Background()

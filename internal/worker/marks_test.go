@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,19 +10,6 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/testenv"
 )
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // TestMarks_FollowTheBucket: the copy knows nothing until the watch has
 // delivered the bucket's content, then has every mark written before and after,
@@ -37,7 +23,7 @@ func TestMarks_FollowTheBucket(t *testing.T) {
 	_, err = kv.Put(ctx, "u.alice.before", nil)
 	require.NoError(t, err)
 
-	clock := &fakeClock{t: time.Now()}
+	clock := testenv.NewClock(time.Now())
 	m := newMarks(kv, time.Hour, clock.Now)
 	_, known := m.lookup("u.alice.before")
 	require.False(t, known, "nothing is known before the watch has run")
@@ -87,7 +73,7 @@ func (e entry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
 // lookups say they do not know.
 func TestMarks_AnswerOnlyWhileKnownFresh(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: t0}
+	clock := testenv.NewClock(t0)
 	m := newMarks(nil, 0, clock.Now)
 	known := func() bool { _, k := m.lookup("u.a.x"); return k }
 
