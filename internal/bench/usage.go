@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -144,18 +142,9 @@ type sharedStats struct {
 // keyStats reads the simulator's stats of key k and the others' 429s.
 func keyStats(ctx context.Context, baseURL string, k keys.Key) (sharedStats, error) {
 	var s sharedStats
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/stats", nil)
+	st, err := exchangeStats(ctx, baseURL)
 	if err != nil {
-		return s, fmt.Errorf("exchange stats: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, fmt.Errorf("exchange stats: %w", err)
-	}
-	defer resp.Body.Close()
-	var st exchange.Stats
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return s, fmt.Errorf("exchange stats: %w", err)
+		return s, err
 	}
 	found := false
 	for _, ks := range st.Keys {
