@@ -21,8 +21,8 @@ import (
 // its queues waits at most this long to be seen.
 const fetchWait = 250 * time.Millisecond
 
-// consumers opens the requests stream's consumers once per process and hands
-// them to the sessions whose keys may serve them.
+// consumers checks once per process that the requests stream's consumers
+// exist, and hands them to the sessions whose keys may serve them.
 type consumers struct {
 	// Set once.
 	js     jetstream.JetStream
@@ -30,8 +30,8 @@ type consumers struct {
 	all    []streams.RouteConsumer // of the worker's keys, urgent first
 
 	mu     sync.Mutex
-	opened map[string]jetstream.Consumer // by durable name
-	told   map[string]bool               // missing consumers already logged
+	opened map[string]bool // consumers found, by durable name
+	told   map[string]bool // missing consumers already logged
 }
 
 // newConsumers opens the consumers of requests any key may send, which every
@@ -39,30 +39,30 @@ type consumers struct {
 func newConsumers(ctx context.Context, js jetstream.JetStream, sc *streams.Config, ks []keys.Key) (*consumers, error) {
 	withRoutes := *sc
 	withRoutes.Routes = keys.RoutesOf(ks)
-	c := &consumers{js: js, stream: sc.Requests.Stream.Name, all: withRoutes.RouteConsumers(), opened: map[string]jetstream.Consumer{}, told: map[string]bool{}}
+	c := &consumers{js: js, stream: sc.Requests.Stream.Name, all: withRoutes.RouteConsumers(), opened: map[string]bool{}, told: map[string]bool{}}
 	for _, rc := range c.all {
 		if rc.Route.Kind != wire.RouteAny {
 			continue
 		}
-		if _, err := c.open(ctx, rc); err != nil {
+		if err := c.open(ctx, rc); err != nil {
 			return nil, err
 		}
 	}
 	return c, nil
 }
 
-func (c *consumers) open(ctx context.Context, rc streams.RouteConsumer) (jetstream.Consumer, error) {
+// open checks that rc's consumer exists on the server.
+func (c *consumers) open(ctx context.Context, rc streams.RouteConsumer) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cons, ok := c.opened[rc.Durable]; ok {
-		return cons, nil
+	if c.opened[rc.Durable] {
+		return nil
 	}
-	cons, err := c.js.Consumer(ctx, c.stream, rc.Durable)
-	if err != nil {
-		return nil, fmt.Errorf("open consumer %s: %w", rc.Durable, err)
+	if _, err := c.js.Consumer(ctx, c.stream, rc.Durable); err != nil {
+		return fmt.Errorf("open consumer %s: %w", rc.Durable, err)
 	}
-	c.opened[rc.Durable] = cons
-	return cons, nil
+	c.opened[rc.Durable] = true
+	return nil
 }
 
 // queues returns what key k's session pulls from: the consumers of every route
@@ -80,15 +80,14 @@ func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder,
 		if !k.Serves(rc.Route) {
 			continue
 		}
-		cons, err := c.open(ctx, rc)
-		if err != nil {
+		if err := c.open(ctx, rc); err != nil {
 			if c.tell(rc.Durable) {
 				log.Info("no consumer for this route yet: requests routed to it are served once the admin declares it (streams apply --keys-file)",
 					"priority", rc.Priority, "route", rc.Route.Token(), "err", err)
 			}
 			continue
 		}
-		s := source{rc: rc, cons: cons}
+		s := source{rc: rc}
 		if rc.Priority == wire.Urgent {
 			q.urgent.srcs = append(q.urgent.srcs, s)
 		} else {
@@ -109,8 +108,7 @@ func (c *consumers) tell(durable string) bool {
 
 // source is one consumer a session pulls from.
 type source struct {
-	rc   streams.RouteConsumer
-	cons jetstream.Consumer
+	rc streams.RouteConsumer
 }
 
 // queues is one session's view of the requests it may take, and the order it
