@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,7 +212,7 @@ func benchModel(ctx context.Context, cfg Config, c ModelCase) (ModelRow, error) 
 	}
 	f.StopWorkers() // and the producer
 	<-produced
-	st, err := exchangeStats(ctx, f.ExchangeURL)
+	st, err := fleet.FetchExchangeStats(ctx, f.ExchangeURL)
 	if err != nil {
 		return row, err
 	}
@@ -233,7 +231,7 @@ func benchModel(ctx context.Context, cfg Config, c ModelCase) (ModelRow, error) 
 
 // ruleCharged returns the units the simulator's rule has counted.
 func ruleCharged(ctx context.Context, baseURL, rule string) (int64, error) {
-	st, err := exchangeStats(ctx, baseURL)
+	st, err := fleet.FetchExchangeStats(ctx, baseURL)
 	if err != nil {
 		return 0, err
 	}
@@ -245,23 +243,6 @@ func ruleCharged(ctx context.Context, baseURL, rule string) (int64, error) {
 		names = append(names, r.Name)
 	}
 	return 0, fmt.Errorf("the simulator has no rule %q (it has %s)", rule, strings.Join(names, ", "))
-}
-
-func exchangeStats(ctx context.Context, baseURL string) (exchange.Stats, error) {
-	var st exchange.Stats
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/stats", nil)
-	if err != nil {
-		return st, fmt.Errorf("exchange stats: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("exchange stats: %w", err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("exchange stats: %w", err)
-	}
-	return st, nil
 }
 
 // OutsideRow is the usage-header benchmark's result as a row of the models

@@ -142,7 +142,7 @@ type sharedStats struct {
 // keyStats reads the simulator's stats of key k and the others' 429s.
 func keyStats(ctx context.Context, baseURL string, k keys.Key) (sharedStats, error) {
 	var s sharedStats
-	st, err := exchangeStats(ctx, baseURL)
+	st, err := fleet.FetchExchangeStats(ctx, baseURL)
 	if err != nil {
 		return s, err
 	}

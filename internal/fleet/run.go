@@ -598,21 +598,30 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// FetchExchangeTotals reads the simulator's /stats and sums it over the keys.
-func FetchExchangeTotals(ctx context.Context, baseURL string) (ExchangeTotals, error) {
-	var t ExchangeTotals
+// FetchExchangeStats reads the simulator's /stats.
+func FetchExchangeStats(ctx context.Context, baseURL string) (exchange.Stats, error) {
+	var st exchange.Stats
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/stats", nil)
 	if err != nil {
-		return t, fmt.Errorf("exchange stats: %w", err)
+		return st, fmt.Errorf("exchange stats: %w", err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return t, fmt.Errorf("exchange stats: %w", err)
+		return st, fmt.Errorf("exchange stats: %w", err)
 	}
 	defer resp.Body.Close()
-	var st exchange.Stats
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return t, fmt.Errorf("exchange stats: %w", err)
+		return st, fmt.Errorf("exchange stats: %w", err)
+	}
+	return st, nil
+}
+
+// FetchExchangeTotals reads the simulator's /stats and sums it over the keys.
+func FetchExchangeTotals(ctx context.Context, baseURL string) (ExchangeTotals, error) {
+	var t ExchangeTotals
+	st, err := FetchExchangeStats(ctx, baseURL)
+	if err != nil {
+		return t, err
 	}
 	for _, k := range st.Keys {
 		t.Accepted += k.Accepted
