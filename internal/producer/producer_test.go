@@ -20,6 +20,7 @@ import (
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/producer"
 	"github.com/ratefleet/ratefleet/internal/streams"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -241,33 +242,15 @@ func TestRun_JSONLines(t *testing.T) {
 	}
 }
 
-// stepClock is a clock that moves only when told.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stepClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // tickingSource makes a request due at once on every call, and moves the clock on
 // by step after each, as if making one took that long.
 type tickingSource struct {
-	clock *stepClock
+	clock *testenv.Clock
 	step  time.Duration
 }
 
 func (s tickingSource) Next(now time.Time) (producer.Item, error) {
-	defer s.clock.advance(s.step)
+	defer s.clock.Add(s.step)
 	return producer.Item{Due: now, Request: wire.New(now, time.Second, nil)}, nil
 }
 
@@ -286,7 +269,7 @@ func TestRun_StopsAtItsBounds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := startNATS(t, nil)
-			clock := &stepClock{t: t0}
+			clock := testenv.NewClock(t0)
 			cfg := testConfig()
 			cfg.Count, cfg.Duration, cfg.Now = tt.count, tt.duration, clock.Now
 			p := newProducer(t, c, cfg)
