@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -104,5 +105,31 @@ func TestProcCPU_ReadsThisProcess(t *testing.T) {
 	}
 	if got := SelfCPU(); got < 20*time.Millisecond {
 		t.Errorf("SelfCPU = %s after spinning, want at least 20ms", got)
+	}
+}
+
+func TestShareCores_GivesEachProcessItsShare(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		cpus    int
+		environ []string
+		want    []string
+	}{
+		{"two cores, five processes", Config{Workers: 1, Monitor: true}, 2, nil, []string{"GOMAXPROCS=1"}},
+		{"sixteen cores, five processes", Config{Workers: 1, Monitor: true}, 16, nil, []string{"GOMAXPROCS=3"}},
+		{"sixteen cores, eight workers", Config{Workers: 8}, 16, nil, []string{"GOMAXPROCS=1"}},
+		{"set by the run", Config{Workers: 2, Procs: 4}, 2, nil, []string{"GOMAXPROCS=4"}},
+		{"the Go default asked for", Config{Workers: 2, Procs: -1}, 2, nil, nil},
+		{"set in the environment", Config{Workers: 2}, 2, []string{"HOME=/", "GOMAXPROCS=2"}, nil},
+		{"set in Env", Config{Workers: 2, Env: []string{"GOMAXPROCS=2"}}, 2, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := shareCores(tt.cfg, tt.cpus, tt.environ)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("shareCores = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

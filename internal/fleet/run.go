@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -78,6 +79,39 @@ type Config struct {
 	// Env is added to the environment of every process the fleet starts (such
 	// as cli.CPUProfileEnv).
 	Env []string
+	// Procs is the GOMAXPROCS of every process the fleet starts: 0 shares the
+	// machine's cores among the fleet's processes (see shareCores), a negative
+	// number leaves each the Go default (every core). GOMAXPROCS set in the
+	// environment or in Env wins.
+	Procs int
+}
+
+// shareCores returns the GOMAXPROCS setting for the processes of a fleet run
+// with cfg on a machine of cpus cores whose environment is environ, or nil to
+// leave the Go default. By default each process gets its share of the cores,
+// at least one: NATS, the simulator, the producer, the monitor and the workers
+// all run at once, and a Go process allowed every core keeps threads spinning
+// for work on cores the others need: on a 2-core machine, one core each cuts
+// the fleet's CPU per request by a sixth, and at 200 keys raises the share of
+// the bound served (docs/benchmarks.md, CPU per request).
+func shareCores(cfg Config, cpus int, environ []string) []string {
+	for _, kv := range append(slices.Clone(environ), cfg.Env...) {
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			return nil
+		}
+	}
+	n := cfg.Procs
+	switch {
+	case n < 0:
+		return nil
+	case n == 0:
+		procs := cfg.Workers + 3 // NATS, the simulator and the producer
+		if cfg.Monitor {
+			procs++
+		}
+		n = max(1, cpus/procs)
+	}
+	return []string{fmt.Sprintf("GOMAXPROCS=%d", n)}
 }
 
 // Fleet is a running fleet.
@@ -123,6 +157,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		cfg.Out = io.Discard
 	}
 	cfg.Out, cfg.Logs = &SyncWriter{W: cfg.Out}, &SyncWriter{W: cfg.Logs}
+	cfg.Env = append(shareCores(cfg, runtime.NumCPU(), os.Environ()), cfg.Env...)
 	f := &Fleet{cfg: cfg, log: cfg.Logger, started: time.Now()}
 	defer func() {
 		if err != nil {

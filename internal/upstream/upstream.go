@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -210,6 +211,17 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 				f.buffered.Store(true)
 			}
 		},
+		// The answer came back when its first byte was read, not once the
+		// caller's goroutine has run and read it all: on a busy machine that
+		// can be milliseconds later, and each of them would widen the
+		// request's bound.
+		GotFirstResponseByte: func() { f.firstByte.CompareAndSwap(0, f.offset(c.now())) },
+		// An interim answer (103, say) may come from something in between
+		// before the upstream has the request: its byte proves nothing.
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			f.interim.Store(true)
+			return nil
+		},
 	}
 	var body io.Reader
 	if built.Body != "" {
@@ -238,7 +250,7 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	defer resp.Body.Close()
 	limit := c.prof.MaxBody()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
-	a.Answered = c.now()
+	a.Answered = f.answeredAt(c.now())
 	a.Status = resp.StatusCode
 	if err != nil {
 		a.Class, a.Msg = ConnError, "read answer: "+scrub(err)
@@ -349,12 +361,14 @@ type sendFence struct {
 	// wall-clock step moves none of them.
 	base time.Time
 
-	conns    atomic.Int32 // connections the transport gave this send
-	started  atomic.Bool  // a byte of the request went out
-	buffered atomic.Bool  // the transport has the whole request in its buffer
-	fenced   atomic.Bool  // Fence refused a write
-	lastByte atomic.Int64 // offset of the latest write (see at), 0 before
-	left     atomic.Int64 // offset when the request finished leaving, 0 until then
+	conns     atomic.Int32 // connections the transport gave this send
+	started   atomic.Bool  // a byte of the request went out
+	buffered  atomic.Bool  // the transport has the whole request in its buffer
+	fenced    atomic.Bool  // Fence refused a write
+	lastByte  atomic.Int64 // offset of the latest write (see at), 0 before
+	left      atomic.Int64 // offset when the request finished leaving, 0 until then
+	firstByte atomic.Int64 // offset when the answer's first byte was read, 0 until then
+	interim   atomic.Bool  // an interim (1xx) answer came first
 }
 
 // bind attaches the send to the connection the transport chose for it. A second
@@ -411,6 +425,18 @@ func (f *sendFence) finish(ns int64) {
 	if f.left.CompareAndSwap(0, ns) && f.wrote != nil {
 		f.wrote(f.at(ns))
 	}
+}
+
+// answeredAt returns when the answer came back, read in full at end: when its
+// first byte was read, unless an interim answer came first, and never before the
+// request finished leaving (the goroutine that wrote it may note that after the
+// answer is read).
+func (f *sendFence) answeredAt(end time.Time) time.Time {
+	ns := f.firstByte.Load()
+	if ns == 0 || f.interim.Load() {
+		return end
+	}
+	return f.at(max(ns, f.left.Load()))
 }
 
 func (f *sendFence) wroteAt() time.Time {

@@ -307,3 +307,50 @@ func TestClient_ReadsTheProfilesUsageHeaders(t *testing.T) {
 		require.Empty(t, a.Header.Get("x-ratelimit-remaining-requests"), "a usage header is read, not kept unless keep_headers says")
 	}
 }
+
+// TestClient_AnswerIsTimedAtItsFirstByte: an answer came back when its first
+// byte was read, however long its body takes (the bound a busy machine gives
+// its request is no later than it must be); an interim answer (103) proves
+// nothing, so the answer's time is then when it was read in full.
+func TestClient_AnswerIsTimedAtItsFirstByte(t *testing.T) {
+	const hold = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		serve   func(http.ResponseWriter)
+		atFirst bool
+	}{
+		{"a slow body", func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"ok":`))
+			w.(http.Flusher).Flush()
+			time.Sleep(hold)
+			_, _ = w.Write([]byte(`true}`))
+		}, true},
+		{"an interim answer first", func(w http.ResponseWriter) {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			time.Sleep(hold)
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"ok":true}`))
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tc.serve(w) }))
+			t.Cleanup(srv.Close)
+			c, err := upstream.New(srv.URL, 5*time.Second, 1, nil)
+			require.NoError(t, err)
+			t.Cleanup(c.Close)
+			start := time.Now()
+			a := c.Send(context.Background(), upstream.Call{Secret: "s", Nonce: 1, RequestID: "r"})
+			end := time.Now()
+			require.Equal(t, http.StatusOK, a.Status, a.Msg)
+			require.GreaterOrEqual(t, end.Sub(start), hold)
+			require.False(t, a.Answered.Before(a.Wrote))
+			if tc.atFirst {
+				require.Less(t, a.Answered.Sub(a.Wrote), hold/2, "timed when the body was read in full")
+			} else {
+				require.GreaterOrEqual(t, a.Answered.Sub(a.Wrote), hold, "timed at the interim answer")
+			}
+		})
+	}
+}
