@@ -1,11 +1,11 @@
 package profile
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/ratefleet/ratefleet/wire"
 )
@@ -61,37 +61,46 @@ const DefaultMaxBody = 64 << 10
 // in flight.
 const MaxMaxBody = 16 << 20
 
-// Classify returns what an answer means, and the upstream's error message for
-// the log (its error_msg, error or message field, else the status text).
+// Classify returns what an answer means and, unless it is Done, the upstream's
+// error message for the log (its error_msg, error or message field, else the
+// status text): a served answer's body is not searched for one.
 //
 // A redirect is never followed and a gateway's answer, as an answer not in the
 // upstream's format, proves nothing: both are Gateway. A 429 is RateLimited
 // unless a rule says otherwise, whoever sent it: a proxy's rate limit counts too.
 func (p *Profile) Classify(status int, body []byte) (Class, string) {
+	class, fixed := p.classify(status, body)
+	switch {
+	case class == Done:
+		return Done, ""
+	case fixed != "":
+		return class, fixed
+	}
+	return class, message(body, status)
+}
+
+// classify returns what an answer means, and a message of its own when the
+// answer's is not the one to log.
+func (p *Profile) classify(status int, body []byte) (Class, string) {
 	a := p.Answers
-	msg := message(body, status)
 	if status >= 300 && status < 400 {
 		return Gateway, fmt.Sprintf("%s: a redirect, not followed", statusText(status))
 	}
 	own := true
 	switch {
 	case a.OwnJSONField != "":
-		var obj map[string]json.RawMessage
-		own = false
-		if json.Unmarshal(body, &obj) == nil {
-			_, own = obj[a.OwnJSONField]
-		}
+		own = hasField(body, a.OwnJSONField)
 	case a.OwnJSON:
 		own = json.Valid(body)
 	}
 	for _, r := range a.Rules {
-		if slices.Contains(r.Status, status) && strings.Contains(string(body), r.Body) && (own || r.Class == RateLimited) {
-			return r.Class, msg
+		if slices.Contains(r.Status, status) && bytes.Contains(body, []byte(r.Body)) && (own || r.Class == RateLimited) {
+			return r.Class, ""
 		}
 	}
 	switch {
 	case status == http.StatusTooManyRequests:
-		return RateLimited, msg
+		return RateLimited, ""
 	case !own && status >= 400 && status < 500 && status != http.StatusRequestTimeout:
 		// Something in front of the upstream refused the request itself (a
 		// missing endpoint, a firewall): it answered, so it passes nothing on
@@ -100,9 +109,35 @@ func (p *Profile) Classify(status int, body []byte) (Class, string) {
 	case !own:
 		return Gateway, fmt.Sprintf("%s, not in the upstream's format (a gateway's answer?)", statusText(status))
 	case a.Otherwise != "":
-		return a.Otherwise, msg
+		return a.Otherwise, ""
 	}
-	return RetryLater, msg
+	return RetryLater, ""
+}
+
+// hasField reports whether body is a JSON object with the top-level field
+// name: read token by token, without building the object.
+func hasField(body []byte, name string) bool {
+	if !json.Valid(body) {
+		return false
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return false
+		}
+		if t == name {
+			return true
+		}
+		var skip json.RawMessage
+		if err := d.Decode(&skip); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // MaxBody returns the body size a result keeps.

@@ -253,13 +253,29 @@ func TestClassify(t *testing.T) {
 		{403, `<html>forbidden</html>`, profile.Done},          // a firewall's refusal: final
 		{408, `<html>request timeout</html>`, profile.Gateway}, // the request may not have been read whole
 		{504, `<html>gateway timeout</html>`, profile.Gateway},
+		// Only a top-level status makes an answer the upstream's own.
+		{503, `{"error":{"status":"down"}}`, profile.Gateway},
+		{503, `[{"status":"error"}]`, profile.Gateway},
+		{503, `{"status":"error"`, profile.Gateway},
+		{503, `{"req_id":"a","detail":[1,{"x":2}],"status":"error"}`, profile.RetryLater},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status, " ", tt.body), func(t *testing.T) {
-			got, _ := ref.Classify(tt.status, []byte(tt.body))
+			got, msg := ref.Classify(tt.status, []byte(tt.body))
 			require.Equal(t, tt.want, got)
+			if got == profile.Done {
+				require.Empty(t, msg, "a served answer has no error message")
+			} else {
+				require.NotEmpty(t, msg)
+			}
 		})
 	}
+}
+
+func TestClassify_LogsTheUpstreamsMessage(t *testing.T) {
+	got, msg := profile.Reference().Classify(429, []byte(`{"status":"error","error_msg":"exceeded rate limit"}`))
+	require.Equal(t, profile.RateLimited, got)
+	require.Equal(t, "exceeded rate limit", msg)
 }
 
 func TestParse_SaysWhatIsWrong(t *testing.T) {
