@@ -119,8 +119,7 @@ func TestShareCores_GivesEachProcessItsShare(t *testing.T) {
 		{"two cores, five processes", Config{Workers: 1, Monitor: true}, 2, nil, []string{"GOMAXPROCS=1"}},
 		{"sixteen cores, five processes", Config{Workers: 1, Monitor: true}, 16, nil, []string{"GOMAXPROCS=3"}},
 		{"sixteen cores, eight workers", Config{Workers: 8}, 16, nil, []string{"GOMAXPROCS=1"}},
-		{"set by the run", Config{Workers: 2, Procs: 4}, 2, nil, []string{"GOMAXPROCS=4"}},
-		{"the Go default asked for", Config{Workers: 2, Procs: -1}, 2, nil, nil},
+		{"more cores than processes", Config{Workers: 2}, 64, nil, []string{"GOMAXPROCS=12"}},
 		{"set in the environment", Config{Workers: 2}, 2, []string{"HOME=/", "GOMAXPROCS=2"}, nil},
 		{"set in Env", Config{Workers: 2, Env: []string{"GOMAXPROCS=2"}}, 2, nil, nil},
 	}

@@ -79,39 +79,31 @@ type Config struct {
 	// Env is added to the environment of every process the fleet starts (such
 	// as cli.CPUProfileEnv).
 	Env []string
-	// Procs is the GOMAXPROCS of every process the fleet starts: 0 shares the
-	// machine's cores among the fleet's processes (see shareCores), a negative
-	// number leaves each the Go default (every core). GOMAXPROCS set in the
-	// environment or in Env wins.
-	Procs int
 }
 
-// shareCores returns the GOMAXPROCS setting for the processes of a fleet run
-// with cfg on a machine of cpus cores whose environment is environ, or nil to
-// leave the Go default. By default each process gets its share of the cores,
-// at least one: NATS, the simulator, the producer, the monitor and the workers
-// all run at once, and a Go process allowed every core keeps threads spinning
-// for work on cores the others need: on a 2-core machine, one core each cuts
-// the fleet's CPU per request by a sixth, and at 200 keys raises the share of
-// the bound served (docs/benchmarks.md, CPU per request).
+// shareCores returns the GOMAXPROCS setting for the fleet's NATS, producer and
+// monitor processes on a machine of cpus cores whose environment is environ, or
+// nil when GOMAXPROCS is set there or in cfg.Env (it then reaches every process
+// as it is). Each gets its share of the cores, at least one, counting every
+// process of the run: a Go process allowed every core keeps threads spinning for
+// work on the cores the others need (docs/benchmarks.md, CPU per request).
+//
+// The workers and the simulator keep every core: with the workers on one core
+// each, the fleet drew 429s (docs/operating.md, several processes on one
+// machine). A worker takes its own lateness as the sign of a busy machine, where
+// the upstream may register requests later than its delays promise, and on one
+// core that sign no longer tells how late the simulator is.
 func shareCores(cfg Config, cpus int, environ []string) []string {
 	for _, kv := range append(slices.Clone(environ), cfg.Env...) {
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {
 			return nil
 		}
 	}
-	n := cfg.Procs
-	switch {
-	case n < 0:
-		return nil
-	case n == 0:
-		procs := cfg.Workers + 3 // NATS, the simulator and the producer
-		if cfg.Monitor {
-			procs++
-		}
-		n = max(1, cpus/procs)
+	procs := cfg.Workers + 3 // NATS, the simulator and the producer
+	if cfg.Monitor {
+		procs++
 	}
-	return []string{fmt.Sprintf("GOMAXPROCS=%d", n)}
+	return []string{fmt.Sprintf("GOMAXPROCS=%d", max(1, cpus/procs))}
 }
 
 // Fleet is a running fleet.
@@ -141,7 +133,8 @@ type Fleet struct {
 	Producer    *Proc
 	started     time.Time
 	nextWorker  int
-	keysFile    string // the keys of Config.Keys, removed by Down
+	keysFile    string   // the keys of Config.Keys, removed by Down
+	share       []string // GOMAXPROCS of NATS, the producer and the monitor: shareCores
 }
 
 // Up starts NATS, applies the declarations, and starts the simulator, the workers
@@ -157,8 +150,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		cfg.Out = io.Discard
 	}
 	cfg.Out, cfg.Logs = &SyncWriter{W: cfg.Out}, &SyncWriter{W: cfg.Logs}
-	cfg.Env = append(shareCores(cfg, runtime.NumCPU(), os.Environ()), cfg.Env...)
-	f := &Fleet{cfg: cfg, log: cfg.Logger, started: time.Now()}
+	f := &Fleet{cfg: cfg, log: cfg.Logger, started: time.Now(), share: shareCores(cfg, runtime.NumCPU(), os.Environ())}
 	defer func() {
 		if err != nil {
 			f.Down()
@@ -238,7 +230,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		if cfg.MonitorHTTP != "" {
 			args = append(args, "--http", cfg.MonitorHTTP)
 		}
-		f.Monitor, err = Start("monitor", f.Bin("monitor"), args, append(f.Access.Env(roles.Monitor), cfg.Env...), cfg.Out, false)
+		f.Monitor, err = Start("monitor", f.Bin("monitor"), args, slices.Concat(f.share, f.Access.Env(roles.Monitor), cfg.Env), cfg.Out, false)
 		if err != nil {
 			return nil, err
 		}
@@ -293,7 +285,7 @@ func (f *Fleet) startNATSProcess(ctx context.Context, users []embedded.User) err
 		return err
 	}
 	args := []string{"nats", "--port", fmt.Sprint(port), "--users-file", path}
-	if f.NATSProc, err = Start("nats", f.Bin("fleet"), args, f.cfg.Env, f.cfg.Logs, true); err != nil {
+	if f.NATSProc, err = Start("nats", f.Bin("fleet"), args, slices.Concat(f.share, f.cfg.Env), f.cfg.Logs, true); err != nil {
 		return err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -375,7 +367,7 @@ func (f *Fleet) keyPairs() string {
 func (f *Fleet) StartProducer() error {
 	args := append(f.RoleArgs(roles.Producer), "--duration", f.cfg.Duration.String())
 	args = append(args, f.cfg.ProducerArgs...)
-	p, err := Start("producer", f.Bin("producer"), args, append(f.Access.Env(roles.Producer), f.cfg.Env...), f.cfg.Logs, true)
+	p, err := Start("producer", f.Bin("producer"), args, slices.Concat(f.share, f.Access.Env(roles.Producer), f.cfg.Env), f.cfg.Logs, true)
 	if err != nil {
 		return err
 	}
