@@ -7,26 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratefleet/ratefleet/internal/embedded"
 	"github.com/ratefleet/ratefleet/internal/pull"
+	"github.com/ratefleet/ratefleet/internal/testenv"
 )
 
 // setup starts a server with a work-queue stream "Q" on q.> and a durable pull
 // consumer "c" with an ack wait of ackWait.
 func setup(t *testing.T, ackWait time.Duration) (jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := testenv.NATS(t, nil).JS
 	ctx := context.Background()
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "Q", Subjects: []string{"q.>"}, Retention: jetstream.WorkQueuePolicy})
 	require.NoError(t, err)
