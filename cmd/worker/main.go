@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ratefleet/ratefleet/internal/cli"
+	"github.com/ratefleet/ratefleet/internal/host"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/limiter"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		keeper      = fs.Bool("keeper", true, "also bury requests the server gave up on without a worker seeing it (advisories and reconciliation; safe in every worker); it needs the keeper role: under the worker role, pass --keeper=false")
 		profileFile = fs.String("profile", "", "upstream profile: a YAML file (what to call, where the key and nonce go, how to sign, what answers mean, what the upstream counts), or a built-in one: "+strings.Join(profile.BuiltinNames(), ", ")+" (default: reference)")
 		checkpoint  = fs.Duration("checkpoint", worker.DefaultCheckpoint, "how often a key's holder writes its limiter's state to key state, so that a holder that crashes is followed from it (a per-day limit resumes from the day's count) rather than after its longest window; it sends nothing more than twice this after its latest; negative for none")
+		busyShare   = fs.Float64("busy-share", 0.5, "the share of the machine's cores busy (Linux /proc/stat, read every 250ms) from which the machine counts as busy for 2 s: every answer then bounds its own request in the key's windows, since what shares the machine (an upstream, a proxy) may register arrivals late while this process is on time; 0 turns the watch off (the process's own lateness still counts)")
 		gatewayHold = fs.Duration("gateway-hold", worker.DefaultGatewayHold, "how long after a gateway's answer (a proxy's 502/503/504, or an answer not in the upstream's format) the request may still reach the upstream; the key's next send waits for it")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -85,6 +87,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	lc.MaxArrival = *maxArrival
 	lcfg := prof.LimiterConfig(lc)
+	if !(*busyShare >= 0 && *busyShare <= 1) { // NaN too
+		return cmd.Usage(fmt.Errorf("--busy-share %v: a share of the cores from 0 to 1 (0 turns the watch off)", *busyShare))
+	}
+	// One process's keys share how late it has been, and how busy its machine.
+	lcfg.Lateness = new(limiter.Lateness)
 	if err := worker.CheckTimeouts(*timeout, lcfg); err != nil {
 		return cmd.Usage(err)
 	}
@@ -135,6 +142,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("worker started", "id", *id, "keys", len(ks), "max_keys", *maxKeys, "limiter", *pacer, "profile", prof.Name,
 		"upstream", upstream.Redact(prof.BaseURL), "nats", nc.Redacted())
+	if *busyShare > 0 {
+		go host.Watch{Share: *busyShare, Busy: lcfg.Lateness.Loaded}.Run(ctx)
+	}
 	return w.Run(ctx)
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/internal/host"
 )
 
 // Config describes the saturation benchmark: the same fleet, simulator and
@@ -143,7 +144,7 @@ func measure(ctx context.Context, f *fleet.Fleet, warmup, duration time.Duration
 		return m, err
 	}
 	t0 := time.Now()
-	busy0, total0 := fleet.BoxCPU()
+	busy0, total0 := host.CPU()
 	if err := fleet.Sleep(ctx, duration); err != nil {
 		return m, err
 	}
@@ -152,7 +153,7 @@ func measure(ctx context.Context, f *fleet.Fleet, warmup, duration time.Duration
 		return m, err
 	}
 	m.okPerSecond = float64(after.OK-before.OK) / time.Since(t0).Seconds()
-	if busy1, total1 := fleet.BoxCPU(); total1 > total0 {
+	if busy1, total1 := host.CPU(); total1 > total0 {
 		m.boxBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 	logLimiters(ctx, f)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/cli"
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/internal/host"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -264,7 +265,7 @@ func sampleFleet(ctx context.Context, f *fleet.Fleet) (fleetSample, error) {
 	}
 	s.cpu.NATS, s.cpu.Simulator, s.cpu.Producer, s.cpu.Monitor = f.NATSProc.CPU(), f.Exchange.CPU(), f.Producer.CPU(), f.Monitor.CPU()
 	s.cpu.Runner = fleet.SelfCPU()
-	s.boxBusy, s.boxTotal = fleet.BoxCPU()
+	s.boxBusy, s.boxTotal = host.CPU()
 	var err error
 	if s.ex, err = fleet.FetchExchangeTotals(ctx, f.ExchangeURL); err != nil {
 		return s, err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/internal/host"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/profile"
 )
@@ -194,7 +195,7 @@ func benchModel(ctx context.Context, cfg Config, c ModelCase) (ModelRow, error) 
 		return row, err
 	}
 	t0 := time.Now()
-	busy0, total0 := fleet.BoxCPU()
+	busy0, total0 := host.CPU()
 	if err := fleet.Sleep(ctx, duration); err != nil {
 		return row, err
 	}
@@ -207,7 +208,7 @@ func benchModel(ctx context.Context, cfg Config, c ModelCase) (ModelRow, error) 
 		elapsed = duration // whole windows: each counts once
 	}
 	row.Rate = float64(after-before) / elapsed.Seconds()
-	if busy1, total1 := fleet.BoxCPU(); total1 > total0 {
+	if busy1, total1 := host.CPU(); total1 > total0 {
 		row.BoxBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 	f.StopWorkers() // and the producer

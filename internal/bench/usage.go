@@ -10,6 +10,7 @@ import (
 
 	"github.com/ratefleet/ratefleet/internal/exchange"
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/internal/host"
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/profile"
 )
@@ -106,7 +107,7 @@ func Usage(ctx context.Context, cfg UsageConfig) (UsageRow, error) {
 		return row, err
 	}
 	t0 := time.Now()
-	busy0, total0 := fleet.BoxCPU()
+	busy0, total0 := host.CPU()
 	if err := fleet.Sleep(ctx, cfg.Duration); err != nil {
 		return row, err
 	}
@@ -115,7 +116,7 @@ func Usage(ctx context.Context, cfg UsageConfig) (UsageRow, error) {
 		return row, err
 	}
 	secs := time.Since(t0).Seconds()
-	if busy1, total1 := fleet.BoxCPU(); total1 > total0 {
+	if busy1, total1 := host.CPU(); total1 > total0 {
 		row.BoxBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 	row.OKPerSecond = float64(after.shared.OK-before.shared.OK) / secs

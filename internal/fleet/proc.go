@@ -243,26 +243,3 @@ func StatCPU(stat []byte, ticks int64) (time.Duration, error) {
 
 // SelfCPU returns the CPU time this process (and the embedded NATS in it) has used.
 func SelfCPU() time.Duration { return procCPU(os.Getpid()) }
-
-// BoxCPU returns the machine's busy and total CPU time so far, summed over its
-// cores, from /proc/stat; zeros where /proc is not there. The busy share of a
-// span is the difference of busy over the difference of total.
-func BoxCPU() (busy, total uint64) {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 5 || f[0] != "cpu" {
-		return 0, 0
-	}
-	for i, x := range f[1:] {
-		n, _ := strconv.ParseUint(x, 10, 64)
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
-}

@@ -13,6 +13,7 @@ const (
 	offKeepL                               // L going down tightens the bounds of requests answered before
 	offOrder                               // no order rule
 	offBusy                                // a busy machine does not make answers bound their requests
+	offLoaded                              // the machine's cores busy (Lateness.Loaded) do not count as a busy machine
 	offOutlier                             // an outlier's bound is left + L, not its answer
 	offSpread                              // a spread of evidence does not raise L
 	offOverdue                             // a request unanswered past 2L + τ is not evidence until its answer

@@ -93,6 +93,11 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 		m.max400 = func(limitertest.Result, int) int { return 0 }
 		return m
 	}
+	// Without 400s, nothing raises L: only the loaded machine's mark shows that
+	// arrivals may be late.
+	loaded := noNonce(models["loaded machine: client on time, upstream registers arrivals 0..15 ms late"])
+	loaded.name = "no nonce: loaded machine, client on time, upstream registers arrivals 0..15 ms late"
+	models[loaded.name] = loaded
 	// Bursts of 20 ready together, each after the window frees: a spike in one
 	// burst is answered before the next burst leaves, and is the 20th previous
 	// arrival of the next burst's last send.
@@ -155,6 +160,7 @@ func TestLimiter_EveryRuleIsNeeded(t *testing.T) {
 		{rule: "bounds keep their L", model: "a long window while L comes down: 100 per 10 s", want: "429"},
 		{rule: "order rule", model: "reference delays", want: "400"},
 		{rule: "busy machine", model: "busy machine: client late by 0..8 ms, upstream registers arrivals 0..15 ms late", want: "429"},
+		{rule: "loaded machine", model: "no nonce: loaded machine, client on time, upstream registers arrivals 0..15 ms late", want: "429"},
 		{rule: "outlier bound", model: "no nonce: bursts of 20, 1% of requests 300 ms later in", want: "429"},
 		{rule: "spread raises L", model: "no nonce: spread 0..150 ms both ways", want: "429"},
 		// The answers alone show nothing here: before two slow requests are

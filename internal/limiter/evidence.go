@@ -150,13 +150,20 @@ func (l *Limiter) slack() time.Duration { return max(0, l.learn.lag-l.set.tolera
 // when more than one send in 16 was late drew 2 × 429 in 30 s at 50 keys (75 %
 // busy) with no regard to each key's own sends, and 4 × 429 at 100 keys (91 %
 // busy) with it.
+//
+// The machine's cores busy (Lateness.Loaded) count as well: a process on one
+// core of a loaded machine may stay on time while what shares the machine with
+// it (an upstream on the same box) registers arrivals late.
 func (l *Limiter) stressed(at time.Time) bool {
 	if l.off.has(offBusy) {
 		return false
 	}
 	lag := l.learn.lag
-	if l.set.lateness != nil {
-		lag = max(lag, l.set.lateness.Max(at))
+	if x := l.set.lateness; x != nil {
+		lag = max(lag, x.Max(at))
+		if !l.off.has(offLoaded) && x.WasLoaded(at) {
+			return true
+		}
 	}
 	return 2*lag > l.set.tolerance
 }

@@ -5,7 +5,7 @@ import "fmt"
 // ablations names the rules the ablation tests switch off.
 var ablations = map[string]ablation{
 	"every kept send counts": offNth, "in-flight hold": offHold, "lost hold": offLostHold,
-	"bounds keep their L": offKeepL, "order rule": offOrder, "busy machine": offBusy,
+	"bounds keep their L": offKeepL, "order rule": offOrder, "busy machine": offBusy, "loaded machine": offLoaded,
 	"outlier bound": offOutlier, "spread raises L": offSpread, "overdue is evidence": offOverdue,
 	"window + 1 ms": offGap, "weight in the window": offWeight, "pause after a 429": offPause,
 	"fixed: the clock offset": offFixedOffset, "fixed: every interval the arrival may fall in": offFixedSpan,

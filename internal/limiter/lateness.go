@@ -22,10 +22,14 @@ const (
 // limiter, it takes the time from its caller.
 type Lateness struct {
 	mu    sync.Mutex
-	slots [latenessSlots]struct {
-		start int64 // the slot's start, in latenessSlot units since the epoch
-		max   time.Duration
-	}
+	slots [latenessSlots]lateSlot
+}
+
+// lateSlot is what a Lateness noted in one slot of time.
+type lateSlot struct {
+	start  int64 // the slot's start, in latenessSlot units since the epoch
+	max    time.Duration
+	loaded bool // the machine's cores were busy (Loaded)
 }
 
 // Add notes that the process was d late at at.
@@ -33,11 +37,41 @@ func (x *Lateness) Add(at time.Time, d time.Duration) {
 	n := at.UnixNano() / int64(latenessSlot)
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	s := x.slot(n)
+	s.max = max(s.max, d)
+}
+
+// Loaded notes that the machine's cores were busy at at (internal/host watches
+// them): whatever shares the machine with this process, an upstream or a proxy
+// on the same box, may then be late by more than this process's own timers
+// show, and the limiters take the machine as busy (see the package doc).
+func (x *Lateness) Loaded(at time.Time) {
+	n := at.UnixNano() / int64(latenessSlot)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.slot(n).loaded = true
+}
+
+// slot returns slot n, emptied if it held an older one; called with mu held.
+func (x *Lateness) slot(n int64) *lateSlot {
 	s := &x.slots[n%latenessSlots]
 	if s.start != n {
-		s.start, s.max = n, 0
+		*s = lateSlot{start: n}
 	}
-	s.max = max(s.max, d)
+	return s
+}
+
+// WasLoaded reports whether Loaded was noted in the span before at.
+func (x *Lateness) WasLoaded(at time.Time) bool {
+	n := at.UnixNano() / int64(latenessSlot)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, s := range x.slots {
+		if s.loaded && s.start > n-latenessSlots && s.start <= n {
+			return true
+		}
+	}
+	return false
 }
 
 // Max returns the longest lateness noted in the span before at.

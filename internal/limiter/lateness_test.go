@@ -33,6 +33,25 @@ func TestLateness_RemembersTheLongestLatenessForAboutTwoSeconds(t *testing.T) {
 	}
 }
 
+func TestLateness_RemembersALoadedMachineForAboutTwoSeconds(t *testing.T) {
+	var x limiter.Lateness
+	x.Add(ms(0), 3*time.Millisecond)
+	x.Loaded(ms(300))
+	for _, c := range []struct {
+		at   int
+		want bool
+	}{
+		{at: 0, want: false},
+		{at: 249, want: false},
+		{at: 250, want: true}, // the slot of 300 has begun
+		{at: 2249, want: true},
+		{at: 2250, want: false}, // it has left
+	} {
+		assert.Equal(t, c.want, x.WasLoaded(ms(c.at)), "at %d ms", c.at)
+	}
+	assert.Equal(t, 3*time.Millisecond, x.Max(ms(249)), "a mark of load is no lateness")
+}
+
 func TestLimiter_OnABusyMachineAnswersBoundTheWindow(t *testing.T) {
 	// small(): 3 per >100 ms, L = 10 ms, tolerance 10 ms. Another key of the same
 	// process was late; this key's own sends were on time. Its first request
@@ -40,17 +59,25 @@ func TestLimiter_OnABusyMachineAnswersBoundTheWindow(t *testing.T) {
 	// machine (lateness over half the tolerance) the upstream may have registered
 	// it as late as its answer, and the fourth send waits for that; otherwise
 	// left + L bounds it.
+	// A machine whose cores were busy (Loaded, from internal/host) is busy too,
+	// whatever this process's timers show.
 	for _, c := range []struct {
-		name string
-		late time.Duration
-		want int
+		name   string
+		late   time.Duration
+		loaded int // ms at which the machine's cores were busy; -1 never
+		want   int
 	}{
-		{name: "quiet machine", late: 4 * time.Millisecond, want: 10 + 100 + 1},
-		{name: "busy machine", late: 6 * time.Millisecond, want: 25 + 100 + 1},
+		{name: "quiet machine", late: 4 * time.Millisecond, loaded: -1, want: 10 + 100 + 1},
+		{name: "busy machine", late: 6 * time.Millisecond, loaded: -1, want: 25 + 100 + 1},
+		{name: "loaded machine, the process on time", loaded: 20, want: 25 + 100 + 1},
+		{name: "loaded machine more than 2 s before", loaded: 25 - 2250, want: 10 + 100 + 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := small()
 			cfg.Lateness = new(limiter.Lateness)
+			if c.loaded != -1 {
+				cfg.Lateness.Loaded(ms(c.loaded))
+			}
 			other := mustNew(t, cfg)
 			tk, err := other.Sent(ms(0))
 			require.NoError(t, err)

@@ -35,6 +35,7 @@ func wrongModels() []wrongModel {
 	ms := time.Millisecond
 	uniform := func(seed uint64) limitertest.Delays { return limitertest.Uniform(seed, L, ms) }
 	few := func(limitertest.Result, int) int { return 20 }
+	loaded := new(limiter.Lateness)
 	// A spread several times L takes more 400s to learn, and its tail keeps making
 	// some: at most 100 (0.5% of a full run), most of them while Lo learns.
 	some := func(limitertest.Result, int) int { return 100 }
@@ -68,6 +69,14 @@ func wrongModels() []wrongModel {
 		{name: "busy machine: client late by 0..8 ms, upstream registers arrivals 0..15 ms late", requests: 20_000,
 			delays: func(seed uint64) limitertest.Delays { return registeredLate(uniform(seed), seed, 15*ms) },
 			late:   func(seed uint64) func(int) time.Duration { return lateClient(seed, 8*ms) },
+			max400: few, minRate: 17.0},
+		// The process on time on a loaded machine, the upstream sharing it
+		// late: the process's Lateness is told the machine is loaded at every
+		// answer (a worker on one core of a busy machine).
+		{name: "loaded machine: client on time, upstream registers arrivals 0..15 ms late", requests: 20_000,
+			cfg:    limiter.Config{Lateness: loaded},
+			delays: func(seed uint64) limitertest.Delays { return registeredLate(uniform(seed), seed, 15*ms) },
+			adjust: func(_ uint64, r *limitertest.Run) { r.Pacer = onLoadedMachine{r.Pacer.(*limiter.Limiter), loaded} },
 			max400: few, minRate: 17.0},
 		// A slow tail, answered within the worker's timeout (10 s): each slow
 		// request holds one place until its answer.
@@ -163,6 +172,23 @@ func (m wrongModel) runN(l limitertest.Pacer, seed uint64, n int) (res limiterte
 		m.adjust(seed, &run)
 	}
 	return run.Execute(), spikes
+}
+
+// onLoadedMachine is a limiter whose machine's cores are busy whenever an
+// answer comes back.
+type onLoadedMachine struct {
+	*limiter.Limiter
+	x *limiter.Lateness
+}
+
+func (p onLoadedMachine) Answered(t limiter.Ticket, at time.Time) {
+	p.x.Loaded(at)
+	p.Limiter.Answered(t, at)
+}
+
+func (p onLoadedMachine) Inverted(t limiter.Ticket, at time.Time) {
+	p.x.Loaded(at)
+	p.Limiter.Inverted(t, at)
 }
 
 // registeredLate is d with every arrival registered up to most later, in whole

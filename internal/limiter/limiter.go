@@ -188,8 +188,10 @@
 // under 2L and the worker's own timers were under τ late, and each was the window
 // partner of a 429. So once the process has been late by more than τ/2 (over the
 // last 64 sends, or, with a Lateness shared by a process's limiters
-// (Config.Lateness), by any of its keys over the last 2 s), every answer that
-// comes back bounds its request by itself: ub_j = r_j, which always holds, since
+// (Config.Lateness), by any of its keys over the last 2 s), or the machine's
+// cores were busy in the last 2 s (Lateness.Loaded: a process on one core of a
+// loaded machine can stay on time while its neighbours run late), every answer
+// that comes back bounds its request by itself: ub_j = r_j, which always holds, since
 // an answer leaves after its arrival. Cost: on a busy machine, about
 // E[r_j − min(left_j + L, r_j)] per window cycle (at the reference delays, 8 ms
 // in 1043, 0.8 %; measured at 50 keys on a 72 % busy 2-core box, about 1.2 %:
