@@ -126,6 +126,25 @@ func TestWorker_PipelinesAKeysRequestsWhenTheRoundTripExceedsTheDelayBound(t *te
 	require.GreaterOrEqual(t, c.most.Load(), int32(2), "several requests of the key were in flight at once")
 }
 
+func TestWorker_AKeyHoldsAtMostMaxInFlightRequests(t *testing.T) {
+	// The model above, where the key keeps two requests in flight at once; with
+	// MaxInFlight 1 it keeps one, each handler taking the next request once its
+	// own is settled.
+	cfg := fastExchange()
+	cfg.OutDelay = exchange.DelayRange{Min: 300 * time.Millisecond, Max: 300 * time.Millisecond}
+	env := testenv.Start(t, testenv.Options{Exchange: cfg})
+	var c concurrency
+	srv := httptest.NewServer(c.wrap(env.Exchange.Handler()))
+	t.Cleanup(srv.Close)
+
+	ids := publishRequests(t, env, 10, time.Minute)
+	startSoloWith(t, env, "w1", srv.URL, 0, fastLimiter(), exchange.DefaultKeys()[:1], 1, func(c *worker.Config) { c.MaxInFlight = 1 })
+	waitDrained(t, env, 60*time.Second)
+
+	require.ElementsMatch(t, ids, answeredIDs(env))
+	require.Equal(t, int32(1), c.most.Load(), "requests of the key in flight at once")
+}
+
 func TestWorkers_AHandoffNeedsNoClockAgreement(t *testing.T) {
 	tests := []struct {
 		name          string

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ratefleet/ratefleet/internal/keys"
 	"github.com/ratefleet/ratefleet/internal/keystate"
 	"github.com/ratefleet/ratefleet/internal/lease"
@@ -291,10 +293,16 @@ const pullLead = 10 * time.Millisecond
 // request waits in the queue, where any key may take it, rather than in one
 // worker behind its key. It never holds more than
 // MaxInFlight requests, and waits for those it started.
+//
+// A request is handed to a handler that has finished its last one and waits for
+// another (for handlerIdle), or else to a new one: a goroutine kept for the
+// next request keeps the stack it grew, where a new one grows its own again
+// through each of the request's calls.
 func (s *session) pull(ctx context.Context) {
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
 	sem := make(chan struct{}, s.w.cfg.MaxInFlight)
+	idle := make(chan jetstream.Msg) // taken only by a handler waiting for it
 	for {
 		if err := s.gate.waitReady(ctx, pullLead); err != nil {
 			return
@@ -309,11 +317,37 @@ func (s *session) pull(ctx context.Context) {
 			return
 		}
 		s.gate.expect()
-		handlers.Add(1)
-		go func() {
-			defer handlers.Done()
-			defer func() { <-sem }()
-			s.handle(ctx, msg)
-		}()
+		select {
+		case idle <- msg:
+		default:
+			handlers.Add(1)
+			go func() {
+				defer handlers.Done()
+				s.handler(ctx, msg, sem, idle)
+			}()
+		}
+	}
+}
+
+// handlerIdle is how long a handler waits for its session's next request
+// before it ends.
+const handlerIdle = 2 * time.Second
+
+// handler handles msg, then each request handed to it on idle, until none comes
+// for handlerIdle or ctx ends; it frees a place in sem after each.
+func (s *session) handler(ctx context.Context, msg jetstream.Msg, sem <-chan struct{}, idle <-chan jetstream.Msg) {
+	t := time.NewTimer(handlerIdle)
+	defer t.Stop()
+	for {
+		s.handle(ctx, msg)
+		<-sem
+		t.Reset(handlerIdle)
+		select {
+		case msg = <-idle:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
