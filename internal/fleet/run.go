@@ -82,15 +82,17 @@ type Config struct {
 }
 
 // shareCores returns the GOMAXPROCS settings for the processes the fleet starts
-// on a machine of cpus cores whose environment is environ: one for the workers,
-// one for every other process, or nil for both when GOMAXPROCS is set there or
-// in cfg.Env (it then reaches every process as it is). A Go process allowed
-// every core keeps threads spinning for work on the cores the others need
-// (docs/benchmarks.md, CPU per request), so each gets its share, at least one
-// core: NATS, the simulator, the producer and the monitor the cores divided by
-// every process of the run, the workers the cores divided among themselves, as
-// they do most of the work (one worker holding 200 keys on one of two cores
-// fell 2 to 5 % further below its bound than on both).
+// on a machine of cpus cores whose environment is environ: one for NATS, the
+// producer and the monitor, one for the workers, or nil for both when
+// GOMAXPROCS is set there or in cfg.Env (it then reaches every process as it
+// is). A Go process allowed every core keeps threads spinning for work on the
+// cores the others need (docs/benchmarks.md, CPU per request), so each gets its
+// share, at least one core: NATS, the producer and the monitor the cores divided by every process of
+// the run, the workers the cores divided among themselves, as they do most of the
+// work (one worker holding 200 keys on one of two cores fell 2 to 5 % further
+// below its bound than on both). The simulator keeps every core: it stands in
+// for an upstream on a machine of its own, and on one core at 200 keys it
+// registered more requests out of order (400s).
 //
 // A worker on fewer cores may stay on time while the simulator beside it
 // registers requests late; the workers' watch of the machine's cores (worker
@@ -138,7 +140,7 @@ type Fleet struct {
 	started     time.Time
 	nextWorker  int
 	keysFile    string   // the keys of Config.Keys, removed by Down
-	share       []string // GOMAXPROCS of every process it starts but the workers: shareCores
+	share       []string // GOMAXPROCS of NATS, the producer and the monitor: shareCores
 	workerShare []string // GOMAXPROCS of the workers: shareCores
 }
 
@@ -213,7 +215,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		}
 		exArgs = append(exArgs, "--keys-file", f.keysFile)
 	}
-	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, slices.Concat(f.share, cfg.Env), cfg.Logs, true)
+	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, cfg.Env, cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
