@@ -110,26 +110,24 @@ func TestProcCPU_ReadsThisProcess(t *testing.T) {
 
 func TestShareCores_GivesEachProcessItsShare(t *testing.T) {
 	tests := []struct {
-		name            string
-		cfg             Config
-		cpus            int
-		environ         []string
-		others, workers []string
+		name    string
+		cfg     Config
+		cpus    int
+		environ []string
+		want    []string
 	}{
-		{"two cores, five processes", Config{Workers: 1, Monitor: true}, 2, nil, []string{"GOMAXPROCS=1"}, []string{"GOMAXPROCS=2"}},
-		{"two cores, two workers", Config{Workers: 2, Monitor: true}, 2, nil, []string{"GOMAXPROCS=1"}, []string{"GOMAXPROCS=1"}},
-		{"sixteen cores, five processes", Config{Workers: 1, Monitor: true}, 16, nil, []string{"GOMAXPROCS=3"}, []string{"GOMAXPROCS=16"}},
-		{"sixteen cores, eight workers", Config{Workers: 8}, 16, nil, []string{"GOMAXPROCS=1"}, []string{"GOMAXPROCS=2"}},
-		{"more cores than processes", Config{Workers: 2}, 64, nil, []string{"GOMAXPROCS=12"}, []string{"GOMAXPROCS=32"}},
-		{"no workers", Config{}, 4, nil, []string{"GOMAXPROCS=1"}, []string{"GOMAXPROCS=4"}},
-		{"set in the environment", Config{Workers: 2}, 2, []string{"HOME=/", "GOMAXPROCS=2"}, nil, nil},
-		{"set in Env", Config{Workers: 2, Env: []string{"GOMAXPROCS=2"}}, 2, nil, nil, nil},
+		{"two cores, five processes", Config{Workers: 1, Monitor: true}, 2, nil, []string{"GOMAXPROCS=1"}},
+		{"sixteen cores, five processes", Config{Workers: 1, Monitor: true}, 16, nil, []string{"GOMAXPROCS=3"}},
+		{"sixteen cores, eight workers", Config{Workers: 8}, 16, nil, []string{"GOMAXPROCS=1"}},
+		{"more cores than processes", Config{Workers: 2}, 64, nil, []string{"GOMAXPROCS=12"}},
+		{"set in the environment", Config{Workers: 2}, 2, []string{"HOME=/", "GOMAXPROCS=2"}, nil},
+		{"set in Env", Config{Workers: 2, Env: []string{"GOMAXPROCS=2"}}, 2, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			others, workers := shareCores(tt.cfg, tt.cpus, tt.environ)
-			if !slices.Equal(others, tt.others) || !slices.Equal(workers, tt.workers) {
-				t.Fatalf("shareCores = %q, %q, want %q, %q", others, workers, tt.others, tt.workers)
+			got := shareCores(tt.cfg, tt.cpus, tt.environ)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("shareCores = %q, want %q", got, tt.want)
 			}
 		})
 	}

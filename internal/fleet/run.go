@@ -81,35 +81,28 @@ type Config struct {
 	Env []string
 }
 
-// shareCores returns the GOMAXPROCS settings for the processes the fleet starts
-// on a machine of cpus cores whose environment is environ: one for NATS, the
-// producer and the monitor, one for the workers, or nil for both when
+// shareCores returns the GOMAXPROCS setting for the processes the fleet starts
+// on a machine of cpus cores whose environment is environ, or nil when
 // GOMAXPROCS is set there or in cfg.Env (it then reaches every process as it
-// is). A Go process allowed every core keeps threads spinning for work on the
-// cores the others need (docs/benchmarks.md, CPU per request), so each gets its
-// share, at least one core: NATS, the producer and the monitor the cores divided by every process of
-// the run, the workers the cores divided among themselves, as they do most of the
-// work (one worker holding 200 keys on one of two cores fell 2 to 5 % further
-// below its bound than on both). The simulator keeps every core: it stands in
-// for an upstream on a machine of its own, and on one core at 200 keys it
-// registered more requests out of order (400s).
+// is). Each gets its share of the cores, at least one, counting every process of
+// the run: a Go process allowed every core keeps threads spinning for work on the
+// cores the others need (docs/benchmarks.md, CPU per request).
 //
-// A worker on fewer cores may stay on time while the simulator beside it
-// registers requests late; the workers' watch of the machine's cores (worker
-// --busy-share) then makes every answer bound its request (docs/operating.md,
-// several processes on one machine).
-func shareCores(cfg Config, cpus int, environ []string) (others, workers []string) {
+// A worker on one core may stay on time while the simulator beside it registers
+// requests late; the workers' watch of the machine's cores (worker --busy-share)
+// then makes every answer bound its request (docs/operating.md, several
+// processes on one machine).
+func shareCores(cfg Config, cpus int, environ []string) []string {
 	for _, kv := range append(slices.Clone(environ), cfg.Env...) {
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {
-			return nil, nil
+			return nil
 		}
 	}
 	procs := cfg.Workers + 3 // NATS, the simulator and the producer
 	if cfg.Monitor {
 		procs++
 	}
-	return []string{fmt.Sprintf("GOMAXPROCS=%d", max(1, cpus/procs))},
-		[]string{fmt.Sprintf("GOMAXPROCS=%d", max(1, cpus/max(cfg.Workers, 1)))}
+	return []string{fmt.Sprintf("GOMAXPROCS=%d", max(1, cpus/procs))}
 }
 
 // Fleet is a running fleet.
@@ -140,8 +133,7 @@ type Fleet struct {
 	started     time.Time
 	nextWorker  int
 	keysFile    string   // the keys of Config.Keys, removed by Down
-	share       []string // GOMAXPROCS of NATS, the producer and the monitor: shareCores
-	workerShare []string // GOMAXPROCS of the workers: shareCores
+	share       []string // GOMAXPROCS of every process it starts: shareCores
 }
 
 // Up starts NATS, applies the declarations, and starts the simulator, the workers
@@ -157,8 +149,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		cfg.Out = io.Discard
 	}
 	cfg.Out, cfg.Logs = &SyncWriter{W: cfg.Out}, &SyncWriter{W: cfg.Logs}
-	f := &Fleet{cfg: cfg, log: cfg.Logger, started: time.Now()}
-	f.share, f.workerShare = shareCores(cfg, runtime.NumCPU(), os.Environ())
+	f := &Fleet{cfg: cfg, log: cfg.Logger, started: time.Now(), share: shareCores(cfg, runtime.NumCPU(), os.Environ())}
 	defer func() {
 		if err != nil {
 			f.Down()
@@ -215,7 +206,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		}
 		exArgs = append(exArgs, "--keys-file", f.keysFile)
 	}
-	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, cfg.Env, cfg.Logs, true)
+	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, slices.Concat(f.share, cfg.Env), cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +341,7 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	if f.cfg.Profile != "" {
 		args = append(args, "--profile", f.cfg.Profile)
 	}
-	p, err := Start(id, f.Bin("worker"), args, slices.Concat(f.workerShare, env, f.cfg.Env), f.cfg.Logs, true)
+	p, err := Start(id, f.Bin("worker"), args, slices.Concat(f.share, env, f.cfg.Env), f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
