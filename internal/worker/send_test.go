@@ -104,19 +104,27 @@ func (c *concurrency) wrap(h http.Handler) http.Handler {
 	})
 }
 
+// slowAnswers starts NATS and a simulator whose arrivals come within 5 ms and
+// whose answers 300 ms later, served at the returned URL, which counts the
+// requests it has in progress at once.
+func slowAnswers(t *testing.T) (*testenv.Env, string, *concurrency) {
+	t.Helper()
+	cfg := fastExchange()
+	cfg.OutDelay = exchange.DelayRange{Min: 300 * time.Millisecond, Max: 300 * time.Millisecond}
+	env := testenv.Start(t, testenv.Options{Exchange: cfg})
+	c := new(concurrency)
+	srv := httptest.NewServer(c.wrap(env.Exchange.Handler()))
+	t.Cleanup(srv.Close)
+	return env, srv.URL, c
+}
+
 func TestWorker_PipelinesAKeysRequestsWhenTheRoundTripExceedsTheDelayBound(t *testing.T) {
 	// Arrivals within L (0..5 ms on the way in, with room for a loaded machine's
 	// lag), answers 300 ms later: the limiter's order rule lets the next send leave
 	// L + 1 ms after the previous one left, long before its answer.
-	cfg := fastExchange()
-	cfg.OutDelay = exchange.DelayRange{Min: 300 * time.Millisecond, Max: 300 * time.Millisecond}
-	env := testenv.Start(t, testenv.Options{Exchange: cfg})
-	var c concurrency
-	srv := httptest.NewServer(c.wrap(env.Exchange.Handler()))
-	t.Cleanup(srv.Close)
-
+	env, url, c := slowAnswers(t)
 	ids := publishRequests(t, env, 20, time.Minute)
-	startSolo(t, env, "w1", srv.URL, 0, fastLimiter(), exchange.DefaultKeys()[:1])
+	startSolo(t, env, "w1", url, 0, fastLimiter(), exchange.DefaultKeys()[:1])
 	waitDrained(t, env, 60*time.Second)
 
 	k := env.Exchange.Stats().Keys[0]
@@ -130,15 +138,9 @@ func TestWorker_AKeyHoldsAtMostMaxInFlightRequests(t *testing.T) {
 	// The model above, where the key keeps two requests in flight at once; with
 	// MaxInFlight 1 it keeps one, each handler taking the next request once its
 	// own is settled.
-	cfg := fastExchange()
-	cfg.OutDelay = exchange.DelayRange{Min: 300 * time.Millisecond, Max: 300 * time.Millisecond}
-	env := testenv.Start(t, testenv.Options{Exchange: cfg})
-	var c concurrency
-	srv := httptest.NewServer(c.wrap(env.Exchange.Handler()))
-	t.Cleanup(srv.Close)
-
+	env, url, c := slowAnswers(t)
 	ids := publishRequests(t, env, 10, time.Minute)
-	startSoloWith(t, env, "w1", srv.URL, 0, fastLimiter(), exchange.DefaultKeys()[:1], 1, func(c *worker.Config) { c.MaxInFlight = 1 })
+	startSoloWith(t, env, "w1", url, 0, fastLimiter(), exchange.DefaultKeys()[:1], 1, func(c *worker.Config) { c.MaxInFlight = 1 })
 	waitDrained(t, env, 60*time.Second)
 
 	require.ElementsMatch(t, ids, answeredIDs(env))
