@@ -160,10 +160,11 @@ func (l *Limiter) stressed(at time.Time) bool {
 	}
 	lag := l.learn.lag
 	if x := l.set.lateness; x != nil {
-		lag = max(lag, x.Max(at))
-		if !l.off.has(offLoaded) && x.WasLoaded(at) {
+		longest, loaded := x.recent(at)
+		if loaded && !l.off.has(offLoaded) {
 			return true
 		}
+		lag = max(lag, longest)
 	}
 	return 2*lag > l.set.tolerance
 }

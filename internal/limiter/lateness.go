@@ -63,27 +63,26 @@ func (x *Lateness) slot(n int64) *lateSlot {
 
 // WasLoaded reports whether Loaded was noted in the span before at.
 func (x *Lateness) WasLoaded(at time.Time) bool {
-	n := at.UnixNano() / int64(latenessSlot)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for _, s := range x.slots {
-		if s.loaded && s.start > n-latenessSlots && s.start <= n {
-			return true
-		}
-	}
-	return false
+	_, loaded := x.recent(at)
+	return loaded
 }
 
 // Max returns the longest lateness noted in the span before at.
 func (x *Lateness) Max(at time.Time) time.Duration {
+	longest, _ := x.recent(at)
+	return longest
+}
+
+// recent returns, in one look at the span before at, the longest lateness noted
+// there and whether Loaded was.
+func (x *Lateness) recent(at time.Time) (longest time.Duration, loaded bool) {
 	n := at.UnixNano() / int64(latenessSlot)
-	var m time.Duration
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, s := range x.slots {
 		if s.start > n-latenessSlots && s.start <= n {
-			m = max(m, s.max)
+			longest, loaded = max(longest, s.max), loaded || s.loaded
 		}
 	}
-	return m
+	return longest, loaded
 }
