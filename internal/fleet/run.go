@@ -81,17 +81,16 @@ type Config struct {
 	Env []string
 }
 
-// shareCores returns the GOMAXPROCS setting for the processes the fleet starts
-// on a machine of cpus cores whose environment is environ, or nil when
-// GOMAXPROCS is set there or in cfg.Env (it then reaches every process as it
-// is). Each gets its share of the cores, at least one, counting every process of
-// the run: a Go process allowed every core keeps threads spinning for work on the
-// cores the others need (docs/benchmarks.md, CPU per request).
+// shareCores returns the GOMAXPROCS setting for the fleet's NATS, producer and
+// monitor processes on a machine of cpus cores whose environment is environ, or
+// nil when GOMAXPROCS is set there or in cfg.Env (it then reaches every process
+// as it is). Each gets its share of the cores, at least one, counting every
+// process of the run: a Go process allowed every core keeps threads spinning for
+// work on the cores the others need (docs/benchmarks.md, CPU per request).
 //
-// A worker on one core may stay on time while the simulator beside it registers
-// requests late; the workers' watch of the machine's cores (worker --busy-share)
-// then makes every answer bound its request (docs/operating.md, several
-// processes on one machine).
+// The workers and the simulator keep every core: with the workers on one core
+// each, the fleet drew 429s in failover runs, even with the workers watching the
+// machine's cores (docs/operating.md, several processes on one machine).
 func shareCores(cfg Config, cpus int, environ []string) []string {
 	for _, kv := range append(slices.Clone(environ), cfg.Env...) {
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {
@@ -133,7 +132,7 @@ type Fleet struct {
 	started     time.Time
 	nextWorker  int
 	keysFile    string   // the keys of Config.Keys, removed by Down
-	share       []string // GOMAXPROCS of every process it starts: shareCores
+	share       []string // GOMAXPROCS of NATS, the producer and the monitor: shareCores
 }
 
 // Up starts NATS, applies the declarations, and starts the simulator, the workers
@@ -206,7 +205,7 @@ func Up(ctx context.Context, cfg Config) (_ *Fleet, err error) {
 		}
 		exArgs = append(exArgs, "--keys-file", f.keysFile)
 	}
-	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, slices.Concat(f.share, cfg.Env), cfg.Logs, true)
+	f.Exchange, err = Start("exchange", f.Bin("exchange"), exArgs, cfg.Env, cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +340,7 @@ func (f *Fleet) StartWorker() (*Proc, error) {
 	if f.cfg.Profile != "" {
 		args = append(args, "--profile", f.cfg.Profile)
 	}
-	p, err := Start(id, f.Bin("worker"), args, slices.Concat(f.share, env, f.cfg.Env), f.cfg.Logs, true)
+	p, err := Start(id, f.Bin("worker"), args, append(env, f.cfg.Env...), f.cfg.Logs, true)
 	if err != nil {
 		return nil, err
 	}
