@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratefleet/ratefleet/internal/fleet"
+	"github.com/ratefleet/ratefleet/internal/graveyard"
 	"github.com/ratefleet/ratefleet/internal/lease"
 )
 
@@ -145,12 +146,27 @@ func (e *env) finish(faults int) fleet.Summary {
 	e.t.Logf("published %d, successful %d, buried %d, queued %d; exchange: %+v", sum.Published, sum.Successful, sum.Buried, sum.InQueue, sum.Exchange)
 	require.Zero(e.t, sum.Lost(), "every request accounted for")
 	require.Zero(e.t, sum.InQueue, "the queue drained")
+	if sum.Buried > 0 {
+		e.logGraveyard(ctx)
+	}
 	require.Zero(e.t, sum.Buried, "nothing given up on")
 	require.Zero(e.t, sum.Exchange.RateLimited, "no 429")
 	require.Zero(e.t, sum.Exchange.BadNonce, "no 400")
 	require.LessOrEqual(e.t, sum.Exchange.Duplicates, uint64(faults), "requests answered twice")
 	require.Equal(e.t, sum.Published+sum.Exchange.Duplicates, sum.Exchange.OK, "the upstream answered each request once, or twice after a fault")
 	return sum
+}
+
+// logGraveyard logs why each request in the graveyard was given up on.
+func (e *env) logGraveyard(ctx context.Context) {
+	e.t.Helper()
+	sc := e.Conn.Streams.Graveyard.Stream
+	g, err := graveyard.New(e.Conn.JS, sc.Name, sc.Subjects[0])
+	require.NoError(e.t, err)
+	require.NoError(e.t, g.Walk(ctx, graveyard.Filter{}, func(s graveyard.Stored) bool {
+		e.t.Logf("buried %s after %d deliveries: %s: %s; attempts %+v", s.Entry.RequestID, s.Entry.Deliveries, s.Entry.Reason, s.Entry.Error, s.Entry.Attempts)
+		return true
+	}))
 }
 
 func (e *env) produce() {

@@ -169,3 +169,35 @@ func weightSet(cfg limiter.Config) (*limiter.Set, error) {
 	}
 	return limiter.NewSet(limiter.SetConfig{Config: cfg, Dims: []limiter.Dimension{{Name: DimWeight, Rules: rules}}})
 }
+
+func TestGate_OnlyTheRequestsOwnDeadlineMakesItStale(t *testing.T) {
+	cases := []struct {
+		name  string
+		ttl   time.Duration // the request's time left when it reaches the gate
+		stale bool
+	}{
+		// Key state does not answer: the nonce reservation times out (nonceTimeout,
+		// as after a pause of the process) while the request is still fresh.
+		{name: "nonce reservation timed out", ttl: time.Minute, stale: false},
+		{name: "request's deadline passed first", ttl: nonceTimeout / 2, stale: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				lim, err := weightSet(limiter.Config{})
+				require.NoError(t, err)
+				stalled := func(ctx context.Context) (int64, error) { <-ctx.Done(); return 0, ctx.Err() }
+				n := newNonces(t.Context(), 10, stalled)
+				g := newGate(lim, func(time.Time) bool { return true }, time.Now, n)
+
+				ctx := t.Context()
+				wait, cancel := context.WithTimeout(ctx, tc.ttl)
+				defer cancel()
+				_, err = g.acquire(wait)
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				require.Equal(t, tc.stale, staleAtGate(ctx, wait, err))
+				n.wait()
+			})
+		})
+	}
+}

@@ -81,13 +81,14 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	stopKeepAlive := keepAlive(finish, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	sl, err := s.gate.acquireN(waitCtx, cost)
+	stale := err != nil && staleAtGate(ctx, waitCtx, err)
 	cancel()
 	if err != nil {
 		stopKeepAlive()
 	}
 	switch {
 	case err == nil:
-	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+	case stale:
 		w.settler.Bury(finish, d, wire.ReasonExpired, "time to live ran out while waiting for the key's rate limit", nil)
 		return
 	default:
@@ -138,6 +139,16 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 			Status: ans.Status, Result: out.Name, Error: ans.Msg, Unknown: ans.Unknown(), RetryAfter: ans.RetryAfter,
 		})
 	}
+}
+
+// staleAtGate reports whether a wait at the gate that failed with err ended
+// because the request's own deadline passed: the session (ctx) still runs and
+// the wait's context (wait, ended by that deadline) ran out. A timeout of
+// something the wait did, such as reserving nonces in key state for longer than
+// the process was paused, also wraps context.DeadlineExceeded; it is not the
+// request's staleness, and that request goes back to the queue.
+func staleAtGate(ctx, wait context.Context, err error) bool {
+	return ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(wait.Err(), context.DeadlineExceeded)
 }
 
 // report tells the limiter what became of a send, then acts on the key, as out
