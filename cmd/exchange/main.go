@@ -14,7 +14,14 @@ import (
 	"github.com/ratefleet/ratefleet/internal/exchange"
 )
 
+// gcPercent is the simulator's garbage collector target (GOGC) unless its
+// environment sets GOGC, as the worker's and for the same reason: it keeps
+// little live and allocates for every request. A collection's pauses delay its
+// answers, which the workers' limiters see as a slower upstream.
+const gcPercent = 400
+
 func main() {
+	cli.SetGCPercent(os.Getenv, gcPercent)
 	cli.Main("exchange", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
 }
 

@@ -32,6 +32,14 @@ func Main(name string, run func(ctx context.Context) error) {
 	os.Exit(ExitCode(name, err, os.Stderr))
 }
 
+// SetGCPercent sets the garbage collector's target (GOGC) to percent, unless
+// GOGC is set in the environment getenv reads, which then stands.
+func SetGCPercent(getenv func(string) string, percent int) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(percent)
+	}
+}
+
 // CPUProfileEnv names the variable of the folder Main writes CPU profiles to.
 const CPUProfileEnv = "RATEFLEET_CPU_PROFILE_DIR"
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -36,6 +37,31 @@ func TestStartCPUProfile_WritesAProfileOrSaysWhyNot(t *testing.T) {
 				require.NoError(t, err)
 				assert.Positive(t, info.Size(), "a profile, even of an idle moment, has a header")
 			}
+		})
+	}
+}
+
+func TestSetGCPercent_UnlessGOGCIsSet(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(orig) })
+	cases := []struct {
+		gogc string
+		want int
+	}{
+		{gogc: "", want: 400},
+		{gogc: "50", want: 100}, // set by the runtime from GOGC at start: left as it is
+		{gogc: "off", want: 100},
+	}
+	for _, tc := range cases {
+		t.Run("GOGC="+tc.gogc, func(t *testing.T) {
+			debug.SetGCPercent(100)
+			SetGCPercent(func(k string) string {
+				if k == "GOGC" {
+					return tc.gogc
+				}
+				return ""
+			}, 400)
+			require.Equal(t, tc.want, debug.SetGCPercent(100))
 		})
 	}
 }
