@@ -276,6 +276,9 @@ func FormatPartition(r PartitionResult, cfg Config) string {
 		row("buried: "+reason, a.Buried[reason])
 		buried += a.Buried[reason]
 	}
+	for _, e := range expiredAfter(r.Result) {
+		row("of the buried, expired "+e.what, e.n)
+	}
 	for _, why := range sortedKeys(a.ServedAndBuried) {
 		row("of the buried, done upstream first: "+why, a.ServedAndBuried[why])
 	}

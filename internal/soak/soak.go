@@ -109,6 +109,10 @@ type Audit struct {
 	Malformed       int      // graveyard entries with no request id
 	Refused         int      // publishes the stream refused (the oversize request)
 	Untracked       uint64   // simulator ids past its bound: must be 0
+	// ExpiredAfter counts the requests buried as expired by the last fault
+	// injected before each was buried (its index in Result.Faults; -1 before
+	// any): where the fleet fell behind its queue.
+	ExpiredAfter map[int]int
 }
 
 // Repeat is a request the upstream did more than once, and the fault that
@@ -464,6 +468,7 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 	}
 	buried := map[string]string{}
 	entries := map[string]graveyard.Entry{}
+	var expiredAt []time.Time
 	err = g.Walk(ctx, graveyard.Filter{}, func(e graveyard.Stored) bool {
 		e.Entry.Original = nil
 		entries[e.Entry.RequestID] = e.Entry
@@ -476,11 +481,15 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 			s.log.Error("soak: request buried twice", "id", e.Entry.RequestID, "reasons", prev+","+e.Entry.Reason)
 		}
 		buried[e.Entry.RequestID] = e.Entry.Reason
+		if e.Entry.Reason == wire.ReasonExpired {
+			expiredAt = append(expiredAt, e.Entry.BuriedAt)
+		}
 		return true
 	})
 	if err != nil {
 		return a, err
 	}
+	a.ExpiredAfter = byLastFault(s.faults, expiredAt)
 
 	queued := map[string]bool{}
 	req, err := s.f.Conn.JS.Stream(ctx, sc.Requests.Stream.Name)
@@ -538,6 +547,41 @@ func (s *soak) audit(ctx context.Context) (Audit, error) {
 		a.Twice = append(a.Twice, Repeat{ID: id, Times: times, Cause: s.explain(times)})
 	}
 	return a, nil
+}
+
+// byLastFault counts the instants given by the last of faults (in the order
+// injected) that began at or before each, -1 for those before the first.
+func byLastFault(faults []Fault, at []time.Time) map[int]int {
+	out := map[int]int{}
+	for _, t := range at {
+		i := sort.Search(len(faults), func(i int) bool { return faults[i].At.After(t) }) - 1
+		out[i]++
+	}
+	return out
+}
+
+// count is a number and what it counts.
+type count struct {
+	what string
+	n    int
+}
+
+// expiredAfter lists the requests buried as expired by the last fault before
+// their burial, in the order of the faults.
+func expiredAfter(r Result) []count {
+	var out []count
+	for i := -1; i < len(r.Faults); i++ {
+		n := r.Audit.ExpiredAfter[i]
+		switch {
+		case n == 0:
+		case i < 0:
+			out = append(out, count{"before any fault", n})
+		default:
+			ft := r.Faults[i]
+			out = append(out, count{fmt.Sprintf("after %s %s (%s)", ft.At.Format("15:04:05"), ft.Kind, ft.Detail), n})
+		}
+	}
+	return out
 }
 
 // servedAndBuried says why a request the upstream did was buried.
@@ -638,6 +682,12 @@ func Format(r Result, cfg Config) string {
 	sb := 0
 	for _, n := range a.ServedAndBuried {
 		sb += n
+	}
+	if ex := expiredAfter(r); len(ex) > 0 {
+		fmt.Fprintf(&b, "  expired, by the last fault before their burial:\n")
+		for _, e := range ex {
+			fmt.Fprintf(&b, "    %5d  %s\n", e.n, e.what)
+		}
 	}
 	fmt.Fprintf(&b, "  of them done by the upstream first        %d\n", sb)
 	for why, n := range a.ServedAndBuried {
