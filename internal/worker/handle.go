@@ -81,7 +81,7 @@ func (s *session) handle(ctx context.Context, msg jetstream.Msg) {
 	stopKeepAlive := keepAlive(finish, msg, w.cfg.Streams.Requests.Consumer.AckWait/3)
 	waitCtx, cancel := context.WithDeadline(ctx, deadline)
 	sl, err := s.gate.acquireN(waitCtx, cost)
-	stale := err != nil && staleAtGate(ctx, waitCtx, err)
+	stale := staleAtGate(ctx, waitCtx, err)
 	cancel()
 	if err != nil {
 		stopKeepAlive()
