@@ -58,3 +58,6 @@ func AblationRules() []string {
 
 // Kept returns how many sends l keeps a record of.
 func (l *Limiter) Kept() int { return len(l.recs) }
+
+// OrderCalm is how many answers in a row without a 400 ease the order rule.
+const OrderCalm = orderCalm

@@ -314,6 +314,62 @@ func TestLimiter_InversionRaisesTheOrderDelay(t *testing.T) {
 	assert.Equal(t, uint64(1), ev.Inversions)
 }
 
+func TestLimiter_TheOrderRuleEasesBackAfterACalmSpell(t *testing.T) {
+	l := mustNew(t, small()) // L = 10 ms, τ = 10 ms
+	at := ms(0)
+	// send makes one send at its earliest and answers it rt later, or as a 400.
+	send := func(rt time.Duration, inverted bool) {
+		t.Helper()
+		at = l.Next(at)
+		tk, err := l.Sent(at)
+		require.NoError(t, err)
+		l.Wrote(tk, at)
+		if inverted {
+			l.Inverted(tk, at.Add(rt))
+		} else {
+			l.Answered(tk, at.Add(rt))
+		}
+		at = at.Add(rt)
+	}
+	orderDelay := func() time.Duration { return l.Evidence().OrderDelay }
+	// Round trips of 20 ms: no evidence (under 2·10 + 10), and longer than any
+	// order delay below, so they never bring it down by themselves, as at the
+	// reference delays, where round trips reach 2L.
+	const calm = 20 * time.Millisecond
+
+	send(25*time.Millisecond, true) // rt 25 ≤ 2·10 + 10: a 400 its own round trip does not explain
+	require.Equal(t, 12500*time.Microsecond, orderDelay(), "raised by a quarter")
+	for range limiter.OrderCalm - 1 {
+		send(calm, false)
+	}
+	require.Equal(t, 12500*time.Microsecond, orderDelay(), "not yet a calm spell")
+	send(calm, false)
+	require.Equal(t, 10*time.Millisecond, orderDelay(), "a fifth back, no lower than the base")
+	assert.Equal(t, 12500*time.Microsecond, l.Evidence().MaxDelay, "the window keeps the delay the 400 proved")
+
+	send(25*time.Millisecond, true)
+	require.Equal(t, 12500*time.Microsecond, orderDelay(), "a 400 while eased: back to the delay proven")
+	send(25*time.Millisecond, true)
+	require.Equal(t, 15625*time.Microsecond, orderDelay(), "a 400 at the delay proven raises it")
+	for range limiter.OrderCalm / 2 {
+		send(calm, false)
+	}
+	send(45*time.Millisecond, true) // over 2·15.6 + 10: its own round trip explains it, and it raises nothing
+	require.Equal(t, 15625*time.Microsecond, orderDelay())
+	for range limiter.OrderCalm - 1 {
+		send(calm, false)
+	}
+	require.Equal(t, 15625*time.Microsecond, orderDelay(), "a 400 starts the calm spell again")
+	send(calm, false)
+	require.Equal(t, 12500*time.Microsecond, orderDelay(), "a fifth back")
+	for range limiter.OrderCalm {
+		send(calm, false)
+	}
+	require.Equal(t, 10*time.Millisecond, orderDelay(), "back at the base")
+	send(25*time.Millisecond, true)
+	require.Equal(t, 15625*time.Microsecond, orderDelay(), "a 400 while eased: back to the delay proven, no higher")
+}
+
 func TestLimiter_LateProcessWidensItsDelays(t *testing.T) {
 	cfg := small()
 	l := mustNew(t, cfg)

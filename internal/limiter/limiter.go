@@ -147,7 +147,11 @@
 // 400s. Inverted reports a nonce that arrived after a later one: a_j > s_{j+1}, so
 // the order rule's delay was short for it. Unless its own round trip explains it
 // (rt_j > 2·Lo + τ, a spike), the order rule's delay Lo rises by a quarter, never
-// past rt_j (a one-way delay is at most the round trip).
+// past rt_j (a one-way delay is at most the round trip). Lo comes back down with R
+// (below), but at the reference delays R reaches 2L, so after orderCalm answers
+// in a row without a 400 the order rule eases a fifth of the way back toward
+// base, step by step; L keeps Lo meanwhile (the delay the 400 proved), and a
+// 400 while eased takes the rule back to Lo without raising it.
 //
 // L up. The last 64 answers are the horizon. Evidence there is a round trip over
 // 2·base + τ, or a 400, where base is the configured L (or what 429s widened it
@@ -330,7 +334,8 @@ type Limiter struct {
 	off ablation // rules switched off, in tests only
 
 	maxDelay    time.Duration // L, for the window rule
-	orderDelay  time.Duration // for the order rule, at most L
+	orderDelay  time.Duration // the incoming delay 400s proved: L never goes below it
+	eased       time.Duration // how far below orderDelay the order rule goes now (calm)
 	base        time.Duration // the least L comes back to: the configured delay, or as 429s widened it
 	recs        []record      // the sends whose bounds may count, by seq
 	compactAt   int           // compact recs when it grows this long

@@ -205,6 +205,46 @@ func TestLimiter_ABusyMachineCostsTheSpreadOfTheAnswers(t *testing.T) {
 	}
 }
 
+func TestLimiter_AKeyWinsBackWhatA400TookInACalmSpell(t *testing.T) {
+	// Three 400s raise the order rule's delay to 97.7 ms, and the window's L with
+	// it; the reference round trips reach 2L, so the longest of them never
+	// brings either back to 50 ms. Without easing the key kept 0.958 of the bound
+	// on an idle machine and 0.955 on a busy one over this run; eased after each
+	// calm spell, the order rule comes back to 50 ms while the window keeps the
+	// delay proven (then the longest round trip): 0.980 and 0.977, against 0.994
+	// and 0.977 for a key that never drew a 400.
+	meanUB := meanUpperBound(L, L)
+	rule := limiter.DefaultRule
+	bound := float64(rule.Limit) / (rule.Window + time.Millisecond + limiter.DefaultMargin + meanUB).Seconds()
+	for _, busy := range []bool{false, true} {
+		x := &limiter.Lateness{}
+		l := mustNew(t, limiter.Config{Lateness: x})
+		at := t0
+		for range 3 { // 400s with a round trip of 2L: their own round trips do not explain them
+			at = l.Next(at)
+			tk, err := l.Sent(at)
+			require.NoError(t, err)
+			l.Wrote(tk, at)
+			l.Inverted(tk, at.Add(2*L))
+			at = at.Add(2 * L)
+		}
+		require.Equal(t, 97656250*time.Nanosecond, l.Evidence().OrderDelay)
+		run := limitertest.Run{Pacer: l, Start: at.Add(2 * time.Second), Requests: scaled(100_000), Delays: limitertest.Uniform(9, L, time.Millisecond)}
+		if busy {
+			run.OnSend = func(_ int, at time.Time) { x.Loaded(at) }
+		}
+		res := run.Execute()
+		require.NoError(t, res.Err)
+		require.Zero(t, res.RateLimited)
+		ratio := res.Rate() / bound
+		ev := l.Evidence()
+		t.Logf("busy %v: %.4f of the bound; order delay now %v, L %v", busy, ratio, ev.OrderDelay, ev.MaxDelay)
+		assert.Equal(t, L, ev.OrderDelay, "busy %v: eased back to the base", busy)
+		assert.Greater(t, ev.MaxDelay, L, "busy %v: the window keeps more than the base", busy)
+		assert.GreaterOrEqual(t, ratio, 0.965, "busy %v", busy)
+	}
+}
+
 func TestSimulatedUpstream_CatchesALimiterThatUnderestimatesTheDelay(t *testing.T) {
 	// The limiter is told a delay below the real 50 ms; the slow windows arrive
 	// on their bound, the fast ones at once. The simulated upstream must see the
