@@ -231,11 +231,12 @@ func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
 	// too short for the incoming delays: raise it by a quarter, never past what
 	// this request could have taken one way (its round trip); or, where the rule
 	// was eased, take it back to the delay proven before.
-	switch {
-	case kind == inverted && rt <= 2*l.order()+tol && l.eased > 0:
-		l.eased = 0
-	case kind == inverted && rt <= 2*l.order()+tol:
-		l.orderDelay = min(max(l.orderDelay, min(rt, l.orderDelay+l.orderDelay/4)), l.set.ceiling)
+	if kind == inverted && rt <= 2*l.order()+tol {
+		if l.eased > 0 {
+			l.eased = 0
+		} else {
+			l.orderDelay = min(max(l.orderDelay, min(rt, l.orderDelay+l.orderDelay/4)), l.set.ceiling)
+		}
 	}
 	l.ease(kind == inverted)
 	l.settle()

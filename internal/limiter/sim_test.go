@@ -167,6 +167,13 @@ func TestLimiter_ThroughputWithinOnePercentOfTheBound(t *testing.T) {
 	assert.GreaterOrEqual(t, total, 95.0)
 }
 
+// referenceBound is one key's bound at the reference delays with the defaults:
+// 20 per W + 1 ms + margin + E[min(L, in + out)], a second.
+func referenceBound() float64 {
+	rule := limiter.DefaultRule
+	return float64(rule.Limit) / (rule.Window + time.Millisecond + limiter.DefaultMargin + meanUpperBound(L, L)).Seconds()
+}
+
 func TestLimiter_ABusyMachineCostsTheSpreadOfTheAnswers(t *testing.T) {
 	// On a busy machine every answer bounds its own request (ub_j = r_j, the busy
 	// rule): the window then chains each send to an answer, r_j = s_j + in +
@@ -177,9 +184,7 @@ func TestLimiter_ABusyMachineCostsTheSpreadOfTheAnswers(t *testing.T) {
 	// key whose machine counts as busy stays under 0.99 of the bound however
 	// little else it costs; the rule is what keeps a loaded machine free of
 	// 429s (the ablation rows "busy machine" and "loaded machine").
-	meanUB := meanUpperBound(L, L)
-	rule := limiter.DefaultRule
-	bound := float64(rule.Limit) / (rule.Window + time.Millisecond + limiter.DefaultMargin + meanUB).Seconds()
+	bound := referenceBound()
 	per := scaled(100_000)
 	ratio := func(busy bool, seed uint64) float64 {
 		x := &limiter.Lateness{}
@@ -213,9 +218,7 @@ func TestLimiter_AKeyWinsBackWhatA400TookInACalmSpell(t *testing.T) {
 	// calm spell, the order rule comes back to 50 ms while the window keeps the
 	// delay proven (then the longest round trip): 0.980 and 0.977, against 0.994
 	// and 0.977 for a key that never drew a 400.
-	meanUB := meanUpperBound(L, L)
-	rule := limiter.DefaultRule
-	bound := float64(rule.Limit) / (rule.Window + time.Millisecond + limiter.DefaultMargin + meanUB).Seconds()
+	bound := referenceBound()
 	for _, busy := range []bool{false, true} {
 		x := &limiter.Lateness{}
 		l := mustNew(t, limiter.Config{Lateness: x})
