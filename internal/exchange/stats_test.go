@@ -3,7 +3,9 @@ package exchange_test
 import (
 	"bytes"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,6 +112,51 @@ func TestStats_IDSetIsBounded(t *testing.T) {
 	assert.Equal(t, 2, st.DistinctIDs)
 	assert.Equal(t, 1, st.Duplicates, "ids already held are still counted")
 	assert.Equal(t, uint64(2), st.UntrackedIDs)
+}
+
+// The ledger keeps canonical UUIDs as bytes and every other id as text; ids
+// are still compared as the strings sent, whatever form they take.
+func TestStats_ExactlyOnceComparesIDsAsSentInEveryForm(t *testing.T) {
+	const id = "0b4f6c52-3c1e-4d7a-9a2b-5e8f00c1d2e3"
+	forms := []struct{ name, id string }{
+		{"canonical", id},
+		{"upper case", strings.ToUpper(id)},
+		{"braces", "{" + id + "}"},
+		{"urn", "urn:uuid:" + id},
+		{"no hyphens", strings.ReplaceAll(id, "-", "")},
+		{"not hex", "0b4f6c52-3c1e-4d7a-9a2b-5e8f00c1d2eg"},
+		{"plain", "order-17"},
+	}
+	cfg := fastConfig(newFakeClock())
+	cfg.Limit = 100
+	s, c := start(t, cfg)
+	nonce := int64(0)
+	want := map[string]int{}
+	for _, f := range forms {
+		for range 2 {
+			nonce++
+			require.Equal(t, 200, c.Request(secret(0), nonce, f.id).Status, f.name)
+		}
+		want[f.id] = 2
+	}
+	nonce++
+	require.Equal(t, 200, c.Request(secret(0), nonce, "1b4f6c52-3c1e-4d7a-9a2b-5e8f00c1d2e3").Status)
+	want["1b4f6c52-3c1e-4d7a-9a2b-5e8f00c1d2e3"] = 1
+
+	assert.Equal(t, want, s.IDCounts())
+	st := s.Stats()
+	assert.Equal(t, len(forms)+1, st.DistinctIDs)
+	assert.Equal(t, len(forms), st.Duplicates)
+	var got exchange.Stats
+	c.JSON(http.MethodGet, "/stats?ids=1", "", &got)
+	var dups []string
+	for _, f := range forms {
+		dups = append(dups, f.id)
+		assert.Len(t, got.DuplicateTimes[f.id], 2, f.name)
+	}
+	slices.Sort(dups)
+	assert.Equal(t, dups, got.DuplicateIDs)
+	assert.Equal(t, slices.Sorted(maps.Keys(want)), got.IDs)
 }
 
 func TestStats_ResetZeroesCountersButNotTheRules(t *testing.T) {
