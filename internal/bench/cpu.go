@@ -92,6 +92,13 @@ type CPURow struct {
 	// Published is what the producer published in the window; OK what the
 	// simulator answered 200; RateLimited and BadNonce its 429s and 400s.
 	Published, OK, RateLimited, BadNonce uint64
+	// BadNonceMinute is the most 400s in any minute of the window (read every
+	// badNonceEvery), or all of them in a window of a minute or less: 400s
+	// that come in bursts show here.
+	BadNonceMinute uint64
+	// PeakRSS is the most memory each kind of process held resident by the
+	// window's end, the largest of the workers for them.
+	PeakRSS RSS
 	// Bound is what the keys can provably carry (package limiter's doc).
 	Bound float64
 	CPU   CPUUse
@@ -102,6 +109,9 @@ type CPURow struct {
 	// (which costs a little CPU).
 	Profiled bool
 }
+
+// RSS is peak resident memory, in bytes, per kind of process.
+type RSS struct{ Worker, NATS, Simulator int64 }
 
 // OKPerSecond returns the requests answered 200 a second.
 func (r CPURow) OKPerSecond() float64 { return float64(r.OK) / r.Window.Seconds() }
@@ -206,12 +216,18 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 	if err != nil {
 		return row, nil, err
 	}
-	if err := fleet.Sleep(ctx, cfg.Duration); err != nil {
+	badNonces, err := watchBadNonces(ctx, f.ExchangeURL, cfg.Duration)
+	if err != nil {
 		return row, nil, err
 	}
 	s1, err := sampleFleet(ctx, f)
 	if err != nil {
 		return row, nil, err
+	}
+	row.BadNonceMinute = mostInAMinute(slices.Concat([]uint64{s0.ex.BadNonce}, badNonces, []uint64{s1.ex.BadNonce}))
+	row.PeakRSS = RSS{NATS: f.NATSProc.PeakRSS(), Simulator: f.Exchange.PeakRSS()}
+	for _, w := range f.Workers {
+		row.PeakRSS.Worker = max(row.PeakRSS.Worker, w.PeakRSS())
 	}
 	row.Window = s1.at.Sub(s0.at)
 	row.CPU = s1.cpu.sub(s0.cpu)
@@ -227,6 +243,44 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 	down() // every process writes its profile as it stops
 	profiles, err := topProfiles(ctx, cfg.GoCmd, profDir, kinds, c)
 	return row, profiles, err
+}
+
+// badNonceEvery is how often the CPU benchmark reads the simulator's 400s in a
+// cell's window, to find the minute with the most.
+const badNonceEvery = 10 * time.Second
+
+// watchBadNonces waits out a window of d, reading the simulator's count of 400s
+// every badNonceEvery, and returns the counts read (none at the window's end:
+// its sample reads that one).
+func watchBadNonces(ctx context.Context, url string, d time.Duration) ([]uint64, error) {
+	end := time.Now().Add(d)
+	var counts []uint64
+	for {
+		if err := fleet.Sleep(ctx, min(time.Until(end), badNonceEvery)); err != nil {
+			return nil, err
+		}
+		if time.Until(end) <= 0 {
+			return counts, nil
+		}
+		t, err := fleet.FetchExchangeTotals(ctx, url)
+		if err != nil {
+			return nil, err
+		}
+		counts = append(counts, t.BadNonce)
+	}
+}
+
+// mostInAMinute returns the largest rise of a running count read every
+// badNonceEvery over any minute of readings (the whole rise when they span a
+// minute or less).
+func mostInAMinute(counts []uint64) uint64 {
+	span := int(time.Minute / badNonceEvery)
+	var most uint64
+	for i := range counts {
+		j := min(i+span, len(counts)-1)
+		most = max(most, counts[j]-counts[i])
+	}
+	return most
 }
 
 // results is mode, keep when empty.
@@ -341,24 +395,28 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
+// mib returns n bytes in MiB.
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
 // FormatCPU renders the rows as one Markdown table, then the projection and the
 // profiles.
 func FormatCPU(res CPUResult, cfg CPUConfig) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min, results %s), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms.\n\n",
-		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, results(cfg.Results), cfg.Duration, cfg.Warmup, fleet.ClockTicks())
-	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min, results %s), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms. \"400 most a minute\": the simulator's 400s read every %s, the most in any minute of the window. Peak RSS: VmHWM of /proc/<pid>/status at the window's end, the largest worker's.\n\n",
+		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, results(cfg.Results), cfg.Duration, cfg.Warmup, fleet.ClockTicks(), badNonceEvery)
+	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | 400 most a minute | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy | peak RSS MiB: a worker | NATS | simulator |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Rows {
 		mark := ""
 		if r.Profiled {
 			mark = " (profiled)"
 		}
 		all := r.PerRequest(r.CPU.All())
-		fmt.Fprintf(&b, "| %d | %d%s | %.1f | %.1f | %.3f | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.0f%% |\n",
-			r.Keys, r.Workers, mark, float64(r.Published)/r.Window.Seconds(), r.OKPerSecond(), r.OKPerSecond()/r.Bound, r.RateLimited, r.BadNonce,
+		fmt.Fprintf(&b, "| %d | %d%s | %.1f | %.1f | %.3f | %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.0f%% | %.0f | %.0f | %.0f |\n",
+			r.Keys, r.Workers, mark, float64(r.Published)/r.Window.Seconds(), r.OKPerSecond(), r.OKPerSecond()/r.Bound, r.RateLimited, r.BadNonce, r.BadNonceMinute,
 			r.PerRequest(r.CPU.Workers), r.PerRequest(r.CPU.NATS), r.PerRequest(r.CPU.Simulator), r.PerRequest(r.CPU.Producer), r.PerRequest(r.CPU.Monitor),
-			all, r.PerRequest(r.CPU.Runner), CoresPer1000Keys(all), 100*r.BoxBusy)
+			all, r.PerRequest(r.CPU.Runner), CoresPer1000Keys(all), 100*r.BoxBusy,
+			mib(r.PeakRSS.Worker), mib(r.PeakRSS.NATS), mib(r.PeakRSS.Simulator))
 	}
 	if len(res.Rows) > 0 {
 		most := slices.MaxFunc(res.Rows, func(a, b CPURow) int { return a.Keys - b.Keys }).Keys

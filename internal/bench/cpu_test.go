@@ -63,7 +63,10 @@ func TestFormatCPU_OneRowACellAndTheProjectionFromTheMostKeys(t *testing.T) {
 		return CPURow{Cell: Cell{Keys: keys, Workers: workers}, Window: 10 * time.Second, OK: uint64(keys) * 190, Published: uint64(keys) * 220,
 			Bound: float64(keys) * perKeyBound, CPU: CPUUse{Workers: time.Duration(keys) * 100 * time.Millisecond}, Profiled: profiled}
 	}
-	res := CPUResult{Rows: []CPURow{row(5, 2, false), row(100, 2, false), row(100, 5, true)},
+	profiled := row(100, 5, true)
+	profiled.BadNonce, profiled.BadNonceMinute = 7, 3
+	profiled.PeakRSS = RSS{Worker: 60 << 20, NATS: 101 << 20, Simulator: 42<<20 + 1<<19}
+	res := CPUResult{Rows: []CPURow{row(5, 2, false), row(100, 2, false), profiled},
 		Profiles: []KindProfile{{Kind: "workers", Cell: Cell{Keys: 100, Workers: 5}, Files: 5, Top: "flat flat%\n"}}}
 	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Warmup: time.Second})
 	lines := strings.Split(out, "\n")
@@ -72,8 +75,11 @@ func TestFormatCPU_OneRowACellAndTheProjectionFromTheMostKeys(t *testing.T) {
 		t.Fatalf("%d table rows, want 3:\n%s", len(rows), out)
 	}
 	// 100 keys: 10 s of workers' CPU over 19,000 requests = 0.526 ms.
-	if want := "| 100 | 5 (profiled) | 2200.0 | 1900.0 | 0.991 | 0 | 0 | 0.526 |"; !strings.HasPrefix(rows[2], want) {
+	if want := "| 100 | 5 (profiled) | 2200.0 | 1900.0 | 0.991 | 0 | 7 | 3 | 0.526 |"; !strings.HasPrefix(rows[2], want) {
 		t.Errorf("row %q, want it to start %q", rows[2], want)
+	}
+	if want := "| 60 | 101 | 42 |"; !strings.HasSuffix(rows[2], want) {
+		t.Errorf("row %q, want it to end with the peak RSS %q", rows[2], want)
 	}
 	var projections []string
 	for _, l := range lines {
@@ -104,5 +110,31 @@ func TestProfilesByKind_ByThePIDInTheName(t *testing.T) {
 		if !slices.Equal(got[k], v) {
 			t.Errorf("%s: %v, want %v", k, got[k], v)
 		}
+	}
+}
+
+func TestMostInAMinute(t *testing.T) {
+	// Readings of a running count, one every badNonceEvery (10 s): six
+	// intervals make a minute.
+	tests := []struct {
+		name   string
+		counts []uint64
+		want   uint64
+	}{
+		{"no reading", nil, 0},
+		{"one reading", []uint64{4}, 0},
+		{"a window under a minute: all of it", []uint64{4, 6, 9}, 5},
+		{"exactly a minute", []uint64{0, 1, 2, 3, 4, 5, 6}, 6},
+		{"steady: a minute's worth", []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 6},
+		{"a burst late in the window", []uint64{0, 0, 0, 0, 0, 0, 0, 1, 1, 40, 41, 41, 41, 41}, 41},
+		{"a burst split across two minutes", []uint64{10, 10, 10, 10, 10, 10, 30, 50, 50, 50, 50, 50, 50}, 40},
+		{"bursts a minute apart count apart", []uint64{0, 20, 20, 20, 20, 20, 20, 40, 40}, 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mostInAMinute(tc.counts); got != tc.want {
+				t.Errorf("mostInAMinute(%v) = %d, want %d", tc.counts, got, tc.want)
+			}
+		})
 	}
 }

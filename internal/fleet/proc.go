@@ -203,6 +203,41 @@ func auxvValue(auxv []byte, tag uint64) uint64 {
 	return 0
 }
 
+// PeakRSS returns the most memory the running process has held resident
+// (VmHWM in /proc/<pid>/status), in bytes, or 0 where it cannot be read.
+func (p *Proc) PeakRSS() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID()))
+	if err != nil {
+		return 0
+	}
+	n, err := StatusPeakRSS(data)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// StatusPeakRSS returns the peak resident set size that a /proc/<pid>/status
+// file records (its VmHWM line, in kB), in bytes.
+func StatusPeakRSS(status []byte) (int64, error) {
+	for line := range strings.Lines(string(status)) {
+		v, ok := strings.CutPrefix(line, "VmHWM:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("read VmHWM from %q: want a number of kB", strings.TrimSpace(line))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("read VmHWM: %w", err)
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("no VmHWM line in /proc/<pid>/status")
+}
+
 func procCPU(pid int) time.Duration {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

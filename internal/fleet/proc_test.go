@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"encoding/binary"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -43,6 +44,40 @@ func TestStatCPU_RejectsWhatIsNotAStatLine(t *testing.T) {
 		if _, err := StatCPU([]byte(stat), 100); err == nil {
 			t.Errorf("StatCPU(%q): no error", stat)
 		}
+	}
+}
+
+func TestStatusPeakRSS(t *testing.T) {
+	tests := []struct {
+		name, status string
+		want         int64
+		ok           bool
+	}{
+		{"a process's status", "Name:\tworker\nVmPeak:\t 1266048 kB\nVmHWM:\t   58196 kB\nVmRSS:\t   57000 kB\n", 58196 << 10, true},
+		{"the last line, no newline", "Name:\tw\nVmHWM:\t12 kB", 12 << 10, true},
+		{"a kernel thread has none", "Name:\tkworker\nState:\tI (idle)\n", 0, false},
+		{"not kB", "VmHWM:\t12 MB\n", 0, false},
+		{"not a number", "VmHWM:\tx kB\n", 0, false},
+		{"empty", "", 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := StatusPeakRSS([]byte(tc.status))
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Errorf("StatusPeakRSS = %d, %v; want %d, ok %v", got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestProc_PeakRSSOfARunningProcess(t *testing.T) {
+	p, err := Start("sleep", "sleep", []string{"5"}, nil, io.Discard, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Stop(time.Second) }()
+	if got := p.PeakRSS(); got <= 0 || got > 1<<30 {
+		t.Errorf("PeakRSS of a running sleep = %d bytes, want some, under 1 GiB", got)
 	}
 }
 
