@@ -3,6 +3,7 @@ package exchange
 import (
 	"iter"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,25 +51,13 @@ func (l *idLedger) clear() {
 	l.duplicates, l.untracked = 0, 0
 }
 
-// canonicalUUID returns id as a UUID if it is one in canonical form (lower-case
-// hex, hyphens at 8, 13, 18 and 23), the one form that its 16 bytes give back
-// exactly (uuid.UUID.String).
+// canonicalUUID returns id as a UUID if it is one in canonical form: 36
+// characters, hyphens at 8, 13, 18 and 23 and lower-case hex elsewhere, the one
+// form that its 16 bytes give back exactly (uuid.UUID.String). uuid.Parse
+// checks all but the case.
 func canonicalUUID(id string) (uuid.UUID, bool) {
-	if len(id) != 36 {
+	if len(id) != 36 || strings.ContainsAny(id, "ABCDEF") {
 		return uuid.UUID{}, false
-	}
-	for i := range len(id) {
-		c := id[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return uuid.UUID{}, false
-			}
-		default:
-			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-				return uuid.UUID{}, false
-			}
-		}
 	}
 	u, err := uuid.Parse(id)
 	return u, err == nil

@@ -127,6 +127,10 @@ func TestStats_ExactlyOnceComparesIDsAsSentInEveryForm(t *testing.T) {
 		{"not hex", "0b4f6c52-3c1e-4d7a-9a2b-5e8f00c1d2eg"},
 		{"plain", "order-17"},
 	}
+	for _, c := range "abcdef" {
+		i := strings.IndexRune(id, c)
+		forms = append(forms, struct{ name, id string }{"one " + string(c) + " in upper case", id[:i] + strings.ToUpper(string(c)) + id[i+1:]})
+	}
 	cfg := fastConfig(newFakeClock())
 	cfg.Limit = 100
 	s, c := start(t, cfg)
