@@ -68,7 +68,7 @@ func TestCluster_SurvivesLossOfOneNode(t *testing.T) {
 	require.Eventually(t, func() bool {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3"}, Replicas: 3})
 		return err == nil
-	}, 30*time.Second, 200*time.Millisecond)
+	}, 90*time.Second, 200*time.Millisecond, "three servers on a loaded machine (the race detector, other packages' tests) can take more than 30 s to form a cluster that takes a replicated stream")
 	// A new replicated stream answers once its replicas have elected a leader.
 	publish := func(data string) bool {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
