@@ -28,6 +28,7 @@ const (
 	offReserve                             // usage reports keep no reservation for another client
 	offUsageProven                         // usage reports: only the tightest bound of a group, not what the reports prove nor the spread
 	offUsagePeak                           // usage reports: a client seen to vary has only the tightest bound and the spread kept back, not the largest estimate too
+	offRegistration                        // an arrival is bounded by left + L, without the upstream's registration allowance
 )
 
 func (a ablation) has(b ablation) bool { return a&b != 0 }

@@ -12,6 +12,7 @@ var ablations = map[string]ablation{
 	"bucket: units drain from their bounds": offBucketBound, "usage reservation": offReserve,
 	"usage: what the reports prove": offUsageProven,
 	"usage: the largest estimate":   offUsagePeak,
+	"registration allowance":        offRegistration,
 }
 
 // NewAblated is New with the named rule switched off.

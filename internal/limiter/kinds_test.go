@@ -23,8 +23,8 @@ func smallFixed() limiter.Config {
 		Rules:       []limiter.Rule{{Kind: limiter.Fixed, Limit: 3, Window: 100 * time.Millisecond}},
 		MaxDelay:    10 * time.Millisecond,
 		ClockOffset: 5 * time.Millisecond,
-		Margin:      limiter.NoMargin,
-		Unordered:   true,
+		Margin:      limiter.NoMargin, Registration: limiter.NoRegistration,
+		Unordered: true,
 	}
 }
 
@@ -70,9 +70,9 @@ func TestLimiter_FixedWindowSteps(t *testing.T) {
 // unit every 100 ms), delays up to 10 ms, no margin, no nonce.
 func smallBucket() limiter.Config {
 	return limiter.Config{
-		Rules:     []limiter.Rule{{Kind: limiter.Bucket, Limit: 3, Rate: 10}},
-		MaxDelay:  10 * time.Millisecond,
-		Margin:    limiter.NoMargin,
+		Rules:    []limiter.Rule{{Kind: limiter.Bucket, Limit: 3, Rate: 10}},
+		MaxDelay: 10 * time.Millisecond,
+		Margin:   limiter.NoMargin, Registration: limiter.NoRegistration,
 		Unordered: true,
 	}
 }
@@ -315,7 +315,7 @@ func TestLimiter_FixedAndBucketRulesHoldUnderAdversarialDelays(t *testing.T) {
 			t.Parallel()
 			for seed := range seeds {
 				n := scaled(m.requests)
-				res, spikes := m.run(t, seed, n, limiter.Config{MaxDelay: L, Margin: limiter.NoMargin})
+				res, spikes := m.run(t, seed, n, limiter.Config{MaxDelay: L, Margin: limiter.NoMargin, Registration: limiter.NoRegistration})
 				require.NoError(t, res.Err)
 				assert.Equal(t, n, res.Sent, "seed %d", seed)
 				assert.Zero(t, res.RateLimited, "seed %d: rejections", seed)
@@ -485,7 +485,7 @@ func TestRestore_EveryKindSurvivesHandoffs(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			for seed := range uint64(2) {
-				cfg := limiter.Config{Rules: m.rules, ClockOffset: m.offset, Unordered: true, MaxDelay: L, Margin: limiter.NoMargin}
+				cfg := limiter.Config{Rules: m.rules, ClockOffset: m.offset, Unordered: true, MaxDelay: L, Margin: limiter.NoMargin, Registration: limiter.NoRegistration}
 				l0, err := limiter.New(cfg)
 				require.NoError(t, err)
 				n := max(scaled(m.requests)/2, 600)

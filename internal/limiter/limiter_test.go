@@ -91,7 +91,7 @@ func small() limiter.Config {
 	return limiter.Config{
 		Rules:    []limiter.Rule{{Limit: 3, Window: 100 * time.Millisecond}},
 		MaxDelay: 10 * time.Millisecond,
-		Margin:   limiter.NoMargin,
+		Margin:   limiter.NoMargin, Registration: limiter.NoRegistration,
 	}
 }
 
@@ -156,7 +156,7 @@ func TestLimiter_EnforcesEveryRule(t *testing.T) {
 			{Limit: 2, Window: 10 * time.Millisecond},
 		},
 		MaxDelay: time.Millisecond,
-		Margin:   limiter.NoMargin,
+		Margin:   limiter.NoMargin, Registration: limiter.NoRegistration,
 	})
 	runSteps(t, l, []step{
 		{at: 0, op: opSend, wantNext: 2},

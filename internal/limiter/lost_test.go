@@ -18,7 +18,7 @@ func TestLimiter_ARequestKeepsItsPlaceUntilItCanNoLongerArrive(t *testing.T) {
 	base := limiter.Config{
 		Rules:    []limiter.Rule{{Limit: 1, Window: 100 * time.Millisecond}},
 		MaxDelay: 10 * time.Millisecond, MaxDelayCeiling: 10 * time.Millisecond, MaxArrival: 500 * time.Millisecond,
-		Margin: limiter.NoMargin, Unordered: true,
+		Margin: limiter.NoMargin, Registration: limiter.NoRegistration, Unordered: true,
 	}
 	never := ms(3_600_000) // an hour: the bound is open
 	tests := []struct {
@@ -85,7 +85,7 @@ func TestLimiter_NeverLeftIsTakenAsLostWhenItWasWritten(t *testing.T) {
 	l := mustNew(t, limiter.Config{
 		Rules:    []limiter.Rule{{Limit: 1, Window: 100 * time.Millisecond}},
 		MaxDelay: 10 * time.Millisecond, MaxDelayCeiling: 10 * time.Millisecond, MaxArrival: 500 * time.Millisecond,
-		Margin: limiter.NoMargin, Unordered: true,
+		Margin: limiter.NoMargin, Registration: limiter.NoRegistration, Unordered: true,
 	})
 	tk, err := l.Sent(ms(0))
 	require.NoError(t, err)
@@ -162,7 +162,7 @@ func TestLimiter_ASendStillLeavingMovesItsBoundWithNow(t *testing.T) {
 	// for now + L + 101, asked at any time.
 	l := mustNew(t, limiter.Config{
 		Rules:    []limiter.Rule{{Limit: 1, Window: 100 * time.Millisecond}},
-		MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin, Unordered: true,
+		MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin, Registration: limiter.NoRegistration, Unordered: true,
 	})
 	_, err := l.Sent(ms(0))
 	require.NoError(t, err)

@@ -16,7 +16,7 @@ import (
 
 func TestSet_EachDimensionCountsOnlyItsCosts(t *testing.T) {
 	s, err := limiter.NewSet(limiter.SetConfig{
-		Config: limiter.Config{MaxDelay: time.Millisecond, Margin: limiter.NoMargin, Unordered: true},
+		Config: limiter.Config{MaxDelay: time.Millisecond, Margin: limiter.NoMargin, Registration: limiter.NoRegistration, Unordered: true},
 		Dims: []limiter.Dimension{
 			{Name: "weight", Rules: []limiter.Rule{{Limit: 10, Window: time.Second}}},
 			{Name: "orders", Rules: []limiter.Rule{{Limit: 2, Window: time.Second}}},
@@ -48,7 +48,7 @@ func TestSet_EachDimensionCountsOnlyItsCosts(t *testing.T) {
 
 func TestSet_UnitsScaleLargeLimits(t *testing.T) {
 	s, err := limiter.NewSet(limiter.SetConfig{
-		Config: limiter.Config{MaxDelay: time.Millisecond, Margin: limiter.NoMargin, Unordered: true},
+		Config: limiter.Config{MaxDelay: time.Millisecond, Margin: limiter.NoMargin, Registration: limiter.NoRegistration, Unordered: true},
 		Dims: []limiter.Dimension{
 			{Name: "requests", Rules: []limiter.Rule{{Limit: 100, Window: time.Minute}}},
 			{Name: "tokens", Unit: 40, Rules: []limiter.Rule{{Limit: 400_000, Window: time.Hour}}},
@@ -337,7 +337,7 @@ func TestSet_ACostKnownOnlyOnceAnsweredNeverDrawsA429(t *testing.T) {
 
 func TestSet_HandoffCarriesEveryDimension(t *testing.T) {
 	cfg := limiter.SetConfig{
-		Config: limiter.Config{MaxDelay: time.Millisecond, Margin: limiter.NoMargin, Unordered: true},
+		Config: limiter.Config{MaxDelay: time.Millisecond, Margin: limiter.NoMargin, Registration: limiter.NoRegistration, Unordered: true},
 		Dims: []limiter.Dimension{
 			{Name: "weight", Rules: []limiter.Rule{{Limit: 100, Window: time.Second}}},
 			{Name: "orders", Rules: []limiter.Rule{{Kind: limiter.Fixed, Limit: 3, Window: time.Hour}}},

@@ -211,7 +211,7 @@ func TestRestore_TakesSendsMissingFromTheRecordAsLateAsTheOldest(t *testing.T) {
 		Version: limiter.StateVersion, MaxDelay: 10 * time.Millisecond, Sends: 10,
 		UpperBounds: []time.Time{ms(40), ms(50), ms(60)},
 	}
-	cfg := limiter.Config{Rules: []limiter.Rule{{Limit: 5, Window: 100 * time.Millisecond}}, MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin}
+	cfg := limiter.Config{Rules: []limiter.Rule{{Limit: 5, Window: 100 * time.Millisecond}}, MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin, Registration: limiter.NoRegistration}
 	l, err := limiter.Restore(cfg, st)
 	require.NoError(t, err)
 	runSteps(t, l, []step{

@@ -12,7 +12,7 @@ import (
 // TestLimiter_AWeightedSendTakesItsWeightInEveryWindow: rule 4 units per 100 ms,
 // L = 10 ms, no margin; times are t0 + ms.
 func TestLimiter_AWeightedSendTakesItsWeightInEveryWindow(t *testing.T) {
-	l := mustNew(t, limiter.Config{Rules: []limiter.Rule{{Limit: 4, Window: 100 * time.Millisecond}}, MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin})
+	l := mustNew(t, limiter.Config{Rules: []limiter.Rule{{Limit: 4, Window: 100 * time.Millisecond}}, MaxDelay: 10 * time.Millisecond, Margin: limiter.NoMargin, Registration: limiter.NoRegistration})
 	require.Equal(t, 4, l.MaxWeight())
 
 	// Units 1-2 at 0, answered at 5: both arrived by 5.
