@@ -1,5 +1,6 @@
-// Package pull asks JetStream pull consumers for messages, one request at a
-// time, over one subscription that lives as long as its Puller.
+// Package pull asks JetStream pull consumers for messages, one pull at a time
+// (for one message, or a batch), over one subscription that lives as long as
+// its Puller.
 //
 // jetstream.Consumer.Fetch subscribes to a fresh inbox for every call and drops
 // it after: two more protocol messages, a change to the server's subject index
@@ -38,8 +39,8 @@ const answerGrace = 2 * time.Second
 
 // kept bounds the messages delivered after their callers stopped waiting,
 // which wait in the subscription's channel for the next call: each caller
-// leaves at most one pull outstanding, so a handful at most.
-const kept = 16
+// leaves at most one pull outstanding, for one message or one batch.
+const kept = 16 + MaxBatch
 
 // Puller pulls messages from the pull consumers of one JetStream account over
 // one subscription. One goroutine at a time may call Next; Close may be called
@@ -90,53 +91,100 @@ type request struct {
 // when ctx ends first (a message still delivered is kept for the next call), and
 // ErrPull, wrapped, when the server refuses the pull.
 func (p *Puller) Next(ctx context.Context, stream, durable string, wait time.Duration) (jetstream.Msg, error) {
-	if m := p.early(); m != nil {
-		return m, nil
+	ms, err := p.fetch(ctx, stream, durable, 1, wait)
+	if len(ms) == 0 {
+		return nil, err
+	}
+	return ms[0], nil
+}
+
+// Batch asks the consumer durable of stream for up to n messages (at most
+// MaxBatch) in one pull, without waiting for more to arrive, and returns those
+// there were: none, and no error, when the queue is empty. Messages delivered
+// earlier to a call that had stopped waiting come first. It returns ErrPull,
+// wrapped, when the server refuses the pull or does not answer it, and what it
+// has with ctx's error when ctx ends first. A message delivered after Batch
+// returned is kept for the next call.
+func (p *Puller) Batch(ctx context.Context, stream, durable string, n int) ([]jetstream.Msg, error) {
+	return p.fetch(ctx, stream, durable, min(n, MaxBatch), 0)
+}
+
+// MaxBatch bounds the messages one Batch asks for.
+const MaxBatch = 64
+
+// fetch returns up to n messages: those kept first, then what one pull
+// brings, waiting up to wait for the first to arrive (not at all when 0). It
+// returns what it has when the pull ends, or an error and none.
+func (p *Puller) fetch(ctx context.Context, stream, durable string, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	var got []jetstream.Msg
+	for len(got) < n {
+		m := p.early()
+		if m == nil {
+			break
+		}
+		got = append(got, m)
+	}
+	if len(got) == n || len(got) > 0 && wait > 0 {
+		return got, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return got, err
 	}
 	p.n++
 	reply := p.inbox + "." + strconv.FormatUint(p.n, 10)
-	req := request{Batch: 1, NoWait: wait <= 0}
+	req := request{Batch: n - len(got), NoWait: wait <= 0}
 	if wait > 0 {
 		req.Expires = wait.Nanoseconds()
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return nil, err
+		return got, err
 	}
 	subject := p.api + "CONSUMER.MSG.NEXT." + stream + "." + durable
 	if err := p.nc.PublishRequest(subject, reply, body); err != nil {
-		return nil, fmt.Errorf("%w: ask %s for a message: %w", ErrPull, durable, err)
+		return got, fmt.Errorf("%w: ask %s for a message: %w", ErrPull, durable, err)
 	}
 	timer := time.NewTimer(max(wait, 0) + answerGrace)
 	defer timer.Stop()
-	for {
+	for len(got) < n {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return got, ctx.Err()
 		case <-timer.C:
+			if len(got) > 0 {
+				return got, nil
+			}
 			return nil, fmt.Errorf("%w: %s did not answer a pull within %s", ErrPull, durable, max(wait, 0)+answerGrace)
 		case m := <-p.ch:
 			if isMessage(m) {
-				return message{m}, nil
+				got = append(got, message{m})
+				if wait > 0 {
+					return got, nil // a waiting pull asks for one
+				}
+				continue
 			}
 			if m.Subject != reply {
 				continue // the status of an earlier pull: it has ended
 			}
 			switch status := m.Header.Get("Status"); status {
 			case "404", "408":
-				return nil, nil // none now, or none within wait
+				return got, nil // none (more) now, or none within wait
 			case "100":
 				continue // a heartbeat
 			case "503":
+				if len(got) > 0 {
+					return got, nil
+				}
 				return nil, fmt.Errorf("%w: %s: no JetStream server answered (503 no responders)", ErrPull, durable)
 			default:
+				if len(got) > 0 {
+					return got, nil
+				}
 				return nil, fmt.Errorf("%w: %s answered %s %s", ErrPull, durable, status, m.Header.Get("Description"))
 			}
 		}
 	}
+	return got, nil
 }
 
 // early returns a message delivered to a call that had stopped waiting, if one

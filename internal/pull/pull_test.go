@@ -169,3 +169,32 @@ func TestPuller_ARefusedPullIsAnError(t *testing.T) {
 	_, err = p.Next(context.Background(), "Q", "missing", 0)
 	require.True(t, errors.Is(err, pull.ErrPull), "got %v", err)
 }
+
+func TestPuller_BatchTakesUpToNInOnePull(t *testing.T) {
+	js, _ := setup(t, 30*time.Second)
+	p, err := pull.New(js)
+	require.NoError(t, err)
+	defer p.Close()
+	ctx := context.Background()
+	publish(t, js, 5)
+
+	tests := []struct {
+		name string
+		n    int
+		want []string
+	}{
+		{"fewer than wait: n of them, in order", 3, []string{"m0", "m1", "m2"}},
+		{"more than wait: those there are, and no error", 5, []string{"m3", "m4"}},
+		{"none wait: none, and no error", 2, nil},
+	}
+	for _, tt := range tests {
+		ms, err := p.Batch(ctx, "Q", "c", tt.n)
+		require.NoError(t, err, tt.name)
+		var got []string
+		for _, m := range ms {
+			got = append(got, string(m.Data()))
+			require.NoError(t, m.Ack())
+		}
+		require.Equal(t, tt.want, got, tt.name)
+	}
+}

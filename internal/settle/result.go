@@ -110,7 +110,7 @@ func (r *Results) Publish(ctx context.Context, owner wire.Owner, reply string, m
 			return err
 		}
 	}
-	msgID := wire.ResultMsgID(owner, res.ID, res.Seq, strconv.FormatUint(res.Delivery, 10))
+	msgID := servedMsgID(owner, res)
 	if err := r.publish(ctx, wire.ResultSubject(r.cfg.Results.Prefix(), owner, res.ID), res.ID, data, nil, jetstream.WithMsgID(msgID)); err != nil {
 		return err
 	}

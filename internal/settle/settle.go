@@ -53,6 +53,7 @@ type Settler struct {
 	grave    *graveyard.Graveyard
 	attempts *graveyard.Attempts
 	results  *Results
+	together *together
 }
 
 // New opens what a Settler writes to.
@@ -75,7 +76,11 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Settler, err
 	if cfg.Count == nil {
 		cfg.Count = func(string, string) {}
 	}
-	return &Settler{cfg: cfg, js: js, grave: grave, attempts: attempts, results: NewResults(js, sc)}, nil
+	s := &Settler{cfg: cfg, js: js, grave: grave, attempts: attempts, results: NewResults(js, sc)}
+	if s.together, err = newTogether(s, js, serveWindow); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Delivery is one delivery of a request, as the worker holds it.
@@ -124,9 +129,17 @@ func (s *Settler) Earlier(ctx context.Context, d Delivery) (wire.Result, bool) {
 // says, then acknowledges the request. If the result cannot be written the
 // request is not acknowledged: it is delivered again later, and a later
 // delivery that finds a result is not sent again (with results kept, the
-// default: wire.ResultsKeep).
+// default: wire.ResultsKeep). A result kept in one message is stored with the
+// others served within a few milliseconds (together), and its request
+// acknowledged with theirs.
 func (s *Settler) Serve(ctx context.Context, d Delivery, res wire.Result) {
 	res.Outcome, res.Seq = wire.Served, d.Meta.Sequence.Stream
+	if sv, ok := s.results.servedTogether(d.Req.Owner, s.replyTo(d.Req), d.Req.Results, res); ok {
+		sv.d = d
+		if s.together.serve(sv) {
+			return
+		}
+	}
 	if err := s.results.Publish(ctx, d.Req.Owner, s.replyTo(d.Req), d.Req.Results, res); err != nil {
 		s.cfg.Count("", stats.ResultAckFailed)
 		s.cfg.Log.Error("the upstream answered but its result could not be written; the request is not acknowledged", "request", d.Req.ID, "err", err)

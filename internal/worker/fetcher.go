@@ -29,9 +29,10 @@ type consumers struct {
 	stream string
 	all    []streams.RouteConsumer // of the worker's keys, urgent first
 
-	mu     sync.Mutex
-	opened map[string]bool // consumers found, by durable name
-	told   map[string]bool // missing consumers already logged
+	mu      sync.Mutex
+	opened  map[string]bool      // consumers found, by durable name
+	told    map[string]bool      // missing consumers already logged
+	gathers map[string]*gatherer // by durable name, made on first use
 }
 
 // newConsumers opens the consumers of requests any key may send, which every
@@ -39,7 +40,7 @@ type consumers struct {
 func newConsumers(ctx context.Context, js jetstream.JetStream, sc *streams.Config, ks []keys.Key) (*consumers, error) {
 	withRoutes := *sc
 	withRoutes.Routes = keys.RoutesOf(ks)
-	c := &consumers{js: js, stream: sc.Requests.Stream.Name, all: withRoutes.RouteConsumers(), opened: map[string]bool{}, told: map[string]bool{}}
+	c := &consumers{js: js, stream: sc.Requests.Stream.Name, all: withRoutes.RouteConsumers(), opened: map[string]bool{}, told: map[string]bool{}, gathers: map[string]*gatherer{}}
 	for _, rc := range c.all {
 		if rc.Route.Kind != wire.RouteAny {
 			continue
@@ -87,7 +88,11 @@ func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder,
 			}
 			continue
 		}
-		s := source{rc: rc}
+		g, err := c.gatherer(rc.Durable)
+		if err != nil {
+			return nil, err
+		}
+		s := source{rc: rc, g: g}
 		if rc.Priority == wire.Urgent {
 			q.urgent.srcs = append(q.urgent.srcs, s)
 		} else {
@@ -95,6 +100,31 @@ func (c *consumers) queues(ctx context.Context, k keys.Key, rec *stats.Recorder,
 		}
 	}
 	return q, nil
+}
+
+// gatherer returns the gatherer of the consumer durable, shared by the
+// worker's sessions.
+func (c *consumers) gatherer(durable string) (*gatherer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.gathers[durable]; g != nil {
+		return g, nil
+	}
+	g, err := newGatherer(c.js, c.stream, durable, gatherWindow)
+	if err != nil {
+		return nil, err
+	}
+	c.gathers[durable] = g
+	return g, nil
+}
+
+// close gives back the requests the gatherers hold; once the sessions ended.
+func (c *consumers) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.gathers {
+		g.close()
+	}
 }
 
 // tell reports whether the missing consumer durable is yet to be logged.
@@ -106,9 +136,11 @@ func (c *consumers) tell(durable string) bool {
 	return first
 }
 
-// source is one consumer a session pulls from.
+// source is one consumer a session pulls from: its looks go through the
+// worker's gatherer of that consumer, its waits through the session's own pulls.
 type source struct {
 	rc streams.RouteConsumer
+	g  *gatherer
 }
 
 // queues is one session's view of the requests it may take, and the order it
@@ -190,13 +222,21 @@ func (q *queues) order() []source {
 }
 
 // pull asks s for one request, waiting up to wait for one to arrive (not at all
-// when 0). It returns nil and no error when there was none; an error only when
-// ctx ended.
+// when 0, when the look goes with those of the worker's other keys). It returns
+// nil and no error when there was none; an error only when ctx ended.
 func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstream.Msg, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	m, err := q.puller.Next(ctx, q.stream, s.rc.Durable, wait)
+	var (
+		m   jetstream.Msg
+		err error
+	)
+	if wait > 0 {
+		m, err = q.puller.Next(ctx, q.stream, s.rc.Durable, wait)
+	} else {
+		m, err = s.g.take(ctx)
+	}
 	switch {
 	case m != nil:
 		if ctx.Err() != nil {

@@ -285,13 +285,15 @@ func (s *session) checkpoints(ctx context.Context) {
 }
 
 // pullLead is how long before its key may send that a session asks for the next
-// request: about the time a pull takes, so the slot is not wasted.
-const pullLead = 10 * time.Millisecond
+// request: about the time a pull takes, so the slot is not wasted, and the time
+// its look may wait for the worker's other keys' (gatherWindow).
+const pullLead = 10*time.Millisecond + gatherWindow
 
 // pull takes requests one at a time, from the queues its key may serve (urgent
 // first, see queues), and only when the key is about to be able to send: a
 // request waits in the queue, where any key may take it, rather than in one
-// worker behind its key. It never holds more than
+// worker behind its key. The worker's keys that look within a few
+// milliseconds of each other take theirs in one pull (gatherer). It never holds more than
 // MaxInFlight requests, and waits for those it started.
 //
 // A request is handed to a handler that has finished its last one and waits for

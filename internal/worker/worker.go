@@ -300,5 +300,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		duties[i].shutdown()
 	}
 	wg.Wait()
+	w.cons.close()
 	return nil
 }
