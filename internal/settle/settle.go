@@ -134,10 +134,12 @@ func (s *Settler) Earlier(ctx context.Context, d Delivery) (wire.Result, bool) {
 // acknowledged with theirs.
 func (s *Settler) Serve(ctx context.Context, d Delivery, res wire.Result) {
 	res.Outcome, res.Seq = wire.Served, d.Meta.Sequence.Stream
-	if sv, ok := s.results.servedTogether(d.Req.Owner, s.replyTo(d.Req), d.Req.Results, res); ok {
-		sv.d = d
-		if s.together.serve(sv) {
-			return
+	if s.together.hold(time.Now()) {
+		if sv, ok := s.results.servedTogether(d.Req.Owner, s.replyTo(d.Req), d.Req.Results, res); ok {
+			sv.d = d
+			if s.together.serve(sv) {
+				return
+			}
 		}
 	}
 	if err := s.results.Publish(ctx, d.Req.Owner, s.replyTo(d.Req), d.Req.Results, res); err != nil {

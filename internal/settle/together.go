@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet/internal/burst"
 	"github.com/ratefleet/ratefleet/wire"
 )
 
@@ -25,15 +26,16 @@ const serveWindow = 5 * time.Millisecond
 // together writes served results in bursts: the results that come within
 // serveWindow of the first are published at once, their confirmations awaited
 // together, then their requests acknowledged at once. A result is still stored
-// before its request is acknowledged. It runs a goroutine only while results
-// wait.
+// before its request is acknowledged. Where results come further apart than the
+// window (a worker with few keys) there is nothing to gather, and each is
+// written alone (hold). It runs a goroutine only while results wait.
 type together struct {
 	// Set once.
-	s      *Settler
-	js     jetstream.JetStream // publishes with ackTimeout for confirmations
-	window time.Duration
+	s  *Settler
+	js jetstream.JetStream // publishes with ackTimeout for confirmations
 
 	mu      sync.Mutex
+	pace    *burst.Pace
 	waiting []*serving
 	running bool
 
@@ -66,10 +68,21 @@ func (t *together) serve(sv *serving) bool {
 	return sv.ok
 }
 
+// hold notes a result served at now, and reports whether it goes with the
+// others (serve): while results come less than the window apart on average, or
+// a burst is already on its way. Otherwise it is written alone, as it would be
+// without bursts: holding it would only add a timer and a wait.
+func (t *together) hold(now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pace.Arrive(now)
+	return t.running || t.pace.Worth()
+}
+
 // run settles what waits, a window's worth at a time, until nothing waits.
 func (t *together) run() {
 	for {
-		time.Sleep(t.window)
+		time.Sleep(t.pace.Window())
 		t.mu.Lock()
 		batch := t.waiting
 		t.waiting = nil
@@ -144,7 +157,7 @@ func newTogether(s *Settler, js jetstream.JetStream, window time.Duration) (*tog
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream for results: %w", err)
 	}
-	return &together{s: s, js: ajs, window: window}, nil
+	return &together{s: s, js: ajs, pace: burst.New(window)}, nil
 }
 
 // servedTogether builds the stored form of res for together, or reports false

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratefleet/ratefleet/internal/burst"
 	"github.com/ratefleet/ratefleet/internal/natsconn"
 	"github.com/ratefleet/ratefleet/internal/testenv"
 	"github.com/ratefleet/ratefleet/wire"
@@ -60,7 +61,7 @@ func TestServe_ResultsServedTogetherAreStoredInOneBurstThenAcknowledged(t *testi
 	ctx := context.Background()
 	s, err := New(ctx, c.JS, Config{Streams: c.Streams, Worker: "w1", Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
-	s.together.window = 200 * time.Millisecond // wide enough for every goroutine to join
+	s.together.pace = burst.New(200 * time.Millisecond) // wide enough for every goroutine to join
 	ds := deliveries(t, c, 8)
 
 	serveAll(s, ds)
@@ -79,6 +80,34 @@ func TestServe_ResultsServedTogetherAreStoredInOneBurstThenAcknowledged(t *testi
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	}, 5*time.Second, 20*time.Millisecond, "every request acknowledged")
+}
+
+// Where results come further apart than the window (a worker with few keys),
+// one is not held for the others: it is written alone, stored and acknowledged.
+func TestServe_ALoneResultIsWrittenAlone(t *testing.T) {
+	c := testenv.NATS(t, nil)
+	ctx := context.Background()
+	s, err := New(ctx, c.JS, Config{Streams: c.Streams, Worker: "w1", Log: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	// Results came a minute apart so far.
+	for i := range 4 {
+		s.together.pace.Arrive(time.Now().Add(time.Duration(i-4) * time.Minute))
+	}
+	ds := deliveries(t, c, 1)
+
+	serveAll(s, ds)
+
+	require.Zero(t, s.together.bursts.Load(), "written alone, not in a burst")
+	res, ok, err := s.results.Of(ctx, ds[0].Req.Owner, ds[0].Req.ID, ds[0].Meta.Sequence.Stream)
+	require.NoError(t, err)
+	require.True(t, ok, "the result is stored")
+	require.Equal(t, "ok", res.Body)
+	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.Consumer.Durable)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, 5*time.Second, 20*time.Millisecond, "the request acknowledged")
 }
 
 // A result that cannot be stored leaves its request unacknowledged, in a burst

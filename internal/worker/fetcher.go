@@ -222,7 +222,8 @@ func (q *queues) order() []source {
 }
 
 // pull asks s for one request, waiting up to wait for one to arrive (not at all
-// when 0, when the look goes with those of the worker's other keys). It returns
+// when 0, when the look goes with those of the worker's other keys if they come
+// close together: gatherer.hold). It returns
 // nil and no error when there was none; an error only when ctx ended.
 func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstream.Msg, error) {
 	if ctx.Err() != nil {
@@ -232,7 +233,7 @@ func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstr
 		m   jetstream.Msg
 		err error
 	)
-	if wait > 0 {
+	if wait > 0 || !s.g.hold(time.Now()) {
 		m, err = q.puller.Next(ctx, q.stream, s.rc.Durable, wait)
 	} else {
 		m, err = s.g.take(ctx)

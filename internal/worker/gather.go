@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratefleet/ratefleet/internal/burst"
 	"github.com/ratefleet/ratefleet/internal/pull"
 )
 
@@ -23,14 +24,16 @@ const gatherWindow = 5 * time.Millisecond
 // gatherWindow of the first go out as one pull of that many (pull.Batch), and
 // each look gets one request, or none when the queue had fewer. A request is
 // taken from the queue only for a key about to send it, as when each key pulled
-// its own. It runs a goroutine only while looks wait.
+// its own. Where looks come further apart than the window (a worker with few
+// keys) there is nothing to gather, and each session pulls its own (hold). It
+// runs a goroutine only while looks wait.
 type gatherer struct {
 	// Set once.
 	stream, durable string
 	puller          *pull.Puller
-	window          time.Duration
 
 	mu      sync.Mutex
+	pace    *burst.Pace
 	looks   []*look
 	running bool // a goroutine serves looks
 	closed  bool
@@ -55,7 +58,7 @@ func newGatherer(js jetstream.JetStream, stream, durable string, window time.Dur
 	if err != nil {
 		return nil, err
 	}
-	return &gatherer{stream: stream, durable: durable, puller: p, window: window}, nil
+	return &gatherer{stream: stream, durable: durable, puller: p, pace: burst.New(window)}, nil
 }
 
 // take waits for one request, the next pull's, and returns it, or nil and no
@@ -93,6 +96,17 @@ func (g *gatherer) take(ctx context.Context) (jetstream.Msg, error) {
 	}
 }
 
+// hold notes a look at now, and reports whether it goes with the others
+// (take): while looks come less than the window apart on average, or a pull is
+// already being gathered. Otherwise the session pulls its own, as it would
+// without the gatherer: holding the look would only add a timer and a wait.
+func (g *gatherer) hold(now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pace.Arrive(now)
+	return g.running || g.pace.Worth()
+}
+
 // run sends a pull for the looks that came within the window, answers them,
 // and again, until no look waits.
 func (g *gatherer) run() {
@@ -101,7 +115,7 @@ func (g *gatherer) run() {
 		full := len(g.looks) >= pull.MaxBatch
 		g.mu.Unlock()
 		if !full {
-			time.Sleep(g.window)
+			time.Sleep(g.pace.Window())
 		}
 		g.mu.Lock()
 		n := min(len(g.looks), pull.MaxBatch)

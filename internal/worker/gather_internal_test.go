@@ -81,6 +81,39 @@ func TestGatherer_LooksWithinTheWindowShareOnePull(t *testing.T) {
 	}
 }
 
+// A look goes with the others only while looks come less than the window
+// apart, or a pull is already being gathered; otherwise its session pulls its
+// own.
+func TestGatherer_HoldsALookOnlyWhereOthersAreExpected(t *testing.T) {
+	const window = 5 * time.Millisecond
+	tests := []struct {
+		name    string
+		gap     time.Duration // between the looks so far
+		running bool
+		want    bool
+	}{
+		{"looks a millisecond apart", time.Millisecond, false, true},
+		{"looks 50 ms apart: one key", 50 * time.Millisecond, false, false},
+		{"looks 50 ms apart, a pull being gathered", 50 * time.Millisecond, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, _ := gatherEnv(t, 0, window)
+			now := time.Now()
+			g.mu.Lock()
+			for i := range 8 {
+				g.pace.Arrive(now.Add(time.Duration(i-8) * tt.gap))
+			}
+			g.running = tt.running
+			g.mu.Unlock()
+			require.Equal(t, tt.want, g.hold(now))
+			g.mu.Lock()
+			g.running = false
+			g.mu.Unlock()
+		})
+	}
+}
+
 // A look that ends before its pull is answered takes nothing: the request goes
 // to a look still waiting, delivered once.
 func TestGatherer_ALookThatEndsTakesNothing(t *testing.T) {

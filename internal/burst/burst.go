@@ -1,0 +1,44 @@
+// Package burst decides whether items that come one at a time are worth holding
+// for a short window, so that those of the window go out together.
+//
+// Holding pays only where another item is likely within the window: at a
+// worker's full rate a window of 5 ms gathers several results or pulls, and
+// NATS takes them together for less work each; a worker with one key sends a
+// request every 50 ms or so, and the same window would only add a timer and a
+// wait to every request (a third more CPU in the workers, measured on five keys
+// held by five workers).
+package burst
+
+import "time"
+
+// Pace follows the gaps between arrivals, and says whether holding the next one
+// for the window is worth it: while the mean gap (a moving average of the last
+// few) is shorter than the window, another arrival is expected within it. Until
+// a gap is seen it takes company as expected. A gap counts at most four
+// windows, so a pause of any length is forgotten within a few arrivals. The
+// zero value is not ready; use New. A Pace is not safe for concurrent use: its
+// owner holds the lock that guards what it paces.
+type Pace struct {
+	window time.Duration
+	last   time.Time
+	mean   time.Duration
+}
+
+// New returns a Pace for holding up to window.
+func New(window time.Duration) *Pace { return &Pace{window: window} }
+
+// Window returns how long an item may be held.
+func (p *Pace) Window() time.Duration { return p.window }
+
+// Arrive notes an arrival at t.
+func (p *Pace) Arrive(t time.Time) {
+	if !p.last.IsZero() {
+		gap := min(max(t.Sub(p.last), 0), 4*p.window)
+		p.mean += (gap - p.mean) / 4
+	}
+	p.last = t
+}
+
+// Worth reports whether the next arrival is worth holding for the window: the
+// mean gap is shorter than it.
+func (p *Pace) Worth() bool { return p.mean < p.window }
