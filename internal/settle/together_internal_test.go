@@ -67,6 +67,14 @@ func TestServe_ResultsServedTogetherAreStoredInOneBurstThenAcknowledged(t *testi
 	serveAll(s, ds)
 
 	require.Equal(t, int64(1), s.together.bursts.Load(), "eight results served at once go out in one burst")
+	requireStoredAndAcknowledged(t, c, s, ds)
+}
+
+// requireStoredAndAcknowledged checks that each of ds has its result stored
+// and that every request is acknowledged.
+func requireStoredAndAcknowledged(t *testing.T, c *natsconn.Conn, s *Settler, ds []Delivery) {
+	t.Helper()
+	ctx := context.Background()
 	for _, d := range ds {
 		res, ok, err := s.results.Of(ctx, d.Req.Owner, d.Req.ID, d.Meta.Sequence.Stream)
 		require.NoError(t, err)
@@ -98,16 +106,7 @@ func TestServe_ALoneResultIsWrittenAlone(t *testing.T) {
 	serveAll(s, ds)
 
 	require.Zero(t, s.together.bursts.Load(), "written alone, not in a burst")
-	res, ok, err := s.results.Of(ctx, ds[0].Req.Owner, ds[0].Req.ID, ds[0].Meta.Sequence.Stream)
-	require.NoError(t, err)
-	require.True(t, ok, "the result is stored")
-	require.Equal(t, "ok", res.Body)
-	cons, err := c.JS.Consumer(ctx, c.Streams.Requests.Stream.Name, c.Streams.Requests.Consumer.Durable)
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
-	}, 5*time.Second, 20*time.Millisecond, "the request acknowledged")
+	requireStoredAndAcknowledged(t, c, s, ds)
 }
 
 // A result that cannot be stored leaves its request unacknowledged, in a burst
