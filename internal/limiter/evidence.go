@@ -171,7 +171,8 @@ func (l *Limiter) stressed(at time.Time) bool {
 }
 
 // window and order return the delays the two rules assume now. The window
-// takes the slack; the order rule does not: an inversion costs a 400, which
+// takes the slack and the registration allowance (Config.Registration); the
+// order rule takes neither: an inversion costs a 400, which
 // raises Lo, where a broken window costs a 429. Measured at 200 keys on a
 // saturated 2-core machine, slack in the order rule cost a tenth of the rate
 // (0.86 of the bound against 0.95) to spare about 90 × 400 in 30 s.

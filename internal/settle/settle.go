@@ -129,9 +129,10 @@ func (s *Settler) Earlier(ctx context.Context, d Delivery) (wire.Result, bool) {
 // says, then acknowledges the request. If the result cannot be written the
 // request is not acknowledged: it is delivered again later, and a later
 // delivery that finds a result is not sent again (with results kept, the
-// default: wire.ResultsKeep). A result kept in one message is stored with the
-// others served within a few milliseconds (together), and its request
-// acknowledged with theirs.
+// default: wire.ResultsKeep). While the worker serves results less than a few
+// milliseconds apart, a result kept in one message is stored with the others
+// served within those milliseconds (together), and its request acknowledged
+// with theirs.
 func (s *Settler) Serve(ctx context.Context, d Delivery, res wire.Result) {
 	res.Outcome, res.Seq = wire.Served, d.Meta.Sequence.Stream
 	if s.together.hold(time.Now()) {

@@ -222,9 +222,9 @@ func (q *queues) order() []source {
 }
 
 // pull asks s for one request, waiting up to wait for one to arrive (not at all
-// when 0, when the look goes with those of the worker's other keys if they come
-// close together: gatherer.hold). It returns
-// nil and no error when there was none; an error only when ctx ended.
+// when 0; the look then goes with those of the worker's other keys where they
+// come close together, gatherer.hold). It returns nil and no error when there
+// was none; an error only when ctx ended.
 func (q *queues) pull(ctx context.Context, s source, wait time.Duration) (jetstream.Msg, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
