@@ -22,7 +22,10 @@ const gcPercent = 400
 
 func main() {
 	cli.SetGCPercent(os.Getenv, gcPercent)
-	cli.Main("exchange", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
+	cli.Main("exchange", func(ctx context.Context) error {
+		cli.TuneProcs(ctx, os.Getenv)
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	})
 }
 
 // run serves until ctx is done, printing the API's base URL on stdout once it listens.

@@ -20,7 +20,10 @@ import (
 )
 
 func main() {
-	cli.Main("producer", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) })
+	cli.Main("producer", func(ctx context.Context) error {
+		cli.TuneProcs(ctx, os.Getenv)
+		return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	})
 }
 
 // run publishes until the bounds are reached or ctx ends, then prints the summary

@@ -36,7 +36,10 @@ const gcPercent = 400
 
 func main() {
 	cli.SetGCPercent(os.Getenv, gcPercent)
-	cli.Main("worker", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
+	cli.Main("worker", func(ctx context.Context) error {
+		cli.TuneProcs(ctx, os.Getenv)
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	})
 }
 
 const usage = "Claims an API key and sends its requests from the queue, without ever exceeding its rate limit."

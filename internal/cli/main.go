@@ -11,6 +11,8 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+
+	"github.com/ratefleet/ratefleet/internal/procs"
 )
 
 // ExitInterrupted is the exit status after a second interrupt: 128 + SIGINT.
@@ -37,6 +39,15 @@ func Main(name string, run func(ctx context.Context) error) {
 func SetGCPercent(getenv func(string) string, percent int) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(percent)
+	}
+}
+
+// TuneProcs keeps the process on as few processors as its CPU use needs until
+// ctx ends (package procs), unless GOMAXPROCS is set in the environment getenv
+// reads, which then stands.
+func TuneProcs(ctx context.Context, getenv func(string) string) {
+	if procs.Auto(getenv) {
+		go procs.Run(ctx, procs.Config{})
 	}
 }
 
