@@ -1,11 +1,12 @@
 // Package procs keeps a process on as few processors (GOMAXPROCS) as its CPU use
 // needs. Go's scheduler, given more processors than it has work for, wakes
-// threads to look for work on the idle ones and puts them back to sleep: on a
-// process that sends or answers a few thousand small requests a second, with
-// goroutines waking each other for every one of them, those wake-ups cost a
-// sixth of the process's CPU (docs/operating.md). One processor takes them out
-// for a process that uses less than about half a core; a busier one gets more,
-// up to what the runtime chose at start.
+// threads to look for work on the idle ones and puts them back to sleep: in a
+// worker sending a few thousand small requests a second, with goroutines waking
+// each other for every one of them, those wake-ups cost about a sixth of its
+// CPU (docs/operating.md). One processor takes them out for a process that uses
+// less than about half a core; a busier one gets more, up to what the runtime
+// chose at start. Once tuned, the runtime no longer follows a change of the
+// container's CPU limit by itself.
 package procs
 
 import (
