@@ -2,8 +2,8 @@
 // needs. Go's scheduler, given more processors than it has work for, wakes
 // threads to look for work on the idle ones and puts them back to sleep: in a
 // worker sending a few thousand small requests a second, with goroutines waking
-// each other for every one of them, those wake-ups cost about a sixth of its
-// CPU (docs/operating.md). One processor takes them out for a process that uses
+// each other for every one of them, those wake-ups cost 11 to 15 % of its CPU
+// (docs/operating.md). One processor takes them out for a process that uses
 // less than about half a core; a busier one gets more, up to what the runtime
 // chose at start. Once tuned, the runtime no longer follows a change of the
 // container's CPU limit by itself.
