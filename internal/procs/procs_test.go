@@ -19,7 +19,7 @@ func TestTuner_FollowsCPUUse(t *testing.T) {
 		want  []int
 	}{
 		{"starts at the most", nil, nil},
-		{"idle steps down one reading run at a time", []float64{0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1},
+		{"idle, it gives one back every DownAfter readings", []float64{0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1},
 			[]int{4, 4, 3, 3, 3, 2, 2, 2, 1, 1}},
 		{"a reading at or over the line starts the count again", []float64{0.1, 0.1, 1.5, 0.1, 0.1, 0.1},
 			[]int{4, 4, 4, 4, 4, 3}},
