@@ -42,3 +42,12 @@ func (p *Pace) Arrive(t time.Time) {
 // Worth reports whether the next arrival is worth holding for the window: the
 // mean gap is shorter than it.
 func (p *Pace) Worth() bool { return p.mean < p.window }
+
+// Hold notes an arrival at t and reports whether to hold it for the window:
+// while a burst is already on its way (busy), or another arrival is expected
+// within the window (Worth). Otherwise holding it would only add a timer and a
+// wait.
+func (p *Pace) Hold(t time.Time, busy bool) bool {
+	p.Arrive(t)
+	return busy || p.Worth()
+}

@@ -75,8 +75,7 @@ func (t *together) serve(sv *serving) bool {
 func (t *together) hold(now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.pace.Arrive(now)
-	return t.running || t.pace.Worth()
+	return t.pace.Hold(now, t.running)
 }
 
 // run settles what waits, a window's worth at a time, until nothing waits.

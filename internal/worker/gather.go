@@ -103,8 +103,7 @@ func (g *gatherer) take(ctx context.Context) (jetstream.Msg, error) {
 func (g *gatherer) hold(now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.pace.Arrive(now)
-	return g.running || g.pace.Worth()
+	return g.pace.Hold(now, g.running)
 }
 
 // run sends a pull for the looks that came within the window, answers them,
