@@ -10,20 +10,24 @@
 // most once per send. Go's HTTP transport may silently write a request a second
 // time (a GET on a reused keep-alive connection that closed before the first
 // answer byte), and a client that follows redirects sends it again. This client
-// follows no redirect, speaks HTTP/1.1 only (one request per connection at a time),
-// and wraps every connection so that a request whose bytes already went out on one
-// connection can never be written on another: the transport's re-send fails
-// instead, and the send counts as one request whose outcome is unknown.
+// does neither: it speaks HTTP/1.1 (with the standard library's framing), takes a
+// connection for the whole of one request, writes the request and reads its
+// answer from the sending goroutine, and follows no redirect. A request whose
+// connection breaks counts as one whose outcome is unknown; it is never written
+// again by this package. That goroutine also sees when the request's last byte
+// left and when the answer's first byte came, with no hand-over between them.
 //
 // # Fencing to the last byte
 //
-// The same wrapper asks the send's Fence before every write of the request's
-// bytes, so the holder of a key's lease never writes a byte once its lease can no
-// longer cover the request's arrival (see internal/lease): such a send fails with
-// the class Fenced and nothing more of it leaves.
+// The send's Fence is asked before every write of the request's bytes, so the
+// holder of a key's lease never writes a byte once its lease can no longer cover
+// the request's arrival (see internal/lease): such a send fails with the class
+// Fenced and nothing more of it leaves.
 package upstream
 
 import (
+	"bufio"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -31,12 +35,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/ratefleet/ratefleet/internal/profile"
@@ -133,9 +134,11 @@ type Call struct {
 
 // Client sends requests to one upstream.
 type Client struct {
-	prof *profile.Profile
-	http *http.Client
-	now  func() time.Time
+	prof    *profile.Profile
+	host    string // the upstream's host[:port], as its URLs name it
+	conns   *conns
+	timeout time.Duration
+	now     func() time.Time
 }
 
 // New returns a client for the reference exchange at baseURL (such as
@@ -148,7 +151,8 @@ func New(baseURL string, timeout time.Duration, maxConns int, now func() time.Ti
 }
 
 // NewProfile returns a client for the upstream p describes; a profile's
-// base_url is checked here again, as a flag may have replaced it.
+// base_url is checked here again, as a flag may have replaced it. Up to maxConns
+// idle connections are kept for reuse.
 func NewProfile(p *profile.Profile, timeout time.Duration, maxConns int, now func() time.Time) (*Client, error) {
 	u, err := url.Parse(p.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -157,37 +161,35 @@ func NewProfile(p *profile.Profile, timeout time.Duration, maxConns int, now fun
 	if now == nil {
 		now = time.Now
 	}
-	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &fencedConn{Conn: c, now: now}, nil
-		},
-		// HTTP/1.1 only: the fence is bound to a connection for the whole of one
-		// request, which HTTP/2's shared connections would break.
-		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxIdleConns:        maxConns,
-		MaxIdleConnsPerHost: maxConns,
-		IdleConnTimeout:     90 * time.Second,
+	port := u.Port()
+	var tlsConf *tls.Config
+	if u.Scheme == "https" {
+		tlsConf = &tls.Config{ServerName: u.Hostname()}
+		if port == "" {
+			port = "443"
+		}
+	} else if port == "" {
+		port = "80"
 	}
-	hc := &http.Client{
-		Transport: tr,
-		Timeout:   timeout,
-		// A redirect would send the request (and the key) once more, uncounted.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return &Client{prof: p, http: hc, now: now}, nil
+	addr := net.JoinHostPort(u.Hostname(), port)
+	return &Client{prof: p, host: u.Host, conns: newConns(addr, tlsConf, timeout, maxConns), timeout: timeout, now: now}, nil
 }
 
 // Profile returns the profile the client follows.
 func (c *Client) Profile() *profile.Profile { return c.prof }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+func (c *Client) Close() { c.conns.closeIdle() }
+
+// writeChunk is how much of a request is written between two looks at its Fence.
+const writeChunk = 4 << 10
+
+// max1xx is how many interim answers are read before the final one, as Go's own
+// transport allows.
+const max1xx = 5
+
+// aLongTimeAgo is a deadline in the past: it wakes a blocked read or write.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // Send makes one request. It writes the request at most once, on one connection,
 // and only while call.Fence allows.
@@ -201,60 +203,111 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	if err != nil {
 		return Answer{Class: ConnError, Msg: "build request: " + err.Error()}
 	}
-	f := &sendFence{allow: call.Fence, now: c.now, wrote: call.Wrote, base: c.now()}
-	trace := &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) { f.bind(info.Conn) },
-		// The transport reports the request written once it is in its buffer,
-		// before the buffer is flushed: the flush that follows is the last byte.
-		WroteRequest: func(info httptrace.WroteRequestInfo) {
-			if info.Err == nil {
-				f.buffered.Store(true)
+	if built.URL.Host != c.host {
+		return Answer{Class: ConnError, Msg: fmt.Sprintf("build request: the call's host %q is not the upstream's", built.URL.Hostname())}
+	}
+	req := &http.Request{
+		Method: built.Method, URL: built.URL, Host: built.URL.Host, Header: built.Header,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	}
+	if built.Body != "" {
+		req.Body, req.ContentLength = io.NopCloser(strings.NewReader(built.Body)), int64(len(built.Body))
+	}
+	gzipped := askGzip(req)
+
+	deadline := time.Now().Add(c.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	cn, err := c.conns.get(ctx)
+	if err != nil {
+		return c.failed(ctx, Answer{Class: ConnError}, "connect", err)
+	}
+	rt := roundTrip{c: c, cn: cn, call: call, req: req}
+	_ = cn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = cn.SetDeadline(aLongTimeAgo) })
+	a, reuse := rt.run(ctx, gzipped)
+	if stop() && reuse {
+		c.conns.put(cn)
+	} else {
+		_ = cn.Close()
+	}
+	return a
+}
+
+// roundTrip is one send on the connection it holds alone: its bytes are written
+// and its answer read by the sending goroutine, so nothing else can write them
+// again, and the instants it reports are the ones it saw.
+type roundTrip struct {
+	c    *Client
+	cn   *conn
+	call Call
+	req  *http.Request
+}
+
+// run writes the request and reads its answer; reuse says whether the
+// connection is fit for another request.
+func (rt *roundTrip) run(ctx context.Context, gzipped bool) (a Answer, reuse bool) {
+	c, cn := rt.c, rt.cn
+	cn.out.Reset()
+	if err := rt.req.Write(&cn.out); err != nil {
+		return Answer{Class: ConnError, Msg: "build request: " + scrub(err)}, true
+	}
+	for b := cn.out.Bytes(); len(b) > 0; {
+		if rt.call.Fence != nil && !rt.call.Fence(c.now()) {
+			a.Class, a.Msg = Fenced, errFenced.Error()
+			if cn.out.Len() == len(b) {
+				return a, true // nothing of it left: the connection is as it was
 			}
-		},
-		// The answer came back when its first byte was read, not once the
-		// caller's goroutine has run and read it all: on a busy machine that
-		// can be milliseconds later, and each of them would widen the
-		// request's bound.
-		GotFirstResponseByte: func() { f.firstByte.CompareAndSwap(0, f.offset(c.now())) },
+			a.Wrote = c.now()
+			return a, false
+		}
+		n, err := cn.Write(b[:min(len(b), writeChunk)])
+		b = b[n:]
+		if err != nil {
+			if cn.out.Len() != len(b) {
+				a.Wrote = c.now() // some of it left: it may have arrived
+			}
+			return c.failed(ctx, a, "send", err), false
+		}
+	}
+	a.Wrote = c.now()
+	if rt.call.Wrote != nil {
+		rt.call.Wrote(a.Wrote)
+	}
+
+	// The answer came back when its first byte was read, not once it is read in
+	// full: a slow body must not widen the request's bound.
+	if _, err := cn.br.Peek(1); err != nil {
+		return c.failed(ctx, a, "read answer", err), false
+	}
+	first := c.now()
+	resp, interim, err := readFinal(cn.br, rt.req)
+	if err != nil {
+		return c.failed(ctx, a, "read answer", err), false
+	}
+	var body io.Reader = resp.Body
+	if gzipped && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return c.failed(ctx, a, "read answer", err), false
+		}
+		body = zr
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+	}
+	limit := c.prof.MaxBody()
+	raw, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	a.Answered = first
+	if interim {
 		// An interim answer (103, say) may come from something in between
 		// before the upstream has the request: its byte proves nothing.
-		Got1xxResponse: func(int, textproto.MIMEHeader) error {
-			f.interim.Store(true)
-			return nil
-		},
+		a.Answered = c.now()
 	}
-	var body io.Reader
-	if built.Body != "" {
-		body = strings.NewReader(built.Body)
-	}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), built.Method, built.URL.String(), body)
-	if err != nil {
-		return Answer{Class: ConnError, Msg: "build request: " + scrub(err)}
-	}
-	req.Header = built.Header
-	resp, err := c.http.Do(req)
-	f.settle(c.now())
-	a := Answer{Wrote: f.wroteAt()}
-	if err != nil {
-		a.Msg = scrub(err)
-		a.Class = ConnError
-		var ne net.Error
-		switch {
-		case f.fenced.Load():
-			a.Class = Fenced
-		case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-			a.Class = Timeout
-		}
-		return a
-	}
-	defer resp.Body.Close()
-	limit := c.prof.MaxBody()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
-	a.Answered = f.answeredAt(c.now())
 	a.Status = resp.StatusCode
 	if err != nil {
 		a.Class, a.Msg = ConnError, "read answer: "+scrub(err)
-		return a
+		return a, false
 	}
 	if len(raw) > limit {
 		raw, a.Truncated = raw[:limit], true
@@ -269,6 +322,51 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	}
 	a.Usage = c.prof.ReadUsage(resp.Header)
 	a.Class, a.Msg = c.classify(resp, raw)
+	return a, !a.Truncated && !resp.Close
+}
+
+// readFinal reads answers until the final one, and reports whether an interim
+// (1xx) answer came first.
+func readFinal(br *bufio.Reader, req *http.Request) (*http.Response, bool, error) {
+	for i := 0; ; i++ {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, i > 0, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, i > 0, nil
+		}
+		if i == max1xx {
+			return nil, true, fmt.Errorf("more than %d interim answers", max1xx)
+		}
+	}
+}
+
+// askGzip asks for a compressed answer, as Go's own transport does, where the
+// request says nothing of encodings; it reports whether it did.
+func askGzip(req *http.Request) bool {
+	if req.Method == http.MethodHead || req.Header.Get("Accept-Encoding") != "" || req.Header.Get("Range") != "" {
+		return false
+	}
+	if req.Header == nil {
+		req.Header = http.Header{}
+	}
+	req.Header.Set("Accept-Encoding", "gzip")
+	return true
+}
+
+// failed completes a that failed in step with err: as a timeout when its time
+// ran out, or as a broken connection.
+func (c *Client) failed(ctx context.Context, a Answer, step string, err error) Answer {
+	a.Class = ConnError
+	var ne net.Error
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		err = ctx.Err()
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		a.Class = Timeout
+	}
+	a.Msg = step + ": " + scrub(err)
 	return a
 }
 
@@ -343,157 +441,5 @@ func Redact(raw string) string {
 	return u.String()
 }
 
-// What a connection's Write returns for a request it must not write.
-var (
-	errFenced = errors.New("request not written: the lease could no longer cover its arrival")
-	errResend = errors.New("request not written again: it already went out on another connection")
-)
-
-// sendFence is one send's right to write: on the first connection it got, while
-// its Fence allows. It also tells when the request's last byte left.
-type sendFence struct {
-	// Set once.
-	allow func(time.Time) bool
-	now   func() time.Time
-	wrote func(time.Time)
-	// base is when the send began; the instants below are kept as offsets from
-	// it, so the times rebuilt from them keep its monotonic reading and a
-	// wall-clock step moves none of them.
-	base time.Time
-
-	conns     atomic.Int32 // connections the transport gave this send
-	started   atomic.Bool  // a byte of the request went out
-	buffered  atomic.Bool  // the transport has the whole request in its buffer
-	fenced    atomic.Bool  // Fence refused a write
-	lastByte  atomic.Int64 // offset of the latest write (see at), 0 before
-	left      atomic.Int64 // offset when the request finished leaving, 0 until then
-	firstByte atomic.Int64 // offset when the answer's first byte was read, 0 until then
-	interim   atomic.Bool  // an interim (1xx) answer came first
-}
-
-// bind attaches the send to the connection the transport chose for it. A second
-// connection means the transport is re-sending: allowed only if nothing of the
-// request went out on the first.
-func (f *sendFence) bind(c net.Conn) {
-	fc := unwrap(c)
-	if fc == nil {
-		return
-	}
-	n := f.conns.Add(1)
-	fc.bound.Store(&binding{send: f, resend: n > 1 && f.started.Load()})
-}
-
-// check reports whether the bound send may write at t.
-func (f *sendFence) check(b *binding, t time.Time) error {
-	if b.resend {
-		return errResend
-	}
-	if f.allow != nil && !f.allow(t) {
-		f.fenced.Store(true)
-		return errFenced
-	}
-	f.started.Store(true)
-	return nil
-}
-
-// written notes a write that ended at t; the first after the request was buffered
-// is the flush of its last bytes.
-func (f *sendFence) written(t time.Time) {
-	f.lastByte.Store(f.offset(t))
-	if f.buffered.Load() {
-		f.finish(f.offset(t))
-	}
-}
-
-// settle reports, once the round trip is over at end, a request that began to
-// leave as left, if that was not reported yet: at its last write if no write
-// followed the transport's buffering (its bytes had already gone out), or at end
-// when the write has not been seen to return yet (the answer may come back before
-// the writing goroutine runs again; the request surely left before its answer).
-func (f *sendFence) settle(end time.Time) {
-	if !f.started.Load() {
-		return
-	}
-	ns := f.lastByte.Load()
-	if ns == 0 || !f.buffered.Load() {
-		ns = f.offset(end)
-	}
-	f.finish(ns)
-}
-
-func (f *sendFence) finish(ns int64) {
-	if f.left.CompareAndSwap(0, ns) && f.wrote != nil {
-		f.wrote(f.at(ns))
-	}
-}
-
-// answeredAt returns when the answer came back, read in full at end: when its
-// first byte was read, unless an interim answer came first, and never before the
-// request finished leaving (the goroutine that wrote it may note that after the
-// answer is read).
-func (f *sendFence) answeredAt(end time.Time) time.Time {
-	ns := f.firstByte.Load()
-	if ns == 0 || f.interim.Load() {
-		return end
-	}
-	return f.at(max(ns, f.left.Load()))
-}
-
-func (f *sendFence) wroteAt() time.Time {
-	if ns := f.left.Load(); ns != 0 {
-		return f.at(ns)
-	}
-	return time.Time{}
-}
-
-// offset returns t as kept in the atomics: nanoseconds after base, plus one so
-// that no instant is 0 (which means "none"). An instant before base is base.
-func (f *sendFence) offset(t time.Time) int64 { return int64(max(t.Sub(f.base), 0)) + 1 }
-
-// at is the instant offset ns stands for, on base's clock.
-func (f *sendFence) at(ns int64) time.Time { return f.base.Add(time.Duration(ns - 1)) }
-
-// binding is a connection's current send.
-type binding struct {
-	send   *sendFence
-	resend bool // the transport re-sends a request already written elsewhere
-}
-
-// fencedConn asks the send bound to it before every write.
-type fencedConn struct {
-	net.Conn
-	now   func() time.Time
-	bound atomic.Pointer[binding]
-}
-
-// Write writes p if the bound send may still write; bytes written before any send
-// is bound (a TLS handshake) are not a request's.
-func (c *fencedConn) Write(p []byte) (int, error) {
-	b := c.bound.Load()
-	if b == nil {
-		return c.Conn.Write(p)
-	}
-	if err := b.send.check(b, c.now()); err != nil {
-		return 0, err
-	}
-	n, err := c.Conn.Write(p)
-	if n > 0 {
-		b.send.written(c.now())
-	}
-	return n, err
-}
-
-// unwrap finds the fencedConn under c (a TLS connection wraps it).
-func unwrap(c net.Conn) *fencedConn {
-	for c != nil {
-		switch v := c.(type) {
-		case *fencedConn:
-			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
-	return nil
-}
+// errFenced is the message of a request its Fence stopped.
+var errFenced = errors.New("request not written: the lease could no longer cover its arrival")

@@ -2,6 +2,7 @@ package upstream_test
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -353,4 +355,156 @@ func TestClient_AnswerIsTimedAtItsFirstByte(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countConns starts a server of h, which closes a connection idle for idle, and
+// counts the connections it accepts.
+func countConns(t *testing.T, idle time.Duration, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var n atomic.Int32
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.IdleTimeout = idle
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			n.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &n
+}
+
+// answerServer answers every request on every connection by hand with answer,
+// and keeps each connection open for the next request whatever it wrote. It
+// counts the connections it accepted.
+func answerServer(t *testing.T, answer func(w io.Writer)) (url string, conns *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	conns = new(atomic.Int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					answer(c)
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), conns
+}
+
+// TestClient_ReusesAConnectionOnlyWhenItsAnswerWasReadInFull: a kept-alive
+// connection carries the next request; one whose answer was cut at max_body
+// (the rest of it still to come), that brought more than its answer, or whose
+// upstream said it closes it, does not.
+func TestClient_ReusesAConnectionOnlyWhenItsAnswerWasReadInFull(t *testing.T) {
+	const maxBody = 1024
+	long := `{"status":"OK","pad":"` + strings.Repeat("x", 2*maxBody) + `"}`
+	tests := []struct {
+		name      string
+		answer    func(w io.Writer)
+		wantConns int32
+	}{
+		{"a whole answer", func(w io.Writer) {
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"OK\"}")
+		}, 1},
+		{"an answer cut at max_body, the rest of it still on its way", func(w io.Writer) {
+			_, _ = fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(long), long[:maxBody+1])
+			time.Sleep(200 * time.Millisecond)
+			_, _ = io.WriteString(w, long[maxBody+1:])
+		}, 3},
+		{"an answer followed by one nobody asked for", func(w io.Writer) {
+			_, _ = io.WriteString(w, strings.Repeat("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"OK\"}", 2))
+		}, 3},
+		{"an answer that says the connection closes", func(w io.Writer) {
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 15\r\n\r\n{\"status\":\"OK\"}")
+		}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url, conns := answerServer(t, tt.answer)
+			p := *profile.Reference()
+			p.BaseURL = url
+			p.Answers.MaxBody = maxBody
+			c, err := upstream.NewProfile(&p, 2*time.Second, 4, nil)
+			require.NoError(t, err)
+			t.Cleanup(c.Close)
+			for i := range 3 {
+				a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: int64(i + 1), RequestID: "r"})
+				require.Equal(t, http.StatusOK, a.Status, "send %d: %s", i, a.Msg)
+			}
+			require.Equal(t, tt.wantConns, conns.Load())
+		})
+	}
+}
+
+// TestClient_NeverSendsOverAConnectionTheUpstreamClosedWhileIdle: an upstream
+// that closes idle connections (its keep-alive timeout) costs a new connection,
+// not a request whose outcome is unknown.
+func TestClient_NeverSendsOverAConnectionTheUpstreamClosedWhileIdle(t *testing.T) {
+	srv, conns := countConns(t, 20*time.Millisecond, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"status":"OK"}`)
+	})
+	c, err := upstream.New(srv.URL, 2*time.Second, 4, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	for i := range 3 {
+		a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: int64(i + 1), RequestID: "r"})
+		require.Equal(t, upstream.OK, a.Class, "send %d: %s", i, a.Msg)
+		time.Sleep(200 * time.Millisecond) // the upstream closes the idle connection
+	}
+	require.EqualValues(t, 3, conns.Load())
+}
+
+func TestClient_ReadsACompressedAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "gzip", r.Header.Get("Accept-Encoding"))
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		_, _ = io.WriteString(zw, `{"status":"OK","req_id":"z"}`)
+		_ = zw.Close()
+	}))
+	t.Cleanup(srv.Close)
+	c, err := upstream.New(srv.URL, 2*time.Second, 1, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "z"})
+	require.Equal(t, upstream.OK, a.Class, a.Msg)
+	require.JSONEq(t, `{"status":"OK","req_id":"z"}`, string(a.Body))
+}
+
+// TestClient_ACanceledSendIsNotATimeout: a send its caller cancels (a worker
+// stopping) ends at once, as a broken connection whose outcome is unknown.
+func TestClient_ACanceledSendIsNotATimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		<-release
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	c, err := upstream.New(srv.URL, 10*time.Second, 1, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	a := c.Send(ctx, upstream.Call{Secret: "k", Nonce: 1, RequestID: "r"})
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.Equal(t, upstream.ConnError, a.Class, a.Msg)
+	require.Contains(t, a.Msg, "canceled")
+	require.True(t, a.Unknown())
 }
