@@ -61,6 +61,9 @@ func (p *conns) get(ctx context.Context) (*conn, error) {
 	c := &conn{Conn: raw, raw: raw}
 	if p.tls != nil {
 		tc := tls.Client(raw, p.tls)
+		// A handshake takes no longer than a dial may; the send sets its own
+		// deadline after.
+		_ = raw.SetDeadline(time.Now().Add(p.dialer.Timeout))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			return nil, err

@@ -2,7 +2,12 @@ package upstream
 
 import (
 	"context"
+	"crypto/x509"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,4 +51,37 @@ func TestConns_ClosesAConnectionIdleTooLong(t *testing.T) {
 			p.put(next)
 		})
 	}
+}
+
+// TestClient_SendsOverTLSAndKeepsTheConnection: an https upstream is reached over
+// TLS, and one connection (one handshake) carries request after request.
+func TestClient_SendsOverTLSAndKeepsTheConnection(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.NotNil(t, r.TLS)
+		_, _ = io.WriteString(w, `{"status":"OK"}`)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c, err := New(srv.URL, 2*time.Second, 4, nil)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+
+	a := c.Send(context.Background(), Call{Secret: "k", Nonce: 1, RequestID: "r"})
+	require.Equal(t, ConnError, a.Class, "the test server's certificate is not trusted yet")
+	require.False(t, a.Unknown(), "nothing left before the handshake failed")
+
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c.conns.tls.RootCAs = roots
+	for i := range 3 {
+		a := c.Send(context.Background(), Call{Secret: "k", Nonce: int64(i + 2), RequestID: "r"})
+		require.Equal(t, OK, a.Class, "send %d: %s", i, a.Msg)
+	}
+	require.EqualValues(t, 2, conns.Load(), "the refused handshake, then one connection")
 }
