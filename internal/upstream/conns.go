@@ -63,7 +63,9 @@ func (p *conns) get(ctx context.Context) (*conn, error) {
 		tc := tls.Client(raw, p.tls)
 		// A handshake takes no longer than a dial may; the send sets its own
 		// deadline after.
-		_ = raw.SetDeadline(time.Now().Add(p.dialer.Timeout))
+		if p.dialer.Timeout > 0 {
+			_ = raw.SetDeadline(time.Now().Add(p.dialer.Timeout))
+		}
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			return nil, err
