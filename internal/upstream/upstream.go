@@ -151,8 +151,9 @@ func New(baseURL string, timeout time.Duration, maxConns int, now func() time.Ti
 }
 
 // NewProfile returns a client for the upstream p describes; a profile's
-// base_url is checked here again, as a flag may have replaced it. Up to maxConns
-// idle connections are kept for reuse.
+// base_url is checked here again, as a flag may have replaced it. A send takes
+// at most timeout (none when 0), and up to maxConns idle connections are kept
+// for reuse.
 func NewProfile(p *profile.Profile, timeout time.Duration, maxConns int, now func() time.Time) (*Client, error) {
 	u, err := url.Parse(p.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -215,8 +216,11 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	}
 	gzipped := askGzip(req)
 
-	deadline := time.Now().Add(c.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+	var deadline time.Time // none
+	if c.timeout > 0 {
+		deadline = time.Now().Add(c.timeout)
+	}
+	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
 		deadline = d
 	}
 	cn, err := c.conns.get(ctx)
