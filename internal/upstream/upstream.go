@@ -223,9 +223,12 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
 		deadline = d
 	}
+	if err := ctx.Err(); err != nil {
+		return c.failed(ctx, Answer{}, "send", err)
+	}
 	cn, err := c.conns.get(ctx)
 	if err != nil {
-		return c.failed(ctx, Answer{Class: ConnError}, "connect", err)
+		return c.failed(ctx, Answer{}, "connect", err)
 	}
 	rt := roundTrip{c: c, cn: cn, call: call, req: req}
 	_ = cn.SetDeadline(deadline)
