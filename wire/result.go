@@ -1,10 +1,13 @@
 package wire
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -105,14 +108,166 @@ func (r Result) Bytes() []byte {
 // OK reports whether the request was served with a 2xx status.
 func (r Result) OK() bool { return r.Outcome == Served && r.Status >= 200 && r.Status < 300 }
 
-// Encode returns the result as JSON.
+// Encode returns the result as JSON: byte for byte what encoding/json makes of
+// it, written without reflection (a result is encoded for every request).
 func (r Result) Encode() ([]byte, error) {
 	r.V = ResultVersion
-	b, err := json.Marshal(r)
-	if err != nil {
+	if y := r.At.Year(); y < 0 || y > 9999 {
+		// Not a time JSON can carry: encoding/json says why.
+		_, err := json.Marshal(r)
 		return nil, fmt.Errorf("encode result of %s: %w", r.ID, err)
 	}
+	size := 256 + len(r.ID) + len(r.Body) + len(r.BodyBase64)*4/3 + len(r.BodyDigest) + len(r.Reason) + len(r.Error) + len(r.Key) + len(r.Worker)
+	for name, values := range r.Header {
+		size += len(name) + 8
+		for _, v := range values {
+			size += len(v) + 3
+		}
+	}
+	b := make([]byte, 0, size) // one allocation, unless much is escaped
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(r.V), 10)
+	b = append(b, `,"id":`...)
+	b = appendString(b, r.ID)
+	if r.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, r.Seq, 10)
+	}
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, r.Outcome)
+	if r.Status != 0 {
+		b = append(b, `,"status":`...)
+		b = strconv.AppendInt(b, int64(r.Status), 10)
+	}
+	if len(r.Header) > 0 {
+		b = append(b, `,"header":`...)
+		b = appendHeader(b, r.Header)
+	}
+	b = appendField(b, "body", r.Body)
+	if len(r.BodyBase64) > 0 {
+		b = append(b, `,"body_base64":"`...)
+		b = base64.StdEncoding.AppendEncode(b, r.BodyBase64)
+		b = append(b, '"')
+	}
+	if r.Truncated {
+		b = append(b, `,"truncated":true`...)
+	}
+	if r.BodyParts != 0 {
+		b = append(b, `,"body_parts":`...)
+		b = strconv.AppendInt(b, int64(r.BodyParts), 10)
+	}
+	if r.BodySize != 0 {
+		b = append(b, `,"body_size":`...)
+		b = strconv.AppendInt(b, int64(r.BodySize), 10)
+	}
+	b = appendField(b, "body_digest", r.BodyDigest)
+	b = appendField(b, "reason", r.Reason)
+	b = appendField(b, "error", r.Error)
+	b = appendField(b, "key", r.Key)
+	b = appendField(b, "worker", r.Worker)
+	b = append(b, `,"delivery":`...)
+	b = strconv.AppendUint(b, r.Delivery, 10)
+	b = append(b, `,"at":"`...)
+	b = r.At.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `"}`...)
 	return b, nil
+}
+
+// appendField appends ,"name":"value" unless value is empty (omitempty).
+func appendField(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, `,"`...)
+	b = append(b, name...)
+	b = append(b, `":`...)
+	return appendString(b, value)
+}
+
+// appendHeader appends h as encoding/json does: names in order, each with its
+// list of values (null for a nil list).
+func appendHeader(b []byte, h http.Header) []byte {
+	names := make([]string, 0, len(h))
+	for name := range h {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	b = append(b, '{')
+	for i, name := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, name)
+		b = append(b, ':')
+		values := h[name]
+		if values == nil {
+			b = append(b, "null"...)
+			continue
+		}
+		b = append(b, '[')
+		for j, v := range values {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, v)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaped as encoding/json escapes it:
+// quotes, backslashes and control characters; <, > and & (HTML-safe); U+2028 and
+// U+2029; and each byte of invalid UTF-8 as U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // DecodeResult parses a result.

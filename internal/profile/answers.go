@@ -115,29 +115,99 @@ func (p *Profile) classify(status int, body []byte) (Class, string) {
 }
 
 // hasField reports whether body is a JSON object with the top-level field
-// name: read token by token, without building the object.
+// name. Once the body is known to be valid JSON, its top level is walked in
+// place: no object is built and no token allocated (an answer is classified for
+// every request).
 func hasField(body []byte, name string) bool {
 	if !json.Valid(body) {
 		return false
 	}
-	d := json.NewDecoder(bytes.NewReader(body))
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
 		return false
 	}
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
+	i++
+	for {
+		i = skipSpace(body, i)
+		if body[i] == '}' {
 			return false
 		}
-		if t == name {
+		end := stringEnd(body, i)
+		if keyIs(body[i:end], name) {
 			return true
 		}
-		var skip json.RawMessage
-		if err := d.Decode(&skip); err != nil {
+		i = skipSpace(body, end) // at the colon
+		i = valueEnd(body, skipSpace(body, i+1))
+		i = skipSpace(body, i)
+		if body[i] != ',' {
+			return false // the object's end
+		}
+		i++
+	}
+}
+
+// keyIs reports whether the JSON string quoted (quotes included) reads name.
+func keyIs(quoted []byte, name string) bool {
+	raw := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(raw, '\\') < 0 && isASCII(raw) {
+		return string(raw) == name
+	}
+	var key string // escapes, or bytes that decode as something else
+	return json.Unmarshal(quoted, &key) == nil && key == name
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
 			return false
 		}
 	}
-	return false
+	return true
+}
+
+// The walkers below read valid JSON only (hasField checks it first).
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string that starts at i.
+func stringEnd(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd returns the index just past the value that starts at i.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
 }
 
 // MaxBody returns the body size a result keeps.

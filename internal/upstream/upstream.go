@@ -92,7 +92,8 @@ type Answer struct {
 	// Answered is when an answer came back; zero if none did. Whether it proves
 	// the request's arrival is Class.Arrived.
 	Answered time.Time
-	// Header holds the answer's headers the profile keeps (answers.keep_headers).
+	// Header holds the answer's headers the profile keeps (answers.keep_headers);
+	// nil when it keeps none.
 	Header http.Header
 	// Usage is what the answer's usage headers (the profile's usage) report.
 	Usage []profile.Usage
@@ -321,9 +322,11 @@ func (rt *roundTrip) run(ctx context.Context, gzipped bool) (a Answer, reuse boo
 	}
 	a.Body = raw
 	a.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), a.Answered)
-	a.Header = http.Header{}
 	for _, h := range c.prof.Answers.KeepHeaders {
 		if v := resp.Header.Values(h); len(v) > 0 {
+			if a.Header == nil {
+				a.Header = http.Header{}
+			}
 			a.Header[http.CanonicalHeaderKey(h)] = v
 		}
 	}
