@@ -107,68 +107,33 @@ func TestNew_RejectsABadURL(t *testing.T) {
 	}
 }
 
-// rawServer answers HTTP/1.1 by hand on loopback: on every connection it answers
-// the first request with a kept-alive 200 and reads the second fully, then closes
-// the connection without a byte of answer. It counts the requests it read.
-type rawServer struct {
-	ln    net.Listener
-	reads atomic.Int32
-}
-
-func startRawServer(t *testing.T) *rawServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &rawServer{ln: ln}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	return s
-}
-
-func (s *rawServer) serve(c net.Conn) {
-	defer c.Close()
-	br := bufio.NewReader(c)
-	for i := 0; ; i++ {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, req.Body)
-		s.reads.Add(1)
-		if i > 0 {
-			return // read, then hang up before answering
-		}
-		body := `{"status":"OK","req_id":"x"}`
-		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+// answerFirstOnly answers the first request on a connection with a kept-alive
+// 200, and hangs up on the next once it has read it, without a byte of answer.
+func answerFirstOnly(w io.Writer, i int) bool {
+	if i > 0 {
+		return false
 	}
+	body := `{"status":"OK","req_id":"x"}`
+	_, _ = fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	return true
 }
-
-func (s *rawServer) url() string { return "http://" + s.ln.Addr().String() }
 
 func TestClient_NeverWritesARequestTwiceWhenAKeptAliveConnectionDrops(t *testing.T) {
 	// Go's own transport writes the dropped request a second time on a new
 	// connection: the hazard this client guards against.
-	stock := startRawServer(t)
+	stock := startAnswerServer(t, answerFirstOnly)
 	hc := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(hc.CloseIdleConnections)
 	for range 2 {
-		if resp, err := hc.Get(stock.url() + "/api/request"); err == nil {
+		if resp, err := hc.Get(stock.url + "/api/request"); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			_ = resp.Body.Close()
 		}
 	}
 	require.EqualValues(t, 3, stock.reads.Load(), "the stock transport re-sends the dropped request")
 
-	srv := startRawServer(t)
-	c, err := upstream.New(srv.url(), 2*time.Second, 4, nil)
+	srv := startAnswerServer(t, answerFirstOnly)
+	c, err := upstream.New(srv.url, 2*time.Second, 4, nil)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	wrote := 0
@@ -374,37 +339,45 @@ func countConns(t *testing.T, idle time.Duration, h http.HandlerFunc) (*httptest
 	return srv, &n
 }
 
-// answerServer answers every request on every connection by hand with answer,
-// and keeps each connection open for the next request whatever it wrote. It
-// counts the connections it accepted.
-func answerServer(t *testing.T, answer func(w io.Writer)) (url string, conns *atomic.Int32) {
+// answerServer answers HTTP/1.1 by hand on loopback: the i-th request read on a
+// connection (from 0) gets what answer writes, and the connection is closed
+// when answer returns false. It counts the connections and the requests.
+type answerServer struct {
+	url          string
+	conns, reads atomic.Int32
+}
+
+func startAnswerServer(t *testing.T, answer func(w io.Writer, i int) bool) *answerServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
-	conns = new(atomic.Int32)
+	s := &answerServer{url: "http://" + ln.Addr().String()}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			conns.Add(1)
+			s.conns.Add(1)
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
-				for {
+				for i := 0; ; i++ {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
 					_, _ = io.Copy(io.Discard, req.Body)
-					answer(c)
+					s.reads.Add(1)
+					if !answer(c, i) {
+						return
+					}
 				}
 			}()
 		}
 	}()
-	return "http://" + ln.Addr().String(), conns
+	return s
 }
 
 // TestClient_ReusesAConnectionOnlyWhenItsAnswerWasReadInFull: a kept-alive
@@ -436,9 +409,9 @@ func TestClient_ReusesAConnectionOnlyWhenItsAnswerWasReadInFull(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			url, conns := answerServer(t, tt.answer)
+			srv := startAnswerServer(t, func(w io.Writer, _ int) bool { tt.answer(w); return true })
 			p := *profile.Reference()
-			p.BaseURL = url
+			p.BaseURL = srv.url
 			p.Answers.MaxBody = maxBody
 			c, err := upstream.NewProfile(&p, 2*time.Second, 4, nil)
 			require.NoError(t, err)
@@ -447,7 +420,7 @@ func TestClient_ReusesAConnectionOnlyWhenItsAnswerWasReadInFull(t *testing.T) {
 				a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: int64(i + 1), RequestID: "r"})
 				require.Equal(t, http.StatusOK, a.Status, "send %d: %s", i, a.Msg)
 			}
-			require.Equal(t, tt.wantConns, conns.Load())
+			require.Equal(t, tt.wantConns, srv.conns.Load())
 		})
 	}
 }
