@@ -89,9 +89,16 @@ func (p *conns) pop() *conn {
 	return c
 }
 
+// keptRequest is the largest request buffer an idle connection keeps: a larger
+// one (a large body) is let go rather than held by every idle connection.
+const keptRequest = 64 << 10
+
 // put keeps c for a later send, or closes it when enough are kept.
 func (p *conns) put(c *conn) {
 	c.used = time.Now()
+	if c.out.Cap() > keptRequest {
+		c.out = bytes.Buffer{}
+	}
 	p.mu.Lock()
 	if len(p.idle) < p.maxIdle {
 		p.idle = append(p.idle, c)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,21 +15,42 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestConns_ClosesAConnectionIdleTooLong: a connection idle longer than idleFor
-// (which a middlebox may have dropped without a word) is closed, not reused.
-func TestConns_ClosesAConnectionIdleTooLong(t *testing.T) {
+// listen accepts connections on loopback and holds them open until the test
+// ends; it returns the address.
+func listen(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
+	var (
+		mu       sync.Mutex
+		accepted []net.Conn
+	)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range accepted {
+			_ = c.Close()
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { _ = c.Close() })
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
 		}
 	}()
+	return ln.Addr().String()
+}
+
+// TestConns_ClosesAConnectionIdleTooLong: a connection idle longer than idleFor
+// (which a middlebox may have dropped without a word) is closed, not reused.
+func TestConns_ClosesAConnectionIdleTooLong(t *testing.T) {
+	addr := listen(t)
 	for _, tt := range []struct {
 		name    string
 		idleFor time.Duration
@@ -38,7 +60,7 @@ func TestConns_ClosesAConnectionIdleTooLong(t *testing.T) {
 		{"idle for longer", time.Nanosecond, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newConns(ln.Addr().String(), nil, time.Second, 4)
+			p := newConns(addr, nil, time.Second, 4)
 			p.idleFor = tt.idleFor
 			t.Cleanup(p.closeIdle)
 			first, err := p.get(context.Background())
@@ -84,4 +106,19 @@ func TestClient_SendsOverTLSAndKeepsTheConnection(t *testing.T) {
 		require.Equal(t, OK, a.Class, "send %d: %s", i, a.Msg)
 	}
 	require.EqualValues(t, 2, conns.Load(), "the refused handshake, then one connection")
+}
+
+// TestConns_AnIdleConnectionLetsALargeRequestsBufferGo: memory held by idle
+// connections stays bounded whatever size of request went out on them.
+func TestConns_AnIdleConnectionLetsALargeRequestsBufferGo(t *testing.T) {
+	addr := listen(t)
+	p := newConns(addr, nil, time.Second, 4)
+	t.Cleanup(p.closeIdle)
+	for _, size := range []int{1 << 10, 1 << 20} {
+		c, err := p.get(context.Background())
+		require.NoError(t, err)
+		c.out.Grow(size)
+		p.put(c)
+		require.LessOrEqual(t, c.out.Cap(), keptRequest, "after a request of %d bytes", size)
+	}
 }
