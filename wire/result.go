@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -187,13 +188,8 @@ func appendField(b []byte, name, value string) []byte {
 // appendHeader appends h as encoding/json does: names in order, each with its
 // list of values (null for a nil list).
 func appendHeader(b []byte, h http.Header) []byte {
-	names := make([]string, 0, len(h))
-	for name := range h {
-		names = append(names, name)
-	}
-	slices.Sort(names)
 	b = append(b, '{')
-	for i, name := range names {
+	for i, name := range slices.Sorted(maps.Keys(h)) {
 		if i > 0 {
 			b = append(b, ',')
 		}

@@ -196,6 +196,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // Send makes one request. It writes the request at most once, on one connection,
 // and only while call.Fence allows.
 func (c *Client) Send(ctx context.Context, call Call) Answer {
+	if err := ctx.Err(); err != nil {
+		return c.failed(ctx, Answer{}, "send", err)
+	}
 	apiKey := call.APIKey
 	if apiKey == "" {
 		apiKey = call.Secret
@@ -223,9 +226,6 @@ func (c *Client) Send(ctx context.Context, call Call) Answer {
 	}
 	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
 		deadline = d
-	}
-	if err := ctx.Err(); err != nil {
-		return c.failed(ctx, Answer{}, "send", err)
 	}
 	cn, err := c.conns.get(ctx)
 	if err != nil {

@@ -39,11 +39,19 @@ func startExchange(t *testing.T, mutate func(*exchange.Config)) *exchange.Server
 	return ex
 }
 
-func TestClient_ClassifiesEachAnswer(t *testing.T) {
-	ex := startExchange(t, nil)
-	c, err := upstream.New(ex.URL(), 2*time.Second, 4, nil)
+// newClient returns a client of the reference profile for the upstream at url,
+// closed when the test ends.
+func newClient(t *testing.T, url string, timeout time.Duration) *upstream.Client {
+	t.Helper()
+	c, err := upstream.New(url, timeout, 4, nil)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
+	return c
+}
+
+func TestClient_ClassifiesEachAnswer(t *testing.T) {
+	ex := startExchange(t, nil)
+	c := newClient(t, ex.URL(), 2*time.Second)
 	key := exchange.DefaultKeys()[0].Secret()
 	ctx := context.Background()
 
@@ -80,9 +88,7 @@ func TestClient_ClassifiesEachAnswer(t *testing.T) {
 
 func TestClient_TimeoutIsAnUnknownOutcomeAndNeverShowsTheKey(t *testing.T) {
 	ex := startExchange(t, func(c *exchange.Config) { c.OutDelay = exchange.DelayRange{Min: time.Second, Max: time.Second} })
-	c, err := upstream.New(ex.URL(), 100*time.Millisecond, 4, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, ex.URL(), 100*time.Millisecond)
 	secret := exchange.DefaultKeys()[0].Secret()
 	a := c.Send(context.Background(), upstream.Call{Secret: secret, Nonce: 1, RequestID: "slow"})
 	require.Equal(t, upstream.Timeout, a.Class)
@@ -133,9 +139,7 @@ func TestClient_NeverWritesARequestTwiceWhenAKeptAliveConnectionDrops(t *testing
 	require.EqualValues(t, 3, stock.reads.Load(), "the stock transport re-sends the dropped request")
 
 	srv := startAnswerServer(t, answerFirstOnly)
-	c, err := upstream.New(srv.url, 2*time.Second, 4, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, srv.url, 2*time.Second)
 	wrote := 0
 	a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "first", Wrote: func(time.Time) { wrote++ }})
 	require.Equal(t, upstream.OK, a.Class, a.Msg)
@@ -153,9 +157,7 @@ func TestClient_NeverFollowsARedirect(t *testing.T) {
 		http.Redirect(w, r, "/moved?"+r.URL.RawQuery, http.StatusFound)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.New(srv.URL, 2*time.Second, 4, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, srv.URL, 2*time.Second)
 	a := c.Send(context.Background(), upstream.Call{Secret: "s3cr3t-key", Nonce: 1, RequestID: "r"})
 	require.Equal(t, upstream.Gateway, a.Class)
 	require.Equal(t, http.StatusFound, a.Status)
@@ -187,9 +189,7 @@ func TestClient_OnlyTheUpstreamsOwnAnswerProvesArrival(t *testing.T) {
 				_, _ = io.WriteString(w, tt.body)
 			}))
 			t.Cleanup(srv.Close)
-			c, err := upstream.New(srv.URL, 2*time.Second, 1, nil)
-			require.NoError(t, err)
-			t.Cleanup(c.Close)
+			c := newClient(t, srv.URL, 2*time.Second)
 			a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "r"})
 			require.Equal(t, tt.want, a.Class, a.Msg)
 			require.Equal(t, tt.wantArrived, a.Class.Arrived())
@@ -205,9 +205,7 @@ func TestClient_AFenceThatSaysNoStopsTheRequestBeforeAByteLeaves(t *testing.T) {
 		_, _ = io.WriteString(w, `{"status":"OK"}`)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.New(srv.URL, 2*time.Second, 1, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, srv.URL, 2*time.Second)
 
 	// Over a connection kept alive by a first request, then over a fresh one.
 	a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "r1", Fence: func(time.Time) bool { return true }})
@@ -234,9 +232,7 @@ func TestClient_WroteAndAnsweredKeepTheMonotonicClock(t *testing.T) {
 	// wall-clock nanoseconds would drop the monotonic reading, and a wall-clock
 	// step would then move a bound. time.Time.String shows the reading as "m=".
 	ex := startExchange(t, nil)
-	c, err := upstream.New(ex.URL(), 2*time.Second, 4, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, ex.URL(), 2*time.Second)
 	var reported time.Time
 	a := c.Send(context.Background(), upstream.Call{
 		Secret: exchange.DefaultKeys()[0].Secret(), Nonce: 1, RequestID: "mono",
@@ -304,9 +300,7 @@ func TestClient_AnswerIsTimedAtItsFirstByte(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tc.serve(w) }))
 			t.Cleanup(srv.Close)
-			c, err := upstream.New(srv.URL, 5*time.Second, 1, nil)
-			require.NoError(t, err)
-			t.Cleanup(c.Close)
+			c := newClient(t, srv.URL, 5*time.Second)
 			start := time.Now()
 			a := c.Send(context.Background(), upstream.Call{Secret: "s", Nonce: 1, RequestID: "r"})
 			end := time.Now()
@@ -432,9 +426,7 @@ func TestClient_NeverSendsOverAConnectionTheUpstreamClosedWhileIdle(t *testing.T
 	srv, conns := countConns(t, 20*time.Millisecond, func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, `{"status":"OK"}`)
 	})
-	c, err := upstream.New(srv.URL, 2*time.Second, 4, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, srv.URL, 2*time.Second)
 	for i := range 3 {
 		a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: int64(i + 1), RequestID: "r"})
 		require.Equal(t, upstream.OK, a.Class, "send %d: %s", i, a.Msg)
@@ -452,9 +444,7 @@ func TestClient_ReadsACompressedAnswer(t *testing.T) {
 		_ = zw.Close()
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.New(srv.URL, 2*time.Second, 1, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, srv.URL, 2*time.Second)
 	a := c.Send(context.Background(), upstream.Call{Secret: "k", Nonce: 1, RequestID: "z"})
 	require.Equal(t, upstream.OK, a.Class, a.Msg)
 	require.JSONEq(t, `{"status":"OK","req_id":"z"}`, string(a.Body))
@@ -469,9 +459,7 @@ func TestClient_ACanceledSendIsNotATimeout(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(release) })
-	c, err := upstream.New(srv.URL, 10*time.Second, 1, nil)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := newClient(t, srv.URL, 10*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
