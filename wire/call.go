@@ -189,3 +189,42 @@ func ValidHeaderName(s string) bool {
 func validValue(s string) bool {
 	return !strings.ContainsFunc(s, func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f })
 }
+
+// appendJSON appends c as JSON, as encoding/json writes it.
+func (c *Call) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	if c.Method != "" {
+		b = append(b, `"method":`...)
+		b = appendString(b, c.Method)
+		b = append(b, ',')
+	}
+	b = append(b, `"path":`...)
+	b = appendString(b, c.Path)
+	if len(c.Query) > 0 {
+		b = append(b, `,"query":`...)
+		b = appendParams(b, c.Query)
+	}
+	if len(c.Header) > 0 {
+		b = append(b, `,"header":`...)
+		b = appendParams(b, c.Header)
+	}
+	b = appendField(b, "body", c.Body)
+	b = appendField(b, "content_type", c.ContentType)
+	return append(b, '}')
+}
+
+// appendParams appends ps as a JSON array of {"name","value"} objects.
+func appendParams(b []byte, ps []Param) []byte {
+	b = append(b, '[')
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":`...)
+		b = appendString(b, p.Name)
+		b = append(b, `,"value":`...)
+		b = appendString(b, p.Value)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}

@@ -39,6 +39,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -315,11 +318,79 @@ func (r Request) Encode() ([]byte, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(r)
+	b, err := r.appendJSON(make([]byte, 0, r.sizeHint()))
 	if err != nil {
 		return nil, fmt.Errorf("encode request %s: %w", r.ID, err)
 	}
 	return b, nil
+}
+
+// sizeHint is about how long r's JSON is, so that Encode allocates once unless
+// much is escaped.
+func (r Request) sizeHint() int {
+	n := 192 + len(r.ID) + len(r.Payload) + len(r.ReplayOf) + len(r.ReplyTo) + len(r.Key) + len(r.Account) + len(r.Label)
+	for name := range r.Costs {
+		n += len(name) + 24
+	}
+	if c := r.Call; c != nil {
+		n += 64 + len(c.Method) + len(c.Path) + len(c.Body) + len(c.ContentType)
+		for _, ps := range [][]Param{c.Query, c.Header} {
+			for _, p := range ps {
+				n += 24 + len(p.Name) + len(p.Value)
+			}
+		}
+	}
+	return n
+}
+
+// appendJSON appends r as JSON: byte for byte what encoding/json makes of it,
+// written without reflection (a request is encoded for every one published).
+func (r Request) appendJSON(b []byte) ([]byte, error) {
+	var err error
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(r.V), 10)
+	b = append(b, `,"id":`...)
+	b = appendString(b, r.ID)
+	b = append(b, `,"created":`...)
+	if b, err = appendTime(b, r.Created); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"ttl_ms":`...)
+	b = strconv.AppendInt(b, r.TTLms, 10)
+	if len(r.Payload) > 0 {
+		b = append(b, `,"payload":`...)
+		if b, err = appendRaw(b, r.Payload); err != nil {
+			return nil, fmt.Errorf("payload: %w", err)
+		}
+	}
+	b = appendField(b, "replay_of", r.ReplayOf)
+	if r.Call != nil {
+		b = append(b, `,"call":`...)
+		b = r.Call.appendJSON(b)
+	}
+	if r.Weight != 0 {
+		b = append(b, `,"weight":`...)
+		b = strconv.AppendInt(b, int64(r.Weight), 10)
+	}
+	if len(r.Costs) > 0 {
+		b = append(b, `,"costs":{`...)
+		for i, name := range slices.Sorted(maps.Keys(r.Costs)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, name)
+			b = append(b, ':')
+			b = strconv.AppendInt(b, r.Costs[name], 10)
+		}
+		b = append(b, '}')
+	}
+	b = appendField(b, "reply_to", r.ReplyTo)
+	b = appendField(b, "key", r.Key)
+	b = appendField(b, "account", r.Account)
+	b = appendField(b, "label", r.Label)
+	b = appendField(b, "priority", string(r.Priority))
+	b = appendField(b, "results", string(r.Results))
+	return append(b, '}'), nil
 }
 
 // Decode parses and validates a request; a record that parses but breaks a rule

@@ -113,11 +113,6 @@ func (r Result) OK() bool { return r.Outcome == Served && r.Status >= 200 && r.S
 // it, written without reflection (a result is encoded for every request).
 func (r Result) Encode() ([]byte, error) {
 	r.V = ResultVersion
-	if y := r.At.Year(); y < 0 || y > 9999 {
-		// Not a time JSON can carry: encoding/json says why.
-		_, err := json.Marshal(r)
-		return nil, fmt.Errorf("encode result of %s: %w", r.ID, err)
-	}
 	size := 256 + len(r.ID) + len(r.Body) + len(r.BodyBase64)*4/3 + len(r.BodyDigest) + len(r.Reason) + len(r.Error) + len(r.Key) + len(r.Worker)
 	for name, values := range r.Header {
 		size += len(name) + 8
@@ -168,21 +163,12 @@ func (r Result) Encode() ([]byte, error) {
 	b = appendField(b, "worker", r.Worker)
 	b = append(b, `,"delivery":`...)
 	b = strconv.AppendUint(b, r.Delivery, 10)
-	b = append(b, `,"at":"`...)
-	b = r.At.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `"}`...)
-	return b, nil
-}
-
-// appendField appends ,"name":"value" unless value is empty (omitempty).
-func appendField(b []byte, name, value string) []byte {
-	if value == "" {
-		return b
+	b = append(b, `,"at":`...)
+	b, err := appendTime(b, r.At)
+	if err != nil {
+		return nil, fmt.Errorf("encode result of %s: %w", r.ID, err)
 	}
-	b = append(b, `,"`...)
-	b = append(b, name...)
-	b = append(b, `":`...)
-	return appendString(b, value)
+	return append(b, '}'), nil
 }
 
 // appendHeader appends h as encoding/json does: names in order, each with its
@@ -210,60 +196,6 @@ func appendHeader(b []byte, h http.Header) []byte {
 		b = append(b, ']')
 	}
 	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaped as encoding/json escapes it:
-// quotes, backslashes and control characters; <, > and & (HTML-safe); U+2028 and
-// U+2029; and each byte of invalid UTF-8 as U+FFFD.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // DecodeResult parses a result.

@@ -55,8 +55,17 @@ func TestResult_EncodeWritesWhatEncodingJSONWrites(t *testing.T) {
 }
 
 func TestResult_EncodeRefusesATimeJSONCannotCarry(t *testing.T) {
-	_, err := Result{ID: "r", At: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}.Encode()
-	require.Error(t, err)
+	for _, at := range []time.Time{
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 12, 31, 0, 0, 0, 0, time.UTC),
+		time.Unix(0, 0).In(time.FixedZone("", -24*3600)),
+	} {
+		r := Result{ID: "r", At: at}
+		_, werr := json.Marshal(r)
+		require.Error(t, werr, "encoding/json takes %s", at)
+		_, err := r.Encode()
+		require.Error(t, err, "at %s", at)
+	}
 }
 
 func FuzzResult_Encode(f *testing.F) {
@@ -65,7 +74,7 @@ func FuzzResult_Encode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id, body, name, value, msg string, raw []byte, seq uint64, status int, nsec int64) {
 		r := Result{
 			V: ResultVersion, ID: id, Seq: seq, Outcome: Buried, Status: status, Body: body, BodyBase64: raw,
-			Error: msg, Reason: value, Key: name, Delivery: seq / 2, At: time.Unix(0, nsec).In(time.FixedZone("", int(seq%50000))),
+			Error: msg, Reason: value, Key: name, Delivery: seq / 2, At: time.Unix(0, nsec).In(time.FixedZone("", int(seq%200000)-100000)),
 		}
 		if name != "" {
 			r.Header = http.Header{name: {value, body}}

@@ -138,13 +138,13 @@ func (r Request) Prio() Priority {
 // of the first three, each a valid name (CheckRouteName), and a known priority.
 func (r Request) CheckRoute() error {
 	n := 0
-	for field, v := range map[string]string{"key": r.Key, "account": r.Account, "label": r.Label} {
-		if v == "" {
+	for _, f := range [...]struct{ field, v string }{{"key", r.Key}, {"account", r.Account}, {"label", r.Label}} {
+		if f.v == "" {
 			continue
 		}
 		n++
-		if err := CheckRouteName(v); err != nil {
-			return fmt.Errorf("%s: %w", field, err)
+		if err := CheckRouteName(f.v); err != nil {
+			return fmt.Errorf("%s: %w", f.field, err)
 		}
 	}
 	if n > 1 {
