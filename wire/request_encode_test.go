@@ -30,7 +30,7 @@ func TestRequest_EncodeWritesWhatEncodingJSONWrites(t *testing.T) {
 	}
 	full := wire.Request{
 		V: 4, ID: "3f1c2a9e-5d7b-4c1a-9b1e-0a1b2c3d4e5f", Created: at, TTLms: 90_000,
-		Payload: json.RawMessage(" {\n \"symbol\" : \"BTC<&>\\u0041\",\t\"n\": [1, 2.5e3, null, true] }\n"),
+		Payload:  json.RawMessage(" {\n \"symbol\" : \"BTC<&>\\u0041\",\t\"n\": [1, 2.5e3, null, true] }\n"),
 		ReplayOf: "grave-17", Call: call, Weight: 20, Costs: map[string]int64{"output_tokens": 512, "input_tokens": 1_000, "a": 0},
 		ReplyTo: "ratefleet.reply.alice.x", Key: "k007", Priority: wire.Urgent, Results: wire.ResultsReply,
 	}
