@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -174,8 +173,14 @@ func (r Result) Encode() ([]byte, error) {
 // appendHeader appends h as encoding/json does: names in order, each with its
 // list of values (null for a nil list).
 func appendHeader(b []byte, h http.Header) []byte {
+	var names [8]string // a result keeps few headers: their names sorted without an allocation
+	sorted := names[:0]
+	for name := range h {
+		sorted = append(sorted, name)
+	}
+	slices.Sort(sorted)
 	b = append(b, '{')
-	for i, name := range slices.Sorted(maps.Keys(h)) {
+	for i, name := range sorted {
 		if i > 0 {
 			b = append(b, ',')
 		}
