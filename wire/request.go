@@ -399,12 +399,10 @@ func (r Request) appendJSON(b []byte) ([]byte, error) {
 // unknown fields are an error, so a message written by something else is caught
 // rather than half-read.
 func Decode(data []byte) (Request, error) {
-	var r Request
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&r)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the request")
+	r, plain := decodePlain(data)
+	var err error
+	if !plain {
+		r, err = decodeJSON(data)
 	}
 	if err != nil || r.V > Version {
 		// One parse in the common case; only a record that does not read as
@@ -429,4 +427,17 @@ func Decode(data []byte) (Request, error) {
 		return r, err
 	}
 	return r, nil
+}
+
+// decodeJSON reads data as a request with encoding/json, unknown fields and
+// trailing data refused.
+func decodeJSON(data []byte) (Request, error) {
+	var r Request
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&r)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the request")
+	}
+	return r, err
 }
