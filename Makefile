@@ -101,8 +101,9 @@ CPU_TIME    ?= 30s
 CPU_WARMUP  ?= 10s
 CPU_PROFILE ?= 100x5
 CPU_RESULTS ?= keep
+CPU_ALONE   ?= true
 bench-cpu: build
-	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS)
+	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS) --nats-alone=$(CPU_ALONE)
 
 # The fleet on an embedded three-node cluster, one node stopped every 20 s.
 bench-cluster: build

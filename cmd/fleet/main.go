@@ -482,7 +482,8 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cmd := cli.NewCommand("fleet cpu", "CPU benchmark: for each cell of --keys × --workers, a fresh fleet (NATS in a process of its own)\n"+
 		"offered 1.1 × 20 req/s a key; over --duration after --warmup, the CPU time of each kind of process\n"+
 		"(workers, NATS, simulator, producer, monitor) per request answered 200, and the cores 1,000 keys\n"+
-		"would take. One cell (--profile-cell) also writes CPU profiles, summarised with `go tool pprof -top`.", stdout, stderr)
+		"would take. One cell (--profile-cell) also writes CPU profiles, summarised with `go tool pprof -top`.\n"+
+		"--nats-alone adds what the same messages cost NATS with nothing else in the way.", stdout, stderr)
 	fs := cmd.Flags
 	bin, logs := runFlags(fs)
 	var (
@@ -494,6 +495,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		goCmd      = fs.String("go", "go", "the go command, for `go tool pprof`")
 		resultsTo  = fs.String("results", "keep", "where served results go: keep, reply or none (the producer's --results, which says what reply and none give up)")
 		profDir    = fs.String("profiles-dir", "", "keep the profiled cell's raw CPU profiles in this `folder` (default: a temporary one, removed)")
+		alone      = fs.Bool("nats-alone", false, "for each number of keys, also measure NATS alone: the same producer, and one client ending each request with the fleet's messages (pull, result stored, reply, ack), without upstream, limiter or control plane")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
 		return err
@@ -519,7 +521,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd, ProfileDir: *profDir, Results: wire.Results(*resultsTo),
-		Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
+		Alone: *alone, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	res, err := bench.CPU(ctx, cfg)
 	fmt.Fprint(stdout, bench.FormatCPU(res, cfg))
 	return err

@@ -40,8 +40,11 @@ type CPUConfig struct {
 	// Results is where the requests' served results go (the producer's
 	// --results); empty keeps them, the default.
 	Results wire.Results
-	Logs    io.Writer
-	Logger  *slog.Logger
+	// Alone adds, for each number of keys, a run of NATS alone (natsAlone)
+	// before its cells: what the fleet's messages cost NATS at that rate.
+	Alone  bool
+	Logs   io.Writer
+	Logger *slog.Logger
 }
 
 // Cell is one point of the CPU benchmark's matrix: how many keys, shared by how
@@ -134,6 +137,8 @@ func CoresPer1000Keys(msPerRequest float64) float64 {
 // kind of process's CPU profile.
 type CPUResult struct {
 	Rows []CPURow
+	// Alone holds the runs of NATS alone (CPUConfig.Alone).
+	Alone []AloneRow
 	// Profiles holds `go tool pprof -top` of the profiled cell, by kind of process.
 	Profiles []KindProfile
 	// Load is /proc/loadavg when the benchmark started.
@@ -153,6 +158,14 @@ type KindProfile struct {
 func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
 	res := CPUResult{Started: time.Now(), Load: loadAverage()}
 	for _, k := range cfg.Keys {
+		if cfg.Alone {
+			cfg.Logger.Info("benchmark: cpu, NATS alone", "keys", k, "duration", cfg.Duration)
+			row, err := natsAlone(ctx, cfg, k)
+			if err != nil {
+				return res, fmt.Errorf("cpu, NATS alone, %d keys: %w", k, err)
+			}
+			res.Alone = append(res.Alone, row)
+		}
 		for _, w := range cfg.Workers {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
@@ -430,6 +443,9 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 			fmt.Fprintf(&b, "- %d keys, %d worker processes: %.3f ms × 1,000 × %.2f / 1,000 = %.2f cores (%.2f without the simulator, which stands in for the upstream)\n",
 				r.Keys, r.Workers, all, perKeyBound, CoresPer1000Keys(all), CoresPer1000Keys(fleetOnly))
 		}
+	}
+	if len(res.Alone) > 0 {
+		b.WriteString(formatAlone(res.Alone))
 	}
 	for _, p := range res.Profiles {
 		fmt.Fprintf(&b, "\nCPU profile of the %s, cell %s (%d keys, %d worker processes), %d process(es) merged, whole run (`go tool pprof -top -nodecount=10`):\n\n```\n%s```\n",
