@@ -10,7 +10,10 @@ import (
 )
 
 func TestPace_HoldsOnlyWhereCompanyIsExpected(t *testing.T) {
-	const window = 5 * time.Millisecond
+	const (
+		window  = 20 * time.Millisecond
+		quarter = window / 4
+	)
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name string
@@ -22,8 +25,9 @@ func TestPace_HoldsOnlyWhereCompanyIsExpected(t *testing.T) {
 		{"a worker at full rate: an arrival a millisecond", repeat(time.Millisecond, 20), true},
 		{"one key: an arrival every 50 ms", repeat(50*time.Millisecond, 8), false},
 		{"five keys on one worker: every 10.5 ms", repeat(10500*time.Microsecond, 20), false},
-		{"just under the window", repeat(window-time.Microsecond, 50), true},
-		{"just over the window: none expected within it", repeat(window+time.Microsecond, 50), false},
+		{"50 keys on one worker: every 1.05 ms", repeat(1050*time.Microsecond, 20), true},
+		{"just under a quarter of the window", repeat(quarter-time.Microsecond, 50), true},
+		{"just over a quarter of the window: fewer than four expected within it", repeat(quarter+time.Microsecond, 50), false},
 		{"a long pause, then full rate again", append(append(repeat(time.Millisecond, 20), time.Hour), repeat(time.Millisecond, 8)...), true},
 		{"full rate, then a pause", append(repeat(time.Millisecond, 20), time.Minute), false},
 		{"a clock that steps back counts as no gap", append(repeat(time.Millisecond, 4), -time.Hour, -time.Hour), true},

@@ -20,14 +20,15 @@ import (
 // NATS takes a burst of one kind of message (results to store, then
 // acknowledgements of one consumer) for less work a message than the same
 // messages spread out, each waking its stream's or consumer's loop alone
-// (docs/benchmarks.md).
-const serveWindow = 5 * time.Millisecond
+// (docs/benchmarks.md). A result waits at most this long, and only where
+// results come less than a quarter of it apart (burst.Pace).
+const serveWindow = 20 * time.Millisecond
 
 // together writes served results in bursts: the results that come within
 // serveWindow of the first are published at once, their confirmations awaited
 // together, then their requests acknowledged at once. A result is still stored
-// before its request is acknowledged. Where results come further apart than the
-// window (a worker with few keys) there is nothing to gather, and each is
+// before its request is acknowledged. Where results come more than a quarter
+// of the window apart (a worker with few keys) there is little to gather, and each is
 // written alone (hold). It runs a goroutine only while results wait.
 type together struct {
 	// Set once.

@@ -186,6 +186,21 @@ func (r *ring) took(durable string) {
 	}
 }
 
+// lead returns how long before its key may send the session looks for its next
+// request: pullLead, and gatherWindow more while the worker's looks on one of
+// its queues gather (gatherer.gathering), so that a look held for the others'
+// still brings its request before the slot.
+func (q *queues) lead() time.Duration {
+	for _, r := range []*ring{&q.urgent, &q.batch} {
+		for _, s := range r.srcs {
+			if s.g.gathering() {
+				return pullLead + gatherWindow
+			}
+		}
+	}
+	return pullLead
+}
+
 // next waits for one request until ctx ends, pulling only when asked: a request
 // waits in its queue, where any key that may serve it can take it, until a key
 // is about to be able to send it. A message it returns is the caller's to

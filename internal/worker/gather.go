@@ -14,19 +14,21 @@ import (
 
 // gatherWindow is how long a session's look for its next request waits for
 // those of the worker's other keys on the same consumer, so that one pull
-// brings them all. Sessions look this much earlier (pullLead), so a request
-// still arrives about a pull's time before its key may send it. A pull costs
-// NATS more than the request it brings (docs/benchmarks.md).
-const gatherWindow = 5 * time.Millisecond
+// brings them all. Sessions look this much earlier while looks gather
+// (queues.lead), so a request still arrives about a pull's time before its key
+// may send it. A pull costs NATS more than the request it brings, and NATS
+// takes a few large pulls for less work a request than many small ones
+// (docs/benchmarks.md).
+const gatherWindow = 20 * time.Millisecond
 
 // gatherer pulls, for the sessions of one worker that take from one consumer,
 // the requests their keys are about to send: the looks that come within
 // gatherWindow of the first go out as one pull of that many (pull.Batch), and
 // each look gets one request, or none when the queue had fewer. A request is
 // taken from the queue only for a key about to send it, as when each key pulled
-// its own. Where looks come further apart than the window (a worker with few
-// keys) there is nothing to gather, and each session pulls its own (hold). It
-// runs a goroutine only while looks wait.
+// its own. Where looks come more than a quarter of the window apart (a worker
+// with few keys) there is little to gather, and each session pulls its own
+// (hold). It runs a goroutine only while looks wait.
 type gatherer struct {
 	// Set once.
 	stream, durable string
@@ -104,6 +106,14 @@ func (g *gatherer) hold(now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.pace.Hold(now, g.running)
+}
+
+// gathering reports whether a look now would be held for others: looks come
+// close enough together (burst.Pace), or a pull is being gathered.
+func (g *gatherer) gathering() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.running || g.pace.Worth()
 }
 
 // run sends a pull for the looks that came within the window, answers them,

@@ -81,11 +81,11 @@ func TestGatherer_LooksWithinTheWindowShareOnePull(t *testing.T) {
 	}
 }
 
-// A look goes with the others only while looks come less than the window
-// apart, or a pull is already being gathered; otherwise its session pulls its
-// own.
+// A look goes with the others only while looks come less than a quarter of the
+// window apart, or a pull is already being gathered; otherwise its session
+// pulls its own. Its session looks the window earlier only while looks go
+// together.
 func TestGatherer_HoldsALookOnlyWhereOthersAreExpected(t *testing.T) {
-	const window = 5 * time.Millisecond
 	tests := []struct {
 		name    string
 		gap     time.Duration // between the looks so far
@@ -93,12 +93,13 @@ func TestGatherer_HoldsALookOnlyWhereOthersAreExpected(t *testing.T) {
 		want    bool
 	}{
 		{"looks a millisecond apart", time.Millisecond, false, true},
+		{"looks 10.5 ms apart: five keys", 10500 * time.Microsecond, false, false},
 		{"looks 50 ms apart: one key", 50 * time.Millisecond, false, false},
 		{"looks 50 ms apart, a pull being gathered", 50 * time.Millisecond, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g, _ := gatherEnv(t, 0, window)
+			g, _ := gatherEnv(t, 0, gatherWindow)
 			now := time.Now()
 			g.mu.Lock()
 			for i := range 8 {
@@ -106,6 +107,12 @@ func TestGatherer_HoldsALookOnlyWhereOthersAreExpected(t *testing.T) {
 			}
 			g.running = tt.running
 			g.mu.Unlock()
+			q := &queues{batch: ring{srcs: []source{{g: g}}}}
+			wantLead := pullLead
+			if tt.want {
+				wantLead += gatherWindow
+			}
+			require.Equal(t, wantLead, q.lead())
 			require.Equal(t, tt.want, g.hold(now))
 			g.mu.Lock()
 			g.running = false

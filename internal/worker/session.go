@@ -285,9 +285,10 @@ func (s *session) checkpoints(ctx context.Context) {
 }
 
 // pullLead is how long before its key may send that a session asks for the next
-// request: about the time a pull takes, so the slot is not wasted, and the time
-// its look may wait for the worker's other keys' (gatherWindow).
-const pullLead = 10*time.Millisecond + gatherWindow
+// request: about the time a pull takes, so the slot is not wasted; a look that
+// may wait for the worker's other keys' starts gatherWindow earlier still
+// (queues.lead).
+const pullLead = 10 * time.Millisecond
 
 // pull takes requests one at a time, from the queues its key may serve (urgent
 // first, see queues), and only when the key is about to be able to send: a
@@ -306,7 +307,7 @@ func (s *session) pull(ctx context.Context) {
 	sem := make(chan struct{}, s.w.cfg.MaxInFlight)
 	idle := make(chan jetstream.Msg) // taken only by a handler waiting for it
 	for {
-		if err := s.gate.waitReady(ctx, pullLead); err != nil {
+		if err := s.gate.waitReady(ctx, s.queues.lead()); err != nil {
 			return
 		}
 		select {
