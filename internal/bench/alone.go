@@ -48,7 +48,7 @@ func (r AloneRow) PerRequest(d time.Duration) float64 {
 }
 
 // aloneEvery is how often the client pulls what the keys would send since its
-// last pull: the fleet's workers gather their keys' pulls within 5 ms.
+// last pull (the fleet's workers gather their keys' looks over up to 20 ms).
 const aloneEvery = 10 * time.Millisecond
 
 // natsAlone measures NATS alone for keys, over cfg's window after its warm-up.
@@ -95,26 +95,31 @@ func natsAlone(ctx context.Context, cfg CPUConfig, keys int) (AloneRow, error) {
 		return nil
 	})
 	defer stopServing()
-	sample := func() (t time.Time, n, p, c time.Duration, ok uint64, busy, total uint64) {
-		t = time.Now()
-		n, p, c, ok = f.NATSProc.CPU(), f.Producer.CPU(), fleet.SelfCPU(), served.Load()
-		busy, total = host.CPU()
-		return
+	type sample struct {
+		at                    time.Time
+		nats, producer, self  time.Duration
+		served, busy, cpuTime uint64
+	}
+	read := func() sample {
+		s := sample{at: time.Now(), nats: f.NATSProc.CPU(), producer: f.Producer.CPU(), self: fleet.SelfCPU(), served: served.Load()}
+		s.busy, s.cpuTime = host.CPU()
+		return s
 	}
 	if err := fleet.Sleep(ctx, cfg.Warmup); err != nil {
 		return row, err
 	}
-	t0, n0, p0, c0, ok0, b0, tot0 := sample()
+	s0 := read()
 	if err := fleet.Sleep(ctx, cfg.Duration); err != nil {
 		return row, err
 	}
-	t1, n1, p1, c1, ok1, b1, tot1 := sample()
+	s1 := read()
 	if err := stopServing(); err != nil {
 		return row, err
 	}
-	row.Window, row.NATS, row.Producer, row.Client, row.Served = t1.Sub(t0), n1-n0, p1-p0, c1-c0, ok1-ok0
-	if tot1 > tot0 {
-		row.BoxBusy = float64(b1-b0) / float64(tot1-tot0)
+	row.Window, row.Served = s1.at.Sub(s0.at), s1.served-s0.served
+	row.NATS, row.Producer, row.Client = s1.nats-s0.nats, s1.producer-s0.producer, s1.self-s0.self
+	if s1.cpuTime > s0.cpuTime {
+		row.BoxBusy = float64(s1.busy-s0.busy) / float64(s1.cpuTime-s0.cpuTime)
 	}
 	return row, nil
 }
