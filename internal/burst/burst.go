@@ -14,10 +14,10 @@ import "time"
 // Pace follows the gaps between arrivals, and says whether holding the next one
 // for the window is worth it: while the mean gap (a moving average of the last
 // few) is shorter than a quarter of the window, four or more arrivals are
-// expected within it. Until a gap is seen it takes company as expected. A gap counts at most four
-// windows, so a pause of any length is forgotten within a few arrivals. The
-// zero value is not ready; use New. A Pace is not safe for concurrent use: its
-// owner holds the lock that guards what it paces.
+// expected within it. Until a gap is seen it takes company as expected. A gap
+// counts at most four windows, so a pause of any length is forgotten within a
+// few arrivals. The zero value is not ready; use New. A Pace is not safe for
+// concurrent use: its owner holds the lock that guards what it paces.
 type Pace struct {
 	window time.Duration
 	last   time.Time

@@ -28,8 +28,8 @@ const serveWindow = 20 * time.Millisecond
 // serveWindow of the first are published at once, their confirmations awaited
 // together, then their requests acknowledged at once. A result is still stored
 // before its request is acknowledged. Where results come more than a quarter
-// of the window apart (a worker with few keys) there is little to gather, and each is
-// written alone (hold). It runs a goroutine only while results wait.
+// of the window apart (a worker with few keys) there is little to gather, and
+// each is written alone (hold). It runs a goroutine only while results wait.
 type together struct {
 	// Set once.
 	s  *Settler
