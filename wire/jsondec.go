@@ -21,43 +21,41 @@ func decodePlain(data []byte) (Request, bool) {
 	d := plainDecoder{data: data}
 	seen := 0
 	ok := d.object(func(key []byte) bool {
-		bit := requestField(key)
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		switch bit {
-		case fieldV:
-			return d.int(&r.V)
-		case fieldID:
-			return d.str(&r.ID)
-		case fieldCreated:
-			return d.time(&r.Created)
-		case fieldTTL:
-			return d.int64(&r.TTLms)
-		case fieldPayload:
-			return d.raw(&r.Payload)
-		case fieldReplayOf:
-			return d.str(&r.ReplayOf)
-		case fieldCall:
+		switch string(key) {
+		case "v":
+			return first(&seen, fieldV) && d.int(&r.V)
+		case "id":
+			return first(&seen, fieldID) && d.str(&r.ID)
+		case "created":
+			return first(&seen, fieldCreated) && d.time(&r.Created)
+		case "ttl_ms":
+			return first(&seen, fieldTTL) && d.int64(&r.TTLms)
+		case "payload":
+			return first(&seen, fieldPayload) && d.raw(&r.Payload)
+		case "replay_of":
+			return first(&seen, fieldReplayOf) && d.str(&r.ReplayOf)
+		case "call":
+			if !first(&seen, fieldCall) {
+				return false
+			}
 			r.Call = &Call{}
 			return d.call(r.Call)
-		case fieldWeight:
-			return d.int(&r.Weight)
-		case fieldCosts:
-			return d.costs(&r.Costs)
-		case fieldReplyTo:
-			return d.str(&r.ReplyTo)
-		case fieldKey:
-			return d.str(&r.Key)
-		case fieldAccount:
-			return d.str(&r.Account)
-		case fieldLabel:
-			return d.str(&r.Label)
-		case fieldPriority:
-			return d.str((*string)(&r.Priority))
-		case fieldResults:
-			return d.str((*string)(&r.Results))
+		case "weight":
+			return first(&seen, fieldWeight) && d.int(&r.Weight)
+		case "costs":
+			return first(&seen, fieldCosts) && d.costs(&r.Costs)
+		case "reply_to":
+			return first(&seen, fieldReplyTo) && d.str(&r.ReplyTo)
+		case "key":
+			return first(&seen, fieldKey) && d.str(&r.Key)
+		case "account":
+			return first(&seen, fieldAccount) && d.str(&r.Account)
+		case "label":
+			return first(&seen, fieldLabel) && d.str(&r.Label)
+		case "priority":
+			return first(&seen, fieldPriority) && d.str((*string)(&r.Priority))
+		case "results":
+			return first(&seen, fieldResults) && d.str((*string)(&r.Results))
 		}
 		return false
 	})
@@ -86,41 +84,14 @@ const (
 	fieldResults
 )
 
-// requestField returns the bit of the field named key, 0 for none.
-func requestField(key []byte) int {
-	switch string(key) {
-	case "v":
-		return fieldV
-	case "id":
-		return fieldID
-	case "created":
-		return fieldCreated
-	case "ttl_ms":
-		return fieldTTL
-	case "payload":
-		return fieldPayload
-	case "replay_of":
-		return fieldReplayOf
-	case "call":
-		return fieldCall
-	case "weight":
-		return fieldWeight
-	case "costs":
-		return fieldCosts
-	case "reply_to":
-		return fieldReplyTo
-	case "key":
-		return fieldKey
-	case "account":
-		return fieldAccount
-	case "label":
-		return fieldLabel
-	case "priority":
-		return fieldPriority
-	case "results":
-		return fieldResults
+// first marks bit in seen and reports whether it was not there yet: a field
+// named twice goes the way of encoding/json.
+func first(seen *int, bit int) bool {
+	if *seen&bit != 0 {
+		return false
 	}
-	return 0
+	*seen |= bit
+	return true
 }
 
 // plainDecoder reads the plain form of decodePlain from data, at i.
@@ -285,49 +256,36 @@ func (d *plainDecoder) skipString() bool {
 	return false
 }
 
+// A call's fields, as bits of a set.
+const (
+	fieldMethod = 1 << iota
+	fieldPath
+	fieldQuery
+	fieldHeader
+	fieldBody
+	fieldContentType
+)
+
 // call reads a call: its fields as for decodePlain.
 func (d *plainDecoder) call(c *Call) bool {
 	seen := 0
 	return d.object(func(key []byte) bool {
-		bit := callField(key)
-		if bit == 0 || seen&bit != 0 {
-			return false
+		switch string(key) {
+		case "method":
+			return first(&seen, fieldMethod) && d.str(&c.Method)
+		case "path":
+			return first(&seen, fieldPath) && d.str(&c.Path)
+		case "query":
+			return first(&seen, fieldQuery) && d.params(&c.Query)
+		case "header":
+			return first(&seen, fieldHeader) && d.params(&c.Header)
+		case "body":
+			return first(&seen, fieldBody) && d.str(&c.Body)
+		case "content_type":
+			return first(&seen, fieldContentType) && d.str(&c.ContentType)
 		}
-		seen |= bit
-		switch bit {
-		case 1:
-			return d.str(&c.Method)
-		case 2:
-			return d.str(&c.Path)
-		case 4:
-			return d.params(&c.Query)
-		case 8:
-			return d.params(&c.Header)
-		case 16:
-			return d.str(&c.Body)
-		default:
-			return d.str(&c.ContentType)
-		}
+		return false
 	})
-}
-
-// callField returns the bit of a call's field named key, 0 for none.
-func callField(key []byte) int {
-	switch string(key) {
-	case "method":
-		return 1
-	case "path":
-		return 2
-	case "query":
-		return 4
-	case "header":
-		return 8
-	case "body":
-		return 16
-	case "content_type":
-		return 32
-	}
-	return 0
 }
 
 // params reads a list of at least one {"name":...,"value":...}.
