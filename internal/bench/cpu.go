@@ -108,6 +108,11 @@ type CPURow struct {
 	// BoxBusy is the machine's busy share of its cores, every process of every
 	// user counted.
 	BoxBusy float64
+	// Answers is what the workers' limiters were answered in the window (by
+	// the workers' reports, a second apart), and BusyAnswers how many of those
+	// came while the worker's machine counted as busy: each bounded its own
+	// request, which holds a key under its bound (package limiter).
+	Answers, BusyAnswers uint64
 	// Profiled is set when the processes were writing CPU profiles meanwhile
 	// (which costs a little CPU).
 	Profiled bool
@@ -115,6 +120,15 @@ type CPURow struct {
 
 // RSS is peak resident memory, in bytes, per kind of process.
 type RSS struct{ Worker, NATS, Simulator int64 }
+
+// BusyShare returns the share of the limiters' answers that came on a busy
+// machine, as a percentage, or "-" when the reports counted none.
+func (r CPURow) BusyShare() string {
+	if r.Answers == 0 || r.BusyAnswers > r.Answers {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(r.BusyAnswers)/float64(r.Answers))
+}
 
 // OKPerSecond returns the requests answered 200 a second.
 func (r CPURow) OKPerSecond() float64 { return float64(r.OK) / r.Window.Seconds() }
@@ -246,6 +260,7 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 	row.CPU = s1.cpu.sub(s0.cpu)
 	row.Published = s1.published - s0.published
 	row.OK, row.RateLimited, row.BadNonce = s1.ex.OK-s0.ex.OK, s1.ex.RateLimited-s0.ex.RateLimited, s1.ex.BadNonce-s0.ex.BadNonce
+	row.Answers, row.BusyAnswers = s1.answers-s0.answers, s1.busy-s0.busy
 	if s1.boxTotal > s0.boxTotal {
 		row.BoxBusy = float64(s1.boxBusy-s0.boxBusy) / float64(s1.boxTotal-s0.boxTotal)
 	}
@@ -311,6 +326,7 @@ type fleetSample struct {
 	ex                fleet.ExchangeTotals
 	published         uint64
 	boxBusy, boxTotal uint64
+	answers, busy     uint64 // the limiters' answers, and those on a busy machine
 }
 
 // sampleFleet reads every process's CPU so far, the simulator's counts, the
@@ -343,6 +359,16 @@ func sampleFleet(ctx context.Context, f *fleet.Fleet) (fleetSample, error) {
 		return s, fmt.Errorf("read the requests stream: %w", err)
 	}
 	s.published = st.CachedInfo().State.LastSeq
+	reports, err := fleet.LastReports(ctx, f.Conn.JS, sc.Stats.Stream.Name)
+	if err != nil {
+		return s, fmt.Errorf("read the workers' reports: %w", err)
+	}
+	for _, r := range reports {
+		for _, k := range r.Keys {
+			s.answers += k.Answers
+			s.busy += k.BusyAnswers
+		}
+	}
 	return s, nil
 }
 
@@ -415,20 +441,20 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 // profiles.
 func FormatCPU(res CPUResult, cfg CPUConfig) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min, results %s), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms. \"400 most a minute\": the simulator's 400s read every %s, the most in any minute of the window. Peak RSS: VmHWM of /proc/<pid>/status at the window's end, the largest worker's.\n\n",
+	fmt.Fprintf(&b, "CPU per request: %s, load average %s at start. Each cell a fresh fleet (NATS in a process of its own), offered %.1f × 20 req/s a key (time to live 10 min, results %s), %s measured after %s warm-up; CPU time (utime + stime, /proc/<pid>/stat at %d ticks a second) per request answered 200 over the window. \"all\" is every process of the fleet; the runner (this benchmark's process) is shown apart. Bound: keys × 20 / 1043.5 ms. \"400 most a minute\": the simulator's 400s read every %s, the most in any minute of the window. \"busy answers\": the share of the limiters' answers that came while their worker's machine counted as busy (each then bounds its own request: package limiter), from the workers' reports. Peak RSS: VmHWM of /proc/<pid>/status at the window's end, the largest worker's.\n\n",
 		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, results(cfg.Results), cfg.Duration, cfg.Warmup, fleet.ClockTicks(), badNonceEvery)
-	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | 400 most a minute | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy | peak RSS MiB: a worker | NATS | simulator |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | 400 most a minute | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy | busy answers | peak RSS MiB: a worker | NATS | simulator |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Rows {
 		mark := ""
 		if r.Profiled {
 			mark = " (profiled)"
 		}
 		all := r.PerRequest(r.CPU.All())
-		fmt.Fprintf(&b, "| %d | %d%s | %.1f | %.1f | %.3f | %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.0f%% | %.0f | %.0f | %.0f |\n",
+		fmt.Fprintf(&b, "| %d | %d%s | %.1f | %.1f | %.3f | %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.0f%% | %s | %.0f | %.0f | %.0f |\n",
 			r.Keys, r.Workers, mark, float64(r.Published)/r.Window.Seconds(), r.OKPerSecond(), r.OKPerSecond()/r.Bound, r.RateLimited, r.BadNonce, r.BadNonceMinute,
 			r.PerRequest(r.CPU.Workers), r.PerRequest(r.CPU.NATS), r.PerRequest(r.CPU.Simulator), r.PerRequest(r.CPU.Producer), r.PerRequest(r.CPU.Monitor),
-			all, r.PerRequest(r.CPU.Runner), CoresPer1000Keys(all), 100*r.BoxBusy,
+			all, r.PerRequest(r.CPU.Runner), CoresPer1000Keys(all), 100*r.BoxBusy, r.BusyShare(),
 			mib(r.PeakRSS.Worker), mib(r.PeakRSS.NATS), mib(r.PeakRSS.Simulator))
 	}
 	if len(res.Rows) > 0 {

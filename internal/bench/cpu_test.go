@@ -66,6 +66,7 @@ func TestFormatCPU_OneRowACellAndTheProjectionFromTheMostKeys(t *testing.T) {
 	profiled := row(100, 5, true)
 	profiled.BadNonce, profiled.BadNonceMinute = 7, 3
 	profiled.PeakRSS = RSS{Worker: 60 << 20, NATS: 101 << 20, Simulator: 42<<20 + 1<<19}
+	profiled.Answers, profiled.BusyAnswers = 19_100, 14_325
 	res := CPUResult{Rows: []CPURow{row(5, 2, false), row(100, 2, false), profiled},
 		Profiles: []KindProfile{{Kind: "workers", Cell: Cell{Keys: 100, Workers: 5}, Files: 5, Top: "flat flat%\n"}}}
 	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Warmup: time.Second})
@@ -78,8 +79,11 @@ func TestFormatCPU_OneRowACellAndTheProjectionFromTheMostKeys(t *testing.T) {
 	if want := "| 100 | 5 (profiled) | 2200.0 | 1900.0 | 0.991 | 0 | 7 | 3 | 0.526 |"; !strings.HasPrefix(rows[2], want) {
 		t.Errorf("row %q, want it to start %q", rows[2], want)
 	}
-	if want := "| 60 | 101 | 42 |"; !strings.HasSuffix(rows[2], want) {
-		t.Errorf("row %q, want it to end with the peak RSS %q", rows[2], want)
+	if want := "| 0% | 75% | 60 | 101 | 42 |"; !strings.HasSuffix(rows[2], want) {
+		t.Errorf("row %q, want it to end with the machine busy, the answers on a busy machine and the peak RSS %q", rows[2], want)
+	}
+	if want := "| 0% | - | 0 | 0 | 0 |"; !strings.HasSuffix(rows[0], want) {
+		t.Errorf("row %q, want it to end %q: no answers counted", rows[0], want)
 	}
 	var projections []string
 	for _, l := range lines {

@@ -30,6 +30,12 @@ type Evidence struct {
 	// Outliers counts answers whose round trip exceeded 2 L + tolerance;
 	// Inversions counts 400s (nonces that arrived out of order). Both since start.
 	Outliers, Inversions uint64
+	// Answers counts the answers since start, and Busy those of them that came
+	// while the machine counted as busy (the process late, or its cores busy):
+	// each of those bounds its own request, which costs a share of the rate
+	// (see the package doc). Busy over Answers is why a key runs below its bound
+	// on a loaded machine.
+	Answers, Busy uint64
 	// Recent counts the answers of the horizon that carry evidence.
 	Recent int
 	// Tolerance is the scheduling noise a round trip may carry beyond 2 L
@@ -59,7 +65,8 @@ type learner struct {
 	longestEver time.Duration
 
 	outliers, inversions uint64
-	calm                 int // answers since the last 400, or since the order rule was last eased
+	ended, busy          uint64 // answers since start; those while the machine was busy
+	calm                 int    // answers since the last 400, or since the order rule was last eased
 }
 
 // add notes n and returns its index, for update.
@@ -221,7 +228,12 @@ func (l *Limiter) learnFrom(r *record, at time.Time, kind answerKind) {
 	// A process that is late (slack) shares its box, or its network, with
 	// whatever registers arrivals late too, by amounts its own lateness does not
 	// bound: its answers then bound its requests, whatever L says.
-	r.late = (outlier && !l.off.has(offOutlier)) || kind == inverted || l.stressed(at) || r.overdue
+	busy := l.stressed(at)
+	l.learn.ended++
+	if busy {
+		l.learn.busy++
+	}
+	r.late = (outlier && !l.off.has(offOutlier)) || kind == inverted || busy || r.overdue
 	// The horizon judges against the promise (base), not against an L already
 	// raised: a raised L must not hide the evidence that raised it. A request
 	// already noted while it was overdue has its note brought up to date.
@@ -322,6 +334,7 @@ func (l *Limiter) Evidence() Evidence {
 	return Evidence{
 		MaxDelay: l.maxDelay, OrderDelay: l.order(), BaseDelay: l.base, Lag: l.learn.lag,
 		Spread: l.learn.spread, Outliers: l.learn.outliers, Inversions: l.learn.inversions, Recent: l.learn.recent,
+		Answers: l.learn.ended, Busy: l.learn.busy,
 		Tolerance: l.set.tolerance, MaxArrival: l.arrival(),
 	}
 }

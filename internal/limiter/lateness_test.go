@@ -60,16 +60,19 @@ func TestLimiter_OnABusyMachineAnswersBoundTheWindow(t *testing.T) {
 	// it as late as its answer, and the fourth send waits for that; otherwise
 	// left + L bounds it.
 	// A machine whose cores were busy (Loaded, from internal/host) is busy too,
-	// whatever this process's timers show.
+	// whatever this process's timers show. The answers that came while the
+	// machine counted as busy are counted (Evidence.Busy): they tell why a key
+	// runs below its bound.
 	for _, c := range []struct {
 		name   string
 		late   time.Duration
-		loaded int // ms at which the machine's cores were busy; -1 never
-		want   int
+		loaded int    // ms at which the machine's cores were busy; -1 never
+		want   int    // ms of the fourth send
+		busy   uint64 // answers counted as on a busy machine
 	}{
 		{name: "quiet machine", late: 4 * time.Millisecond, loaded: -1, want: 10 + 100 + 1},
-		{name: "busy machine", late: 6 * time.Millisecond, loaded: -1, want: 25 + 100 + 1},
-		{name: "loaded machine, the process on time", loaded: 20, want: 25 + 100 + 1},
+		{name: "busy machine", late: 6 * time.Millisecond, loaded: -1, want: 25 + 100 + 1, busy: 3},
+		{name: "loaded machine, the process on time", loaded: 20, want: 25 + 100 + 1, busy: 3},
 		{name: "loaded machine more than 2 s before", loaded: 25 - 2250, want: 10 + 100 + 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -100,7 +103,10 @@ func TestLimiter_OnABusyMachineAnswersBoundTheWindow(t *testing.T) {
 			l.Answered(tks[1], ms(30))
 			l.Answered(tks[2], ms(35))
 			assert.Equal(t, ms(c.want), l.Next(ms(40)))
-			assert.Zero(t, l.Evidence().Outliers)
+			ev := l.Evidence()
+			assert.Zero(t, ev.Outliers)
+			assert.Equal(t, uint64(3), ev.Answers)
+			assert.Equal(t, c.busy, ev.Busy, "answers on a busy machine")
 		})
 	}
 }

@@ -355,9 +355,13 @@ type Key struct {
 	MaxDelayMs float64           `json:"max_delay_ms"`
 	LagMs      float64           `json:"lag_ms,omitempty"`
 	Evidence   uint64            `json:"evidence,omitempty"` // answers that proved L wrong, and 400s
-	NextFree   time.Time         `json:"next_free,omitzero"`
-	Unusable   bool              `json:"unusable,omitempty"`
-	Reason     string            `json:"reason,omitempty"`
+	// BusyShare is the share of the holder's answers that came while its
+	// machine counted as busy, each then bounding its own request: a key
+	// with a high share runs below its bound (package limiter).
+	BusyShare float64   `json:"busy_share,omitempty"`
+	NextFree  time.Time `json:"next_free,omitzero"`
+	Unusable  bool      `json:"unusable,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
 	// From key state: the key's 429s over its life, whoever held it (the ban guard
 	// trips on it), the delay bound it has learned, and whether the guard
 	// quarantined it.
@@ -429,6 +433,9 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 				w.State = "active"
 				k.MaxDelayMs, k.NextFree = kr.MaxDelayMs, kr.NextFree
 				k.LagMs, k.Evidence = kr.LagMs, kr.Outliers+kr.Inversions
+				if kr.Answers > 0 {
+					k.BusyShare = float64(kr.BusyAnswers) / float64(kr.Answers)
+				}
 			}
 		}
 		switch {

@@ -40,7 +40,8 @@ type Metrics struct {
 
 	attempts, buried, buryFailed, pullErrors, latency *prometheus.Desc
 	queue, graveyard, keys, keyState                  *prometheus.Desc
-	keyL, key429Life, keyFree, workers, buildInfo     *prometheus.Desc
+	keyL, keyBusy, key429Life, keyFree, workers       *prometheus.Desc
+	buildInfo                                         *prometheus.Desc
 	snapshotAge                                       *prometheus.Desc
 
 	// Now is the clock snapshot_age_seconds is measured with; time.Now when nil.
@@ -63,6 +64,7 @@ func NewMetrics() *Metrics {
 		keys:        d("keys", "API keys by state: held, free, quarantined (by the ban guard) or unusable.", "state"),
 		keyState:    d("key_state", "1 for the state the key is in (held, free, quarantined, unusable), 0 for the others.", "key", "state"),
 		keyL:        d("key_max_delay_seconds", "The one-way delay L the key's limiter assumes (0 while no worker holds it).", "key"),
+		keyBusy:     d("key_busy_ratio", "Share of the key's answers, since its holder took it, that came while the holder's machine counted as busy (the process late, or its cores busy): each bounded its own request, so a key with a high share runs below its bound (0 while no worker holds it).", "key"),
 		key429Life:  d("key_rate_limited_lifetime", "429 answers the key got over its life, from key state: the ban guard quarantines the key at its limit. An operator may reset it.", "key"),
 		keyFree:     d("key_next_free_seconds", "Seconds until the key's limiter allows its next send, as of the snapshot (0 while no worker holds it).", "key"),
 		workers:     d("workers", "Workers by state: active, standby, stopped or silent.", "state"),
@@ -94,7 +96,7 @@ func (m *Metrics) Handler() http.Handler {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.attempts, m.buried, m.buryFailed, m.pullErrors, m.latency, m.queue, m.graveyard,
-		m.keys, m.keyState, m.keyL, m.key429Life, m.keyFree, m.workers, m.buildInfo, m.snapshotAge} {
+		m.keys, m.keyState, m.keyL, m.keyBusy, m.key429Life, m.keyFree, m.workers, m.buildInfo, m.snapshotAge} {
 		ch <- d
 	}
 }
@@ -178,6 +180,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(m.keyState, v, k.Name, st)
 		}
 		gauge(m.keyL, k.MaxDelayMs/1000, k.Name)
+		gauge(m.keyBusy, k.BusyShare, k.Name)
 		gauge(m.key429Life, float64(k.Count429Lifetime), k.Name)
 		free := 0.0
 		if k.Holder != "" && !k.NextFree.IsZero() {

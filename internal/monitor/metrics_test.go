@@ -68,7 +68,7 @@ func TestMetrics_ParseAndEqualTheReports(t *testing.T) {
 	var want uint64
 	for i, id := range []string{"a", "b"} {
 		r := stats.NewRecorder(id, "h", i, t0)
-		r.Key("key1", func(k *stats.KeyReport) { k.Held = true })
+		r.Key("key1", func(k *stats.KeyReport) { k.Held, k.Answers, k.BusyAnswers = true, 40, 10 })
 		for v := range 50 * (i + 1) {
 			r.Sent("key1")
 			r.Count("key1", stats.ResultOK)
@@ -88,6 +88,7 @@ func TestMetrics_ParseAndEqualTheReports(t *testing.T) {
 	require.Equal(t, float64(want), value(t, fams, "ratefleet_attempts_total", "key", "key1", "result", "ok"))
 	require.Equal(t, float64(2), value(t, fams, "ratefleet_attempts_total", "key", "key1", "result", "rate_limited"))
 	require.Equal(t, float64(0), value(t, fams, "ratefleet_attempts_total", "key", "key1", "result", "timeout"))
+	require.Equal(t, 0.25, value(t, fams, "ratefleet_key_busy_ratio", "key", "key1"), "10 of its holder's 40 answers on a busy machine")
 	require.Equal(t, float64(2), value(t, fams, "ratefleet_requests_buried_total", "reason", "max_deliveries"),
 		"an outcome is its own counter, not an attempt result")
 	for _, mt := range fams["ratefleet_attempts_total"].GetMetric() {
@@ -141,6 +142,7 @@ func TestMetrics_EverySeriesFromTheStartAndTheLinterFindsNothing(t *testing.T) {
 			require.Equal(t, float64(0), value(t, fams, "ratefleet_attempts_total", "key", key, "result", r))
 		}
 		require.Equal(t, float64(0), value(t, fams, "ratefleet_key_state", "key", key, "state", "held"))
+		require.Equal(t, float64(0), value(t, fams, "ratefleet_key_busy_ratio", "key", key))
 	}
 	require.Equal(t, float64(1), value(t, fams, "ratefleet_key_state", "key", "key1", "state", "quarantined"))
 	require.Equal(t, float64(1), value(t, fams, "ratefleet_key_state", "key", "key2", "state", "free"))

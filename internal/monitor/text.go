@@ -70,7 +70,7 @@ func WriteText(w io.Writer, s Snapshot) error {
 	}
 	if len(s.Keys) > 0 {
 		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "key\tstate\tholder\tsince\tsent\tok\t429\t400\t429 life\tL ms\tlag ms\tevidence\tfree in ms")
+		fmt.Fprintln(tw, "key\tstate\tholder\tsince\tsent\tok\t429\t400\t429 life\tL ms\tlag ms\tbusy %\tevidence\tfree in ms")
 		for _, k := range s.Keys {
 			since, free := "-", "-"
 			if k.Holder != "" {
@@ -79,8 +79,8 @@ func WriteText(w io.Writer, s Snapshot) error {
 					free = fmt.Sprint(max(k.NextFree.Sub(s.At).Milliseconds(), 0))
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%d\t%s\n", cli.Printable(k.Name), cli.Printable(k.State), orDash(cli.Printable(k.Holder)), since,
-				k.Sent, k.OK, k.RateLimited, k.BadNonce, k.Count429Lifetime, k.MaxDelayMs, k.LagMs, k.Evidence, free)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%d\t%s\n", cli.Printable(k.Name), cli.Printable(k.State), orDash(cli.Printable(k.Holder)), since,
+				k.Sent, k.OK, k.RateLimited, k.BadNonce, k.Count429Lifetime, k.MaxDelayMs, k.LagMs, 100*k.BusyShare, k.Evidence, free)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

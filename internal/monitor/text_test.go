@@ -21,7 +21,7 @@ func sample() monitor.Snapshot {
 		Results: map[string]uint64{"ok": 1234, "rate_limited": 1},
 		Queue:   monitor.Queue{Waiting: 12, Redelivery: 2, Graveyard: 3, ByReason: map[string]uint64{"expired": 2, "max_deliveries": 1}},
 		Keys: []monitor.Key{
-			{Name: "key1", State: monitor.KeyHeld, Holder: "build-host-12345-1a2b3c4d-long", Since: at.Add(-time.Minute), Sent: 600, OK: 599, MaxDelayMs: 50, NextFree: at.Add(12 * time.Millisecond)},
+			{Name: "key1", State: monitor.KeyHeld, Holder: "build-host-12345-1a2b3c4d-long", Since: at.Add(-time.Minute), Sent: 600, OK: 599, MaxDelayMs: 50, BusyShare: 0.314, NextFree: at.Add(12 * time.Millisecond)},
 			{Name: "key22", State: monitor.KeyQuarantined, Sent: 7, OK: 4, RateLimited: 3, Count429Lifetime: 3, Quarantined: true, Unusable: true, Reason: "ban guard: 3 429s"},
 		},
 	}
@@ -37,6 +37,8 @@ func TestWriteText_AlignedColumnsAndRetryNotDLQ(t *testing.T) {
 	require.Contains(t, out, "retry 2")
 	require.Regexp(t, `graveyard by reason: +expired 2 +max_deliveries 1`, out)
 	require.Contains(t, out, "build-host-12345-1a2b3c4d-long", "a long holder is shown whole")
+	require.Regexp(t, `busy %`, out)
+	require.Regexp(t, `key1 +held .* 50 +0 +31 +0 +12\n`, out, "L, lag, busy share in percent, evidence, free in")
 	// Each column of the key table starts at the same offset on every row.
 	var rows []string
 	for _, l := range strings.Split(out, "\n") {

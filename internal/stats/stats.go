@@ -102,12 +102,18 @@ type KeyReport struct {
 	// What the limiter learned from evidence: the order rule's delay, how late
 	// this process has been of late, and how many answers proved L wrong (round
 	// trips over 2 L + tolerance) or were nonce inversions (400s).
-	OrderDelayMs float64   `json:"order_delay_ms,omitempty"`
-	LagMs        float64   `json:"lag_ms,omitempty"`
-	Outliers     uint64    `json:"outliers,omitempty"`
-	Inversions   uint64    `json:"inversions,omitempty"`
-	NextFree     time.Time `json:"next_free,omitzero"`
-	Quarantined  bool      `json:"quarantined,omitempty"`
+	OrderDelayMs float64 `json:"order_delay_ms,omitempty"`
+	LagMs        float64 `json:"lag_ms,omitempty"`
+	Outliers     uint64  `json:"outliers,omitempty"`
+	Inversions   uint64  `json:"inversions,omitempty"`
+	// Answers counts the answers this holder's limiter had, and BusyAnswers
+	// those that came while the machine counted as busy: each of those bounded
+	// its own request, which is why a key runs below its bound on a loaded
+	// machine (package limiter).
+	Answers     uint64    `json:"answers,omitempty"`
+	BusyAnswers uint64    `json:"busy_answers,omitempty"`
+	NextFree    time.Time `json:"next_free,omitzero"`
+	Quarantined bool      `json:"quarantined,omitempty"`
 	// Count429Lifetime is the key's 429 count across every holder, from key state:
 	// the ban guard trips on it.
 	Count429Lifetime int `json:"count_429_lifetime,omitempty"`

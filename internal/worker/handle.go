@@ -306,6 +306,7 @@ func (s *session) recordLimiter(p Pacer) {
 		kr.MaxDelayMs, kr.NextFree, kr.Quarantined = l, next, kr.Quarantined || q
 		kr.OrderDelayMs, kr.LagMs = float64(e.OrderDelay)/float64(time.Millisecond), float64(e.Lag)/float64(time.Millisecond)
 		kr.Outliers, kr.Inversions = e.Outliers, e.Inversions
+		kr.Answers, kr.BusyAnswers = e.Answers, e.Busy
 	})
 }
 

@@ -246,6 +246,9 @@ func TestWorker_OneProcessHoldsSeveralKeysEachWithItsOwnLimiter(t *testing.T) {
 	for _, k := range rep.Keys {
 		if k.Held {
 			held++
+			// Every answer was a 200, and the limiter's count of them is in the report.
+			require.Equal(t, k.OK, k.Answers, "key %s", k.Name)
+			require.LessOrEqual(t, k.BusyAnswers, k.Answers, "key %s", k.Name)
 		}
 	}
 	require.Equal(t, 5, held)
