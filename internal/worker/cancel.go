@@ -30,7 +30,6 @@ func (s *session) withdraw(ctx context.Context, d settle.Delivery, sl slot, stop
 	stop()
 	s.gate.done(sl, false, func(p Pacer) {
 		p.Unsent(sl.ticket, w.cfg.Now()) // not a byte left: it cannot arrive
-		s.recordLimiter(p)
 	})
 	if !serves {
 		// The consumers' filters keep this from happening; if they were

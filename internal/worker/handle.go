@@ -177,7 +177,6 @@ func (s *session) report(finish context.Context, sl slot, out settle.Outcome, an
 			}
 		}
 		observe(p, sl.ticket, ans)
-		s.recordLimiter(p)
 	})
 	switch out.Key {
 	case settle.KeyNewNonces:

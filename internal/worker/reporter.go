@@ -51,7 +51,7 @@ func (r *reporter) run(ctx context.Context) {
 
 func (r *reporter) publish(ctx context.Context, stopped bool) {
 	w := r.w
-	rep, err := w.rec.Report(w.cfg.Now())
+	rep, err := w.Report(w.cfg.Now())
 	if err != nil {
 		w.log.Warn("could not build stats report", "err", err)
 		return

@@ -253,7 +253,7 @@ func TestWorkers_AWorkerThatJoinsLateGetsItsShareOfTheKeys(t *testing.T) {
 	ks := exchange.DefaultKeys()
 	first := startSoloHolding(t, env, "first", env.ExchangeURL, 0, fastLimiter(), ks, 5)
 	held := func(w *soloWorker) int {
-		rep, err := w.w.Stats().Report(time.Now())
+		rep, err := w.w.Report(time.Now())
 		require.NoError(t, err)
 		n := 0
 		for _, k := range rep.Keys {
@@ -272,5 +272,17 @@ func TestWorkers_AWorkerThatJoinsLateGetsItsShareOfTheKeys(t *testing.T) {
 		require.Zero(t, k.RateLimited, "no 429 on %s across the handovers", k.Name)
 		require.Zero(t, k.BadNonce, "no 400 on %s across the handovers", k.Name)
 	}
+	// A key handed over keeps, in its old holder's report, its limiter as it
+	// ended: every answer it had (all 200s) counted.
+	rep, err := first.w.Report(time.Now())
+	require.NoError(t, err)
+	var handed []string
+	for _, k := range rep.Keys {
+		if !k.Held {
+			handed = append(handed, k.Name)
+			require.Equal(t, k.OK, k.Answers, "key %s", k.Name)
+		}
+	}
+	require.Len(t, handed, 2)
 	require.ElementsMatch(t, ids, answeredIDs(env))
 }

@@ -160,6 +160,7 @@ func (s *session) run(ctx context.Context) {
 		kr.MaxDelayMs = float64(p.MaxDelay()) / float64(time.Millisecond)
 		kr.Count429Lifetime = s.start.Count429
 	})
+	w.live.add(s)
 	s.log.Info("claimed key", "handoff", s.start.Handoff != nil, "after_crash", !s.start.Crashed.IsZero(),
 		"count_429_lifetime", s.start.Count429, "max_delay", p.MaxDelay())
 
@@ -168,6 +169,8 @@ func (s *session) run(ctx context.Context) {
 	s.cancel(nil) // ends reservations still running
 	s.nonces.wait()
 
+	w.live.remove(s)
+	s.gate.state(s.recordLimiter) // the limiter as it ended, for the reports to come
 	cause := context.Cause(s.ctx)
 	if ctx.Err() != nil {
 		cause = errShutdown

@@ -159,6 +159,38 @@ type Worker struct {
 	state   *keystate.Store
 	leases  jetstream.KeyValue
 	keeper  *settle.Keeper // nil unless Config.Keeper
+	live    liveSessions
+}
+
+// liveSessions are the sessions whose limiters a report reads.
+type liveSessions struct {
+	mu sync.Mutex
+	m  map[*session]struct{}
+}
+
+func (l *liveSessions) add(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[*session]struct{}{}
+	}
+	l.m[s] = struct{}{}
+}
+
+func (l *liveSessions) remove(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.m, s)
+}
+
+func (l *liveSessions) list() []*session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*session, 0, len(l.m))
+	for s := range l.m {
+		out = append(out, s)
+	}
+	return out
 }
 
 // New checks the configuration and opens what the worker needs in NATS.
@@ -238,8 +270,15 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	return w, nil
 }
 
-// Stats returns the worker's stats recorder.
-func (w *Worker) Stats() *stats.Recorder { return w.rec }
+// Report returns the worker's stats as of now, with each held key's limiter
+// read at that moment. A limiter is read for reports, and as its session ends,
+// not for every request.
+func (w *Worker) Report(now time.Time) (stats.Report, error) {
+	for _, s := range w.live.list() {
+		s.gate.state(s.recordLimiter)
+	}
+	return w.rec.Report(now)
+}
 
 // loop runs one duty's goroutine: run starts fn, whose context ends at stop;
 // stop returns once fn has returned.

@@ -220,7 +220,7 @@ func TestWorkers_RetryABurstOfServerErrorsUntilEverySucceeds(t *testing.T) {
 	require.Empty(t, graveyardEntries(t, env))
 	var serverErrors uint64
 	for _, w := range ws {
-		rep, err := w.Stats().Report(time.Now())
+		rep, err := w.Report(time.Now())
 		require.NoError(t, err)
 		serverErrors += rep.Results["server_error"]
 	}
@@ -240,7 +240,7 @@ func TestWorker_OneProcessHoldsSeveralKeysEachWithItsOwnLimiter(t *testing.T) {
 		require.Zero(t, k.BadNonce, "no 400 on %s", k.Name)
 	}
 	require.ElementsMatch(t, ids, answeredIDs(env))
-	rep, err := ws[0].Stats().Report(time.Now())
+	rep, err := ws[0].Report(time.Now())
 	require.NoError(t, err)
 	held := 0
 	for _, k := range rep.Keys {
