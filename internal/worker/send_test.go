@@ -286,3 +286,28 @@ func TestWorkers_AWorkerThatJoinsLateGetsItsShareOfTheKeys(t *testing.T) {
 	require.Len(t, handed, 2)
 	require.ElementsMatch(t, ids, answeredIDs(env))
 }
+
+// TestWorker_AStoppedWorkersReportKeepsItsKeysLimitersAsTheyEnded: a key's
+// limiter is read for reports, and as the key's session ends, not for every
+// request. With no report while the keys served (the interval is an hour),
+// the report of the stopped worker still counts every answer its limiters had.
+func TestWorker_AStoppedWorkersReportKeepsItsKeysLimitersAsTheyEnded(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Exchange: fastExchange()})
+	ids := publishRequests(t, env, 100, time.Minute)
+	w := startSoloWith(t, env, "solo", env.ExchangeURL, 0, fastLimiter(), exchange.DefaultKeys()[:2], 2,
+		func(c *worker.Config) { c.StatsInterval = time.Hour })
+	waitDrained(t, env, 30*time.Second)
+	require.ElementsMatch(t, ids, answeredIDs(env))
+	w.stop()
+	<-w.done
+	rep, err := w.w.Report(time.Now())
+	require.NoError(t, err)
+	var ok, answers uint64
+	for _, k := range rep.Keys {
+		require.False(t, k.Held, "key %s released", k.Name)
+		ok += k.OK
+		answers += k.Answers
+	}
+	require.Equal(t, uint64(len(ids)), ok)
+	require.Equal(t, ok, answers, "every 200 in the limiters' counts")
+}
