@@ -21,13 +21,37 @@ var errNoAck = errors.New("no ack before the shutdown grace ended")
 // store it twice.
 var ErrDedupeWindowPassed = errors.New("the duplicate window since an attempt whose answer was lost has passed")
 
-// deliver publishes one request until the stream stores it or the producer gives
-// up on it, and counts how it ended. Every attempt carries the request's id as
-// Nats-Msg-Id and the same bytes (its created time included), so however many
-// attempts reach the stream, it holds the request once.
-func (r *run) deliver(req wire.Request) {
-	log := r.p.log
+// prepared is a request made ready to deliver: its bytes, and its first
+// attempt when that has left already.
+type prepared struct {
+	data  []byte
+	err   error       // the request cannot be encoded
+	first *publishing // nil: not launched (a pause was in force)
+}
+
+// prepare encodes req and, unless a pause is in force, launches its first
+// attempt without waiting for its answer. The generator prepares each request
+// of a burst this way, one after the other, so that a burst leaves in one write
+// to NATS rather than one for each request (each request's own goroutine
+// publishing in turn let the connection's flusher write between them).
+func (r *run) prepare(req wire.Request) prepared {
 	data, err := req.Encode()
+	pr := prepared{data: data, err: err}
+	if err == nil && r.pause.pausedFor(r.p.cfg.Now()) <= 0 {
+		first := r.launch(req, data)
+		pr.first = &first
+	}
+	return pr
+}
+
+// deliver publishes one request, prepared by prepare, until the stream stores
+// it or the producer gives up on it, and counts how it ended. Every attempt
+// carries the request's id as Nats-Msg-Id and the same bytes (its created time
+// included), so however many attempts reach the stream, it holds the request
+// once.
+func (r *run) deliver(req wire.Request, pr prepared) {
+	log := r.p.log
+	data, err := pr.data, pr.err
 	if err != nil {
 		r.failed(req, 0, err)
 		return
@@ -37,27 +61,17 @@ func (r *run) deliver(req wire.Request) {
 		unknown time.Time // when the first attempt whose answer was lost left
 	)
 	for attempt := 0; ; attempt++ {
-		// A request made is published at least once unless a pause holds it back;
-		// no retry starts once the run is interrupted.
-		interrupted := attempt > 0 && r.gen.Err() != nil
-		if interrupted || r.pause.wait(r.gen, r.p.cfg.Now) != nil {
-			if lastErr == nil {
-				r.failed(req, attempt, errors.New("the run was interrupted while publishes were paused, before it was published"))
-			} else {
-				r.gaveUp(req, attempt, fmt.Errorf("the run was interrupted while it waited to retry: %w", lastErr))
+		var a publishing
+		if attempt == 0 && pr.first != nil {
+			a = *pr.first // it left already, with no pause in force
+		} else {
+			if !r.mayLaunch(req, attempt, lastErr, unknown) {
+				return
 			}
-			return
+			a = r.launch(req, data)
 		}
-		if !unknown.IsZero() && r.p.cfg.Now().Sub(unknown) >= r.p.cfg.DuplicateWindow-dedupeMargin(r.p.cfg.DuplicateWindow) {
-			r.unconfirmed(req, attempt, fmt.Errorf("%w (window %s, first such attempt at %s): not retried, so it is stored at most once: %w",
-				ErrDedupeWindowPassed, r.p.cfg.DuplicateWindow, unknown.Format(time.RFC3339Nano), lastErr))
-			return
-		}
-		if attempt > 0 {
-			r.tally.retries.Add(1)
-		}
-		sent := r.p.cfg.Now()
-		ack, err := r.publish(req, data)
+		sent := a.sent
+		ack, err := r.await(a)
 		switch {
 		case err == nil:
 			if r.pause.succeeded(sent) {
@@ -93,18 +107,62 @@ func (r *run) deliver(req wire.Request) {
 	}
 }
 
-// publish makes one attempt and waits for its answer, until settle ends.
-// It goes to the owner's subject of the request's priority and route.
-func (r *run) publish(req wire.Request, data []byte) (*jetstream.PubAck, error) {
+// mayLaunch waits out a pause before attempt number attempt of req, and
+// reports whether it may leave. If not, it has counted and logged how the
+// request ended: the run was interrupted (a request made is published at least
+// once unless a pause holds it back; no retry starts once the run is
+// interrupted), or the duplicate window since an attempt whose answer was lost
+// (at unknown) has passed. It counts a retry it lets leave.
+func (r *run) mayLaunch(req wire.Request, attempt int, lastErr error, unknown time.Time) bool {
+	interrupted := attempt > 0 && r.gen.Err() != nil
+	if interrupted || r.pause.wait(r.gen, r.p.cfg.Now) != nil {
+		if lastErr == nil {
+			r.failed(req, attempt, errors.New("the run was interrupted while publishes were paused, before it was published"))
+		} else {
+			r.gaveUp(req, attempt, fmt.Errorf("the run was interrupted while it waited to retry: %w", lastErr))
+		}
+		return false
+	}
+	if !unknown.IsZero() && r.p.cfg.Now().Sub(unknown) >= r.p.cfg.DuplicateWindow-dedupeMargin(r.p.cfg.DuplicateWindow) {
+		r.unconfirmed(req, attempt, fmt.Errorf("%w (window %s, first such attempt at %s): not retried, so it is stored at most once: %w",
+			ErrDedupeWindowPassed, r.p.cfg.DuplicateWindow, unknown.Format(time.RFC3339Nano), lastErr))
+		return false
+	}
+	if attempt > 0 {
+		r.tally.retries.Add(1)
+	}
+	return true
+}
+
+// publishing is one attempt at publishing a request: when it left, and its
+// answer to come, or why it did not leave.
+type publishing struct {
+	sent time.Time
+	fut  jetstream.PubAckFuture
+	err  error
+}
+
+// launch makes one attempt without waiting for its answer. It goes to the
+// owner's subject of the request's priority and route.
+func (r *run) launch(req wire.Request, data []byte) publishing {
 	req.Owner = r.p.cfg.Owner
-	fut, err := r.p.js.PublishMsgAsync(&nats.Msg{Subject: req.Subject(r.p.subject), Data: data}, jetstream.WithMsgID(r.p.cfg.Owner.MsgID(req.ID)))
-	if err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
+	a := publishing{sent: r.p.cfg.Now()}
+	a.fut, a.err = r.p.js.PublishMsgAsync(&nats.Msg{Subject: req.Subject(r.p.subject), Data: data}, jetstream.WithMsgID(r.p.cfg.Owner.MsgID(req.ID)))
+	if a.err != nil {
+		a.err = fmt.Errorf("publish: %w", a.err)
+	}
+	return a
+}
+
+// await waits for a's answer, until settle ends.
+func (r *run) await(a publishing) (*jetstream.PubAck, error) {
+	if a.err != nil {
+		return nil, a.err
 	}
 	select {
-	case ack := <-fut.Ok():
+	case ack := <-a.fut.Ok():
 		return ack, nil
-	case err := <-fut.Err():
+	case err := <-a.fut.Err():
 		return nil, fmt.Errorf("publish: %w", err)
 	case <-r.settle.Done():
 		return nil, errNoAck

@@ -311,9 +311,10 @@ func (r *run) generate(src Source) error {
 		}
 		n++
 		r.tally.requests.Add(1)
+		pr := r.prepare(item.Request)
 		r.requests.Go(func() {
 			defer func() { <-r.slots }()
-			r.deliver(item.Request)
+			r.deliver(item.Request, pr)
 		})
 	}
 	return nil
