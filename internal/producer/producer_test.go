@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -463,4 +466,51 @@ func TestRun_UnansweredRequestsAreUnconfirmed(t *testing.T) {
 			require.Contains(t, logs.String(), tt.wantReason)
 		})
 	}
+}
+
+// writeCounter dials NATS and counts the writes on the connections it made.
+type writeCounter struct{ writes atomic.Int64 }
+
+func (d *writeCounter) Dial(network, address string) (net.Conn, error) {
+	c, err := net.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return countedConn{Conn: c, writes: &d.writes}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countedConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestRun_ABurstLeavesInAFewWrites: requests due together are published by
+// the generator one after the other, their answers awaited apart, so the
+// connection writes them together: 200 requests due at once left in a handful
+// of writes, where publishing each from its own goroutine let the connection
+// write between them.
+func TestRun_ABurstLeavesInAFewWrites(t *testing.T) {
+	c := startNATS(t, nil)
+	var d writeCounter
+	nc, err := nats.Connect(c.NC.ConnectedUrl(), nats.SetCustomDialer(&d))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	cfg := testConfig()
+	cfg.MaxPending = 256
+	p, err := producer.New(nc, c.Streams.Requests.Stream.Subjects[0], cfg, quiet())
+	require.NoError(t, err)
+
+	before := d.writes.Load()
+	sum, err := p.Run(context.Background(), burst(t, 200))
+	require.NoError(t, err)
+	require.Equal(t, int64(200), sum.Published)
+	writes := d.writes.Load() - before
+	t.Logf("200 requests in %d writes", writes)
+	require.Less(t, writes, int64(20))
+	require.Len(t, storedIDs(t, c), 200)
 }
