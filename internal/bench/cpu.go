@@ -260,7 +260,11 @@ func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile,
 	row.CPU = s1.cpu.sub(s0.cpu)
 	row.Published = s1.published - s0.published
 	row.OK, row.RateLimited, row.BadNonce = s1.ex.OK-s0.ex.OK, s1.ex.RateLimited-s0.ex.RateLimited, s1.ex.BadNonce-s0.ex.BadNonce
-	row.Answers, row.BusyAnswers = s1.answers-s0.answers, s1.busy-s0.busy
+	if s1.answers >= s0.answers && s1.busy >= s0.busy {
+		// A key that changed holders in the window restarts its limiter's
+		// counts: then no share is shown.
+		row.Answers, row.BusyAnswers = s1.answers-s0.answers, s1.busy-s0.busy
+	}
 	if s1.boxTotal > s0.boxTotal {
 		row.BoxBusy = float64(s1.boxBusy-s0.boxBusy) / float64(s1.boxTotal-s0.boxTotal)
 	}
