@@ -35,6 +35,19 @@ func publish(t *testing.T, js jetstream.JetStream, n int) {
 	}
 }
 
+// seen waits until consumer c counts n messages not yet delivered: it learns
+// of a stored message a moment after the publish is acknowledged, and a pull
+// that does not wait sees only what it has counted.
+func seen(t *testing.T, js jetstream.JetStream, n uint64) {
+	t.Helper()
+	c, err := js.Consumer(context.Background(), "Q", "c")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == n
+	}, 5*time.Second, 5*time.Millisecond, "consumer c never counted %d pending", n)
+}
+
 func TestPuller_TakesMessagesOneAtATimeAndAcksThem(t *testing.T) {
 	js, st := setup(t, 30*time.Second)
 	p, err := pull.New(js)
@@ -47,6 +60,7 @@ func TestPuller_TakesMessagesOneAtATimeAndAcksThem(t *testing.T) {
 	require.Nil(t, m, "an empty queue answers at once with none")
 
 	publish(t, js, 3)
+	seen(t, js, 3)
 	for i := range 3 {
 		m, err := p.Next(ctx, "Q", "c", time.Duration(i)*100*time.Millisecond) // no wait, then waits
 		require.NoError(t, err)
@@ -145,6 +159,7 @@ func TestPuller_AcknowledgementsReachTheServer(t *testing.T) {
 	defer p.Close()
 	ctx := context.Background()
 	publish(t, js, 2)
+	seen(t, js, 2)
 
 	m, err := p.Next(ctx, "Q", "c", 0)
 	require.NoError(t, err)
@@ -177,6 +192,7 @@ func TestPuller_BatchTakesUpToNInOnePull(t *testing.T) {
 	defer p.Close()
 	ctx := context.Background()
 	publish(t, js, 5)
+	seen(t, js, 5)
 
 	tests := []struct {
 		name string
