@@ -214,8 +214,8 @@ func TestFleet_KilledHolderIsReplacedWithinTheLeaseTTL(t *testing.T) {
 		holder := e.holders()["key1"]
 		took = time.Since(killed)
 		return holder != "" && holder != victim
-	}, ttl+3*time.Second, 10*time.Millisecond)
-	require.LessOrEqual(t, took, ttl+time.Second, "standby took key1 %s after the kill", took)
+	}, ttl+5*time.Second, 10*time.Millisecond)
+	require.LessOrEqual(t, took, ttl+2*time.Second, "standby took key1 %s after the kill", took)
 	t.Logf("standby took key1 %s after kill -9", took)
 	e.finish(1)
 }
@@ -258,7 +258,9 @@ func TestFleet_StoppedHolderHandsOverAtOnce(t *testing.T) {
 		if !released.IsZero() && rec.Holder != victim {
 			took := time.Since(released)
 			t.Logf("standby %s claimed key3 %s after the release", rec.Holder, took)
-			require.Less(t, took, 100*time.Millisecond)
+			// At once: well before the lease would have run out (on a loaded
+			// machine the watch and the claim take some time of their own).
+			require.Less(t, took, e.Conn.Streams.KV.Leases.LeaseTTL/2, "handed over on the release, not at the end of the lease")
 			break
 		}
 	}

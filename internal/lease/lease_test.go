@@ -74,7 +74,7 @@ func TestLease_RenewKeepsItAlivePastTheTTL(t *testing.T) {
 	for time.Now().Before(deadline) {
 		require.NoError(t, a.Renew(ctx))
 		require.ErrorIs(t, b.Claim(ctx), lease.ErrHeld)
-		time.Sleep(300 * time.Millisecond) // renewal cadence, well inside the 1 s TTL
+		time.Sleep(100 * time.Millisecond) // renewal cadence, well inside the 1 s TTL and its margin
 	}
 	kv, err := js.KeyValue(ctx, bucket)
 	require.NoError(t, err)

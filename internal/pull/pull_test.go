@@ -35,6 +35,17 @@ func publish(t *testing.T, js jetstream.JetStream, n int) {
 	}
 }
 
+// pulling waits until consumer c has a pull waiting for a message.
+func pulling(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	c, err := js.Consumer(context.Background(), "Q", "c")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting == 1
+	}, 5*time.Second, 5*time.Millisecond, "the pull never reached the server")
+}
+
 // seen waits until consumer c counts n messages not yet delivered: it learns
 // of a stored message a moment after the publish is acknowledged, and a pull
 // that does not wait sees only what it has counted.
@@ -97,7 +108,7 @@ func TestPuller_KeepsAMessageDeliveredAfterItsCallerGaveUp(t *testing.T) {
 		_, err := p.Next(ctx, "Q", "c", 5*time.Second)
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the pull reaches the server
+	pulling(t, js) // the pull reaches the server
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
 	publish(t, js, 1)
@@ -126,7 +137,7 @@ func TestPuller_CloseGivesBackWhatWasNotTaken(t *testing.T) {
 		_, err := p.Next(ctx, "Q", "c", 5*time.Second)
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	pulling(t, js)
 	cancel()
 	<-done
 	publish(t, js, 1)
@@ -137,7 +148,7 @@ func TestPuller_CloseGivesBackWhatWasNotTaken(t *testing.T) {
 		info, err := c.Info(context.Background())
 		return err == nil && info.NumAckPending == 1
 	}, 5*time.Second, 10*time.Millisecond)
-	time.Sleep(50 * time.Millisecond) // it reaches the puller's channel
+	require.Eventually(t, func() bool { return pull.Waiting(p) == 1 }, 5*time.Second, time.Millisecond, "it reaches the puller")
 	p.Close()
 
 	// Given back at once: another puller gets it now, not after the 30 s ack wait.
@@ -171,9 +182,11 @@ func TestPuller_AcknowledgementsReachTheServer(t *testing.T) {
 	m, err = p.Next(ctx, "Q", "c", 100*time.Millisecond)
 	require.NoError(t, err)
 	require.Nil(t, m, "neither a delayed nor a terminated message is delivered")
-	info, err := st.Info(ctx)
-	require.NoError(t, err)
-	require.Equal(t, uint64(1), info.State.Msgs, "the terminated message left the work queue; the delayed one waits")
+	// A termination is not confirmed: the server removes the message soon after.
+	require.Eventually(t, func() bool {
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	}, 5*time.Second, 5*time.Millisecond, "the terminated message left the work queue; the delayed one waits")
 }
 
 func TestPuller_ARefusedPullIsAnError(t *testing.T) {

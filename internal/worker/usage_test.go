@@ -34,7 +34,7 @@ func TestWorkers_UsageHeadersLeaveAnOutsideClientItsShare(t *testing.T) {
 	p.Usage = []profile.UsageHeader{{Header: "x-ratelimit-remaining-requests", Rule: 0, Reports: profile.ReportsRemaining}}
 	require.NoError(t, p.Validate())
 	ids := publishRequests(t, env, 300, time.Minute)
-	startProfiled(t, env, 2, cfg.Keys, p, limiter.Config{})
+	startProfiled(t, env, 2, cfg.Keys, p, limiter.Config{MaxDelay: 250 * time.Millisecond}) // a loaded machine delays more than 5 ms (fastExchange)
 	waitDrained(t, env, 60*time.Second)
 
 	st := env.Exchange.Stats()
