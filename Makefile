@@ -95,7 +95,9 @@ bench-scale: build
 # CPU_WORKERS worker processes saturated by the producer; the cell CPU_PROFILE
 # (keys x workers) also writes CPU profiles, summarised with `go tool pprof -top`.
 # CPU_ALONE adds, for each number of keys, what the same messages cost NATS with
-# nothing else in the way. The whole matrix takes about 13 minutes.
+# nothing else in the way. The whole matrix takes about 13 minutes. CPU_RUNS=3
+# runs it three times, one round after the other, and adds each cell's medians:
+# this machine's speed varies by more than most changes do.
 CPU_KEYS    ?= 5,50,100,200
 CPU_WORKERS ?= 1,2,5
 CPU_TIME    ?= 30s
@@ -103,8 +105,9 @@ CPU_WARMUP  ?= 10s
 CPU_PROFILE ?= 100x5
 CPU_RESULTS ?= keep
 CPU_ALONE   ?= true
+CPU_RUNS    ?= 1
 bench-cpu: build
-	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS) --nats-alone=$(CPU_ALONE)
+	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS) --nats-alone=$(CPU_ALONE) --runs $(CPU_RUNS)
 
 # The fleet on an embedded three-node cluster, one node stopped every 20 s.
 bench-cluster: build

@@ -495,6 +495,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		goCmd      = fs.String("go", "go", "the go command, for `go tool pprof`")
 		resultsTo  = fs.String("results", "keep", "where served results go: keep, reply or none (the producer's --results, which says what reply and none give up)")
 		profDir    = fs.String("profiles-dir", "", "keep the profiled cell's raw CPU profiles in this `folder` (default: a temporary one, removed)")
+		runs       = fs.Int("runs", 1, "how many times to run the matrix, one round after the other; with more than one, each cell's medians follow (the profiled cell and NATS alone run once)")
 		alone      = fs.Bool("nats-alone", false, "for each number of keys, also measure NATS alone: the same producer, and one client ending each request with the fleet's messages (pull, result stored, reply, ack), without upstream, limiter or control plane")
 	)
 	if _, err := cmd.Parse(args, os.Getenv); err != nil {
@@ -507,6 +508,9 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ws, err := positiveList("--workers", *workerList)
 	if err != nil {
 		return cmd.Usage(err)
+	}
+	if *runs < 1 {
+		return cmd.Usage(fmt.Errorf("--runs %d: want 1 or more", *runs))
 	}
 	if *warmup < 0 || *duration <= 0 {
 		return cmd.Usage(fmt.Errorf("--warmup %s must not be negative and --duration %s must be positive", *warmup, *duration))
@@ -521,7 +525,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd, ProfileDir: *profDir, Results: wire.Results(*resultsTo),
-		Alone: *alone, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
+		Alone: *alone, Runs: *runs, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	res, err := bench.CPU(ctx, cfg)
 	fmt.Fprint(stdout, bench.FormatCPU(res, cfg))
 	return err

@@ -42,7 +42,13 @@ type CPUConfig struct {
 	Results wire.Results
 	// Alone adds, for each number of keys, a run of NATS alone (natsAlone)
 	// before its cells: what the fleet's messages cost NATS at that rate.
-	Alone  bool
+	Alone bool
+	// Runs is how many times the whole matrix runs, one round after the other,
+	// so that a cell's runs are spread over the benchmark's time rather than
+	// caught together in one slow spell of the machine. With more than one,
+	// FormatCPU adds each cell's medians. The profiled cell and NATS alone run
+	// in the first round only. 0 means 1.
+	Runs   int
 	Logs   io.Writer
 	Logger *slog.Logger
 }
@@ -116,6 +122,8 @@ type CPURow struct {
 	// Profiled is set when the processes were writing CPU profiles meanwhile
 	// (which costs a little CPU).
 	Profiled bool
+	// Run is the round of the matrix the row is from, from 1 (CPUConfig.Runs).
+	Run int
 }
 
 // RSS is peak resident memory, in bytes, per kind of process.
@@ -168,30 +176,34 @@ type KindProfile struct {
 	Top   string
 }
 
-// CPU runs the CPU benchmark, one row a cell.
+// CPU runs the CPU benchmark, one row a cell and a run.
 func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
 	res := CPUResult{Started: time.Now(), Load: loadAverage()}
-	for _, k := range cfg.Keys {
-		if cfg.Alone {
-			cfg.Logger.Info("benchmark: cpu, NATS alone", "keys", k, "duration", cfg.Duration)
-			row, err := natsAlone(ctx, cfg, k)
-			if err != nil {
-				return res, fmt.Errorf("cpu, NATS alone, %d keys: %w", k, err)
+	runs := max(cfg.Runs, 1)
+	for run := 1; run <= runs; run++ {
+		for _, k := range cfg.Keys {
+			if cfg.Alone && run == 1 {
+				cfg.Logger.Info("benchmark: cpu, NATS alone", "keys", k, "duration", cfg.Duration)
+				row, err := natsAlone(ctx, cfg, k)
+				if err != nil {
+					return res, fmt.Errorf("cpu, NATS alone, %d keys: %w", k, err)
+				}
+				res.Alone = append(res.Alone, row)
 			}
-			res.Alone = append(res.Alone, row)
-		}
-		for _, w := range cfg.Workers {
-			if ctx.Err() != nil {
-				return res, ctx.Err()
+			for _, w := range cfg.Workers {
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				c := Cell{Keys: k, Workers: w}
+				cfg.Logger.Info("benchmark: cpu", "cell", c.String(), "run", run, "of", runs, "offered_rate", float64(k)*20*overload, "duration", cfg.Duration)
+				row, profiles, err := cpuCell(ctx, cfg, c, run == 1 && c == cfg.Profile)
+				if err != nil {
+					return res, fmt.Errorf("cpu %s, run %d: %w", c, run, err)
+				}
+				row.Run = run
+				res.Rows = append(res.Rows, row)
+				res.Profiles = append(res.Profiles, profiles...)
 			}
-			c := Cell{Keys: k, Workers: w}
-			cfg.Logger.Info("benchmark: cpu", "cell", c.String(), "offered_rate", float64(k)*20*overload, "duration", cfg.Duration)
-			row, profiles, err := cpuCell(ctx, cfg, c)
-			if err != nil {
-				return res, fmt.Errorf("cpu %s: %w", c, err)
-			}
-			res.Rows = append(res.Rows, row)
-			res.Profiles = append(res.Profiles, profiles...)
 		}
 	}
 	return res, nil
@@ -200,8 +212,8 @@ func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
 // cpuCell runs one cell: a fleet whose NATS runs in a process of its own, the
 // producer offering overload times the keys' hard limit, CPU read per process
 // at both ends of the window.
-func cpuCell(ctx context.Context, cfg CPUConfig, c Cell) (CPURow, []KindProfile, error) {
-	row := CPURow{Cell: c, Bound: float64(c.Keys) * perKeyBound, Profiled: c == cfg.Profile}
+func cpuCell(ctx context.Context, cfg CPUConfig, c Cell, profiled bool) (CPURow, []KindProfile, error) {
+	row := CPURow{Cell: c, Bound: float64(c.Keys) * perKeyBound, Profiled: profiled}
 	var env []string
 	var profDir string
 	if row.Profiled {
@@ -449,10 +461,14 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 		res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Load, overload, results(cfg.Results), cfg.Duration, cfg.Warmup, fleet.ClockTicks(), badNonceEvery)
 	b.WriteString("| keys | worker procs | published/s | req/s | of bound | 429 | 400 | 400 most a minute | CPU ms/req: workers | NATS | simulator | producer | monitor | all | runner | cores / 1,000 keys | machine busy | busy answers | peak RSS MiB: a worker | NATS | simulator |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	runs := max(cfg.Runs, 1)
 	for _, r := range res.Rows {
 		mark := ""
+		if runs > 1 {
+			mark = fmt.Sprintf(" (run %d)", r.Run)
+		}
 		if r.Profiled {
-			mark = " (profiled)"
+			mark += " (profiled)"
 		}
 		all := r.PerRequest(r.CPU.All())
 		fmt.Fprintf(&b, "| %d | %d%s | %.1f | %.1f | %.3f | %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.0f%% | %s | %.0f | %.0f | %.0f |\n",
@@ -461,17 +477,31 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 			all, r.PerRequest(r.CPU.Runner), CoresPer1000Keys(all), 100*r.BoxBusy, r.BusyShare(),
 			mib(r.PeakRSS.Worker), mib(r.PeakRSS.NATS), mib(r.PeakRSS.Simulator))
 	}
-	if len(res.Rows) > 0 {
-		most := slices.MaxFunc(res.Rows, func(a, b CPURow) int { return a.Keys - b.Keys }).Keys
-		b.WriteString("\nProjection: cores per 1,000 keys at full rate = CPU ms per request × 1,000 keys × 19.17 req/s a key / 1,000 ms, from the cells with the most keys:\n\n")
-		for _, r := range res.Rows {
-			if r.Keys != most {
+	cells := summarize(res.Rows)
+	if runs > 1 && len(cells) > 0 {
+		fmt.Fprintf(&b, "\nMedians of each cell's runs (the matrix ran %d times, one round after the other), the least and the most in brackets; 429: all the runs' together:\n\n", runs)
+		b.WriteString("| keys | worker procs | runs | of bound | 429 | 400 | CPU ms/req: workers | NATS | simulator | producer | monitor | all | cores / 1,000 keys | machine busy |\n")
+		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, c := range cells {
+			fmt.Fprintf(&b, "| %d | %d | %d | %.3f (%.3f to %.3f) | %d | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f (%.3f to %.3f) | %.2f | %.0f%% |\n",
+				c.Keys, c.Workers, c.runs, c.ofBound.median, c.ofBound.least, c.ofBound.most, c.rateLimited, c.badNonce.median,
+				c.workers.median, c.nats.median, c.simulator.median, c.producer.median, c.monitor.median,
+				c.all.median, c.all.least, c.all.most, CoresPer1000Keys(c.all.median), 100*c.busy.median)
+		}
+	}
+	if len(cells) > 0 {
+		most := slices.MaxFunc(cells, func(a, b cellSummary) int { return a.Keys - b.Keys }).Keys
+		from := "from the cells with the most keys"
+		if runs > 1 {
+			from = "from the medians of the cells with the most keys"
+		}
+		fmt.Fprintf(&b, "\nProjection: cores per 1,000 keys at full rate = CPU ms per request × 1,000 keys × 19.17 req/s a key / 1,000 ms, %s:\n\n", from)
+		for _, c := range cells {
+			if c.Keys != most {
 				continue
 			}
-			all := r.PerRequest(r.CPU.All())
-			fleetOnly := r.PerRequest(r.CPU.All() - r.CPU.Simulator)
 			fmt.Fprintf(&b, "- %d keys, %d worker processes: %.3f ms × 1,000 × %.2f / 1,000 = %.2f cores (%.2f without the simulator, which stands in for the upstream)\n",
-				r.Keys, r.Workers, all, perKeyBound, CoresPer1000Keys(all), CoresPer1000Keys(fleetOnly))
+				c.Keys, c.Workers, c.all.median, perKeyBound, CoresPer1000Keys(c.all.median), CoresPer1000Keys(c.fleetOnly.median))
 		}
 	}
 	if len(res.Alone) > 0 {
@@ -482,4 +512,79 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 			p.Kind, p.Cell, p.Cell.Keys, p.Cell.Workers, p.Files, p.Top)
 	}
 	return b.String()
+}
+
+// cellSummary is one cell's runs: the median of each figure FormatCPU shows,
+// with the least and the most.
+type cellSummary struct {
+	Cell
+	runs        int
+	rateLimited uint64 // every run's together: any 429 counts
+	badNonce    spread
+	ofBound     spread
+	workers     spread
+	nats        spread
+	simulator   spread
+	producer    spread
+	monitor     spread
+	all         spread
+	fleetOnly   spread // all but the simulator
+	busy        spread
+}
+
+// spread is the median of a figure over runs, with the least and the most.
+type spread struct{ median, least, most float64 }
+
+func spreadOf(xs []float64) spread {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	n := len(xs)
+	if n == 0 {
+		return spread{}
+	}
+	m := xs[n/2]
+	if n%2 == 0 {
+		m = (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return spread{median: m, least: xs[0], most: xs[n-1]}
+}
+
+// summarize groups rows by cell, in the order the cells first ran.
+func summarize(rows []CPURow) []cellSummary {
+	var order []Cell
+	byCell := map[Cell][]CPURow{}
+	for _, r := range rows {
+		if _, ok := byCell[r.Cell]; !ok {
+			order = append(order, r.Cell)
+		}
+		byCell[r.Cell] = append(byCell[r.Cell], r)
+	}
+	out := make([]cellSummary, 0, len(order))
+	for _, c := range order {
+		rs := byCell[c]
+		of := func(f func(CPURow) float64) spread {
+			xs := make([]float64, len(rs))
+			for i, r := range rs {
+				xs[i] = f(r)
+			}
+			return spreadOf(xs)
+		}
+		s := cellSummary{Cell: c, runs: len(rs),
+			badNonce:  of(func(r CPURow) float64 { return float64(r.BadNonce) }),
+			ofBound:   of(func(r CPURow) float64 { return r.OKPerSecond() / r.Bound }),
+			workers:   of(func(r CPURow) float64 { return r.PerRequest(r.CPU.Workers) }),
+			nats:      of(func(r CPURow) float64 { return r.PerRequest(r.CPU.NATS) }),
+			simulator: of(func(r CPURow) float64 { return r.PerRequest(r.CPU.Simulator) }),
+			producer:  of(func(r CPURow) float64 { return r.PerRequest(r.CPU.Producer) }),
+			monitor:   of(func(r CPURow) float64 { return r.PerRequest(r.CPU.Monitor) }),
+			all:       of(func(r CPURow) float64 { return r.PerRequest(r.CPU.All()) }),
+			fleetOnly: of(func(r CPURow) float64 { return r.PerRequest(r.CPU.All() - r.CPU.Simulator) }),
+			busy:      of(func(r CPURow) float64 { return r.BoxBusy }),
+		}
+		for _, r := range rs {
+			s.rateLimited += r.RateLimited
+		}
+		out = append(out, s)
+	}
+	return out
 }

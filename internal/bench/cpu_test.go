@@ -102,6 +102,70 @@ func TestFormatCPU_OneRowACellAndTheProjectionFromTheMostKeys(t *testing.T) {
 	}
 }
 
+func TestFormatCPU_MediansOfEachCellsRuns(t *testing.T) {
+	row := func(keys, run int, ok uint64, workers time.Duration, rateLimited, badNonce uint64) CPURow {
+		return CPURow{Cell: Cell{Keys: keys, Workers: 1}, Run: run, Window: 10 * time.Second, OK: ok, Published: ok,
+			Bound: float64(keys) * perKeyBound, RateLimited: rateLimited, BadNonce: badNonce, CPU: CPUUse{Workers: workers}}
+	}
+	first := row(100, 1, 19_000, 9500*time.Millisecond, 0, 3) // 0.991 of the bound, 0.5 ms a request
+	first.Profiled = true
+	res := CPUResult{Rows: []CPURow{
+		first,
+		row(200, 1, 37_000, 11100*time.Millisecond, 0, 0), // 0.3 ms
+		row(100, 2, 18_000, 10800*time.Millisecond, 2, 9), // 0.939, 0.6 ms
+		row(200, 2, 36_000, 14400*time.Millisecond, 1, 0), // 0.4 ms
+		row(100, 3, 18_500, 7400*time.Millisecond, 0, 5),  // 0.965, 0.4 ms
+	}}
+	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Runs: 3})
+	for _, want := range []string{
+		"| 100 | 1 (run 1) (profiled) | 1900.0 |",
+		"| 100 | 1 (run 2) | 1800.0 |",
+		"Medians of each cell's runs (the matrix ran 3 times",
+		// Odd runs: the middle one; 429s added up; 400s the median.
+		"| 100 | 1 | 3 | 0.965 (0.939 to 0.991) | 2 | 5 | 0.500 | 0.000 | 0.000 | 0.000 | 0.000 | 0.500 (0.400 to 0.600) | 9.58 | 0% |",
+		// Even runs: between the middle two.
+		"| 200 | 1 | 2 | 0.952 (0.939 to 0.965) | 1 | 0 | 0.350 |",
+		"from the medians of the cells with the most keys",
+		"- 200 keys, 1 worker processes: 0.350 ms × 1,000 × 19.17 / 1,000 = 6.71 cores",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "\n- ") != 1 {
+		t.Errorf("want one projection, from the one 200-key cell's medians, in:\n%s", out)
+	}
+
+	once := FormatCPU(CPUResult{Rows: res.Rows[:2]}, CPUConfig{Duration: 10 * time.Second})
+	if strings.Contains(once, "Medians") || strings.Contains(once, "(run ") {
+		t.Errorf("one run: no medians and no run numbers, got:\n%s", once)
+	}
+}
+
+func TestSpreadOf(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []float64
+		want spread
+	}{
+		{"none", nil, spread{}},
+		{"one", []float64{2}, spread{2, 2, 2}},
+		{"odd, unsorted", []float64{5, 1, 3}, spread{3, 1, 5}},
+		{"even: between the middle two", []float64{4, 1, 2, 10}, spread{3, 1, 10}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := slices.Clone(tc.in)
+			if got := spreadOf(tc.in); got != tc.want {
+				t.Errorf("spreadOf(%v) = %+v, want %+v", tc.in, got, tc.want)
+			}
+			if !slices.Equal(in, tc.in) {
+				t.Errorf("spreadOf sorted its argument: %v", tc.in)
+			}
+		})
+	}
+}
+
 func TestProfilesByKind_ByThePIDInTheName(t *testing.T) {
 	kinds := map[int]string{11: "workers", 12: "workers", 20: "NATS", 30: "simulator"}
 	files := []string{"/p/worker-11.pprof", "/p/worker-12.pprof", "/p/fleet-20.pprof", "/p/exchange-30.pprof", "/p/worker-99.pprof", "/p/odd.pprof"}
