@@ -184,17 +184,17 @@ func TestWorkers_AHandoffNeedsNoClockAgreement(t *testing.T) {
 	}
 }
 
-// scripted429 answers 429 "exceeded rate limit" while open, and holds every other
-// request until the test ends.
+// scripted429 answers 429 "exceeded rate limit" to as many requests as its
+// budget allows, and holds every other request until the test ends.
 type scripted429 struct {
-	open     atomic.Bool
+	budget   atomic.Int32
 	answered atomic.Int32
 	stop     chan struct{}
 	once     sync.Once
 }
 
 func (s *scripted429) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.open.Load() {
+	if s.budget.Add(-1) < 0 {
 		select {
 		case <-s.stop:
 		case <-r.Context().Done():
@@ -224,17 +224,16 @@ func TestWorkers_TheBanGuardTripsOnAKeysLifetimeCountAcrossACrash(t *testing.T) 
 
 	// The first holder draws two 429s, then its next request hangs: it crashes
 	// with the two counted in key state.
-	up.open.Store(true)
+	up.budget.Store(2)
 	first := startSolo(t, env, "first", srv.URL, 0, fastLimiter(), ks)
-	require.Eventually(t, func() bool { return up.answered.Load() >= 2 }, 30*time.Second, time.Millisecond)
-	up.open.Store(false)
-	require.Eventually(t, func() bool { return count() == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return count() == 2 }, 30*time.Second, 10*time.Millisecond)
 	require.EqualValues(t, 2, up.answered.Load())
 	first.crash()
 
 	// The next holder starts from the fleet's count: its first 429 is the key's
-	// third, which trips the guard (3 of the upstream's 10).
-	up.open.Store(true)
+	// third, which trips the guard (3 of the upstream's 10). The upstream would
+	// answer a fourth.
+	up.budget.Store(2)
 	startSolo(t, env, "second", srv.URL, 0, fastLimiter(), ks)
 	require.Eventually(t, func() bool {
 		r, _, err := store.Get(context.Background(), ks[0].Name())
