@@ -97,7 +97,8 @@ bench-scale: build
 # CPU_ALONE adds, for each number of keys, what the same messages cost NATS with
 # nothing else in the way. The whole matrix takes about 13 minutes. CPU_RUNS=3
 # runs it three times, one round after the other, and adds each cell's medians:
-# this machine's speed varies by more than most changes do.
+# this machine's speed varies by more than most changes do. CPU_AGAINST=DIR also
+# runs each cell on the binaries in DIR (another build) and adds the ratios.
 CPU_KEYS    ?= 5,50,100,200
 CPU_WORKERS ?= 1,2,5
 CPU_TIME    ?= 30s
@@ -106,8 +107,9 @@ CPU_PROFILE ?= 100x5
 CPU_RESULTS ?= keep
 CPU_ALONE   ?= true
 CPU_RUNS    ?= 1
+CPU_AGAINST ?=
 bench-cpu: build
-	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS) --nats-alone=$(CPU_ALONE) --runs $(CPU_RUNS)
+	$(BIN)/fleet cpu --bin $(BIN) --go $(GO) --keys $(CPU_KEYS) --workers $(CPU_WORKERS) --duration $(CPU_TIME) --warmup $(CPU_WARMUP) --profile-cell "$(CPU_PROFILE)" --results $(CPU_RESULTS) --nats-alone=$(CPU_ALONE) --runs $(CPU_RUNS) --against "$(CPU_AGAINST)"
 
 # The fleet on an embedded three-node cluster, one node stopped every 20 s.
 bench-cluster: build

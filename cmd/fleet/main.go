@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -495,6 +496,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		goCmd      = fs.String("go", "go", "the go command, for `go tool pprof`")
 		resultsTo  = fs.String("results", "keep", "where served results go: keep, reply or none (the producer's --results, which says what reply and none give up)")
 		profDir    = fs.String("profiles-dir", "", "keep the profiled cell's raw CPU profiles in this `folder` (default: a temporary one, removed)")
+		against    = fs.String("against", "", "also measure the binaries in this `folder` (another build, such as the last release's: go build -o FOLDER/ ./cmd/...), each cell right after this build's, and add the ratios of their medians")
 		runs       = fs.Int("runs", 1, "how many times to run the matrix, one round after the other; with more than one, each cell's medians follow (the profiled cell and NATS alone run once)")
 		alone      = fs.Bool("nats-alone", false, "for each number of keys, also measure NATS alone: the same producer, and one client ending each request with the fleet's messages (pull, result stored, reply, ack), without upstream, limiter or control plane")
 	)
@@ -512,6 +514,13 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *runs < 1 {
 		return cmd.Usage(fmt.Errorf("--runs %d: want 1 or more", *runs))
 	}
+	if *against != "" {
+		for _, name := range []string{"fleet", "worker", "producer", "exchange", "monitor"} {
+			if _, err := os.Stat(filepath.Join(*against, name)); err != nil {
+				return cmd.Usage(fmt.Errorf("--against %s: no %s there (build the other version with go build -o %s/ ./cmd/...): %w", *against, name, *against, err))
+			}
+		}
+	}
 	if *warmup < 0 || *duration <= 0 {
 		return cmd.Usage(fmt.Errorf("--warmup %s must not be negative and --duration %s must be positive", *warmup, *duration))
 	}
@@ -525,7 +534,7 @@ func cpuCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	cfg := bench.CPUConfig{Bin: *bin, Keys: ks, Workers: ws, Warmup: *warmup, Duration: *duration, Profile: prof, GoCmd: *goCmd, ProfileDir: *profDir, Results: wire.Results(*resultsTo),
-		Alone: *alone, Runs: *runs, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
+		Alone: *alone, Runs: *runs, Against: *against, Logs: processLogs(*logs, stderr), Logger: cmd.Logger()}
 	res, err := bench.CPU(ctx, cfg)
 	fmt.Fprint(stdout, bench.FormatCPU(res, cfg))
 	return err

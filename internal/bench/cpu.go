@@ -48,10 +48,23 @@ type CPUConfig struct {
 	// caught together in one slow spell of the machine. With more than one,
 	// FormatCPU adds each cell's medians. The profiled cell and NATS alone run
 	// in the first round only. 0 means 1.
-	Runs   int
-	Logs   io.Writer
-	Logger *slog.Logger
+	Runs int
+	// Against, when set, is the folder of a second build's binaries to measure
+	// beside Bin's: each cell runs with both, one right after the other, the
+	// first of the two alternating from one round to the next, and FormatCPU
+	// adds the ratios of their medians. The runner (this process) is the same
+	// for both, and so are the streams it applies.
+	Against string
+	Logs    io.Writer
+	Logger  *slog.Logger
 }
+
+// buildThis and buildBase name the builds of a comparison (CPUConfig.Against):
+// this one is CPUConfig.Bin's, the base the other.
+const (
+	buildThis = ""
+	buildBase = "base"
+)
 
 // Cell is one point of the CPU benchmark's matrix: how many keys, shared by how
 // many worker processes.
@@ -124,6 +137,8 @@ type CPURow struct {
 	Profiled bool
 	// Run is the round of the matrix the row is from, from 1 (CPUConfig.Runs).
 	Run int
+	// Build is "base" for a row of CPUConfig.Against's build, "" for Bin's.
+	Build string
 }
 
 // RSS is peak resident memory, in bytes, per kind of process.
@@ -195,14 +210,30 @@ func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
 					return res, ctx.Err()
 				}
 				c := Cell{Keys: k, Workers: w}
-				cfg.Logger.Info("benchmark: cpu", "cell", c.String(), "run", run, "of", runs, "offered_rate", float64(k)*20*overload, "duration", cfg.Duration)
-				row, profiles, err := cpuCell(ctx, cfg, c, run == 1 && c == cfg.Profile)
-				if err != nil {
-					return res, fmt.Errorf("cpu %s, run %d: %w", c, run, err)
+				builds := []string{buildThis}
+				if cfg.Against != "" {
+					builds = []string{buildThis, buildBase}
+					if run%2 == 0 {
+						builds = []string{buildBase, buildThis}
+					}
 				}
-				row.Run = run
-				res.Rows = append(res.Rows, row)
-				res.Profiles = append(res.Profiles, profiles...)
+				for _, build := range builds {
+					if ctx.Err() != nil {
+						return res, ctx.Err()
+					}
+					bc := cfg
+					if build == buildBase {
+						bc.Bin = cfg.Against
+					}
+					cfg.Logger.Info("benchmark: cpu", "cell", c.String(), "build", bc.Bin, "run", run, "of", runs, "offered_rate", float64(k)*20*overload, "duration", cfg.Duration)
+					row, profiles, err := cpuCell(ctx, bc, c, run == 1 && build == buildThis && c == cfg.Profile)
+					if err != nil {
+						return res, fmt.Errorf("cpu %s, run %d, %s: %w", c, run, bc.Bin, err)
+					}
+					row.Run, row.Build = run, build
+					res.Rows = append(res.Rows, row)
+					res.Profiles = append(res.Profiles, profiles...)
+				}
 			}
 		}
 	}
@@ -467,6 +498,9 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 		if runs > 1 {
 			mark = fmt.Sprintf(" (run %d)", r.Run)
 		}
+		if r.Build != buildThis {
+			mark += " (" + r.Build + ")"
+		}
 		if r.Profiled {
 			mark += " (profiled)"
 		}
@@ -478,16 +512,27 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 			mib(r.PeakRSS.Worker), mib(r.PeakRSS.NATS), mib(r.PeakRSS.Simulator))
 	}
 	cells := summarize(res.Rows)
-	if runs > 1 && len(cells) > 0 {
-		fmt.Fprintf(&b, "\nMedians of each cell's runs (the matrix ran %d times, one round after the other), the least and the most in brackets; 429: all the runs' together:\n\n", runs)
+	if (runs > 1 || cfg.Against != "") && len(cells) > 0 {
+		if runs > 1 {
+			fmt.Fprintf(&b, "\nMedians of each cell's runs (the matrix ran %d times, one round after the other), the least and the most in brackets; 429: all the runs' together:\n\n", runs)
+		} else {
+			b.WriteString("\nEach cell's one run on each build:\n\n")
+		}
 		b.WriteString("| keys | worker procs | runs | of bound | 429 | 400 | CPU ms/req: workers | NATS | simulator | producer | monitor | all | cores / 1,000 keys | machine busy |\n")
 		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range cells {
-			fmt.Fprintf(&b, "| %d | %d | %d | %.3f (%.3f to %.3f) | %d | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f (%.3f to %.3f) | %.2f | %.0f%% |\n",
-				c.Keys, c.Workers, c.runs, c.ofBound.median, c.ofBound.least, c.ofBound.most, c.rateLimited, c.badNonce.median,
+			mark := ""
+			if c.build != buildThis {
+				mark = " (" + c.build + ")"
+			}
+			fmt.Fprintf(&b, "| %d | %d%s | %d | %.3f (%.3f to %.3f) | %d | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f (%.3f to %.3f) | %.2f | %.0f%% |\n",
+				c.Keys, c.Workers, mark, c.runs, c.ofBound.median, c.ofBound.least, c.ofBound.most, c.rateLimited, c.badNonce.median,
 				c.workers.median, c.nats.median, c.simulator.median, c.producer.median, c.monitor.median,
 				c.all.median, c.all.least, c.all.most, CoresPer1000Keys(c.all.median), 100*c.busy.median)
 		}
+	}
+	if cfg.Against != "" {
+		b.WriteString(formatRatios(cells, cfg.Against))
 	}
 	if len(cells) > 0 {
 		most := slices.MaxFunc(cells, func(a, b cellSummary) int { return a.Keys - b.Keys }).Keys
@@ -497,7 +542,7 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 		}
 		fmt.Fprintf(&b, "\nProjection: cores per 1,000 keys at full rate = CPU ms per request × 1,000 keys × 19.17 req/s a key / 1,000 ms, %s:\n\n", from)
 		for _, c := range cells {
-			if c.Keys != most {
+			if c.Keys != most || c.build != buildThis {
 				continue
 			}
 			fmt.Fprintf(&b, "- %d keys, %d worker processes: %.3f ms × 1,000 × %.2f / 1,000 = %.2f cores (%.2f without the simulator, which stands in for the upstream)\n",
@@ -518,6 +563,7 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 // with the least and the most.
 type cellSummary struct {
 	Cell
+	build       string // CPURow.Build
 	runs        int
 	rateLimited uint64 // every run's together: any 429 counts
 	badNonce    spread
@@ -549,19 +595,24 @@ func spreadOf(xs []float64) spread {
 	return spread{median: m, least: xs[0], most: xs[n-1]}
 }
 
-// summarize groups rows by cell, in the order the cells first ran.
+// summarize groups rows by build and cell, in the order they first ran.
 func summarize(rows []CPURow) []cellSummary {
-	var order []Cell
-	byCell := map[Cell][]CPURow{}
+	type group struct {
+		build string
+		cell  Cell
+	}
+	var order []group
+	byGroup := map[group][]CPURow{}
 	for _, r := range rows {
-		if _, ok := byCell[r.Cell]; !ok {
-			order = append(order, r.Cell)
+		g := group{r.Build, r.Cell}
+		if _, ok := byGroup[g]; !ok {
+			order = append(order, g)
 		}
-		byCell[r.Cell] = append(byCell[r.Cell], r)
+		byGroup[g] = append(byGroup[g], r)
 	}
 	out := make([]cellSummary, 0, len(order))
-	for _, c := range order {
-		rs := byCell[c]
+	for _, g := range order {
+		c, rs := g.cell, byGroup[g]
 		of := func(f func(CPURow) float64) spread {
 			xs := make([]float64, len(rs))
 			for i, r := range rs {
@@ -569,7 +620,7 @@ func summarize(rows []CPURow) []cellSummary {
 			}
 			return spreadOf(xs)
 		}
-		s := cellSummary{Cell: c, runs: len(rs),
+		s := cellSummary{Cell: c, build: g.build, runs: len(rs),
 			badNonce:  of(func(r CPURow) float64 { return float64(r.BadNonce) }),
 			ofBound:   of(func(r CPURow) float64 { return r.OKPerSecond() / r.Bound }),
 			workers:   of(func(r CPURow) float64 { return r.PerRequest(r.CPU.Workers) }),
@@ -587,4 +638,37 @@ func summarize(rows []CPURow) []cellSummary {
 		out = append(out, s)
 	}
 	return out
+}
+
+// formatRatios compares each cell's medians on this build with the base
+// build's (CPUConfig.Against).
+func formatRatios(cells []cellSummary, against string) string {
+	base := map[Cell]cellSummary{}
+	for _, c := range cells {
+		if c.build == buildBase {
+			base[c.Cell] = c
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nThis build against the base (%s), each cell's medians; a ratio under 1 is less on this build:\n\n", against)
+	b.WriteString("| keys | worker procs | of bound: this | base | 429: this | base | CPU ms/req, all: this | base | this / base | workers: this / base |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range cells {
+		o, ok := base[c.Cell]
+		if c.build != buildThis || !ok {
+			continue
+		}
+		fmt.Fprintf(&b, "| %d | %d | %.3f | %.3f | %d | %d | %.3f | %.3f | %s | %s |\n",
+			c.Keys, c.Workers, c.ofBound.median, o.ofBound.median, c.rateLimited, o.rateLimited,
+			c.all.median, o.all.median, ratio(c.all.median, o.all.median), ratio(c.workers.median, o.workers.median))
+	}
+	return b.String()
+}
+
+// ratio returns a / b to three places, or "-" when b is 0.
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", a/b)
 }

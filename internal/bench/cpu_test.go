@@ -142,6 +142,46 @@ func TestFormatCPU_MediansOfEachCellsRuns(t *testing.T) {
 	}
 }
 
+func TestFormatCPU_ThisBuildAgainstTheBase(t *testing.T) {
+	row := func(build string, run int, ok uint64, workers, nats time.Duration) CPURow {
+		return CPURow{Cell: Cell{Keys: 100, Workers: 1}, Build: build, Run: run, Window: 10 * time.Second, OK: ok, Published: ok,
+			Bound: 100 * perKeyBound, CPU: CPUUse{Workers: workers, NATS: nats}}
+	}
+	res := CPUResult{Rows: []CPURow{
+		row(buildThis, 1, 19_000, 7600*time.Millisecond, 1900*time.Millisecond), // 0.4 + 0.1 ms
+		row(buildBase, 1, 19_000, 9500*time.Millisecond, 1900*time.Millisecond), // 0.5 + 0.1 ms
+		row(buildBase, 2, 18_000, 9000*time.Millisecond, 1800*time.Millisecond), // 0.5 + 0.1 ms
+		row(buildThis, 2, 18_000, 7200*time.Millisecond, 1800*time.Millisecond), // 0.4 + 0.1 ms
+	}}
+	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Runs: 2, Against: "/old/bin"})
+	for _, want := range []string{
+		"| 100 | 1 (run 1) (base) | 1900.0 |",
+		"| 100 | 1 (base) | 2 | 0.965 (0.939 to 0.991) | 0 | 0 | 0.500 | 0.100 |",
+		"This build against the base (/old/bin)",
+		// 0.5 ms against 0.6: 0.833; the workers 0.4 against 0.5: 0.8.
+		"| 100 | 1 | 0.965 | 0.965 | 0 | 0 | 0.500 | 0.600 | 0.833 | 0.800 |",
+		"- 100 keys, 1 worker processes: 0.500 ms",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "\n- ") != 1 {
+		t.Errorf("want one projection, from this build's medians, in:\n%s", out)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	for _, tc := range []struct {
+		a, b float64
+		want string
+	}{{1, 2, "0.500"}, {3, 2, "1.500"}, {1, 0, "-"}} {
+		if got := ratio(tc.a, tc.b); got != tc.want {
+			t.Errorf("ratio(%v, %v) = %q, want %q", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
 func TestSpreadOf(t *testing.T) {
 	tests := []struct {
 		name string
