@@ -117,7 +117,7 @@ func TestFormatCPU_MediansOfEachCellsRuns(t *testing.T) {
 		row(100, 3, 18_500, 7400*time.Millisecond, 0, 5),  // 0.965, 0.4 ms
 	}}
 	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Runs: 3})
-	for _, want := range []string{
+	containsAll(t, out,
 		"| 100 | 1 (run 1) (profiled) | 1900.0 |",
 		"| 100 | 1 (run 2) | 1800.0 |",
 		"Medians of each cell's runs (the matrix ran 3 times",
@@ -127,14 +127,8 @@ func TestFormatCPU_MediansOfEachCellsRuns(t *testing.T) {
 		"| 200 | 1 | 2 | 0.952 (0.939 to 0.965) | 1 | 0 | 0.350 |",
 		"from the medians of the cells with the most keys",
 		"- 200 keys, 1 worker processes: 0.350 ms × 1,000 × 19.17 / 1,000 = 6.71 cores",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("no %q in:\n%s", want, out)
-		}
-	}
-	if strings.Count(out, "\n- ") != 1 {
-		t.Errorf("want one projection, from the one 200-key cell's medians, in:\n%s", out)
-	}
+	)
+	oneProjection(t, out, "from the one 200-key cell's medians")
 
 	once := FormatCPU(CPUResult{Rows: res.Rows[:2]}, CPUConfig{Duration: 10 * time.Second})
 	if strings.Contains(once, "Medians") || strings.Contains(once, "(run ") {
@@ -154,20 +148,32 @@ func TestFormatCPU_ThisBuildAgainstTheBase(t *testing.T) {
 		row(buildThis, 2, 18_000, 7200*time.Millisecond, 1800*time.Millisecond), // 0.4 + 0.1 ms
 	}}
 	out := FormatCPU(res, CPUConfig{Duration: 10 * time.Second, Runs: 2, Against: "/old/bin"})
-	for _, want := range []string{
+	containsAll(t, out,
 		"| 100 | 1 (run 1) (base) | 1900.0 |",
 		"| 100 | 1 (base) | 2 | 0.965 (0.939 to 0.991) | 0 | 0 | 0.500 | 0.100 |",
 		"This build against the base (/old/bin)",
 		// 0.5 ms against 0.6: 0.833; the workers 0.4 against 0.5: 0.8.
 		"| 100 | 1 | 0.965 | 0.965 | 0 | 0 | 0.500 | 0.600 | 0.833 | 0.800 |",
 		"- 100 keys, 1 worker processes: 0.500 ms",
-	} {
+	)
+	oneProjection(t, out, "from this build's medians")
+}
+
+// containsAll checks that out holds each of wants.
+func containsAll(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
 	}
+}
+
+// oneProjection checks that out projects cores per 1,000 keys once, from what.
+func oneProjection(t *testing.T, out, what string) {
+	t.Helper()
 	if strings.Count(out, "\n- ") != 1 {
-		t.Errorf("want one projection, from this build's medians, in:\n%s", out)
+		t.Errorf("want one projection, %s, in:\n%s", what, out)
 	}
 }
 
