@@ -206,18 +206,8 @@ func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
 				res.Alone = append(res.Alone, row)
 			}
 			for _, w := range cfg.Workers {
-				if ctx.Err() != nil {
-					return res, ctx.Err()
-				}
 				c := Cell{Keys: k, Workers: w}
-				builds := []string{buildThis}
-				if cfg.Against != "" {
-					builds = []string{buildThis, buildBase}
-					if run%2 == 0 {
-						builds = []string{buildBase, buildThis}
-					}
-				}
-				for _, build := range builds {
+				for _, build := range builds(cfg, run) {
 					if ctx.Err() != nil {
 						return res, ctx.Err()
 					}
@@ -238,6 +228,26 @@ func CPU(ctx context.Context, cfg CPUConfig) (CPUResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// builds returns the builds a cell runs on in round run, in order: this one
+// alone, or both with the first alternating from round to round.
+func builds(cfg CPUConfig, run int) []string {
+	switch {
+	case cfg.Against == "":
+		return []string{buildThis}
+	case run%2 == 0:
+		return []string{buildBase, buildThis}
+	}
+	return []string{buildThis, buildBase}
+}
+
+// buildMark is how a table marks a row of build: nothing for this one.
+func buildMark(build string) string {
+	if build == buildThis {
+		return ""
+	}
+	return " (" + build + ")"
 }
 
 // cpuCell runs one cell: a fleet whose NATS runs in a process of its own, the
@@ -498,9 +508,7 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 		if runs > 1 {
 			mark = fmt.Sprintf(" (run %d)", r.Run)
 		}
-		if r.Build != buildThis {
-			mark += " (" + r.Build + ")"
-		}
+		mark += buildMark(r.Build)
 		if r.Profiled {
 			mark += " (profiled)"
 		}
@@ -521,12 +529,8 @@ func FormatCPU(res CPUResult, cfg CPUConfig) string {
 		b.WriteString("| keys | worker procs | runs | of bound | 429 | 400 | CPU ms/req: workers | NATS | simulator | producer | monitor | all | cores / 1,000 keys | machine busy |\n")
 		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range cells {
-			mark := ""
-			if c.build != buildThis {
-				mark = " (" + c.build + ")"
-			}
 			fmt.Fprintf(&b, "| %d | %d%s | %d | %.3f (%.3f to %.3f) | %d | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f (%.3f to %.3f) | %.2f | %.0f%% |\n",
-				c.Keys, c.Workers, mark, c.runs, c.ofBound.median, c.ofBound.least, c.ofBound.most, c.rateLimited, c.badNonce.median,
+				c.Keys, c.Workers, buildMark(c.build), c.runs, c.ofBound.median, c.ofBound.least, c.ofBound.most, c.rateLimited, c.badNonce.median,
 				c.workers.median, c.nats.median, c.simulator.median, c.producer.median, c.monitor.median,
 				c.all.median, c.all.least, c.all.most, CoresPer1000Keys(c.all.median), 100*c.busy.median)
 		}

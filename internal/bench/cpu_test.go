@@ -177,6 +177,25 @@ func oneProjection(t *testing.T, out, what string) {
 	}
 }
 
+func TestBuilds_AlternateTheFirstFromRoundToRound(t *testing.T) {
+	tests := []struct {
+		against string
+		run     int
+		want    []string
+	}{
+		{"", 1, []string{buildThis}},
+		{"", 2, []string{buildThis}},
+		{"/old", 1, []string{buildThis, buildBase}},
+		{"/old", 2, []string{buildBase, buildThis}},
+		{"/old", 3, []string{buildThis, buildBase}},
+	}
+	for _, tc := range tests {
+		if got := builds(CPUConfig{Against: tc.against}, tc.run); !slices.Equal(got, tc.want) {
+			t.Errorf("builds(against %q, run %d) = %q, want %q", tc.against, tc.run, got, tc.want)
+		}
+	}
+}
+
 func TestRatio(t *testing.T) {
 	for _, tc := range []struct {
 		a, b float64

@@ -35,15 +35,21 @@ func publish(t *testing.T, js jetstream.JetStream, n int) {
 	}
 }
 
-// pulling waits until consumer c has a pull waiting for a message.
-func pulling(t *testing.T, js jetstream.JetStream) {
+// awaitConsumer waits until consumer c's info says ok.
+func awaitConsumer(t *testing.T, js jetstream.JetStream, ok func(*jetstream.ConsumerInfo) bool, msgAndArgs ...any) {
 	t.Helper()
 	c, err := js.Consumer(context.Background(), "Q", "c")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		info, err := c.Info(context.Background())
-		return err == nil && info.NumWaiting == 1
-	}, 5*time.Second, 5*time.Millisecond, "the pull never reached the server")
+		return err == nil && ok(info)
+	}, 5*time.Second, 5*time.Millisecond, msgAndArgs...)
+}
+
+// pulling waits until consumer c has a pull waiting for a message.
+func pulling(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	awaitConsumer(t, js, func(i *jetstream.ConsumerInfo) bool { return i.NumWaiting == 1 }, "the pull never reached the server")
 }
 
 // seen waits until consumer c counts n messages not yet delivered: it learns
@@ -51,12 +57,7 @@ func pulling(t *testing.T, js jetstream.JetStream) {
 // that does not wait sees only what it has counted.
 func seen(t *testing.T, js jetstream.JetStream, n uint64) {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), "Q", "c")
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == n
-	}, 5*time.Second, 5*time.Millisecond, "consumer c never counted %d pending", n)
+	awaitConsumer(t, js, func(i *jetstream.ConsumerInfo) bool { return i.NumPending == n }, "consumer c never counted %d pending", n)
 }
 
 func TestPuller_TakesMessagesOneAtATimeAndAcksThem(t *testing.T) {
